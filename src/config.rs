@@ -1,0 +1,695 @@
+//! config: the daemon's settings, read from one TOML file and `NIGHTSHIFT_<SECTION>__<KEY>`
+//! environment overrides, layered with the `config` crate.
+//!
+//! Loading reports every problem at once: each key of the file is checked on its own against
+//! its section's schema, so one wrong key does not hide the next, and each error names the
+//! file, the line and the key path. Nothing else in the crate reads environment variables
+//! (systemd's own notify variables aside, which belong to `systemd`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The prefix of environment overrides: `NIGHTSHIFT_SERVER__LISTEN=0.0.0.0:9797`.
+pub const ENV_PREFIX: &str = "NIGHTSHIFT_";
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub store: StoreConfig,
+    pub reconcile: ReconcileConfig,
+    pub alertmanager: AlertmanagerConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub listen: String,
+    /// Allow plain HTTP on a non-loopback address.
+    pub allow_plaintext: bool,
+    /// PEM certificate chain; with `tls_key_file` it turns TLS on.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Largest accepted request body.
+    pub max_body_bytes: u64,
+    /// How long a client may take to send its request headers.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send its request body.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// How long a TLS handshake may take.
+    #[serde(with = "humantime_serde")]
+    pub tls_handshake_timeout: Duration,
+    /// Connections served at once; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Webhooks waiting to be committed; when full, ingest answers 503.
+    pub commit_queue: usize,
+    /// How long a graceful shutdown may take before the process exits anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9797".to_owned(),
+            allow_plaintext: false,
+            tls_cert_file: None,
+            tls_key_file: None,
+            max_body_bytes: 8 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            tls_handshake_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            commit_queue: 4096,
+            shutdown_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Three credentials, each optional: *ingest* for `POST /webhook`, *read* for the incident API,
+/// *admin* for `/-/reload`. Each may be a bearer token file, a basic-auth file
+/// (`user:password` on one line), or both.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub ingest_token_file: Option<PathBuf>,
+    pub ingest_basic_auth_file: Option<PathBuf>,
+    pub read_token_file: Option<PathBuf>,
+    pub read_basic_auth_file: Option<PathBuf>,
+    pub admin_token_file: Option<PathBuf>,
+    pub admin_basic_auth_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// State directory: the SQLite store and rejected bodies live here.
+    pub dir: PathBuf,
+    /// Notifications stored but not yet reconciled; at this many, ingest answers 503.
+    pub max_unreconciled: u64,
+    /// Reconciled raw notifications older than this are pruned.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Reconciled raw notifications beyond this many are pruned, oldest first.
+    pub max_notifications: u64,
+    /// How many rejected request bodies are kept for forensics.
+    pub rejected_keep: usize,
+    /// How often pruning and the readiness self-check run.
+    #[serde(with = "humantime_serde")]
+    pub maintenance_interval: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("./var"),
+            max_unreconciled: 100_000,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_notifications: 1_000_000,
+            rejected_keep: 100,
+            maintenance_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// An episode missing from a later snapshot of its group is called `gone` only once it has
+    /// been known this long: a retried old snapshot may arrive up to a group_interval late.
+    #[serde(with = "humantime_serde")]
+    pub gone_grace: Duration,
+    /// Notifications reconciled per store transaction.
+    pub batch_size: usize,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            gone_grace: Duration::from_secs(10 * 60),
+            batch_size: 512,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// Alertmanager's base URL; when set, open episodes are checked against `/api/v2/alerts`.
+    pub url: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub token_file: Option<PathBuf>,
+    pub basic_auth_file: Option<PathBuf>,
+}
+
+impl Default for AlertmanagerConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            sync_interval: Duration::from_secs(180),
+            timeout: Duration::from_secs(10),
+            token_file: None,
+            basic_auth_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter directive such as `info` or `info,nightshift::store=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// One problem found while loading configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// `file:line`, the environment variable, or the file alone when no line applies.
+    pub origin: String,
+    /// Dotted key path, empty when the whole file is concerned.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.origin, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.origin, self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, error) in self.0.iter().enumerate() {
+            if index > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Where each key was set, so that later checks can point at it.
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    file: Option<String>,
+    lines: BTreeMap<String, usize>,
+    env: BTreeMap<String, String>,
+}
+
+impl Origins {
+    pub fn of(&self, key: &str) -> String {
+        if let Some(variable) = self.env.get(key) {
+            return format!("environment {variable}");
+        }
+        match (&self.file, self.lines.get(key)) {
+            (Some(file), Some(line)) => format!("{file}:{line}"),
+            (Some(file), None) => file.clone(),
+            (None, _) => "built-in defaults".to_owned(),
+        }
+    }
+}
+
+/// A loaded configuration together with where its keys came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub origins: Origins,
+    pub path: Option<PathBuf>,
+}
+
+/// The environment overrides among `variables`: `NIGHTSHIFT_<SECTION>__<KEY>` only, so that
+/// variables such as those nightshift sets for its own child processes are never mistaken
+/// for settings.
+pub fn env_overrides(
+    variables: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    variables
+        .into_iter()
+        .filter(|(name, _)| {
+            name.strip_prefix(ENV_PREFIX)
+                .is_some_and(|rest| rest.contains("__"))
+        })
+        .collect()
+}
+
+/// Load the file at `path` (or the built-in defaults), apply `env` overrides, validate.
+pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Loaded, ConfigErrors> {
+    let mut origins = Origins::default();
+    let mut errors = Vec::new();
+    let text = match path {
+        Some(path) => {
+            let shown = path.display().to_string();
+            origins.file = Some(shown.clone());
+            match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    check_file(&shown, &text, &mut origins, &mut errors);
+                    text
+                }
+                Err(error) => {
+                    return Err(ConfigErrors(vec![ConfigError {
+                        origin: shown,
+                        key: String::new(),
+                        message: format!("cannot read config file: {error}"),
+                    }]));
+                }
+            }
+        }
+        None => String::new(),
+    };
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+
+    let mut environment = std::collections::HashMap::new();
+    for (name, value) in env {
+        let key = name[ENV_PREFIX.len()..].to_lowercase().replace("__", ".");
+        origins.env.insert(key, name.clone());
+        environment.insert(name.clone(), value.clone());
+    }
+    let built = ::config::Config::builder()
+        .add_source(::config::File::from_str(&text, ::config::FileFormat::Toml))
+        .add_source(
+            ::config::Environment::with_prefix("NIGHTSHIFT")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(environment)),
+        )
+        .build()
+        .and_then(|layered| layered.try_deserialize::<Config>());
+    let config = match built {
+        Ok(config) => config,
+        Err(error) => {
+            return Err(ConfigErrors(vec![ConfigError {
+                origin: if env.is_empty() {
+                    origins.of("")
+                } else {
+                    "environment".to_owned()
+                },
+                key: String::new(),
+                message: error.to_string(),
+            }]));
+        }
+    };
+    validate(&config, &origins, &mut errors);
+    if errors.is_empty() {
+        Ok(Loaded {
+            config,
+            origins,
+            path: path.map(Path::to_path_buf),
+        })
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&byte| byte == b'\n')
+        .count()
+        + 1
+}
+
+/// Check each key of the file on its own against its section's schema.
+fn check_file(file: &str, text: &str, origins: &mut Origins, errors: &mut Vec<ConfigError>) {
+    use toml::de::{DeTable, DeValue};
+
+    let document = match DeTable::parse(text) {
+        Ok(document) => document,
+        Err(error) => {
+            let line = error.span().map_or(1, |span| line_of(text, span.start));
+            errors.push(ConfigError {
+                origin: format!("{file}:{line}"),
+                key: String::new(),
+                message: format!("invalid TOML: {}", error.message().trim()),
+            });
+            return;
+        }
+    };
+    // The parsed table is ordered by key; report in file order.
+    let first_new = errors.len();
+    for (section_key, section_value) in document.get_ref() {
+        let section = section_key.get_ref().to_string();
+        let section_line = line_of(text, section_key.span().start);
+        let DeValue::Table(table) = section_value.get_ref() else {
+            errors.push(ConfigError {
+                origin: format!("{file}:{section_line}"),
+                key: section.clone(),
+                message: "expected a table such as [server]".to_owned(),
+            });
+            continue;
+        };
+        let check: fn(toml::de::ValueDeserializer<'_>) -> Result<(), toml::de::Error> =
+            match section.as_str() {
+                "server" => |d| ServerConfig::deserialize(d).map(drop),
+                "auth" => |d| AuthConfig::deserialize(d).map(drop),
+                "store" => |d| StoreConfig::deserialize(d).map(drop),
+                "reconcile" => |d| ReconcileConfig::deserialize(d).map(drop),
+                "alertmanager" => |d| AlertmanagerConfig::deserialize(d).map(drop),
+                "log" => |d| LogConfig::deserialize(d).map(drop),
+                _ => {
+                    errors.push(ConfigError {
+                        origin: format!("{file}:{section_line}"),
+                        key: section.clone(),
+                        message: "unknown section; expected one of server, auth, store, \
+                                  reconcile, alertmanager, log"
+                            .to_owned(),
+                    });
+                    continue;
+                }
+            };
+        origins.lines.insert(section.clone(), section_line);
+        for (key, value) in table {
+            let path = format!("{section}.{}", key.get_ref());
+            let line = line_of(text, key.span().start);
+            origins.lines.insert(path.clone(), line);
+            let mut single = DeTable::new();
+            single.insert(key.clone(), value.clone());
+            let span = key.span().start..value.span().end;
+            let single = serde_spanned::Spanned::new(span, DeValue::Table(single));
+            if let Err(error) = check(toml::de::ValueDeserializer::from(single)) {
+                errors.push(ConfigError {
+                    origin: format!("{file}:{line}"),
+                    key: path,
+                    message: error.message().trim().to_owned(),
+                });
+            }
+        }
+    }
+    errors[first_new..].sort_by_key(|error| origin_line(&error.origin));
+}
+
+fn origin_line(origin: &str) -> usize {
+    origin
+        .rsplit_once(':')
+        .and_then(|(_, line)| line.parse().ok())
+        .unwrap_or(0)
+}
+
+fn validate(config: &Config, origins: &Origins, errors: &mut Vec<ConfigError>) {
+    let mut fail = |key: &str, message: String| {
+        errors.push(ConfigError {
+            origin: origins.of(key),
+            key: key.to_owned(),
+            message,
+        })
+    };
+    match config.server.listen.parse::<SocketAddr>() {
+        Ok(address) => {
+            let tls = config.server.tls_cert_file.is_some();
+            if !address.ip().is_loopback() && !tls && !config.server.allow_plaintext {
+                fail(
+                    "server.listen",
+                    format!(
+                        "{address} is not a loopback address and TLS is off; set \
+                         server.tls_cert_file and server.tls_key_file, or \
+                         server.allow_plaintext = true if plain HTTP is really meant"
+                    ),
+                );
+            }
+        }
+        Err(error) => fail(
+            "server.listen",
+            format!(
+                "expected an IP address and port such as 127.0.0.1:9797, got {:?}: {error}",
+                config.server.listen
+            ),
+        ),
+    }
+    match (&config.server.tls_cert_file, &config.server.tls_key_file) {
+        (Some(_), None) => fail(
+            "server.tls_key_file",
+            "required when server.tls_cert_file is set".to_owned(),
+        ),
+        (None, Some(_)) => fail(
+            "server.tls_cert_file",
+            "required when server.tls_key_file is set".to_owned(),
+        ),
+        _ => {}
+    }
+    let positive = [
+        ("server.max_body_bytes", config.server.max_body_bytes),
+        (
+            "server.max_connections",
+            config.server.max_connections as u64,
+        ),
+        ("server.commit_queue", config.server.commit_queue as u64),
+        ("store.max_unreconciled", config.store.max_unreconciled),
+        ("store.max_notifications", config.store.max_notifications),
+        ("reconcile.batch_size", config.reconcile.batch_size as u64),
+    ];
+    for (key, value) in positive {
+        if value == 0 {
+            fail(key, "must be greater than 0".to_owned());
+        }
+    }
+    let durations = [
+        (
+            "server.header_read_timeout",
+            config.server.header_read_timeout,
+        ),
+        ("server.body_read_timeout", config.server.body_read_timeout),
+        (
+            "server.tls_handshake_timeout",
+            config.server.tls_handshake_timeout,
+        ),
+        (
+            "store.maintenance_interval",
+            config.store.maintenance_interval,
+        ),
+        (
+            "alertmanager.sync_interval",
+            config.alertmanager.sync_interval,
+        ),
+        ("alertmanager.timeout", config.alertmanager.timeout),
+    ];
+    for (key, value) in durations {
+        if value.is_zero() {
+            fail(key, "must be longer than 0s".to_owned());
+        }
+    }
+    if let Some(url) = &config.alertmanager.url {
+        match reqwest::Url::parse(url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+            Ok(parsed) => fail(
+                "alertmanager.url",
+                format!(
+                    "expected an http or https URL, got scheme {:?}",
+                    parsed.scheme()
+                ),
+            ),
+            Err(error) => fail("alertmanager.url", format!("not a URL: {error}")),
+        }
+    }
+    if let Err(error) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
+        fail("log.level", format!("not a valid log filter: {error}"));
+    }
+    let secret_files = [
+        ("server.tls_cert_file", &config.server.tls_cert_file),
+        ("server.tls_key_file", &config.server.tls_key_file),
+        ("auth.ingest_token_file", &config.auth.ingest_token_file),
+        (
+            "auth.ingest_basic_auth_file",
+            &config.auth.ingest_basic_auth_file,
+        ),
+        ("auth.read_token_file", &config.auth.read_token_file),
+        (
+            "auth.read_basic_auth_file",
+            &config.auth.read_basic_auth_file,
+        ),
+        ("auth.admin_token_file", &config.auth.admin_token_file),
+        (
+            "auth.admin_basic_auth_file",
+            &config.auth.admin_basic_auth_file,
+        ),
+        ("alertmanager.token_file", &config.alertmanager.token_file),
+        (
+            "alertmanager.basic_auth_file",
+            &config.alertmanager.basic_auth_file,
+        ),
+    ];
+    for (key, path) in secret_files {
+        if let Some(path) = path
+            && let Err(error) = std::fs::metadata(path)
+        {
+            fail(key, format!("cannot read {}: {error}", path.display()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Config, Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        std::fs::write(&path, text).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        load(Some(&path), &env)
+            .map(|loaded| loaded.config)
+            .map_err(|errors| {
+                errors
+                    .0
+                    .iter()
+                    .map(|e| e.to_string().replace(&path.display().to_string(), "F"))
+                    .collect()
+            })
+    }
+
+    #[test]
+    fn defaults_apply_without_a_file() {
+        let loaded = load(None, &[]).unwrap();
+        assert_eq!(loaded.config, Config::default());
+        assert_eq!(loaded.config.server.listen, "127.0.0.1:9797");
+        assert_eq!(loaded.config.store.dir, PathBuf::from("./var"));
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_line_and_key() {
+        let errors = load_text(
+            "[server]\nlisten = \"127.0.0.1:1\"\nmax_body_bytes = \"big\"\nlistne = 1\n\n[stor]\nx = 1\n[log]\nformat = \"xml\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("F:3: server.max_body_bytes: invalid type"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1].starts_with("F:4: server.listne: unknown field `listne`"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[2].starts_with("F:6: stor: unknown section"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[3].starts_with("F:9: log.format: unknown variant `xml`"),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn broken_toml_names_the_line() {
+        let errors = load_text("[server]\nlisten = \n", &[]).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].starts_with("F:2: invalid TOML"), "{errors:?}");
+    }
+
+    #[test]
+    fn semantic_errors_point_at_the_key() {
+        let errors = load_text(
+            "[server]\n\nlisten = \"0.0.0.0:9797\"\n[auth]\ningest_token_file = \"/nonexistent/token\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(errors[0].starts_with("F:3: server.listen: 0.0.0.0:9797 is not a loopback"));
+        assert!(errors[1].starts_with("F:5: auth.ingest_token_file: cannot read"));
+    }
+
+    #[test]
+    fn plaintext_on_a_public_address_needs_consent() {
+        let config = load_text(
+            "[server]\nlisten = \"0.0.0.0:9797\"\nallow_plaintext = true\n",
+            &[],
+        )
+        .unwrap();
+        assert!(config.server.allow_plaintext);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let config = load_text(
+            "[server]\nlisten = \"127.0.0.1:1\"\n[reconcile]\ngone_grace = \"1m\"\n",
+            &[
+                ("NIGHTSHIFT_SERVER__LISTEN", "127.0.0.1:2"),
+                ("NIGHTSHIFT_STORE__MAX_UNRECONCILED", "7"),
+                ("NIGHTSHIFT_RECONCILE__GONE_GRACE", "2s"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:2");
+        assert_eq!(config.store.max_unreconciled, 7);
+        assert_eq!(config.reconcile.gone_grace, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn environment_errors_name_the_variable() {
+        let errors = load_text("", &[("NIGHTSHIFT_SERVER__LISTEN", "0.0.0.0:1")]).unwrap_err();
+        assert!(
+            errors[0].starts_with("environment NIGHTSHIFT_SERVER__LISTEN: server.listen"),
+            "{errors:?}"
+        );
+        let errors = load_text("", &[("NIGHTSHIFT_SERVER__NOPE", "1")]).unwrap_err();
+        assert!(errors[0].contains("nope"), "{errors:?}");
+    }
+
+    #[test]
+    fn only_double_underscore_variables_are_overrides() {
+        let found = env_overrides([
+            ("NIGHTSHIFT_INCIDENT_ID".to_owned(), "x".to_owned()),
+            ("NIGHTSHIFT_LOG__LEVEL".to_owned(), "debug".to_owned()),
+            ("HOME".to_owned(), "/root".to_owned()),
+        ]);
+        assert_eq!(
+            found,
+            vec![("NIGHTSHIFT_LOG__LEVEL".to_owned(), "debug".to_owned())]
+        );
+    }
+
+    #[test]
+    fn the_documented_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/nightshift.toml");
+        let loaded = load(Some(&path), &[]).unwrap();
+        assert_eq!(loaded.config.server.listen, "127.0.0.1:9797");
+    }
+}

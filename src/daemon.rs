@@ -1,0 +1,306 @@
+//! daemon: the one wiring function that starts every part (store, server, Alertmanager sync,
+//! watchdog, signals), reloads what can change at runtime, and shuts down in order.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Credentials;
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{self, AlertmanagerConfig, Config};
+use crate::server::{self, AppState};
+use crate::store::{Store, StoreSettings};
+use crate::systemd::Notifier;
+use crate::telemetry::{self, LogReload, Metrics};
+
+/// The file in the state directory that holds the address actually bound (useful with port 0).
+pub const ADDRESS_FILE: &str = "nightshift.addr";
+
+/// Re-reads the config file on SIGHUP or `POST /-/reload` and applies what can change at
+/// runtime: credentials, log level, store retention and caps, reconcile and Alertmanager
+/// settings. An invalid file keeps the running state and says why.
+pub struct Reloader {
+    path: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    current: Mutex<Config>,
+    credentials: Arc<RwLock<Arc<Credentials>>>,
+    store: Store,
+    log: Option<LogReload>,
+    alertmanager: watch::Sender<AlertmanagerConfig>,
+    metrics: Arc<Metrics>,
+    notifier: Notifier,
+}
+
+impl Reloader {
+    /// Returns notes on what changed, or every error (and nothing is applied).
+    pub fn reload(&self, trigger: &str) -> Result<Vec<String>, Vec<String>> {
+        self.notifier.reloading();
+        let result = self.try_reload();
+        self.notifier.ready("reloaded");
+        match &result {
+            Ok(notes) => {
+                self.metrics
+                    .config_reloads_total
+                    .with_label_values(&["success"])
+                    .inc();
+                self.metrics.config_last_reload_successful.set(1);
+                tracing::info!(trigger, ?notes, "configuration reloaded");
+            }
+            Err(errors) => {
+                self.metrics
+                    .config_reloads_total
+                    .with_label_values(&["failure"])
+                    .inc();
+                self.metrics.config_last_reload_successful.set(0);
+                tracing::error!(
+                    trigger,
+                    ?errors,
+                    "configuration reload failed; keeping the running configuration"
+                );
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<Vec<String>, Vec<String>> {
+        let loaded = config::load(self.path.as_deref(), &self.env)
+            .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        let credentials = Credentials::load(&loaded.config.auth)?;
+        let new = loaded.config;
+        let mut current = self
+            .current
+            .lock()
+            .map_err(|_| vec!["reload state poisoned".to_owned()])?;
+        let mut notes = Vec::new();
+        if new.server != current.server {
+            notes.push("server settings changed; they apply after a restart".to_owned());
+        }
+        if new.store.dir != current.store.dir {
+            notes.push("store.dir changed; it applies after a restart".to_owned());
+        }
+        if let Ok(mut slot) = self.credentials.write() {
+            *slot = Arc::new(credentials);
+        }
+        self.store.update_settings(StoreSettings {
+            store: new.store.clone(),
+            reconcile: new.reconcile.clone(),
+        });
+        if new.log.level != current.log.level
+            && let Some(handle) = &self.log
+        {
+            match tracing_subscriber::EnvFilter::builder().parse(&new.log.level) {
+                Ok(filter) => {
+                    let _ = handle.reload(filter);
+                    notes.push(format!("log level is now {}", new.log.level));
+                }
+                Err(error) => notes.push(format!("log level kept: {error}")),
+            }
+        }
+        if new.log.format != current.log.format {
+            notes.push("log.format changed; it applies after a restart".to_owned());
+        }
+        self.alertmanager.send_replace(new.alertmanager.clone());
+        *current = new;
+        Ok(notes)
+    }
+}
+
+/// Everything `run` needs from the command line.
+pub struct RunOptions {
+    pub config_path: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+}
+
+/// Run the daemon until SIGTERM/SIGINT. Errors here are start-up failures.
+pub fn run(options: RunOptions) -> anyhow::Result<()> {
+    let loaded = config::load(options.config_path.as_deref(), &options.env)
+        .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+    let config = loaded.config;
+    let log = telemetry::init_logging(&config.log);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("nightshift")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run_async(config, options, Some(log)))
+}
+
+async fn run_async(
+    config: Config,
+    options: RunOptions,
+    log: Option<LogReload>,
+) -> anyhow::Result<()> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let metrics = Arc::new(Metrics::new());
+    let notifier = Notifier::from_env();
+    let credentials = Credentials::load(&config.auth)
+        .map_err(|errors| anyhow::anyhow!("cannot load credentials:\n{}", errors.join("\n")))?;
+    let tls = server::load_tls(&config.server).map_err(|e| anyhow::anyhow!(e))?;
+    let (store, writer) = Store::open(
+        StoreSettings {
+            store: config.store.clone(),
+            reconcile: config.reconcile.clone(),
+        },
+        config.server.commit_queue,
+        clock.clone(),
+        metrics.clone(),
+    )
+    .context("cannot open the store")?;
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let address = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    std::fs::write(
+        config.store.dir.join(ADDRESS_FILE),
+        format!("{scheme}://{address}\n"),
+    )
+    .context("cannot write the address file in the state directory")?;
+
+    let shutdown = CancellationToken::new();
+    let credentials = Arc::new(RwLock::new(Arc::new(credentials)));
+    let (alertmanager_settings, alertmanager_receiver) =
+        watch::channel(config.alertmanager.clone());
+    let reloader = Arc::new(Reloader {
+        path: options.config_path.clone(),
+        env: options.env.clone(),
+        current: Mutex::new(config.clone()),
+        credentials: credentials.clone(),
+        store: store.clone(),
+        log,
+        alertmanager: alertmanager_settings,
+        metrics: metrics.clone(),
+        notifier: notifier.clone(),
+    });
+    let server_config = Arc::new(config.server.clone());
+    let state = AppState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        server: server_config.clone(),
+        credentials,
+        state_dir: config.store.dir.clone(),
+        reloader: reloader.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let deadline = config.server.shutdown_timeout;
+    let server_task = tokio::spawn(server::serve(
+        listener,
+        tls,
+        server::router(state),
+        server_config,
+        shutdown.clone(),
+        deadline,
+    ));
+    let sync_task = tokio::spawn(crate::alertmanager::run(
+        store.clone(),
+        metrics.clone(),
+        alertmanager_receiver,
+        shutdown.clone(),
+    ));
+    if let Some(timeout) = notifier.watchdog() {
+        tokio::spawn(watchdog(
+            store.clone(),
+            clock.clone(),
+            notifier.clone(),
+            timeout,
+            shutdown.clone(),
+        ));
+    }
+    tokio::spawn(signals(
+        shutdown.clone(),
+        reloader.clone(),
+        notifier.clone(),
+    ));
+
+    tracing::info!(%address, scheme, state_dir = %config.store.dir.display(), "listening");
+    notifier.ready(&format!("listening on {scheme}://{address}"));
+
+    shutdown.cancelled().await;
+    let started = Instant::now();
+    tracing::info!(
+        ?deadline,
+        "shutting down: no new connections; finishing commits in flight"
+    );
+    let _ = tokio::time::timeout(deadline, server_task).await;
+    sync_task.abort();
+    store.shutdown();
+    let left = deadline
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_millis(100));
+    let finished = tokio::task::spawn_blocking(move || writer.join_within(left))
+        .await
+        .unwrap_or(false);
+    if finished {
+        tracing::info!(elapsed = ?started.elapsed(), "stopped cleanly");
+    } else {
+        tracing::warn!(
+            "store writer did not finish before the deadline; unreconciled work resumes at the next start"
+        );
+    }
+    Ok(())
+}
+
+/// Ping systemd's watchdog only while the store writer is going round: a wedged writer must
+/// get the daemon restarted, not kept alive by a free-running timer.
+async fn watchdog(
+    store: Store,
+    clock: SharedClock,
+    notifier: Notifier,
+    timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let period = timeout / 2;
+    let stale_after = crate::clock::duration_millis(period).max(1000);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        let age = clock.now_millis() - store.heartbeat();
+        if age <= stale_after {
+            notifier.watchdog_ping();
+        } else {
+            tracing::error!(
+                age_ms = age,
+                "store writer is not going round; withholding the watchdog ping"
+            );
+        }
+    }
+}
+
+async fn signals(shutdown: CancellationToken, reloader: Arc<Reloader>, notifier: Notifier) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+            _ = hangup.recv() => {
+                let reloader = reloader.clone();
+                let _ = tokio::task::spawn_blocking(move || reloader.reload("SIGHUP")).await;
+                continue;
+            }
+        }
+        if shutdown.is_cancelled() {
+            tracing::warn!("second stop signal; exiting at once");
+            std::process::exit(130);
+        }
+        notifier.stopping();
+        shutdown.cancel();
+    }
+}

@@ -1,0 +1,16 @@
+//! nightshift: the first responder for Alertmanager alerts when nobody is awake.
+//!
+//! See ARCHITECTURE.md for the flow and a map of these modules.
+
+pub mod alertmanager;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod ingest;
+pub mod reconcile;
+pub mod server;
+pub mod store;
+pub mod systemd;
+pub mod telemetry;

@@ -1,0 +1,400 @@
+//! server: the HTTP listener (plain or TLS), connection limits and timeouts, routes, the
+//! operational endpoints and the incident API. Ingest itself lives in `ingest`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+
+use crate::auth::{Credentials, Role};
+use crate::clock::{Millis, SharedClock};
+use crate::config::ServerConfig;
+use crate::daemon::Reloader;
+use crate::reconcile::EpisodeStatus;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+/// The peer address of a connection, put into each request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub SocketAddr);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub clock: SharedClock,
+    pub server: Arc<ServerConfig>,
+    pub credentials: Arc<RwLock<Arc<Credentials>>>,
+    pub state_dir: PathBuf,
+    pub reloader: Arc<Reloader>,
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// `None` when the request carries the credential `role` needs; else the 401 to send.
+    pub fn authorize(&self, role: Role, headers: &HeaderMap) -> Option<Response> {
+        let credentials = self
+            .credentials
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |c| c.clone());
+        let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        if credentials.for_role(role).permits(header) {
+            return None;
+        }
+        self.metrics
+            .http_unauthorized_total
+            .with_label_values(&[role.as_str()])
+            .inc();
+        Some(unauthorized(role))
+    }
+
+    /// Keep a rejected body for forensics, off the request path.
+    pub fn keep_rejected(&self, received_at: Millis, reason: &'static str, body: Bytes) {
+        let dir = self.state_dir.clone();
+        let keep = self.store.settings().store.rejected_keep;
+        let metrics = self.metrics.clone();
+        if keep == 0 {
+            return;
+        }
+        tokio::task::spawn_blocking(move || {
+            match crate::ingest::rejected::keep(&dir, received_at, reason, &body, keep) {
+                Ok(path) => {
+                    metrics.rejected_bodies_kept_total.inc();
+                    tracing::debug!(path = %path.display(), "rejected body kept");
+                }
+                Err(error) => tracing::warn!(%error, "cannot keep rejected body"),
+            }
+        });
+    }
+}
+
+pub fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "error": error, "message": message });
+    (status, axum::Json(body)).into_response()
+}
+
+pub fn unauthorized(role: Role) -> Response {
+    let mut response = json_error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        &format!("this endpoint needs the {} credential", role.as_str()),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"nightshift\", Basic realm=\"nightshift\""),
+    );
+    response
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/webhook", post(crate::ingest::handle_webhook))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/incidents", get(list_incidents))
+        .route("/api/v1/incidents/{id}", get(show_incident))
+        .route("/-/reload", post(reload))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    json_error(StatusCode::NOT_FOUND, "not found", "no such endpoint")
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.shutdown.is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n",
+        )
+            .into_response();
+    }
+    match state.store.health() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_incidents(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Some(response) = state.authorize(Role::Read, &headers) {
+        return response;
+    }
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => {
+            return json_error(StatusCode::BAD_REQUEST, "bad query", &rejection.body_text());
+        }
+    };
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(text) => match EpisodeStatus::parse(text) {
+            Some(status) => Some(status),
+            None => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad query",
+                    "status must be one of firing, resolved, gone, silenced",
+                );
+            }
+        },
+    };
+    let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
+    let store = state.store.clone();
+    let result =
+        tokio::task::spawn_blocking(move || store.reader()?.incidents(status, limit)).await;
+    match result {
+        Ok(Ok(incidents)) => {
+            axum::Json(serde_json::json!({ "incidents": incidents })).into_response()
+        }
+        Ok(Err(error)) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store unavailable",
+            &error.to_string(),
+        ),
+        Err(error) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error",
+            &error.to_string(),
+        ),
+    }
+}
+
+async fn show_incident(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(response) = state.authorize(Role::Read, &headers) {
+        return response;
+    }
+    let store = state.store.clone();
+    let lookup = id.clone();
+    let result = tokio::task::spawn_blocking(move || store.reader()?.incident(&lookup)).await;
+    match result {
+        Ok(Ok(Some(incident))) => axum::Json(incident).into_response(),
+        Ok(Ok(None)) => json_error(
+            StatusCode::NOT_FOUND,
+            "not found",
+            &format!("no incident {id}"),
+        ),
+        Ok(Err(error)) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store unavailable",
+            &error.to_string(),
+        ),
+        Err(error) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error",
+            &error.to_string(),
+        ),
+    }
+}
+
+async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(response) = state.authorize(Role::Admin, &headers) {
+        return response;
+    }
+    let reloader = state.reloader.clone();
+    match tokio::task::spawn_blocking(move || reloader.reload("http")).await {
+        Ok(Ok(notes)) => {
+            axum::Json(serde_json::json!({ "status": "reloaded", "notes": notes })).into_response()
+        }
+        Ok(Err(errors)) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({
+                "error": "reload failed; the running configuration is kept",
+                "errors": errors,
+            })),
+        )
+            .into_response(),
+        Err(error) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error",
+            &error.to_string(),
+        ),
+    }
+}
+
+/// Load the TLS certificate chain and key, if configured.
+pub fn load_tls(config: &ServerConfig) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
+    let (Some(cert_path), Some(key_path)) = (&config.tls_cert_file, &config.tls_key_file) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let cert_pem = read(cert_path)?;
+    let key_pem = read(key_path)?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("server.tls_cert_file: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "server.tls_cert_file: no certificate in {}",
+            cert_path.display()
+        ));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| format!("server.tls_key_file: {e}"))?
+        .ok_or_else(|| {
+            format!(
+                "server.tls_key_file: no private key in {}",
+                key_path.display()
+            )
+        })?;
+    let mut tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("server.tls_cert_file/tls_key_file: {e}"))?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))))
+}
+
+/// Accept connections until `shutdown` fires, then let in-flight requests finish (up to
+/// `drain`), so that every webhook being committed gets its answer.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    router: Router,
+    config: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+    drain: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_headers(100);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(64)
+        .keep_alive_interval(Duration::from_secs(30));
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, remote) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Running out of file descriptors must not spin the loop.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        let handshake_timeout = config.tls_handshake_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(RemoteAddr(remote));
+                    let mut router = router.clone();
+                    async move { router.call(request).await }
+                },
+            );
+            match tls {
+                None => {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    if let Err(error) = watcher.watch(connection.into_owned()).await {
+                        tracing::debug!(%remote, %error, "connection ended with an error");
+                    }
+                }
+                Some(acceptor) => {
+                    let stream = match tokio::time::timeout(
+                        handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%remote, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%remote, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    if let Err(error) = watcher.watch(connection.into_owned()).await {
+                        tracing::debug!(%remote, %error, "connection ended with an error");
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?drain,
+            "connections still open after the drain deadline; closing them"
+        );
+    }
+}

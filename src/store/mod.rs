@@ -1,0 +1,335 @@
+//! store: the embedded SQLite store, the only module that speaks SQL.
+//!
+//! One writer thread owns the write connection. Ingest hands it notifications through a
+//! bounded queue; the writer commits everything queued in one transaction (group commit) and
+//! answers each request only after that commit is on disk (WAL, `synchronous=FULL`). Between
+//! commits it reconciles stored notifications into episode transitions and does maintenance.
+//! Readers (API, CLI) open their own read-only connections; WAL lets them run beside the writer.
+//!
+//! Invariant: an `Ok` from [`Store::try_submit`]'s receiver means the notification is durable.
+
+mod reader;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+pub use reader::{IncidentDetail, IncidentSummary, PendingTransition, Reader, TransitionRecord};
+
+use crate::clock::{Millis, SharedClock};
+use crate::config::{ReconcileConfig, StoreConfig};
+use crate::telemetry::Metrics;
+
+/// The store file inside the state directory.
+pub const DATABASE_FILE: &str = "nightshift.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store: cannot create state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("store: the writer has stopped")]
+    Stopped,
+    #[error("store: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            StoreError::Sqlite(_) => "sqlite",
+            StoreError::StateDir { .. } => "state_dir",
+            StoreError::Stopped => "stopped",
+            StoreError::Corrupt(_) => "corrupt",
+        }
+    }
+}
+
+/// Why a notification was not even queued; each maps to a 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("the commit queue is full")]
+    QueueFull,
+    #[error("too many notifications are waiting to be reconciled")]
+    Backlog,
+    #[error("the store is shutting down")]
+    Stopped,
+}
+
+/// A webhook ready to be journaled.
+#[derive(Debug, Clone)]
+pub struct IngestRecord {
+    pub received_at: Millis,
+    pub remote: String,
+    pub group_key: String,
+    pub alert_count: usize,
+    pub body: Bytes,
+}
+
+/// Settings the writer reads on every use, so that a reload takes effect at once.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub store: StoreConfig,
+    pub reconcile: ReconcileConfig,
+}
+
+/// One alert as Alertmanager's API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiAlert {
+    pub fingerprint: String,
+    pub starts_at: chrono::DateTime<chrono::Utc>,
+    pub suppressed: bool,
+}
+
+/// What one sync with Alertmanager's API changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncSummary {
+    pub checked: usize,
+    pub silenced: usize,
+    pub unsilenced: usize,
+    pub gone: usize,
+}
+
+/// How the writer's connection is set up, as read back from SQLite during an ingest commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Durability {
+    pub journal_mode: String,
+    /// SQLite's number: 2 is FULL, 3 is EXTRA.
+    pub synchronous_during_ingest: i64,
+}
+
+enum Command {
+    Ingest(IngestRecord, oneshot::Sender<Result<i64, String>>),
+    ApiSync(Vec<ApiAlert>, oneshot::Sender<Result<SyncSummary, String>>),
+    CompleteTransitions(Vec<i64>, oneshot::Sender<Result<usize, String>>),
+    Inspect(oneshot::Sender<Result<Durability, String>>),
+    Shutdown,
+}
+
+struct Shared {
+    unreconciled: AtomicU64,
+    queued: AtomicU64,
+    /// Last store write failure, cleared by the next success.
+    last_error: Mutex<Option<String>>,
+    /// When the writer loop last went round; read by the watchdog.
+    heartbeat: AtomicI64,
+    settings: RwLock<StoreSettings>,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    commands: SyncSender<Command>,
+    shared: Arc<Shared>,
+    database: PathBuf,
+    clock: SharedClock,
+}
+
+/// The writer thread; join it after [`Store::shutdown`].
+pub struct WriterThread(JoinHandle<()>);
+
+impl WriterThread {
+    /// Wait for the writer to finish what it was given, up to `deadline`.
+    pub fn join_within(self, deadline: Duration) -> bool {
+        let start = std::time::Instant::now();
+        while !self.0.is_finished() {
+            if start.elapsed() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.0.join().is_ok()
+    }
+}
+
+pub fn database_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(DATABASE_FILE)
+}
+
+/// Open a connection with the settings every nightshift connection uses.
+fn connect(path: &Path, read_only: bool) -> Result<Connection, rusqlite::Error> {
+    use rusqlite::OpenFlags;
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let connection = Connection::open_with_flags(path, flags)?;
+    // Wait briefly instead of failing when the writer holds a lock (checkpoints).
+    connection.busy_timeout(Duration::from_secs(5))?;
+    Ok(connection)
+}
+
+impl Store {
+    /// Open (creating if needed) the store in `settings.store.dir` and start the writer.
+    pub fn open(
+        settings: StoreSettings,
+        queue_capacity: usize,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Store, WriterThread), StoreError> {
+        let dir = settings.store.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|source| StoreError::StateDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let database = database_path(&dir);
+        let connection = connect(&database, false)?;
+        writer::prepare(&connection)?;
+        let unreconciled = writer::count_unreconciled(&connection)?;
+        metrics.notifications_unreconciled.set(unreconciled as i64);
+        metrics.store_writable.set(1);
+        let shared = Arc::new(Shared {
+            unreconciled: AtomicU64::new(unreconciled),
+            queued: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            heartbeat: AtomicI64::new(clock.now_millis()),
+            settings: RwLock::new(settings.clone()),
+        });
+        let (commands, receiver) = sync_channel(queue_capacity.max(1));
+        let writer =
+            writer::Writer::new(connection, receiver, shared.clone(), clock.clone(), metrics);
+        let handle = std::thread::Builder::new()
+            .name("store-writer".to_owned())
+            .spawn(move || writer.run())
+            .map_err(|error| StoreError::Corrupt(format!("cannot start writer thread: {error}")))?;
+        Ok((
+            Store {
+                commands,
+                shared,
+                database,
+                clock,
+            },
+            WriterThread(handle),
+        ))
+    }
+
+    /// Queue a notification for the next group commit. The receiver yields the notification's
+    /// id once it is durable, or the store error that kept it from being stored.
+    pub fn try_submit(
+        &self,
+        record: IngestRecord,
+    ) -> Result<oneshot::Receiver<Result<i64, String>>, Rejected> {
+        let cap = self.settings().store.max_unreconciled;
+        let waiting = self.shared.unreconciled.load(Ordering::Relaxed)
+            + self.shared.queued.load(Ordering::Relaxed);
+        if waiting >= cap {
+            return Err(Rejected::Backlog);
+        }
+        let (reply, receiver) = oneshot::channel();
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        match self.commands.try_send(Command::Ingest(record, reply)) {
+            Ok(()) => Ok(receiver),
+            Err(error) => {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                Err(match error {
+                    TrySendError::Full(_) => Rejected::QueueFull,
+                    TrySendError::Disconnected(_) => Rejected::Stopped,
+                })
+            }
+        }
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Command,
+    ) -> Result<T, StoreError> {
+        let (reply, receiver) = oneshot::channel();
+        let commands = self.commands.clone();
+        let command = make(reply);
+        // A full queue blocks; do that off the async runtime.
+        tokio::task::spawn_blocking(move || commands.send(command))
+            .await
+            .map_err(|_| StoreError::Stopped)?
+            .map_err(|_| StoreError::Stopped)?;
+        receiver
+            .await
+            .map_err(|_| StoreError::Stopped)?
+            .map_err(StoreError::Corrupt)
+    }
+
+    /// Check open episodes against what Alertmanager's API currently shows.
+    pub async fn sync_with_alertmanager(
+        &self,
+        alerts: Vec<ApiAlert>,
+    ) -> Result<SyncSummary, StoreError> {
+        self.ask(|reply| Command::ApiSync(alerts, reply)).await
+    }
+
+    /// Mark transitions as handled by later stages; returns how many were still pending.
+    pub async fn complete_transitions(&self, seqs: Vec<i64>) -> Result<usize, StoreError> {
+        self.ask(|reply| Command::CompleteTransitions(seqs, reply))
+            .await
+    }
+
+    /// The writer connection's durability settings, as seen during the last ingest commit.
+    pub async fn durability(&self) -> Result<Durability, StoreError> {
+        self.ask(Command::Inspect).await
+    }
+
+    /// Ask the writer to finish what is queued and stop.
+    pub fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown);
+    }
+
+    /// `Err(reason)` when the last write failed or the writer stopped going round.
+    pub fn health(&self) -> Result<(), String> {
+        if let Some(error) = self.shared.last_error.lock().map_or(None, |e| e.clone()) {
+            return Err(format!("store is not writable: {error}"));
+        }
+        let stalled_for = self.clock.now_millis() - self.heartbeat();
+        if stalled_for > 30_000 {
+            return Err(format!(
+                "store writer has not gone round for {stalled_for} ms"
+            ));
+        }
+        Ok(())
+    }
+
+    /// When the writer loop last went round.
+    pub fn heartbeat(&self) -> Millis {
+        self.shared.heartbeat.load(Ordering::Relaxed)
+    }
+
+    pub fn unreconciled(&self) -> u64 {
+        self.shared.unreconciled.load(Ordering::Relaxed)
+    }
+
+    pub fn settings(&self) -> StoreSettings {
+        self.shared
+            .settings
+            .read()
+            .map_or_else(|poisoned| poisoned.into_inner().clone(), |s| s.clone())
+    }
+
+    /// Apply reloaded settings (the state directory itself cannot change at runtime).
+    pub fn update_settings(&self, mut settings: StoreSettings) {
+        if let Ok(mut current) = self.shared.settings.write() {
+            settings.store.dir = current.store.dir.clone();
+            *current = settings;
+        }
+    }
+
+    pub fn database(&self) -> &Path {
+        &self.database
+    }
+
+    /// A new read-only connection.
+    pub fn reader(&self) -> Result<Reader, StoreError> {
+        Reader::open(&self.database)
+    }
+}

@@ -1,0 +1,204 @@
+//! Read-only queries for the incident API and the CLI.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use super::{StoreError, connect};
+use crate::clock::{Millis, millis_to_datetime};
+use crate::reconcile::EpisodeStatus;
+
+pub struct Reader {
+    connection: Connection,
+}
+
+/// One incident (alert episode) as listed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IncidentSummary {
+    pub id: String,
+    pub fingerprint: String,
+    pub starts_at: String,
+    pub status: String,
+    pub alertname: Option<String>,
+    pub labels: serde_json::Value,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub closed_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TransitionRecord {
+    pub seq: i64,
+    pub kind: String,
+    pub at: String,
+    pub notification_id: Option<i64>,
+    pub detail: serde_json::Value,
+    pub done_at: Option<String>,
+}
+
+/// One incident with everything known about it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IncidentDetail {
+    #[serde(flatten)]
+    pub summary: IncidentSummary,
+    pub group_key: String,
+    pub annotations: serde_json::Value,
+    pub generator_url: String,
+    pub ends_at: Option<String>,
+    pub first_notification: i64,
+    pub transitions: Vec<TransitionRecord>,
+}
+
+/// A transition that later stages have not handled yet.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PendingTransition {
+    pub seq: i64,
+    pub episode_id: String,
+    pub kind: String,
+    pub at: Millis,
+}
+
+fn time_text(millis: Millis) -> String {
+    crate::reconcile::canonical_time(millis_to_datetime(millis))
+}
+
+fn json(text: String) -> serde_json::Value {
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+}
+
+const SUMMARY_COLUMNS: &str =
+    "id, fingerprint, starts_at, status, labels, first_seen, last_seen, closed_at";
+
+fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
+    let labels = json(row.get(4)?);
+    Ok(IncidentSummary {
+        id: row.get(0)?,
+        fingerprint: row.get(1)?,
+        starts_at: row.get(2)?,
+        status: row.get(3)?,
+        alertname: labels
+            .get("alertname")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+        labels,
+        first_seen: time_text(row.get(5)?),
+        last_seen: time_text(row.get(6)?),
+        closed_at: row.get::<_, Option<i64>>(7)?.map(time_text),
+    })
+}
+
+impl Reader {
+    pub fn open(database: &Path) -> Result<Reader, StoreError> {
+        if !database.exists() {
+            return Err(StoreError::Corrupt(format!(
+                "no store at {} (has nightshift run with this state directory?)",
+                database.display()
+            )));
+        }
+        Ok(Reader {
+            connection: connect(database, true)?,
+        })
+    }
+
+    /// Incidents, newest first.
+    pub fn incidents(
+        &self,
+        status: Option<EpisodeStatus>,
+        limit: usize,
+    ) -> Result<Vec<IncidentSummary>, StoreError> {
+        let limit = limit as i64;
+        let rows = match status {
+            Some(status) => {
+                let mut statement = self.connection.prepare_cached(&format!(
+                    "SELECT {SUMMARY_COLUMNS} FROM episodes WHERE status = ?1
+                     ORDER BY first_seen DESC, id LIMIT ?2"
+                ))?;
+                statement
+                    .query_map(params![status.as_str(), limit], summary)?
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            None => {
+                let mut statement = self.connection.prepare_cached(&format!(
+                    "SELECT {SUMMARY_COLUMNS} FROM episodes ORDER BY first_seen DESC, id LIMIT ?1"
+                ))?;
+                statement
+                    .query_map(params![limit], summary)?
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        Ok(rows)
+    }
+
+    pub fn incident(&self, id: &str) -> Result<Option<IncidentDetail>, StoreError> {
+        let found = self
+            .connection
+            .query_row(
+                &format!(
+                    "SELECT {SUMMARY_COLUMNS}, group_key, annotations, generator_url, ends_at,
+                         first_notification FROM episodes WHERE id = ?1"
+                ),
+                params![id],
+                |row| {
+                    Ok(IncidentDetail {
+                        summary: summary(row)?,
+                        group_key: row.get(8)?,
+                        annotations: json(row.get(9)?),
+                        generator_url: row.get(10)?,
+                        ends_at: row.get(11)?,
+                        first_notification: row.get(12)?,
+                        transitions: Vec::new(),
+                    })
+                },
+            )
+            .optional()?;
+        let Some(mut detail) = found else {
+            return Ok(None);
+        };
+        let mut statement = self.connection.prepare_cached(
+            "SELECT seq, kind, at, notification_id, detail, done_at FROM transitions
+             WHERE episode_id = ?1 ORDER BY seq",
+        )?;
+        detail.transitions = statement
+            .query_map(params![id], |row| {
+                Ok(TransitionRecord {
+                    seq: row.get(0)?,
+                    kind: row.get(1)?,
+                    at: time_text(row.get(2)?),
+                    notification_id: row.get(3)?,
+                    detail: json(row.get(4)?),
+                    done_at: row.get::<_, Option<i64>>(5)?.map(time_text),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(detail))
+    }
+
+    /// The oldest transitions not yet handled by later stages, in order.
+    pub fn pending_transitions(&self, limit: usize) -> Result<Vec<PendingTransition>, StoreError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT seq, episode_id, kind, at FROM transitions WHERE done_at IS NULL
+             ORDER BY seq LIMIT ?1",
+        )?;
+        let rows = statement
+            .query_map(params![limit as i64], |row| {
+                Ok(PendingTransition {
+                    seq: row.get(0)?,
+                    episode_id: row.get(1)?,
+                    kind: row.get(2)?,
+                    at: row.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Stored notifications: (all, unreconciled).
+    pub fn notification_counts(&self) -> Result<(u64, u64), StoreError> {
+        Ok(self.connection.query_row(
+            "SELECT count(*), count(*) FILTER (WHERE reconciled_at IS NULL) FROM notifications",
+            [],
+            |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
+        )?)
+    }
+}

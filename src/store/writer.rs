@@ -1,0 +1,830 @@
+//! The writer thread: group commit, reconcile, maintenance. It owns the only write connection.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use sha2::{Digest, Sha256};
+
+use super::{ApiAlert, Command, Durability, IngestRecord, Shared, SyncSummary};
+use crate::clock::{Millis, SharedClock, duration_millis};
+use crate::ingest::webhook::{self, Alert, Notification};
+use crate::reconcile::{
+    self, ApiOutcome, ApiView, EpisodeStatus, Known, SnapshotOutcome, TransitionKind,
+};
+use crate::telemetry::Metrics;
+
+const SCHEMA: &str = include_str!("schema.sql");
+const SCHEMA_VERSION: &str = "1";
+
+/// Most notifications committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// How long the loop sleeps when there is nothing to do.
+const IDLE_TICK: Duration = Duration::from_millis(200);
+
+/// Pragmas, each for a reason:
+/// - WAL: readers never block the writer, and a commit appends to one file.
+/// - synchronous=FULL: a commit returns only after the WAL is fsync'd, so a 200 survives
+///   power loss. (Reconcile transactions relax this; see `reconcile_batch`.)
+/// - foreign_keys stays off: the journal must accept a notification even if a later stage's
+///   row it might reference is gone.
+pub(super) fn prepare(connection: &Connection) -> Result<(), rusqlite::Error> {
+    let mode: String = connection.query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "journal_mode stayed {mode}; WAL is required"
+        )));
+    }
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.execute_batch(SCHEMA)?;
+    let version: Option<String> = connection
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?;
+    match version.as_deref() {
+        None => {
+            connection.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)",
+                [SCHEMA_VERSION],
+            )?;
+        }
+        Some(SCHEMA_VERSION) => {}
+        Some(other) => {
+            return Err(rusqlite::Error::InvalidParameterName(format!(
+                "store schema version {other} is not supported by this build (expects {SCHEMA_VERSION})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn count_unreconciled(connection: &Connection) -> Result<u64, rusqlite::Error> {
+    connection.query_row(
+        "SELECT count(*) FROM notifications WHERE reconciled_at IS NULL",
+        [],
+        |row| row.get::<_, i64>(0).map(|n| n as u64),
+    )
+}
+
+pub(super) struct Writer {
+    connection: Connection,
+    receiver: Receiver<Command>,
+    shared: Arc<Shared>,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+    last_maintenance: Option<Instant>,
+    durability: Option<Durability>,
+}
+
+/// One stored notification waiting for reconciliation; identical consecutive snapshots of a
+/// group are folded into one entry with the latest receipt time.
+struct Pending {
+    last_id: i64,
+    received_at: Millis,
+    group_key: String,
+    hash: Vec<u8>,
+    body: Vec<u8>,
+}
+
+impl Writer {
+    pub(super) fn new(
+        connection: Connection,
+        receiver: Receiver<Command>,
+        shared: Arc<Shared>,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            connection,
+            receiver,
+            shared,
+            clock,
+            metrics,
+            last_maintenance: None,
+            durability: None,
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        let mut stopping = false;
+        loop {
+            self.shared
+                .heartbeat
+                .store(self.clock.now_millis(), Ordering::Relaxed);
+            let backlog = self.shared.unreconciled.load(Ordering::Relaxed) > 0;
+            let wait = if backlog || stopping {
+                Duration::ZERO
+            } else {
+                IDLE_TICK
+            };
+            match self.receiver.recv_timeout(wait) {
+                Ok(first) => {
+                    let mut ingest = Vec::new();
+                    let mut others = Vec::new();
+                    let mut next = Some(first);
+                    while let Some(command) = next.take() {
+                        match command {
+                            Command::Ingest(record, reply) => ingest.push((record, reply)),
+                            Command::Shutdown => stopping = true,
+                            other => others.push(other),
+                        }
+                        if ingest.len() < MAX_BATCH {
+                            next = self.receiver.try_recv().ok();
+                        }
+                    }
+                    if !ingest.is_empty() {
+                        self.commit_ingest(ingest);
+                    }
+                    for command in others {
+                        self.handle(command);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if stopping {
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if self.shared.unreconciled.load(Ordering::Relaxed) > 0 && !stopping {
+                self.reconcile_batch();
+            }
+            self.maybe_maintain();
+        }
+        tracing::info!(
+            unreconciled = self.shared.unreconciled.load(Ordering::Relaxed),
+            "store writer stopped; unreconciled notifications resume at the next start"
+        );
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::ApiSync(alerts, reply) => {
+                let result = self
+                    .api_sync(&alerts)
+                    .map_err(|e| self.failed("api_sync", e));
+                let _ = reply.send(result);
+            }
+            Command::CompleteTransitions(seqs, reply) => {
+                let result = self
+                    .complete_transitions(&seqs)
+                    .map_err(|e| self.failed("complete_transitions", e));
+                let _ = reply.send(result);
+            }
+            Command::Inspect(reply) => {
+                let result = match &self.durability {
+                    Some(durability) => Ok(durability.clone()),
+                    None => Err("no ingest commit has happened yet".to_owned()),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Ingest(..) | Command::Shutdown => {}
+        }
+    }
+
+    fn failed(&self, operation: &'static str, error: rusqlite::Error) -> String {
+        let message = error.to_string();
+        self.metrics
+            .store_errors_total
+            .with_label_values(&[operation])
+            .inc();
+        self.metrics.store_writable.set(0);
+        tracing::error!(operation, error = %message, "store write failed");
+        if let Ok(mut last) = self.shared.last_error.lock() {
+            *last = Some(message.clone());
+        }
+        message
+    }
+
+    fn succeeded(&self) {
+        if let Ok(mut last) = self.shared.last_error.lock()
+            && last.take().is_some()
+        {
+            tracing::info!("store is writable again");
+        }
+        self.metrics.store_writable.set(1);
+    }
+
+    fn set_synchronous(&self, mode: &str) -> Result<(), rusqlite::Error> {
+        self.connection.pragma_update(None, "synchronous", mode)
+    }
+
+    /// Journal a batch in one transaction and answer each request after the fsync.
+    fn commit_ingest(
+        &mut self,
+        batch: Vec<(
+            IngestRecord,
+            tokio::sync::oneshot::Sender<Result<i64, String>>,
+        )>,
+    ) {
+        let started = Instant::now();
+        let count = batch.len();
+        let result = self.insert_notifications(batch.iter().map(|(record, _)| record));
+        self.shared
+            .queued
+            .fetch_sub(count as u64, Ordering::Relaxed);
+        self.metrics
+            .store_commit_duration_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.store_commit_batch_size.observe(count as f64);
+        match result {
+            Ok(ids) => {
+                self.succeeded();
+                self.shared
+                    .unreconciled
+                    .fetch_add(count as u64, Ordering::Relaxed);
+                self.metrics.notifications_unreconciled.add(count as i64);
+                for ((_, reply), id) in batch.into_iter().zip(ids) {
+                    let _ = reply.send(Ok(id));
+                }
+            }
+            Err(error) => {
+                let message = self.failed("ingest", error);
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+
+    fn insert_notifications<'a>(
+        &mut self,
+        records: impl Iterator<Item = &'a IngestRecord>,
+    ) -> Result<Vec<i64>, rusqlite::Error> {
+        self.set_synchronous("FULL")?;
+        let transaction = self.connection.transaction()?;
+        let mut ids = Vec::new();
+        {
+            let mut insert_payload = transaction
+                .prepare_cached("INSERT OR IGNORE INTO payloads(hash, body) VALUES (?1, ?2)")?;
+            let mut insert_notification = transaction.prepare_cached(
+                "INSERT INTO notifications(received_at, remote, group_key, payload_hash, alert_count)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for record in records {
+                let hash = Sha256::digest(&record.body);
+                insert_payload.execute(params![hash.as_slice(), record.body.as_ref()])?;
+                insert_notification.execute(params![
+                    record.received_at,
+                    record.remote,
+                    record.group_key,
+                    hash.as_slice(),
+                    record.alert_count as i64,
+                ])?;
+                ids.push(transaction.last_insert_rowid());
+            }
+        }
+        if self.durability.is_none() {
+            let journal_mode: String =
+                transaction.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+            let synchronous: i64 =
+                transaction.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
+            self.durability = Some(Durability {
+                journal_mode,
+                synchronous_during_ingest: synchronous,
+            });
+        }
+        transaction.commit()?;
+        Ok(ids)
+    }
+
+    /// Reconcile the oldest unreconciled notifications.
+    ///
+    /// This transaction runs with `synchronous=NORMAL`: if power fails before the next FULL
+    /// commit syncs the WAL, the reconcile is lost together with its `reconciled_at` marks
+    /// (they are in the same transaction), and the notifications are reconciled again at the
+    /// next start. Reconciling is idempotent, so nothing is lost or doubled, and ingest keeps
+    /// the disk's fsyncs to itself.
+    fn reconcile_batch(&mut self) {
+        let result = self
+            .set_synchronous("NORMAL")
+            .and_then(|()| self.reconcile_inner());
+        match result {
+            Ok(done) => {
+                self.succeeded();
+                self.shared
+                    .unreconciled
+                    .fetch_sub(done as u64, Ordering::Relaxed);
+                self.metrics.notifications_unreconciled.sub(done as i64);
+                self.metrics
+                    .notifications_reconciled_total
+                    .inc_by(done as u64);
+            }
+            Err(error) => {
+                self.failed("reconcile", error);
+                // Do not spin on a failing store; ingest keeps answering 503 meanwhile.
+                std::thread::sleep(IDLE_TICK);
+            }
+        }
+    }
+
+    fn reconcile_inner(&mut self) -> Result<usize, rusqlite::Error> {
+        let settings = self.shared.settings.read().map(|s| s.clone());
+        let settings = settings.unwrap_or_else(|p| p.into_inner().clone());
+        let grace = duration_millis(settings.reconcile.gone_grace);
+        let now = self.clock.now_millis();
+        let metrics = self.metrics.clone();
+        let transaction = self.connection.transaction()?;
+        let (pending, count, max_id) = load_pending(&transaction, settings.reconcile.batch_size)?;
+        for entry in &pending {
+            match webhook::parse(&entry.body) {
+                Ok(notification) => {
+                    apply_snapshot(&transaction, entry, &notification, grace, &metrics)?;
+                }
+                Err(error) => {
+                    // Only bodies that parsed are journaled, so this means a parser change
+                    // made an old body invalid. Record it and move on rather than wedge.
+                    tracing::error!(notification = entry.last_id, %error, hash = %hex::encode(&entry.hash),
+                        "stored notification no longer parses; skipped");
+                }
+            }
+        }
+        if let Some(max_id) = max_id {
+            transaction.execute(
+                "UPDATE notifications SET reconciled_at = ?1 WHERE reconciled_at IS NULL AND id <= ?2",
+                params![now, max_id],
+            )?;
+        }
+        transaction.commit()?;
+        Ok(count)
+    }
+
+    fn api_sync(&mut self, alerts: &[ApiAlert]) -> Result<SyncSummary, rusqlite::Error> {
+        let settings = self.shared.settings.read().map(|s| s.clone());
+        let settings = settings.unwrap_or_else(|p| p.into_inner().clone());
+        let grace = duration_millis(settings.reconcile.gone_grace);
+        let now = self.clock.now_millis();
+        let views: HashMap<String, bool> = alerts
+            .iter()
+            .map(|alert| {
+                (
+                    reconcile::episode_id(&alert.fingerprint, alert.starts_at),
+                    alert.suppressed,
+                )
+            })
+            .collect();
+        self.set_synchronous("FULL")?;
+        let transaction = self.connection.transaction()?;
+        let mut summary = SyncSummary::default();
+        let open: Vec<(String, String, Option<i64>)> = {
+            let mut statement = transaction.prepare(
+                "SELECT id, status, api_absent_since FROM episodes WHERE status IN ('firing', 'silenced')",
+            )?;
+            let rows =
+                statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (id, status, absent_since) in open {
+            let Some(status) = EpisodeStatus::parse(&status) else {
+                continue;
+            };
+            summary.checked += 1;
+            let view = match views.get(&id) {
+                Some(true) => ApiView::Suppressed,
+                Some(false) => ApiView::Active,
+                None => ApiView::Absent,
+            };
+            match reconcile::decide_api(status, view, absent_since, now, grace) {
+                ApiOutcome::Transition(kind) => {
+                    let detail = serde_json::json!({ "source": "alertmanager_api" });
+                    record_transition(&transaction, &id, kind, now, None, &detail, &self.metrics)?;
+                    match kind {
+                        TransitionKind::Silenced => summary.silenced += 1,
+                        TransitionKind::Unsilenced => summary.unsilenced += 1,
+                        TransitionKind::Gone => summary.gone += 1,
+                        _ => {}
+                    }
+                }
+                ApiOutcome::MarkAbsent => {
+                    transaction.execute(
+                        "UPDATE episodes SET api_absent_since = ?2 WHERE id = ?1 AND api_absent_since IS NULL",
+                        params![id, now],
+                    )?;
+                }
+                ApiOutcome::ClearAbsent => {
+                    if absent_since.is_some() {
+                        transaction.execute(
+                            "UPDATE episodes SET api_absent_since = NULL WHERE id = ?1",
+                            params![id],
+                        )?;
+                    }
+                }
+            }
+        }
+        transaction.commit()?;
+        self.succeeded();
+        Ok(summary)
+    }
+
+    fn complete_transitions(&mut self, seqs: &[i64]) -> Result<usize, rusqlite::Error> {
+        let now = self.clock.now_millis();
+        self.set_synchronous("FULL")?;
+        let transaction = self.connection.transaction()?;
+        let mut done = 0;
+        {
+            let mut statement = transaction.prepare_cached(
+                "UPDATE transitions SET done_at = ?2 WHERE seq = ?1 AND done_at IS NULL",
+            )?;
+            for seq in seqs {
+                done += statement.execute(params![seq, now])?;
+            }
+        }
+        transaction.commit()?;
+        self.succeeded();
+        Ok(done)
+    }
+
+    fn maybe_maintain(&mut self) {
+        let settings = self.shared.settings.read().map(|s| s.clone());
+        let settings = settings.unwrap_or_else(|p| p.into_inner().clone());
+        let due = self
+            .last_maintenance
+            .is_none_or(|at| at.elapsed() >= settings.store.maintenance_interval);
+        if !due {
+            return;
+        }
+        self.last_maintenance = Some(Instant::now());
+        match self.maintain(&settings.store) {
+            Ok(()) => self.succeeded(),
+            Err(error) => {
+                self.failed("maintenance", error);
+            }
+        }
+    }
+
+    /// Prune reconciled notifications by age and count, drop bodies nothing refers to, refresh
+    /// gauges, and prove the store is writable (the readiness check depends on it).
+    fn maintain(&mut self, settings: &crate::config::StoreConfig) -> Result<(), rusqlite::Error> {
+        let now = self.clock.now_millis();
+        let cutoff = now - duration_millis(settings.retention);
+        self.set_synchronous("FULL")?;
+        let transaction = self.connection.transaction()?;
+        let mut pruned = transaction.execute(
+            "DELETE FROM notifications WHERE reconciled_at IS NOT NULL AND received_at < ?1",
+            params![cutoff],
+        )?;
+        pruned += transaction.execute(
+            "DELETE FROM notifications WHERE reconciled_at IS NOT NULL AND id <= (
+                 SELECT id FROM notifications WHERE reconciled_at IS NOT NULL
+                 ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+            params![settings.max_notifications as i64],
+        )?;
+        if pruned > 0 {
+            transaction.execute(
+                "DELETE FROM payloads WHERE NOT EXISTS (
+                     SELECT 1 FROM notifications WHERE payload_hash = payloads.hash)",
+                [],
+            )?;
+        }
+        transaction.execute(
+            "INSERT INTO meta(key, value) VALUES ('last_maintenance', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![now.to_string()],
+        )?;
+        let counts: Vec<(String, i64)> = {
+            let mut statement =
+                transaction.prepare("SELECT status, count(*) FROM episodes GROUP BY status")?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        transaction.commit()?;
+        self.metrics
+            .notifications_pruned_total
+            .inc_by(pruned as u64);
+        for status in ["firing", "resolved", "gone", "silenced"] {
+            let count = counts
+                .iter()
+                .find(|(s, _)| s == status)
+                .map_or(0, |(_, n)| *n);
+            self.metrics
+                .episodes
+                .with_label_values(&[status])
+                .set(count);
+        }
+        if pruned > 0 {
+            tracing::debug!(pruned, "pruned reconciled notifications");
+        }
+        Ok(())
+    }
+}
+
+/// Load up to `limit` unreconciled notifications in receipt order, folding consecutive
+/// identical snapshots of a group into one. Returns the entries, how many notifications they
+/// cover, and the highest id covered.
+fn load_pending(
+    transaction: &Transaction<'_>,
+    limit: usize,
+) -> Result<(Vec<Pending>, usize, Option<i64>), rusqlite::Error> {
+    let mut statement = transaction.prepare_cached(
+        "SELECT n.id, n.received_at, n.group_key, n.payload_hash
+         FROM notifications n WHERE n.reconciled_at IS NULL ORDER BY n.id LIMIT ?1",
+    )?;
+    let rows = statement.query_map(params![limit as i64], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, Vec<u8>>(3)?,
+        ))
+    })?;
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut last_of_group: HashMap<String, usize> = HashMap::new();
+    let mut count = 0;
+    let mut max_id = None;
+    for row in rows {
+        let (id, received_at, group_key, hash) = row?;
+        count += 1;
+        max_id = Some(id);
+        if let Some(&index) = last_of_group.get(&group_key)
+            && pending[index].hash == hash
+        {
+            let entry = &mut pending[index];
+            entry.last_id = id;
+            entry.received_at = entry.received_at.max(received_at);
+            continue;
+        }
+        last_of_group.insert(group_key.clone(), pending.len());
+        pending.push(Pending {
+            last_id: id,
+            received_at,
+            group_key,
+            hash,
+            body: Vec::new(),
+        });
+    }
+    drop(statement);
+    let mut body_statement =
+        transaction.prepare_cached("SELECT body FROM payloads WHERE hash = ?1")?;
+    for entry in &mut pending {
+        entry.body = body_statement
+            .query_row(params![entry.hash], |row| row.get(0))
+            .optional()?
+            .unwrap_or_default();
+    }
+    Ok((pending, count, max_id))
+}
+
+fn labels_json(labels: &webhook::LabelSet) -> String {
+    serde_json::to_string(labels).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// Apply one snapshot of a group: per-alert transitions, then absences.
+fn apply_snapshot(
+    transaction: &Transaction<'_>,
+    entry: &Pending,
+    notification: &Notification,
+    grace: Millis,
+    metrics: &Metrics,
+) -> Result<(), rusqlite::Error> {
+    let received_at = entry.received_at;
+    let mut present = HashSet::with_capacity(notification.alerts.len());
+    for alert in &notification.alerts {
+        let id = reconcile::episode_id(&alert.fingerprint, alert.starts_at);
+        present.insert(id.clone());
+        let known: Option<Known> = transaction
+            .prepare_cached("SELECT status, status_changed_at FROM episodes WHERE id = ?1")?
+            .query_row(params![id], |row| {
+                let status: String = row.get(0)?;
+                Ok(EpisodeStatus::parse(&status).map(|status| Known {
+                    status,
+                    status_changed_at: row.get(1).unwrap_or(0),
+                }))
+            })
+            .optional()?
+            .flatten();
+        let outcome = reconcile::decide_alert(known, alert.status, received_at, grace);
+        match (known, outcome) {
+            (None, SnapshotOutcome::Transition(kind)) => {
+                insert_episode(
+                    transaction,
+                    &id,
+                    alert,
+                    &entry.group_key,
+                    entry.last_id,
+                    received_at,
+                    kind,
+                )?;
+                let detail = serde_json::json!({
+                    "alert_status": alert.status.as_str(),
+                    "seen_firing": kind == TransitionKind::Opened,
+                    "group_key": entry.group_key,
+                });
+                insert_transition(
+                    transaction,
+                    &id,
+                    kind,
+                    received_at,
+                    Some(entry.last_id),
+                    &detail,
+                    metrics,
+                )?;
+            }
+            (Some(_), SnapshotOutcome::Transition(kind)) => {
+                touch_episode(transaction, &id, alert, received_at)?;
+                let detail = serde_json::json!({
+                    "alert_status": alert.status.as_str(),
+                    "group_key": entry.group_key,
+                });
+                record_transition(
+                    transaction,
+                    &id,
+                    kind,
+                    received_at,
+                    Some(entry.last_id),
+                    &detail,
+                    metrics,
+                )?;
+            }
+            (_, SnapshotOutcome::Repeat) => touch_episode(transaction, &id, alert, received_at)?,
+            (_, SnapshotOutcome::Stale) => {
+                metrics.reconcile_stale_alerts_total.inc();
+                transaction
+                    .prepare_cached(
+                        "UPDATE episodes SET last_seen = max(last_seen, ?2) WHERE id = ?1",
+                    )?
+                    .execute(params![id, received_at])?;
+            }
+        }
+        if outcome_leaves_open(known, outcome) {
+            transaction
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO episode_groups(group_key, episode_id, first_seen) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![entry.group_key, id, received_at])?;
+        }
+    }
+    if notification.truncated_alerts > 0 {
+        // A truncated snapshot does not list every alert; absence proves nothing.
+        return Ok(());
+    }
+    let members: Vec<(String, i64, String)> = {
+        let mut statement = transaction.prepare_cached(
+            "SELECT g.episode_id, g.first_seen, e.status FROM episode_groups g
+             JOIN episodes e ON e.id = g.episode_id WHERE g.group_key = ?1",
+        )?;
+        let rows = statement.query_map(params![entry.group_key], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for (id, first_seen, status) in members {
+        if present.contains(&id) {
+            continue;
+        }
+        let Some(status) = EpisodeStatus::parse(&status) else {
+            continue;
+        };
+        if reconcile::absent_from_snapshot_is_gone(status, first_seen, received_at, grace) {
+            let detail = serde_json::json!({
+                "reason": "absent from a later complete snapshot of its group",
+                "group_key": entry.group_key,
+            });
+            record_transition(
+                transaction,
+                &id,
+                TransitionKind::Gone,
+                received_at,
+                Some(entry.last_id),
+                &detail,
+                metrics,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn outcome_leaves_open(known: Option<Known>, outcome: SnapshotOutcome) -> bool {
+    match outcome {
+        SnapshotOutcome::Transition(kind) => kind.status_after().is_open(),
+        SnapshotOutcome::Repeat | SnapshotOutcome::Stale => {
+            known.is_some_and(|k| k.status.is_open())
+        }
+    }
+}
+
+fn insert_episode(
+    transaction: &Transaction<'_>,
+    id: &str,
+    alert: &Alert,
+    group_key: &str,
+    notification_id: i64,
+    received_at: Millis,
+    kind: TransitionKind,
+) -> Result<(), rusqlite::Error> {
+    let status = kind.status_after();
+    let closed_at = (!status.is_open()).then_some(received_at);
+    transaction
+        .prepare_cached(
+            "INSERT INTO episodes(id, fingerprint, starts_at, group_key, status, labels, annotations,
+                 generator_url, ends_at, first_seen, last_seen, status_changed_at, closed_at,
+                 first_notification)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?11, ?12)",
+        )?
+        .execute(params![
+            id,
+            alert.fingerprint,
+            reconcile::canonical_time(alert.starts_at),
+            group_key,
+            status.as_str(),
+            labels_json(&alert.labels),
+            labels_json(&alert.annotations),
+            alert.generator_url,
+            alert.ends_at.map(reconcile::canonical_time),
+            received_at,
+            closed_at,
+            notification_id,
+        ])?;
+    Ok(())
+}
+
+/// Refresh what a later snapshot may have changed: last-seen, annotations, the end time.
+fn touch_episode(
+    transaction: &Transaction<'_>,
+    id: &str,
+    alert: &Alert,
+    received_at: Millis,
+) -> Result<(), rusqlite::Error> {
+    transaction
+        .prepare_cached(
+            "UPDATE episodes SET last_seen = max(last_seen, ?2), annotations = ?3,
+                 ends_at = coalesce(?4, ends_at)
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            id,
+            received_at,
+            labels_json(&alert.annotations),
+            alert.ends_at.map(reconcile::canonical_time),
+        ])?;
+    Ok(())
+}
+
+/// Move an existing episode to the status `kind` leads to and record the transition.
+fn record_transition(
+    transaction: &Transaction<'_>,
+    id: &str,
+    kind: TransitionKind,
+    at: Millis,
+    notification_id: Option<i64>,
+    detail: &serde_json::Value,
+    metrics: &Metrics,
+) -> Result<(), rusqlite::Error> {
+    let status = kind.status_after();
+    if status.is_open() {
+        transaction
+            .prepare_cached(
+                "UPDATE episodes SET status = ?2, status_changed_at = ?3, closed_at = NULL,
+                     api_absent_since = NULL WHERE id = ?1",
+            )?
+            .execute(params![id, status.as_str(), at])?;
+    } else {
+        transaction
+            .prepare_cached(
+                "UPDATE episodes SET status = ?2, status_changed_at = ?3, closed_at = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id, status.as_str(), at])?;
+        transaction
+            .prepare_cached("DELETE FROM episode_groups WHERE episode_id = ?1")?
+            .execute(params![id])?;
+    }
+    insert_transition(transaction, id, kind, at, notification_id, detail, metrics)
+}
+
+fn insert_transition(
+    transaction: &Transaction<'_>,
+    id: &str,
+    kind: TransitionKind,
+    at: Millis,
+    notification_id: Option<i64>,
+    detail: &serde_json::Value,
+    metrics: &Metrics,
+) -> Result<(), rusqlite::Error> {
+    transaction
+        .prepare_cached(
+            "INSERT INTO transitions(episode_id, kind, at, notification_id, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            id,
+            kind.as_str(),
+            at,
+            notification_id,
+            detail.to_string()
+        ])?;
+    metrics
+        .episode_transitions_total
+        .with_label_values(&[kind.as_str()])
+        .inc();
+    tracing::info!(
+        episode = id,
+        transition = kind.as_str(),
+        "episode transition"
+    );
+    Ok(())
+}

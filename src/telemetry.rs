@@ -1,0 +1,304 @@
+//! telemetry: the one catalogue of metrics, and log set-up.
+//!
+//! Names follow `nightshift_<thing>_<unit>[_total]`; labels are bounded (outcome, reason,
+//! kind, status), never fingerprints or group keys.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::reload;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::{LogConfig, LogFormat};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Webhook requests by outcome: accepted, unauthorized, bad_request, payload_too_large,
+    /// unsupported_media_type, timeout, overloaded, store_unavailable.
+    pub webhook_requests_total: IntCounterVec,
+    /// Time from request start to answer, by outcome.
+    pub webhook_request_duration_seconds: HistogramVec,
+    /// Alerts carried by accepted webhooks.
+    pub webhook_alerts_total: IntCounter,
+    /// Bodies refused as invalid, by reason.
+    pub webhook_rejected_total: IntCounterVec,
+    /// Requests refused for a missing or wrong credential, by endpoint kind.
+    pub http_unauthorized_total: IntCounterVec,
+    /// Notifications committed per store transaction (group commit).
+    pub store_commit_batch_size: Histogram,
+    /// Time a group commit takes, fsync included.
+    pub store_commit_duration_seconds: Histogram,
+    /// Store operations that failed, by operation.
+    pub store_errors_total: IntCounterVec,
+    /// 1 when the last store write succeeded.
+    pub store_writable: IntGauge,
+    /// Notifications stored and not yet reconciled.
+    pub notifications_unreconciled: IntGauge,
+    /// Raw notifications pruned after reconciliation.
+    pub notifications_pruned_total: IntCounter,
+    /// Notifications reconciled.
+    pub notifications_reconciled_total: IntCounter,
+    /// Episode transitions recorded, by kind.
+    pub episode_transitions_total: IntCounterVec,
+    /// Snapshot alerts older than what was known (late retries), ignored.
+    pub reconcile_stale_alerts_total: IntCounter,
+    /// Episodes by status, refreshed by maintenance.
+    pub episodes: IntGaugeVec,
+    /// Alertmanager API syncs by outcome.
+    pub alertmanager_sync_total: IntCounterVec,
+    /// Configuration reloads by outcome.
+    pub config_reloads_total: IntCounterVec,
+    /// 1 when the last reload succeeded.
+    pub config_last_reload_successful: IntGauge,
+    /// Rejected request bodies kept on disk for forensics.
+    pub rejected_bodies_kept_total: IntCounter,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let metric = IntCounter::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let metric = IntGauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let metric = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+impl Metrics {
+    // The names and labels below are constants; registering them cannot fail.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let webhook_request_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "nightshift_webhook_request_duration_seconds",
+                "Time from a webhook request's start to its answer, by outcome.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(webhook_request_duration_seconds.clone()))
+            .expect("unique metric");
+        let episodes = IntGaugeVec::new(
+            Opts::new(
+                "nightshift_episodes",
+                "Alert episodes in the store, by status.",
+            ),
+            &["status"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(episodes.clone()))
+            .expect("unique metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new("nightshift_build_info", "Always 1; the version as a label."),
+            &["version"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(build_info.clone()))
+            .expect("unique metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        Self {
+            webhook_requests_total: counter_vec(
+                r,
+                "nightshift_webhook_requests_total",
+                "Webhook requests by outcome.",
+                &["outcome"],
+            ),
+            webhook_request_duration_seconds,
+            webhook_alerts_total: counter(
+                r,
+                "nightshift_webhook_alerts_total",
+                "Alerts carried by accepted webhooks.",
+            ),
+            webhook_rejected_total: counter_vec(
+                r,
+                "nightshift_webhook_rejected_total",
+                "Webhook bodies refused as invalid, by reason.",
+                &["reason"],
+            ),
+            http_unauthorized_total: counter_vec(
+                r,
+                "nightshift_http_unauthorized_total",
+                "Requests refused for a missing or wrong credential, by credential.",
+                &["credential"],
+            ),
+            store_commit_batch_size: histogram(
+                r,
+                "nightshift_store_commit_batch_size",
+                "Notifications committed per store transaction.",
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+            ),
+            store_commit_duration_seconds: histogram(
+                r,
+                "nightshift_store_commit_duration_seconds",
+                "Time a group commit takes, fsync included.",
+                LATENCY_BUCKETS.to_vec(),
+            ),
+            store_errors_total: counter_vec(
+                r,
+                "nightshift_store_errors_total",
+                "Store operations that failed, by operation.",
+                &["operation"],
+            ),
+            store_writable: gauge(
+                r,
+                "nightshift_store_writable",
+                "1 when the last store write succeeded, else 0.",
+            ),
+            notifications_unreconciled: gauge(
+                r,
+                "nightshift_notifications_unreconciled",
+                "Notifications stored and not yet reconciled.",
+            ),
+            notifications_pruned_total: counter(
+                r,
+                "nightshift_notifications_pruned_total",
+                "Raw notifications pruned after reconciliation.",
+            ),
+            notifications_reconciled_total: counter(
+                r,
+                "nightshift_notifications_reconciled_total",
+                "Notifications reconciled into episode transitions.",
+            ),
+            episode_transitions_total: counter_vec(
+                r,
+                "nightshift_episode_transitions_total",
+                "Episode transitions recorded, by kind.",
+                &["kind"],
+            ),
+            reconcile_stale_alerts_total: counter(
+                r,
+                "nightshift_reconcile_stale_alerts_total",
+                "Snapshot alerts older than what was already known, ignored.",
+            ),
+            episodes,
+            alertmanager_sync_total: counter_vec(
+                r,
+                "nightshift_alertmanager_sync_total",
+                "Alertmanager API syncs by outcome.",
+                &["outcome"],
+            ),
+            config_reloads_total: counter_vec(
+                r,
+                "nightshift_config_reloads_total",
+                "Configuration reloads by outcome.",
+                &["outcome"],
+            ),
+            config_last_reload_successful: gauge(
+                r,
+                "nightshift_config_last_reload_successful",
+                "1 when the last configuration reload succeeded, else 0.",
+            ),
+            rejected_bodies_kept_total: counter(
+                r,
+                "nightshift_rejected_bodies_kept_total",
+                "Rejected request bodies written to the state directory for forensics.",
+            ),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let families = self.registry.gather();
+        if TextEncoder::new().encode(&families, &mut buffer).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// Handle to change the log filter at runtime (SIGHUP, `/-/reload`).
+pub type LogReload = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+/// Install the global subscriber; stderr, human or JSON. Returns the filter reload handle.
+pub fn init_logging(config: &LogConfig) -> LogReload {
+    let filter = EnvFilter::builder()
+        .parse(&config.level)
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match config.format {
+        LogFormat::Human => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+    if let Err(error) = result {
+        eprintln!("logging was already initialised: {error}");
+    }
+    handle
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_named_by_the_convention() {
+        let metrics = Metrics::new();
+        metrics
+            .webhook_requests_total
+            .with_label_values(&["accepted"])
+            .inc();
+        let text = metrics.render();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            let name = line.split_whitespace().nth(2).unwrap();
+            assert!(name.starts_with("nightshift_"), "{name}");
+            if line.ends_with("counter") {
+                assert!(name.ends_with("_total"), "{name}");
+            }
+        }
+        assert!(text.contains("nightshift_webhook_requests_total{outcome=\"accepted\"} 1"));
+    }
+}
