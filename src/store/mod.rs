@@ -333,3 +333,6 @@ impl Store {
         Reader::open(&self.database)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,408 @@
+//! Store tests with a hand-moved clock: snapshots in, transitions out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeZone;
+
+use super::*;
+use crate::clock::{Clock, ManualClock};
+use crate::config::{ReconcileConfig, StoreConfig};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    writer: Option<WriterThread>,
+    clock: Arc<ManualClock>,
+}
+
+impl Fixture {
+    fn new(max_unreconciled: u64) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(
+            chrono::Utc.with_ymd_and_hms(2026, 11, 28, 3, 0, 0).unwrap(),
+        ));
+        let settings = StoreSettings {
+            store: StoreConfig {
+                dir: dir.path().join("var"),
+                max_unreconciled,
+                ..StoreConfig::default()
+            },
+            reconcile: ReconcileConfig {
+                gone_grace: Duration::from_secs(600),
+                ..ReconcileConfig::default()
+            },
+        };
+        let (store, writer) =
+            Store::open(settings, 64, clock.clone(), Arc::new(Metrics::new())).unwrap();
+        Fixture {
+            _dir: dir,
+            store,
+            writer: Some(writer),
+            clock,
+        }
+    }
+
+    /// Submit a snapshot and wait until it is durable and reconciled.
+    async fn send(&self, group: &str, alerts: &[(&str, &str, &str)]) -> i64 {
+        self.send_truncated(group, alerts, 0).await
+    }
+
+    async fn send_truncated(
+        &self,
+        group: &str,
+        alerts: &[(&str, &str, &str)],
+        truncated: u64,
+    ) -> i64 {
+        let body = body(group, alerts, truncated);
+        let record = IngestRecord {
+            received_at: self.clock.now_millis(),
+            remote: "test".to_owned(),
+            group_key: group.to_owned(),
+            alert_count: alerts.len(),
+            body: Bytes::from(body),
+        };
+        let id = self
+            .store
+            .try_submit(record)
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+        for _ in 0..500 {
+            if self.store.unreconciled() == 0 {
+                return id;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("not reconciled");
+    }
+
+    /// `(instance, status)` of every incident, sorted.
+    fn statuses(&self) -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> = self
+            .store
+            .reader()
+            .unwrap()
+            .incidents(None, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.labels["instance"].as_str().unwrap().to_owned(), i.status))
+            .collect();
+        all.sort();
+        all
+    }
+
+    fn transitions(&self) -> Vec<(String, String)> {
+        let reader = self.store.reader().unwrap();
+        reader
+            .pending_transitions(1000)
+            .unwrap()
+            .into_iter()
+            .map(|t| {
+                let incident = reader.incident(&t.episode_id).unwrap().unwrap();
+                let instance = incident.summary.labels["instance"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                (instance, t.kind)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.store.shutdown();
+        if let Some(writer) = self.writer.take() {
+            writer.join_within(Duration::from_secs(5));
+        }
+    }
+}
+
+const T0: &str = "2026-11-28T02:59:00Z";
+const T1: &str = "2026-11-28T03:20:00Z";
+
+/// `(instance, status, startsAt)` alerts of group `group`, as a webhook body.
+fn body(group: &str, alerts: &[(&str, &str, &str)], truncated: u64) -> String {
+    let alerts: Vec<serde_json::Value> = alerts
+        .iter()
+        .map(|(instance, status, starts_at)| {
+            serde_json::json!({
+                "status": status,
+                "labels": {"alertname": group, "instance": instance},
+                "annotations": {},
+                "startsAt": starts_at,
+                "endsAt": "0001-01-01T00:00:00Z",
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "version": "4", "status": "firing", "groupKey": group, "truncatedAlerts": truncated,
+        "alerts": alerts,
+    })
+    .to_string()
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn repeats_are_not_new_work() {
+    let f = Fixture::new(1000);
+    f.send("g", &[("a", "firing", T0), ("b", "firing", T0)])
+        .await;
+    f.clock.advance(Duration::from_secs(30));
+    f.send("g", &[("a", "firing", T0), ("b", "firing", T0)])
+        .await;
+    f.send("g", &[("a", "firing", T0), ("b", "firing", T0)])
+        .await;
+    assert_eq!(f.transitions(), pairs(&[("a", "opened"), ("b", "opened")]));
+    let incident = f
+        .store
+        .reader()
+        .unwrap()
+        .incidents(None, 10)
+        .unwrap()
+        .remove(0);
+    assert_ne!(
+        incident.first_seen, incident.last_seen,
+        "each arrival moves last-seen"
+    );
+}
+
+#[tokio::test]
+async fn resolve_then_late_firing_retry_does_not_reopen() {
+    let f = Fixture::new(1000);
+    f.send("g", &[("a", "firing", T0)]).await;
+    f.clock.advance(Duration::from_secs(60));
+    f.send("g", &[("a", "resolved", T0)]).await;
+    // An older snapshot, retried late, still says firing.
+    f.clock.advance(Duration::from_secs(5));
+    f.send("g", &[("a", "firing", T0)]).await;
+    assert_eq!(f.statuses(), pairs(&[("a", "resolved")]));
+    assert_eq!(
+        f.transitions(),
+        pairs(&[("a", "opened"), ("a", "resolved")])
+    );
+}
+
+#[tokio::test]
+async fn resolve_for_an_episode_never_seen_firing() {
+    let f = Fixture::new(1000);
+    f.send("g", &[("a", "resolved", T0)]).await;
+    assert_eq!(f.statuses(), pairs(&[("a", "resolved")]));
+    let reader = f.store.reader().unwrap();
+    let id = &reader.pending_transitions(10).unwrap()[0].episode_id;
+    let detail = reader.incident(id).unwrap().unwrap();
+    assert_eq!(detail.transitions[0].detail["seen_firing"], false);
+}
+
+#[tokio::test]
+async fn the_same_fingerprint_firing_again_is_a_new_episode() {
+    let f = Fixture::new(1000);
+    f.send("g", &[("a", "firing", T0)]).await;
+    f.send("g", &[("a", "resolved", T0)]).await;
+    f.send("g", &[("a", "firing", T1)]).await;
+    assert_eq!(f.statuses(), pairs(&[("a", "firing"), ("a", "resolved")]));
+    assert_eq!(
+        f.transitions(),
+        pairs(&[("a", "opened"), ("a", "resolved"), ("a", "opened")])
+    );
+}
+
+#[tokio::test]
+async fn an_episode_missing_from_a_later_snapshot_is_gone_after_the_grace() {
+    let f = Fixture::new(1000);
+    f.send("g", &[("a", "firing", T0), ("b", "firing", T0)])
+        .await;
+    // Within the grace window a snapshot without b may be an older one retried late.
+    f.clock.advance(Duration::from_secs(60));
+    f.send("g", &[("a", "firing", T0)]).await;
+    assert_eq!(f.statuses(), pairs(&[("a", "firing"), ("b", "firing")]));
+    // A truncated snapshot proves nothing.
+    f.clock.advance(Duration::from_secs(600));
+    f.send_truncated("g", &[("a", "firing", T0)], 1).await;
+    assert_eq!(f.statuses(), pairs(&[("a", "firing"), ("b", "firing")]));
+    // A complete one, well after b was first seen: b vanished.
+    f.send("g", &[("a", "firing", T0)]).await;
+    assert_eq!(f.statuses(), pairs(&[("a", "firing"), ("b", "gone")]));
+    // Another group's snapshot never touches this group's episodes.
+    f.send("h", &[("c", "firing", T0)]).await;
+    assert_eq!(
+        f.transitions().last().unwrap(),
+        &("c".to_owned(), "opened".to_owned())
+    );
+    // A gone episode seen firing long after is reopened, not lost.
+    f.clock.advance(Duration::from_secs(700));
+    f.send("g", &[("a", "firing", T0), ("b", "firing", T0)])
+        .await;
+    assert_eq!(
+        f.statuses(),
+        pairs(&[("a", "firing"), ("b", "firing"), ("c", "firing")])
+    );
+    assert_eq!(
+        f.transitions().last().unwrap(),
+        &("b".to_owned(), "reopened".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn alertmanager_api_silences_unsilences_and_closes_vanished_episodes() {
+    let f = Fixture::new(1000);
+    f.send("g", &[("a", "firing", T0), ("b", "firing", T0)])
+        .await;
+    let reader = f.store.reader().unwrap();
+    let ids: Vec<(String, String)> = reader
+        .incidents(None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|i| {
+            (
+                i.labels["instance"].as_str().unwrap().to_owned(),
+                i.fingerprint,
+            )
+        })
+        .collect();
+    let fingerprint = |instance: &str| ids.iter().find(|(i, _)| i == instance).unwrap().1.clone();
+    let start = chrono::DateTime::parse_from_rfc3339(T0)
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let api = |a_suppressed: bool| {
+        vec![ApiAlert {
+            fingerprint: fingerprint("a"),
+            starts_at: start,
+            suppressed: a_suppressed,
+        }]
+    };
+    let summary = f.store.sync_with_alertmanager(api(true)).await.unwrap();
+    assert_eq!((summary.checked, summary.silenced, summary.gone), (2, 1, 0));
+    assert_eq!(f.statuses(), pairs(&[("a", "silenced"), ("b", "firing")]));
+    // b is absent from the API, but only for less than the grace so far.
+    f.clock.advance(Duration::from_secs(601));
+    let summary = f.store.sync_with_alertmanager(api(false)).await.unwrap();
+    assert_eq!((summary.unsilenced, summary.gone), (1, 1));
+    assert_eq!(f.statuses(), pairs(&[("a", "firing"), ("b", "gone")]));
+    let mut transitions = f.transitions();
+    // The last sync's two transitions come in episode order; compare them as a set.
+    transitions[3..].sort();
+    assert_eq!(
+        transitions,
+        pairs(&[
+            ("a", "opened"),
+            ("b", "opened"),
+            ("a", "silenced"),
+            ("a", "unsilenced"),
+            ("b", "gone")
+        ])
+    );
+}
+
+#[tokio::test]
+async fn transitions_form_a_durable_queue() {
+    let f = Fixture::new(1000);
+    f.send("g", &[("a", "firing", T0), ("b", "firing", T0)])
+        .await;
+    let reader = f.store.reader().unwrap();
+    let pending = reader.pending_transitions(10).unwrap();
+    assert_eq!(pending.len(), 2);
+    assert_eq!(
+        f.store
+            .complete_transitions(vec![pending[0].seq])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        f.store
+            .complete_transitions(vec![pending[0].seq])
+            .await
+            .unwrap(),
+        0
+    );
+    let left = reader.pending_transitions(10).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].seq, pending[1].seq);
+}
+
+#[tokio::test]
+async fn ingest_commits_are_fsynced_in_wal_mode() {
+    let f = Fixture::new(1000);
+    f.send("g", &[("a", "firing", T0)]).await;
+    let durability = f.store.durability().await.unwrap();
+    assert_eq!(durability.journal_mode, "wal");
+    assert_eq!(
+        durability.synchronous_during_ingest, 2,
+        "2 is synchronous=FULL"
+    );
+}
+
+#[tokio::test]
+async fn a_full_backlog_refuses_instead_of_dropping() {
+    let f = Fixture::new(1);
+    // Hold the writer busy reconciling nothing: with a cap of one, a second submit made
+    // before the first is reconciled is refused.
+    let record = |n: u8| IngestRecord {
+        received_at: 0,
+        remote: "t".to_owned(),
+        group_key: "g".to_owned(),
+        alert_count: 0,
+        body: Bytes::from(format!(
+            "{{\"version\":\"4\",\"status\":\"firing\",\"alerts\":[],\"groupKey\":\"g{n}\"}}"
+        )),
+    };
+    let first = f.store.try_submit(record(1)).unwrap();
+    let second = f.store.try_submit(record(2));
+    assert_eq!(second.unwrap_err(), Rejected::Backlog);
+    assert!(first.await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn restart_resumes_unreconciled_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = StoreSettings {
+        store: StoreConfig {
+            dir: dir.path().to_path_buf(),
+            ..StoreConfig::default()
+        },
+        reconcile: ReconcileConfig::default(),
+    };
+    let clock: SharedClock = Arc::new(crate::clock::SystemClock);
+    // Journal directly as a crashed run would have left it: stored, not reconciled.
+    {
+        let connection = connect(&database_path(dir.path()), false).unwrap();
+        writer::prepare(&connection).unwrap();
+        let body = body("g", &[("a", "firing", T0)], 0);
+        let hash = <sha2::Sha256 as sha2::Digest>::digest(body.as_bytes());
+        connection
+            .execute(
+                "INSERT INTO payloads(hash, body) VALUES (?1, ?2)",
+                rusqlite::params![hash.as_slice(), body.as_bytes()],
+            )
+            .unwrap();
+        connection
+            .execute(
+                "INSERT INTO notifications(received_at, remote, group_key, payload_hash, alert_count) VALUES (1, 'x', 'g', ?1, 1)",
+                rusqlite::params![hash.as_slice()],
+            )
+            .unwrap();
+    }
+    let (store, writer) = Store::open(settings, 8, clock, Arc::new(Metrics::new())).unwrap();
+    for _ in 0..500 {
+        if store.unreconciled() == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(store.unreconciled(), 0);
+    assert_eq!(
+        store.reader().unwrap().incidents(None, 10).unwrap().len(),
+        1
+    );
+    store.shutdown();
+    assert!(writer.join_within(Duration::from_secs(5)));
+}

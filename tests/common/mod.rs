@@ -1,0 +1,368 @@
+//! Helpers shared by the integration tests: start the real `nightshift` binary on
+//! 127.0.0.1:0 with a temporary state directory, talk to it, kill and restart it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/alertmanager");
+
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(Path::new(FIXTURES).join(name)).expect("fixture")
+}
+
+/// A running daemon and its state directory.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub base: String,
+    child: Option<Child>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Daemon {
+    /// Start with `extra` TOML appended after the `[server]`/`[store]` essentials. `extra` may
+    /// use `{dir}` for the state directory's parent (where token files go).
+    pub fn start(extra: &str) -> Daemon {
+        Self::start_with_env(extra, &[])
+    }
+
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("nightshift.toml");
+        let root = dir.path().display().to_string();
+        let text = extra.replace("{dir}", &root);
+        // Listen address and state directory come from environment overrides, so that `extra`
+        // may hold any section (and the layering is exercised on every test).
+        let mut all_env = vec![
+            (
+                "NIGHTSHIFT_SERVER__LISTEN".to_owned(),
+                "127.0.0.1:0".to_owned(),
+            ),
+            ("NIGHTSHIFT_STORE__DIR".to_owned(), format!("{root}/var")),
+        ];
+        if !text.contains("shutdown_timeout") {
+            all_env.push((
+                "NIGHTSHIFT_SERVER__SHUTDOWN_TIMEOUT".to_owned(),
+                "5s".to_owned(),
+            ));
+        }
+        all_env.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        std::fs::write(&config, text).expect("write config");
+        let mut daemon = Daemon {
+            dir,
+            config,
+            base: String::new(),
+            child: None,
+            env: all_env,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("var")
+    }
+
+    pub fn write_file(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, content).expect("write file");
+        path
+    }
+
+    fn address_file(&self) -> PathBuf {
+        self.state_dir().join("nightshift.addr")
+    }
+
+    /// Start the binary (again) on the same state directory and wait until it listens.
+    pub fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.address_file());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("daemon.log"))
+            .expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nightshift"));
+        command
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("spawn nightshift");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(self.address_file())
+                && text.ends_with('\n')
+            {
+                self.base = text.trim().to_owned();
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "nightshift exited with {status} before listening:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nightshift did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        let pid = self.pid() as i32;
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+
+    /// SIGTERM and wait (bounded) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("nightshift did not stop after SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Run a nightshift CLI command against this daemon's config.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_nightshift"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("run nightshift")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A blocking HTTP client for tests; every call has a timeout.
+pub fn client() -> http_client::Client {
+    http_client::Client::new()
+}
+
+/// A very small blocking HTTP/1.1 client over std's TcpStream, so tests need no extra crate
+/// and can also send what a normal client would refuse to.
+pub mod http_client {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    pub struct Client;
+
+    #[derive(Debug)]
+    pub struct Response {
+        pub status: u16,
+        pub headers: Vec<(String, String)>,
+        pub body: String,
+    }
+
+    impl Response {
+        pub fn json(&self) -> serde_json::Value {
+            serde_json::from_str(&self.body)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+        }
+
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    impl Client {
+        pub fn new() -> Client {
+            Client
+        }
+
+        pub fn get(&self, url: &str, headers: &[(&str, &str)]) -> Response {
+            self.request("GET", url, headers, &[])
+        }
+
+        pub fn post(&self, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+            self.request("POST", url, headers, body)
+        }
+
+        pub fn request(
+            &self,
+            method: &str,
+            url: &str,
+            headers: &[(&str, &str)],
+            body: &[u8],
+        ) -> Response {
+            let rest = url.strip_prefix("http://").expect("http URL");
+            let (host, path) = rest
+                .split_once('/')
+                .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+            let mut stream = TcpStream::connect(host).expect("connect");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            let mut request = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+                body.len()
+            );
+            for (name, value) in headers {
+                request.push_str(&format!("{name}: {value}\r\n"));
+            }
+            request.push_str("\r\n");
+            stream.write_all(request.as_bytes()).expect("write");
+            // The server may answer (413) before reading a large body; ignore a reset then.
+            let _ = stream.write_all(body);
+            read_response(&mut stream)
+        }
+    }
+
+    pub fn read_response(stream: &mut TcpStream) -> Response {
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.lines();
+        let status_line = lines.next().unwrap_or_default();
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+        let body = if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn dechunk(mut body: &str) -> String {
+        let mut out = String::new();
+        while let Some((size, rest)) = body.split_once("\r\n") {
+            let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+                break;
+            };
+            if size == 0 || rest.len() < size {
+                break;
+            }
+            out.push_str(&rest[..size]);
+            body = rest[size..].trim_start_matches("\r\n");
+        }
+        out
+    }
+}
+
+pub const JSON: (&str, &str) = ("Content-Type", "application/json");
+
+/// Poll `check` until it returns Some, for at most `timeout`.
+pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A webhook body for one group with the given alerts `(name, instance, status, startsAt)`.
+pub fn webhook(group: &str, alerts: &[(&str, &str, &str, &str)], truncated: u64) -> String {
+    let alerts: Vec<serde_json::Value> = alerts
+        .iter()
+        .map(|(name, instance, status, starts_at)| {
+            serde_json::json!({
+                "status": status,
+                "labels": {"alertname": name, "instance": instance, "severity": "critical"},
+                "annotations": {"summary": format!("{name} on {instance}")},
+                "startsAt": starts_at,
+                "endsAt": if *status == "firing" { "0001-01-01T00:00:00Z".to_owned() } else { "2026-11-28T03:30:00Z".to_owned() },
+                "generatorURL": "http://prometheus.invalid/graph",
+                "fingerprint": "",
+            })
+        })
+        .collect();
+    let any_firing = alerts.iter().any(|a| a["status"] == "firing");
+    serde_json::json!({
+        "receiver": "nightshift",
+        "status": if any_firing { "firing" } else { "resolved" },
+        "alerts": alerts,
+        "groupLabels": {"alertname": group},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.invalid",
+        "version": "4",
+        "groupKey": format!("{{}}:{{alertname=\"{group}\"}}"),
+        "truncatedAlerts": truncated,
+    })
+    .to_string()
+}
