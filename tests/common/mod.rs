@@ -29,6 +29,13 @@ impl Daemon {
     }
 
     pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
+        let mut daemon = Self::prepare(extra, env);
+        daemon.spawn();
+        daemon
+    }
+
+    /// Write the config but do not start yet (to place files the config names first).
+    pub fn prepare(extra: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("nightshift.toml");
         let root = dir.path().display().to_string();
@@ -50,15 +57,13 @@ impl Daemon {
         }
         all_env.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         std::fs::write(&config, text).expect("write config");
-        let mut daemon = Daemon {
+        Daemon {
             dir,
             config,
             base: String::new(),
             child: None,
             env: all_env,
-        };
-        daemon.spawn();
-        daemon
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

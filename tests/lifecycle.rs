@@ -1,0 +1,413 @@
+//! The daemon's life: crash and restart, graceful stop, systemd notify, reload, metrics,
+//! `check`, TLS and connection bounds.
+
+mod common;
+use common::*;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixDatagram;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn open_db(daemon: &Daemon) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(
+        daemon.state_dir().join("nightshift.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap()
+}
+
+#[test]
+fn kill_9_after_a_burst_loses_no_acknowledged_notification() {
+    let mut daemon = Daemon::start("");
+    let base = daemon.base.clone();
+    // 8 senders x 40 webhooks, each with its own alert, all in flight together.
+    let acknowledged: Arc<Mutex<Vec<(i64, String)>>> = Arc::default();
+    let threads: Vec<_> = (0..8)
+        .map(|sender| {
+            let base = base.clone();
+            let acknowledged = acknowledged.clone();
+            std::thread::spawn(move || {
+                for n in 0..40 {
+                    let instance = format!("s{sender}-n{n}");
+                    let body = webhook(
+                        &format!("Burst{sender}"),
+                        &[("Burst", &instance, "firing", "2026-11-28T03:00:00Z")],
+                        0,
+                    );
+                    let response =
+                        client().post(&format!("{base}/webhook"), &[JSON], body.as_bytes());
+                    if response.status == 200 {
+                        let id = response.json()["notification"].as_i64().unwrap();
+                        acknowledged.lock().unwrap().push((id, instance));
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    // No grace: SIGKILL right after the last acknowledgement.
+    daemon.kill9();
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert_eq!(acknowledged.len(), 320, "every webhook was acknowledged");
+
+    daemon.spawn();
+    let connection = open_db(&daemon);
+    for (id, _) in &acknowledged {
+        let found: i64 = connection
+            .query_row(
+                "SELECT count(*) FROM notifications WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(found, 1, "acknowledged notification {id} is in the store");
+    }
+    // Reconcile resumes after the restart: every acknowledged alert has its episode.
+    let instances = wait_for(Duration::from_secs(20), || {
+        let list = client()
+            .get(&format!("{}/api/v1/incidents?limit=1000", daemon.base), &[])
+            .json();
+        let instances: Vec<String> = list["incidents"]
+            .as_array()?
+            .iter()
+            .map(|i| i["labels"]["instance"].as_str().unwrap().to_owned())
+            .collect();
+        (instances.len() >= acknowledged.len()).then_some(instances)
+    })
+    .expect("all episodes after restart");
+    for (_, instance) in &acknowledged {
+        assert!(instances.contains(instance), "episode for {instance}");
+    }
+    let opened: i64 = connection
+        .query_row(
+            "SELECT count(*) FROM transitions WHERE kind = 'opened'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        opened, 320,
+        "each episode opened exactly once across the crash"
+    );
+}
+
+#[test]
+fn sigterm_stops_gracefully_and_systemd_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut daemon = Daemon::start_with_env(
+        "",
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    let receive = || {
+        let mut buffer = [0u8; 512];
+        let n = socket.recv(&mut buffer).expect("a notify datagram");
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    };
+    let ready = receive();
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=listening on http://127.0.0.1:"),
+        "{ready}"
+    );
+    // The listener is bound when READY=1 arrives.
+    assert_eq!(
+        client().get(&format!("{}/readyz", daemon.base), &[]).status,
+        200
+    );
+    // Watchdog pings come at half the interval while the store writer goes round.
+    assert_eq!(receive(), "WATCHDOG=1");
+    assert_eq!(receive(), "WATCHDOG=1");
+    let status = daemon.terminate();
+    assert!(status.success(), "{status:?}");
+    let mut rest = Vec::new();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buffer = [0u8; 512];
+    while let Ok(n) = socket.recv(&mut buffer) {
+        rest.push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+    }
+    assert!(rest.iter().any(|m| m.starts_with("STOPPING=1")), "{rest:?}");
+    assert!(daemon.log().contains("stopped cleanly"), "{}", daemon.log());
+}
+
+#[test]
+fn reload_applies_new_credentials_and_keeps_running_state_on_a_broken_file() {
+    let mut daemon = Daemon::prepare(
+        "[auth]\ningest_token_file = \"{dir}/token\"\nadmin_token_file = \"{dir}/admin\"\n",
+        &[],
+    );
+    daemon.write_file("token", "one\n");
+    daemon.write_file("admin", "adm\n");
+    daemon.spawn();
+    let post = |token: &str| {
+        let auth = format!("Bearer {token}");
+        client()
+            .post(
+                &format!("{}/webhook", daemon.base),
+                &[JSON, ("Authorization", &auth)],
+                fixture("firing-single.json").as_bytes(),
+            )
+            .status
+    };
+    assert_eq!(post("one"), 200);
+    // Rotate the token and reload over HTTP.
+    daemon.write_file("token", "two\n");
+    let reload = || {
+        client().post(
+            &format!("{}/-/reload", daemon.base),
+            &[("Authorization", "Bearer adm")],
+            b"",
+        )
+    };
+    let response = reload();
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(post("one"), 401);
+    assert_eq!(post("two"), 200);
+    // A broken file: the reload is refused with the reason, the running state stays.
+    let good = std::fs::read_to_string(&daemon.config).unwrap();
+    std::fs::write(
+        &daemon.config,
+        format!("{good}\n[server]\nlisten = 5\nbogus = true\n"),
+    )
+    .unwrap();
+    let response = reload();
+    assert_eq!(response.status, 400);
+    let errors = response.json()["errors"].as_array().unwrap().clone();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].as_str().unwrap().contains("nightshift.toml:"),
+        "{errors:?}"
+    );
+    assert_eq!(post("two"), 200);
+    // SIGHUP does the same.
+    daemon.signal(libc::SIGHUP);
+    let failures = wait_for(Duration::from_secs(5), || {
+        let text = client().get(&format!("{}/metrics", daemon.base), &[]).body;
+        text.contains("nightshift_config_reloads_total{outcome=\"failure\"} 2")
+            .then_some(())
+    });
+    assert!(failures.is_some());
+    assert!(
+        daemon.log().contains("trigger=\"SIGHUP\""),
+        "{}",
+        daemon.log()
+    );
+    std::fs::write(&daemon.config, good).unwrap();
+    daemon.signal(libc::SIGHUP);
+    let ok = wait_for(Duration::from_secs(5), || {
+        let text = client().get(&format!("{}/metrics", daemon.base), &[]).body;
+        text.contains("nightshift_config_last_reload_successful 1")
+            .then_some(())
+    });
+    assert!(ok.is_some());
+    assert!(daemon.try_wait().is_none(), "still running");
+}
+
+#[test]
+fn metrics_pass_promtool() {
+    let daemon = Daemon::start("");
+    client().post(
+        &format!("{}/webhook", daemon.base),
+        &[JSON],
+        fixture("firing-group.json").as_bytes(),
+    );
+    client().post(&format!("{}/webhook", daemon.base), &[JSON], b"{");
+    let text = client().get(&format!("{}/metrics", daemon.base), &[]).body;
+    assert!(
+        text.contains("nightshift_webhook_requests_total{outcome=\"accepted\"} 1"),
+        "{text}"
+    );
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; .ci/run installs it)");
+    promtool
+        .stdin
+        .as_ref()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    let complaints = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && complaints.trim().is_empty(),
+        "promtool: {complaints}"
+    );
+}
+
+#[test]
+fn check_reports_every_error_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[server]\nlisten = \"0.0.0.0:9797\"\nmax_body_bytes = -1\n\n[auth]\nread_token_file = \"/nonexistent\"\nwhat = 1\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nightshift"))
+        .args(["check", "--config-only", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let shown = path.display().to_string();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!("{shown}:3: server.max_body_bytes: invalid value")),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{shown}:7: auth.what: unknown field")),
+        "{stderr}"
+    );
+
+    std::fs::write(&path, "[server]\nlisten = \"0.0.0.0:9797\"\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nightshift"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(":2: server.listen: 0.0.0.0:9797 is not a loopback address and TLS is off"),
+        "{stderr}"
+    );
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/nightshift.toml");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nightshift"))
+        .args(["check", "--config-only", "--config", example])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+}
+
+#[test]
+fn a_public_address_without_tls_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nightshift"))
+        .arg("run")
+        .env("NIGHTSHIFT_SERVER__LISTEN", "0.0.0.0:0")
+        .env("NIGHTSHIFT_STORE__DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("environment NIGHTSHIFT_SERVER__LISTEN: server.listen"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("nightshift.db").exists(),
+        "nothing was created"
+    );
+}
+
+#[test]
+fn a_slow_client_is_cut_off_while_others_are_served() {
+    let daemon =
+        Daemon::start("[server]\nheader_read_timeout = \"1s\"\nbody_read_timeout = \"1s\"\n");
+    let address = daemon.base.trim_start_matches("http://").to_owned();
+    // Headers that never finish.
+    let mut slow_headers = std::net::TcpStream::connect(&address).unwrap();
+    slow_headers
+        .write_all(b"POST /webhook HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // A body that never finishes.
+    let mut slow_body = std::net::TcpStream::connect(&address).unwrap();
+    slow_body
+        .write_all(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .unwrap();
+    // Meanwhile other clients are served.
+    assert_eq!(
+        client()
+            .get(&format!("{}/healthz", daemon.base), &[])
+            .status,
+        200
+    );
+    for stream in [&mut slow_headers, &mut slow_body] {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+    }
+    let mut buffer = Vec::new();
+    let _ = slow_headers.read_to_end(&mut buffer);
+    let text = String::from_utf8_lossy(&buffer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    let response = http_client::read_response(&mut slow_body);
+    assert_eq!(response.status, 408, "{}", response.body);
+}
+
+#[test]
+fn tls_serves_webhooks_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_pem = certified.cert.pem();
+    std::fs::write(dir.path().join("cert.pem"), &cert_pem).unwrap();
+    std::fs::write(
+        dir.path().join("key.pem"),
+        certified.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let root = dir.path().display();
+    let daemon = Daemon::start(&format!(
+        "[server]\ntls_cert_file = \"{root}/cert.pem\"\ntls_key_file = \"{root}/key.pem\"\n"
+    ));
+    assert!(
+        daemon.base.starts_with("https://127.0.0.1:"),
+        "{}",
+        daemon.base
+    );
+    let address = daemon.base.trim_start_matches("https://").to_owned();
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut cert_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(&address).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    let body = fixture("firing-single.json");
+    write!(tls, "POST /webhook HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+
+    // Plain HTTP to the TLS port gets nothing useful.
+    let mut plain = std::net::TcpStream::connect(&address).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = plain.read_to_end(&mut raw);
+    assert!(!String::from_utf8_lossy(&raw).contains("200 OK"));
+}
