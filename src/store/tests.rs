@@ -122,6 +122,8 @@ impl Drop for Fixture {
 
 const T0: &str = "2026-11-28T02:59:00Z";
 const T1: &str = "2026-11-28T03:20:00Z";
+/// A start time with sub-millisecond digits, as Alertmanager stamps alerts pushed without one.
+const T_NANOS: &str = "2026-11-28T02:59:00.123456789Z";
 
 /// `(instance, status, startsAt)` alerts of group `group`, as a webhook body.
 fn body(group: &str, alerts: &[(&str, &str, &str)], truncated: u64) -> String {
@@ -254,7 +256,7 @@ async fn an_episode_missing_from_a_later_snapshot_is_gone_after_the_grace() {
 #[tokio::test]
 async fn alertmanager_api_silences_unsilences_and_closes_vanished_episodes() {
     let f = Fixture::new(1000);
-    f.send("g", &[("a", "firing", T0), ("b", "firing", T0)])
+    f.send("g", &[("a", "firing", T_NANOS), ("b", "firing", T0)])
         .await;
     let reader = f.store.reader().unwrap();
     let ids: Vec<(String, String)> = reader
@@ -269,7 +271,8 @@ async fn alertmanager_api_silences_unsilences_and_closes_vanished_episodes() {
         })
         .collect();
     let fingerprint = |instance: &str| ids.iter().find(|(i, _)| i == instance).unwrap().1.clone();
-    let start = chrono::DateTime::parse_from_rfc3339(T0)
+    // The API reports startsAt to the millisecond only; a's webhook start had nanoseconds.
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-28T02:59:00.123Z")
         .unwrap()
         .with_timezone(&chrono::Utc);
     let api = |a_suppressed: bool| {

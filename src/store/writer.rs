@@ -360,11 +360,16 @@ impl Writer {
         let settings = settings.unwrap_or_else(|p| p.into_inner().clone());
         let grace = duration_millis(settings.reconcile.gone_grace);
         let now = self.clock.now_millis();
-        let views: HashMap<String, bool> = alerts
+        // Alertmanager's API gives startsAt to the millisecond while its webhooks carry the full
+        // precision, so episodes are matched on (fingerprint, start in whole milliseconds).
+        let views: HashMap<(String, i64), bool> = alerts
             .iter()
             .map(|alert| {
                 (
-                    reconcile::episode_id(&alert.fingerprint, alert.starts_at),
+                    (
+                        alert.fingerprint.clone(),
+                        alert.starts_at.timestamp_millis(),
+                    ),
                     alert.suppressed,
                 )
             })
@@ -372,20 +377,32 @@ impl Writer {
         self.set_synchronous("FULL")?;
         let transaction = self.connection.transaction()?;
         let mut summary = SyncSummary::default();
-        let open: Vec<(String, String, Option<i64>)> = {
+        type OpenEpisode = (String, String, String, String, Option<i64>);
+        let open: Vec<OpenEpisode> = {
             let mut statement = transaction.prepare(
-                "SELECT id, status, api_absent_since FROM episodes WHERE status IN ('firing', 'silenced')",
+                "SELECT id, fingerprint, starts_at, status, api_absent_since FROM episodes
+                 WHERE status IN ('firing', 'silenced')",
             )?;
-            let rows =
-                statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+            let rows = statement.query_map([], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })?;
             rows.collect::<Result<_, _>>()?
         };
-        for (id, status, absent_since) in open {
+        for (id, fingerprint, starts_at, status, absent_since) in open {
             let Some(status) = EpisodeStatus::parse(&status) else {
                 continue;
             };
+            let Ok(starts_at) = chrono::DateTime::parse_from_rfc3339(&starts_at) else {
+                continue;
+            };
             summary.checked += 1;
-            let view = match views.get(&id) {
+            let view = match views.get(&(fingerprint, starts_at.timestamp_millis())) {
                 Some(true) => ApiView::Suppressed,
                 Some(false) => ApiView::Active,
                 None => ApiView::Absent,
