@@ -26,6 +26,11 @@ pub struct Config {
     pub reconcile: ReconcileConfig,
     pub alertmanager: AlertmanagerConfig,
     pub log: LogConfig,
+    pub rules: RulesConfig,
+    pub severities: SeveritiesConfig,
+    pub default_rule: DefaultRuleConfig,
+    pub prometheus: PrometheusConfig,
+    pub kubernetes: KubernetesConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -190,6 +195,205 @@ impl Default for LogConfig {
             level: "info".to_owned(),
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Directory of rule files (`*.toml`, loaded in file-name order).
+    pub dir: PathBuf,
+    /// Incident decisions made at once (each may wait on probes).
+    pub concurrency: usize,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("rules"),
+            concurrency: 16,
+        }
+    }
+}
+
+/// How a severity pages.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PagingPolicy {
+    /// Page as soon as the decision is made.
+    Immediate,
+    /// Page only if the incident still fires once its mitigation's verify window has passed;
+    /// at once when no action actually ran.
+    AfterVerify,
+    /// Record and report only.
+    Never,
+}
+
+impl PagingPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PagingPolicy::Immediate => "immediate",
+            PagingPolicy::AfterVerify => "after_verify",
+            PagingPolicy::Never => "never",
+        }
+    }
+}
+
+/// PagerDuty's four event severities.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PagerDutySeverity {
+    Critical,
+    Error,
+    Warning,
+    Info,
+}
+
+impl PagerDutySeverity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PagerDutySeverity::Critical => "critical",
+            PagerDutySeverity::Error => "error",
+            PagerDutySeverity::Warning => "warning",
+            PagerDutySeverity::Info => "info",
+        }
+    }
+}
+
+/// One severity's settings as used at runtime.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SeverityConfig {
+    pub meaning: String,
+    #[serde(with = "humantime_serde")]
+    pub respond_within: Duration,
+    pub pagerduty_severity: PagerDutySeverity,
+    pub paging: PagingPolicy,
+}
+
+/// One severity's table in the file; every key optional, defaulting per severity.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SeverityOverrides {
+    pub meaning: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub respond_within: Option<Duration>,
+    pub pagerduty_severity: Option<PagerDutySeverity>,
+    pub paging: Option<PagingPolicy>,
+}
+
+/// The meaning, response target and paging of P1–P4.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SeveritiesConfig {
+    #[serde(rename = "P1")]
+    pub p1: SeverityOverrides,
+    #[serde(rename = "P2")]
+    pub p2: SeverityOverrides,
+    #[serde(rename = "P3")]
+    pub p3: SeverityOverrides,
+    #[serde(rename = "P4")]
+    pub p4: SeverityOverrides,
+}
+
+impl SeveritiesConfig {
+    /// The effective settings of severity `level` (1–4), built-in defaults filled in.
+    pub fn get(&self, level: u8) -> SeverityConfig {
+        let (overrides, meaning, minutes, pagerduty, paging) = match level {
+            1 => (
+                &self.p1,
+                "complete outage",
+                15,
+                PagerDutySeverity::Critical,
+                PagingPolicy::Immediate,
+            ),
+            2 => (
+                &self.p2,
+                "degraded service",
+                60,
+                PagerDutySeverity::Error,
+                PagingPolicy::Immediate,
+            ),
+            3 => (
+                &self.p3,
+                "minor problem",
+                240,
+                PagerDutySeverity::Warning,
+                PagingPolicy::AfterVerify,
+            ),
+            _ => (
+                &self.p4,
+                "no user impact; next business day",
+                24 * 60,
+                PagerDutySeverity::Info,
+                PagingPolicy::Never,
+            ),
+        };
+        SeverityConfig {
+            meaning: overrides
+                .meaning
+                .clone()
+                .unwrap_or_else(|| meaning.to_owned()),
+            respond_within: overrides
+                .respond_within
+                .unwrap_or(Duration::from_secs(minutes * 60)),
+            pagerduty_severity: overrides.pagerduty_severity.unwrap_or(pagerduty),
+            paging: overrides.paging.unwrap_or(paging),
+        }
+    }
+}
+
+/// How the built-in default rule classifies alerts no rule matched.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DefaultRuleConfig {
+    /// The alert label whose value picks the severity.
+    pub severity_label: String,
+    /// Label value (compared case-insensitively) to severity.
+    pub map: BTreeMap<String, String>,
+    /// Severity when the label is missing or not in the map.
+    pub fallback: String,
+}
+
+impl Default for DefaultRuleConfig {
+    fn default() -> Self {
+        let map = [
+            ("critical", "P1"),
+            ("page", "P1"),
+            ("error", "P2"),
+            ("high", "P2"),
+            ("warning", "P3"),
+            ("warn", "P3"),
+            ("info", "P4"),
+            ("none", "P4"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        Self {
+            severity_label: "severity".to_owned(),
+            map,
+            fallback: "P3".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// Prometheus base URLs for probes and collectors, tried in order (a backup after the
+    /// primary).
+    pub urls: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// A kubeconfig file; unset means in-cluster configuration when running in a pod, else
+    /// `$KUBECONFIG` / `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context; unset means its current context.
+    pub context: Option<String>,
+    /// Namespaces probes and actions may touch; empty allows none.
+    pub namespaces: Vec<String>,
 }
 
 /// One problem found while loading configuration.
@@ -390,12 +594,18 @@ fn check_file(file: &str, text: &str, origins: &mut Origins, errors: &mut Vec<Co
                 "reconcile" => |d| ReconcileConfig::deserialize(d).map(drop),
                 "alertmanager" => |d| AlertmanagerConfig::deserialize(d).map(drop),
                 "log" => |d| LogConfig::deserialize(d).map(drop),
+                "rules" => |d| RulesConfig::deserialize(d).map(drop),
+                "severities" => |d| SeveritiesConfig::deserialize(d).map(drop),
+                "default_rule" => |d| DefaultRuleConfig::deserialize(d).map(drop),
+                "prometheus" => |d| PrometheusConfig::deserialize(d).map(drop),
+                "kubernetes" => |d| KubernetesConfig::deserialize(d).map(drop),
                 _ => {
                     errors.push(ConfigError {
                         origin: format!("{file}:{section_line}"),
                         key: section.clone(),
                         message: "unknown section; expected one of server, auth, store, \
-                                  reconcile, alertmanager, log"
+                                  reconcile, alertmanager, log, rules, severities, default_rule, \
+                                  prometheus, kubernetes"
                             .to_owned(),
                     });
                     continue;
@@ -522,6 +732,55 @@ fn validate(config: &Config, origins: &Origins, errors: &mut Vec<ConfigError>) {
                 ),
             ),
             Err(error) => fail("alertmanager.url", format!("not a URL: {error}")),
+        }
+    }
+    let severity_names = ["P1", "P2", "P3", "P4"];
+    for (value, severity) in &config.default_rule.map {
+        if !severity_names.contains(&severity.as_str()) {
+            fail(
+                "default_rule.map",
+                format!("{value:?} maps to {severity:?}; expected one of P1, P2, P3, P4"),
+            );
+        }
+    }
+    if !severity_names.contains(&config.default_rule.fallback.as_str()) {
+        fail(
+            "default_rule.fallback",
+            format!(
+                "expected one of P1, P2, P3, P4, got {:?}",
+                config.default_rule.fallback
+            ),
+        );
+    }
+    if config.severities.get(1).paging != PagingPolicy::Immediate {
+        fail(
+            "severities.P1",
+            "P1 always pages immediately; paging must be \"immediate\"".to_owned(),
+        );
+    }
+    if config.rules.concurrency == 0 {
+        fail("rules.concurrency", "must be greater than 0".to_owned());
+    }
+    for url in &config.prometheus.urls {
+        match reqwest::Url::parse(url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+            _ => fail("prometheus.urls", format!("{url:?} is not an http(s) URL")),
+        }
+    }
+    if let Some(path) = &config.kubernetes.kubeconfig
+        && let Err(error) = std::fs::metadata(path)
+    {
+        fail(
+            "kubernetes.kubeconfig",
+            format!("cannot read {}: {error}", path.display()),
+        );
+    }
+    for namespace in &config.kubernetes.namespaces {
+        if !crate::rules::is_rfc1123_label(namespace) {
+            fail(
+                "kubernetes.namespaces",
+                format!("{namespace:?} is not a valid namespace name (RFC 1123 label)"),
+            );
         }
     }
     if let Err(error) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {

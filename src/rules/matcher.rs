@@ -1,0 +1,247 @@
+//! Alertmanager label matchers: `name="value"`, `name!="value"`, `name=~"regex"`,
+//! `name!~"regex"`, with Alertmanager's semantics: regexes are fully anchored, and a label that
+//! is missing equals the empty string (so `team=""` matches alerts without a `team` label).
+
+use std::fmt;
+
+use regex::Regex;
+
+use crate::ingest::webhook::LabelSet;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchType {
+    Equal,
+    NotEqual,
+    Regex,
+    NotRegex,
+}
+
+impl MatchType {
+    fn operator(self) -> &'static str {
+        match self {
+            MatchType::Equal => "=",
+            MatchType::NotEqual => "!=",
+            MatchType::Regex => "=~",
+            MatchType::NotRegex => "!~",
+        }
+    }
+}
+
+/// One compiled matcher.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    pub name: String,
+    pub kind: MatchType,
+    pub value: String,
+    regex: Option<Regex>,
+}
+
+impl PartialEq for Matcher {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.kind == other.kind && self.value == other.value
+    }
+}
+
+impl fmt::Display for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}{:?}", self.name, self.kind.operator(), self.value)
+    }
+}
+
+impl Matcher {
+    pub fn new(name: &str, kind: MatchType, value: &str) -> Result<Matcher, String> {
+        let regex = match kind {
+            MatchType::Regex | MatchType::NotRegex => Some(
+                Regex::new(&format!("^(?:{value})$"))
+                    .map_err(|error| format!("invalid regular expression {value:?}: {error}"))?,
+            ),
+            MatchType::Equal | MatchType::NotEqual => None,
+        };
+        Ok(Matcher {
+            name: name.to_owned(),
+            kind,
+            value: value.to_owned(),
+            regex,
+        })
+    }
+
+    /// Does this matcher accept `value` (the empty string when the label is missing)?
+    pub fn matches_value(&self, value: &str) -> bool {
+        match (self.kind, &self.regex) {
+            (MatchType::Equal, _) => value == self.value,
+            (MatchType::NotEqual, _) => value != self.value,
+            (MatchType::Regex, Some(regex)) => regex.is_match(value),
+            (MatchType::NotRegex, Some(regex)) => !regex.is_match(value),
+            (MatchType::Regex | MatchType::NotRegex, None) => false,
+        }
+    }
+
+    pub fn matches(&self, labels: &LabelSet) -> bool {
+        self.matches_value(labels.get(&self.name).map_or("", String::as_str))
+    }
+}
+
+/// Parse one matcher in Alertmanager's syntax. The value may be double-quoted (with `\"`,
+/// `\\` and `\n` escapes) or bare; surrounding braces of a one-matcher list are accepted.
+pub fn parse(input: &str) -> Result<Matcher, String> {
+    let text = input.trim();
+    let text = text
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .map_or(text, str::trim);
+    let name_end = text
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(text.len());
+    let name = &text[..name_end];
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!(
+            "{input:?}: expected a label name ([a-zA-Z_][a-zA-Z0-9_]*) followed by =, !=, =~ or !~"
+        ));
+    }
+    let rest = text[name_end..].trim_start();
+    let (kind, rest) = if let Some(rest) = rest.strip_prefix("=~") {
+        (MatchType::Regex, rest)
+    } else if let Some(rest) = rest.strip_prefix("!~") {
+        (MatchType::NotRegex, rest)
+    } else if let Some(rest) = rest.strip_prefix("!=") {
+        (MatchType::NotEqual, rest)
+    } else if let Some(rest) = rest.strip_prefix('=') {
+        (MatchType::Equal, rest)
+    } else {
+        return Err(format!(
+            "{input:?}: expected one of =, !=, =~, !~ after the label name {name:?}"
+        ));
+    };
+    let value = parse_value(rest.trim()).map_err(|message| format!("{input:?}: {message}"))?;
+    Matcher::new(name, kind, &value).map_err(|message| format!("{input:?}: {message}"))
+}
+
+fn parse_value(text: &str) -> Result<String, String> {
+    let Some(quoted) = text.strip_prefix('"') else {
+        if text.contains(['"', ',', '{', '}', '=', '~']) {
+            return Err(
+                "a bare value cannot contain quotes, commas, braces, = or ~; quote it".to_owned(),
+            );
+        }
+        return Ok(text.to_owned());
+    };
+    let mut value = String::new();
+    let mut chars = quoted.chars();
+    loop {
+        match chars.next() {
+            None => return Err("unterminated quoted value".to_owned()),
+            Some('"') => break,
+            Some('\\') => match chars.next() {
+                Some('"') => value.push('"'),
+                Some('\\') => value.push('\\'),
+                Some('n') => value.push('\n'),
+                Some(other) => {
+                    // Regex escapes such as \d pass through unchanged.
+                    value.push('\\');
+                    value.push(other);
+                }
+                None => return Err("unterminated escape".to_owned()),
+            },
+            Some(c) => value.push(c),
+        }
+    }
+    if !chars.as_str().trim().is_empty() {
+        return Err(format!(
+            "unexpected {:?} after the quoted value",
+            chars.as_str().trim()
+        ));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> LabelSet {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// (matcher, labels, expected)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], bool);
+
+    fn check(cases: &[Case]) {
+        for (text, pairs, expected) in cases {
+            let matcher = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(
+                matcher.matches(&labels(pairs)),
+                *expected,
+                "{text} on {pairs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn alertmanager_semantics() {
+        check(&[
+            (r#"alertname="A""#, &[("alertname", "A")], true),
+            (r#"alertname="A""#, &[("alertname", "AB")], false),
+            (r#"alertname!="A""#, &[("alertname", "B")], true),
+            (r#"alertname!="A""#, &[], true),
+            // A missing label equals the empty string.
+            (r#"team="""#, &[], true),
+            (r#"team="""#, &[("team", "x")], false),
+            (r#"team!="""#, &[], false),
+            (r#"team=~".*""#, &[], true),
+            (r#"team=~".+""#, &[], false),
+            (r#"team!~".+""#, &[], true),
+            // Regexes are anchored at both ends.
+            (r#"job=~"api""#, &[("job", "api-server")], false),
+            (r#"job=~"api.*""#, &[("job", "api-server")], true),
+            (r#"job=~"a|b""#, &[("job", "b")], true),
+            (r#"job=~"a|b""#, &[("job", "ab")], false),
+            (r#"job!~"a|b""#, &[("job", "ab")], true),
+            (r#"code=~"5\d\d""#, &[("code", "503")], true),
+            // Bare values and spacing.
+            (
+                "alertname = VastaiApiUnreachable",
+                &[("alertname", "VastaiApiUnreachable")],
+                true,
+            ),
+            (
+                r#"{severity=~"critical|page"}"#,
+                &[("severity", "page")],
+                true,
+            ),
+            // Escapes in quoted values.
+            (
+                r#"summary="say \"hi\"""#,
+                &[("summary", "say \"hi\"")],
+                true,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn malformed_matchers_are_refused_with_a_reason() {
+        for (text, message) in [
+            ("", "expected a label name"),
+            ("=x", "expected a label name"),
+            ("9a=x", "expected a label name"),
+            ("a", "expected one of"),
+            ("a==x", "bare value cannot contain"),
+            (r#"a="x"#, "unterminated"),
+            (r#"a="x" b"#, "unexpected"),
+            (r#"a=~"(""#, "invalid regular expression"),
+        ] {
+            let error = parse(text).unwrap_err();
+            assert!(error.contains(message), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for text in [r#"a="x""#, r#"a!="x""#, r#"a=~"x|y""#, r#"a!~"5\\d""#] {
+            let matcher = parse(text).unwrap();
+            assert_eq!(parse(&matcher.to_string()).unwrap(), matcher, "{text}");
+        }
+    }
+}
