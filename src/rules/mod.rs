@@ -1,6 +1,654 @@
 //! rules: classify every alert into P1–P4 and walk the runbook's decision tree.
+//!
+//! A rule set is compiled once from `rules/*.toml` (see `load`): matchers, regexes, CEL
+//! conditions and templates are all checked at load. At runtime [`RuleSet::classify`] picks the
+//! matching rules (pure, no I/O, cannot fail), the worker runs the probes those rules name,
+//! and [`RuleSet::decide`] walks each rule's branches against the probe results.
+//!
+//! Invariant: if any probe a rule reads failed, none of its ordinary branches is taken; its
+//! `on_probe_failure` branch is. Confirm, then act.
 
+pub mod action;
+pub mod expr;
+pub mod load;
 pub mod matcher;
+pub mod template;
+pub mod testing;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value as Json, json};
+
+use crate::config::{DefaultRuleConfig, SeveritiesConfig};
+use crate::ingest::webhook::LabelSet;
+use crate::probes::{ProbeRequest, ProbeResult};
+use action::ActionSpec;
+use expr::{Condition, Variables};
+use matcher::Matcher;
+use template::Template;
+
+pub use load::{LoadError, LoadOptions, load_dir, load_files};
+
+/// P1 (complete outage) to P4 (no user impact). P1 is the highest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Severity {
+    P1,
+    P2,
+    P3,
+    P4,
+}
+
+impl Severity {
+    pub fn parse(text: &str) -> Option<Severity> {
+        Some(match text {
+            "P1" => Severity::P1,
+            "P2" => Severity::P2,
+            "P3" => Severity::P3,
+            "P4" => Severity::P4,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::P1 => "P1",
+            Severity::P2 => "P2",
+            Severity::P3 => "P3",
+            Severity::P4 => "P4",
+        }
+    }
+
+    pub fn level(self) -> u8 {
+        self as u8 + 1
+    }
+
+    /// The more urgent of two.
+    pub fn highest(self, other: Severity) -> Severity {
+        self.min(other)
+    }
+}
+
+/// A probe as declared in a rule file, with templated targets.
+#[derive(Debug, Clone)]
+pub struct ProbeDef {
+    pub name: String,
+    pub line: usize,
+    /// The request with templates still in it; rendered per incident.
+    pub request: ProbeRequest,
+    pub timeout: Duration,
+    pub cache: Duration,
+}
+
+impl ProbeDef {
+    /// Render every templated string of the request with the incident's context.
+    pub fn render(&self, context: &impl Serialize) -> Result<ProbeRequest, String> {
+        let render = |source: &str| {
+            Template {
+                source: source.to_owned(),
+            }
+            .render(context)
+        };
+        Ok(match &self.request {
+            ProbeRequest::Statuspage { url } => ProbeRequest::Statuspage { url: render(url)? },
+            ProbeRequest::Http {
+                method,
+                url,
+                headers,
+                capture_headers,
+                json_fields,
+            } => ProbeRequest::Http {
+                method: method.clone(),
+                url: render(url)?,
+                headers: headers
+                    .iter()
+                    .map(|(name, value)| Ok((name.clone(), render(value)?)))
+                    .collect::<Result<_, String>>()?,
+                capture_headers: capture_headers.clone(),
+                json_fields: json_fields.clone(),
+            },
+            ProbeRequest::Prometheus { query, urls } => ProbeRequest::Prometheus {
+                query: render(query)?,
+                urls: urls.clone(),
+            },
+            ProbeRequest::Kubernetes {
+                namespace,
+                workload,
+                object,
+            } => ProbeRequest::Kubernetes {
+                namespace: render(namespace)?,
+                workload: workload.as_deref().map(render).transpose()?,
+                object: object.as_deref().map(render).transpose()?,
+            },
+        })
+    }
+}
+
+/// One branch of a rule's decision tree.
+#[derive(Debug)]
+pub struct Branch {
+    pub name: String,
+    pub line: usize,
+    /// `None` for `otherwise` (and for the probe-failure branch).
+    pub when: Option<Condition>,
+    pub actions: Vec<String>,
+    pub severity: Option<Severity>,
+    pub note: Option<Template>,
+}
+
+#[derive(Debug)]
+pub struct Rule {
+    pub name: String,
+    pub file: PathBuf,
+    pub line: usize,
+    pub description: String,
+    pub matchers: Vec<Matcher>,
+    pub annotation_matchers: Vec<Matcher>,
+    pub severity: Severity,
+    pub continue_matching: bool,
+    pub probes: Vec<String>,
+    pub summary: Option<Template>,
+    pub reevaluate_every: Duration,
+    /// The mitigation stage runs this rule's actions dry while others enforce.
+    pub shadow: bool,
+    pub branches: Vec<Branch>,
+    pub on_probe_failure: Branch,
+    /// Index of the rule's file in [`RuleSet::files`].
+    pub file_index: usize,
+}
+
+/// A rule file: a runbook, its probes, actions and tests.
+#[derive(Debug)]
+pub struct RuleFile {
+    pub path: PathBuf,
+    pub runbook: String,
+    pub probes: BTreeMap<String, ProbeDef>,
+    pub actions: BTreeMap<String, ActionSpec>,
+    pub tests: Vec<testing::TestCase>,
+}
+
+/// The compiled rules, ready to classify.
+#[derive(Debug)]
+pub struct RuleSet {
+    pub files: Vec<RuleFile>,
+    pub rules: Vec<Rule>,
+    pub default_rule: DefaultRuleConfig,
+    pub severities: SeveritiesConfig,
+    /// Where the set was loaded from (the rules directory or the last-good copy).
+    pub source: PathBuf,
+}
+
+/// Why a matcher matched: the matcher and the value it saw.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MatcherEvidence {
+    pub matcher: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MatchedRule {
+    #[serde(skip)]
+    pub index: usize,
+    pub rule: String,
+    pub file: String,
+    pub severity: Severity,
+    pub evidence: Vec<MatcherEvidence>,
+}
+
+/// What classification found; pure function of the alert and the rule set.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Classification {
+    /// The matched rules in order: the first, then any reached through `continue`.
+    pub matched: Vec<MatchedRule>,
+    pub severity: Severity,
+    /// How the severity was chosen, in words.
+    pub reason: String,
+}
+
+/// One alert as rules see it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AlertInput {
+    pub labels: LabelSet,
+    pub annotations: LabelSet,
+    pub status: String,
+    pub fingerprint: String,
+    pub starts_at: String,
+    pub generator_url: String,
+    /// Seconds the alert has been firing when the decision is made.
+    pub age_seconds: i64,
+    pub incident_id: String,
+}
+
+impl AlertInput {
+    fn alert_json(&self) -> Map<String, Json> {
+        let value = json!({
+            "status": self.status,
+            "fingerprint": self.fingerprint,
+            "starts_at": self.starts_at,
+            "generator_url": self.generator_url,
+            "age_seconds": self.age_seconds,
+            "incident_id": self.incident_id,
+        });
+        match value {
+            Json::Object(map) => map,
+            _ => Map::new(),
+        }
+    }
+
+    fn label_json(labels: &LabelSet) -> Map<String, Json> {
+        labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+            .collect()
+    }
+
+    /// CEL variables for this alert and these probe results.
+    pub fn variables(&self, probes: &BTreeMap<String, ProbeResult>) -> Variables {
+        Variables {
+            labels: Self::label_json(&self.labels),
+            annotations: Self::label_json(&self.annotations),
+            alert: self.alert_json(),
+            probe: probes
+                .iter()
+                .map(|(name, result)| (name.clone(), result.to_value()))
+                .collect(),
+        }
+    }
+
+    /// The template context: the CEL variables plus rule, severity and incident id.
+    pub fn template_context(
+        &self,
+        probes: &BTreeMap<String, ProbeResult>,
+        rule: &str,
+        severity: Severity,
+    ) -> Json {
+        let variables = self.variables(probes);
+        json!({
+            "labels": variables.labels,
+            "annotations": variables.annotations,
+            "alert": variables.alert,
+            "probe": variables.probe,
+            "rule": rule,
+            "severity": severity.as_str(),
+            "incident_id": self.incident_id,
+        })
+    }
+}
+
+/// How one branch condition came out.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BranchEvaluation {
+    pub branch: String,
+    pub when: String,
+    /// `true`, `false`, or the evaluation error.
+    pub result: Json,
+}
+
+/// An action a decision chose, with its arguments rendered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChosenAction {
+    pub name: String,
+    pub rule: String,
+    pub kind: String,
+    pub rendered: Json,
+}
+
+/// The decision for one matched rule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleDecision {
+    pub rule: String,
+    pub branch: String,
+    /// `when`, `otherwise`, `on_probe_failure`, `rule` (no branches), or `none`.
+    pub branch_kind: String,
+    pub evaluations: Vec<BranchEvaluation>,
+    pub failed_probes: Vec<String>,
+    pub actions: Vec<String>,
+    pub severity_override: Option<Severity>,
+    pub note: String,
+}
+
+/// What paging the decision implies (carried out by the paging stage).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PagePlan {
+    pub severity: Severity,
+    pub meaning: String,
+    pub respond_within: String,
+    pub pagerduty_severity: String,
+    pub policy: String,
+}
+
+/// Everything decided about an incident at one moment; stored, shown and explained.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub classification: Classification,
+    pub probes: BTreeMap<String, ProbeResult>,
+    pub rules: Vec<RuleDecision>,
+    pub severity: Severity,
+    pub summary: String,
+    pub note: String,
+    pub actions: Vec<ChosenAction>,
+    pub page: PagePlan,
+    /// The first rule's branch; what a re-evaluation compares.
+    pub branch: String,
+}
+
+impl RuleSet {
+    /// A rule set with only the built-in default rule.
+    pub fn default_only(default_rule: DefaultRuleConfig, severities: SeveritiesConfig) -> RuleSet {
+        RuleSet {
+            files: Vec::new(),
+            rules: Vec::new(),
+            default_rule,
+            severities,
+            source: PathBuf::from("<built-in default rule>"),
+        }
+    }
+
+    pub fn file_of(&self, rule: &Rule) -> &RuleFile {
+        &self.files[rule.file_index]
+    }
+
+    /// Which rules match, and the severity: first match wins, `continue` lets later rules
+    /// join; the severity is the highest of them. Nothing matched → the default rule.
+    pub fn classify(&self, labels: &LabelSet, annotations: &LabelSet) -> Classification {
+        let mut matched: Vec<MatchedRule> = Vec::new();
+        for (index, rule) in self.rules.iter().enumerate() {
+            let label_match = rule.matchers.iter().all(|m| m.matches(labels));
+            if !label_match
+                || !rule
+                    .annotation_matchers
+                    .iter()
+                    .all(|m| m.matches(annotations))
+            {
+                continue;
+            }
+            let evidence = rule
+                .matchers
+                .iter()
+                .map(|m| (m, labels))
+                .chain(rule.annotation_matchers.iter().map(|m| (m, annotations)))
+                .map(|(m, set)| MatcherEvidence {
+                    matcher: m.to_string(),
+                    value: set.get(&m.name).cloned().unwrap_or_default(),
+                })
+                .collect();
+            matched.push(MatchedRule {
+                index,
+                rule: rule.name.clone(),
+                file: rule.file.display().to_string(),
+                severity: rule.severity,
+                evidence,
+            });
+            if !rule.continue_matching {
+                break;
+            }
+        }
+        if let Some(severity) = matched.iter().map(|m| m.severity).min() {
+            let reason = if matched.len() == 1 {
+                format!("rule {} says {}", matched[0].rule, severity.as_str())
+            } else {
+                format!(
+                    "highest of the matched rules ({})",
+                    matched
+                        .iter()
+                        .map(|m| format!("{} {}", m.rule, m.severity.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            return Classification {
+                matched,
+                severity,
+                reason,
+            };
+        }
+        let label = &self.default_rule.severity_label;
+        let value = labels.get(label).map(String::as_str).unwrap_or("");
+        let mapped = self
+            .default_rule
+            .map
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(value))
+            .and_then(|(_, severity)| Severity::parse(severity));
+        let fallback = Severity::parse(&self.default_rule.fallback).unwrap_or(Severity::P3);
+        let (severity, reason) = match mapped {
+            Some(severity) => (
+                severity,
+                format!(
+                    "no rule matched; default rule maps {label}={value:?} to {}",
+                    severity.as_str()
+                ),
+            ),
+            None => (
+                fallback,
+                format!(
+                    "no rule matched; {label}={value:?} is not in the default rule's map, so {}",
+                    fallback.as_str()
+                ),
+            ),
+        };
+        Classification {
+            matched: Vec::new(),
+            severity,
+            reason,
+        }
+    }
+
+    /// The probes the matched rules need, by name, with their definitions.
+    pub fn probes_for<'a>(&'a self, classification: &Classification) -> Vec<&'a ProbeDef> {
+        let mut wanted: Vec<&ProbeDef> = Vec::new();
+        for matched in &classification.matched {
+            let rule = &self.rules[matched.index];
+            for name in &rule.probes {
+                if let Some(definition) = self.file_of(rule).probes.get(name)
+                    && !wanted.iter().any(|d| d.name == *name)
+                {
+                    wanted.push(definition);
+                }
+            }
+        }
+        wanted
+    }
+
+    /// Walk each matched rule's branches against the probe results. Pure.
+    pub fn decide(
+        &self,
+        classification: &Classification,
+        alert: &AlertInput,
+        probes: &BTreeMap<String, ProbeResult>,
+    ) -> Decision {
+        let variables = alert.variables(probes);
+        let mut severity = classification.severity;
+        let mut rules = Vec::new();
+        let mut actions = Vec::new();
+        let mut notes = Vec::new();
+        for matched in &classification.matched {
+            let rule = &self.rules[matched.index];
+            let decision =
+                self.decide_rule(rule, alert, &variables, probes, classification.severity);
+            if let Some(override_severity) = decision.severity_override
+                && rules.is_empty()
+            {
+                // The first rule's chosen branch may re-grade the incident; a continued rule
+                // can only raise it.
+                severity = override_severity;
+            } else if let Some(override_severity) = decision.severity_override {
+                severity = severity.highest(override_severity);
+            }
+            let file = self.file_of(rule);
+            let context = alert.template_context(probes, &rule.name, severity);
+            for name in &decision.actions {
+                if let Some(spec) = file.actions.get(name) {
+                    actions.push(ChosenAction {
+                        name: name.clone(),
+                        rule: rule.name.clone(),
+                        kind: spec.kind().to_owned(),
+                        rendered: spec.render(&context),
+                    });
+                }
+            }
+            if !decision.note.is_empty() {
+                notes.push(decision.note.clone());
+            }
+            rules.push(decision);
+        }
+        let first_rule = classification.matched.first().map(|m| &self.rules[m.index]);
+        let rule_name = first_rule.map_or("default", |rule| rule.name.as_str());
+        let context = alert.template_context(probes, rule_name, severity);
+        let summary = first_rule
+            .and_then(|rule| rule.summary.as_ref())
+            .map(|template| {
+                template
+                    .render(&context)
+                    .unwrap_or_else(|e| format!("<{e}>"))
+            })
+            .unwrap_or_else(|| default_summary(alert));
+        let settings = self.severities.get(severity.level());
+        let page = PagePlan {
+            severity,
+            meaning: settings.meaning.clone(),
+            respond_within: humantime::format_duration(settings.respond_within).to_string(),
+            pagerduty_severity: settings.pagerduty_severity.as_str().to_owned(),
+            // P1 is always immediate whatever the configuration says.
+            policy: if severity == Severity::P1 {
+                "immediate".to_owned()
+            } else {
+                settings.paging.as_str().to_owned()
+            },
+        };
+        let branch = rules
+            .first()
+            .map_or_else(|| "default".to_owned(), |r| r.branch.clone());
+        Decision {
+            classification: classification.clone(),
+            probes: probes.clone(),
+            rules,
+            severity,
+            summary,
+            note: notes.join("; "),
+            actions,
+            page,
+            branch,
+        }
+    }
+
+    fn decide_rule(
+        &self,
+        rule: &Rule,
+        alert: &AlertInput,
+        variables: &Variables,
+        probes: &BTreeMap<String, ProbeResult>,
+        severity: Severity,
+    ) -> RuleDecision {
+        let context = alert.template_context(probes, &rule.name, severity);
+        let render_note = |branch: &Branch| {
+            branch
+                .note
+                .as_ref()
+                .map(|t| t.render(&context).unwrap_or_else(|e| format!("<{e}>")))
+                .unwrap_or_default()
+        };
+        let failed: Vec<String> = rule
+            .probes
+            .iter()
+            .filter(|name| probes.get(*name).is_none_or(|result| !result.ok))
+            .cloned()
+            .collect();
+        if !failed.is_empty() {
+            let branch = &rule.on_probe_failure;
+            let mut note = render_note(branch);
+            if note.is_empty() {
+                let reasons: Vec<String> = failed
+                    .iter()
+                    .map(|name| {
+                        let error = probes.get(name).map_or("not run", |r| r.error.as_str());
+                        format!("{name} {error}")
+                    })
+                    .collect();
+                note = format!("could not confirm: {}", reasons.join("; "));
+            }
+            return RuleDecision {
+                rule: rule.name.clone(),
+                branch: branch.name.clone(),
+                branch_kind: "on_probe_failure".to_owned(),
+                evaluations: Vec::new(),
+                failed_probes: failed,
+                actions: branch.actions.clone(),
+                severity_override: branch.severity,
+                note,
+            };
+        }
+        let mut evaluations = Vec::new();
+        for branch in &rule.branches {
+            let Some(condition) = &branch.when else {
+                return RuleDecision {
+                    rule: rule.name.clone(),
+                    branch: branch.name.clone(),
+                    branch_kind: "otherwise".to_owned(),
+                    evaluations,
+                    failed_probes: Vec::new(),
+                    actions: branch.actions.clone(),
+                    severity_override: branch.severity,
+                    note: render_note(branch),
+                };
+            };
+            let result = condition.evaluate(variables);
+            evaluations.push(BranchEvaluation {
+                branch: branch.name.clone(),
+                when: condition.source.clone(),
+                result: match &result {
+                    Ok(value) => Json::Bool(*value),
+                    Err(error) => Json::String(format!("error: {error}")),
+                },
+            });
+            if result == Ok(true) {
+                return RuleDecision {
+                    rule: rule.name.clone(),
+                    branch: branch.name.clone(),
+                    branch_kind: "when".to_owned(),
+                    evaluations,
+                    failed_probes: Vec::new(),
+                    actions: branch.actions.clone(),
+                    severity_override: branch.severity,
+                    note: render_note(branch),
+                };
+            }
+        }
+        RuleDecision {
+            rule: rule.name.clone(),
+            branch: if rule.branches.is_empty() {
+                "rule"
+            } else {
+                "none"
+            }
+            .to_owned(),
+            branch_kind: if rule.branches.is_empty() {
+                "rule"
+            } else {
+                "none"
+            }
+            .to_owned(),
+            evaluations,
+            failed_probes: Vec::new(),
+            actions: Vec::new(),
+            severity_override: None,
+            note: String::new(),
+        }
+    }
+}
+
+fn default_summary(alert: &AlertInput) -> String {
+    let name = alert
+        .labels
+        .get("alertname")
+        .map_or("alert", String::as_str);
+    match alert.annotations.get("summary") {
+        Some(summary) => format!("{name}: {summary}"),
+        None => name.to_owned(),
+    }
+}
 
 /// A valid Kubernetes name segment (RFC 1123 label): lowercase alphanumerics and `-`, starting
 /// and ending alphanumeric, at most 63 characters.
@@ -13,3 +661,11 @@ pub fn is_rfc1123_label(name: &str) -> bool {
         && !name.starts_with('-')
         && !name.ends_with('-')
 }
+
+/// A valid Kubernetes object name (RFC 1123 subdomain): labels joined by dots, at most 253.
+pub fn is_rfc1123_name(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_rfc1123_label)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,187 @@
+//! Branch conditions in CEL (the `cel` crate), over `labels`, `annotations`, `alert` and
+//! `probe.<name>`. Compiled at load and evaluated once against a typed sample context, since
+//! the crate has no separate type checker: an unknown identifier, a field a probe kind does not
+//! have, a type mismatch, or a condition that is not a boolean is a load error.
+
+use serde_json::Value as Json;
+
+/// The variables a condition sees, as JSON; converted to CEL values per evaluation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Variables {
+    pub labels: serde_json::Map<String, Json>,
+    pub annotations: serde_json::Map<String, Json>,
+    pub alert: serde_json::Map<String, Json>,
+    pub probe: serde_json::Map<String, Json>,
+}
+
+impl Variables {
+    fn context(&self) -> Result<cel::Context<'static, 'static>, String> {
+        let mut context = cel::Context::default();
+        for (name, value) in [
+            ("labels", &self.labels),
+            ("annotations", &self.annotations),
+            ("alert", &self.alert),
+            ("probe", &self.probe),
+        ] {
+            let value = cel::to_value(Json::Object(value.clone()))
+                .map_err(|error| format!("cannot convert {name} for CEL: {error}"))?;
+            context.add_variable_from_value(name, value);
+        }
+        Ok(context)
+    }
+}
+
+pub struct Condition {
+    pub source: String,
+    program: cel::Program,
+}
+
+impl std::fmt::Debug for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Condition")
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl Condition {
+    pub fn compile(source: &str) -> Result<Condition, String> {
+        let program = cel::Program::compile(source)
+            .map_err(|errors| format!("invalid CEL: {}", errors.to_string().trim()))?;
+        Ok(Condition {
+            source: source.to_owned(),
+            program,
+        })
+    }
+
+    /// Evaluate; an evaluation error (a missing label, say) is returned, not taken as false.
+    pub fn evaluate(&self, variables: &Variables) -> Result<bool, String> {
+        let context = variables.context()?;
+        match self.program.execute(&context) {
+            Ok(cel::Value::Bool(result)) => Ok(result),
+            Ok(other) => Err(format!(
+                "the condition must be a boolean, but it gave {}",
+                describe(&other)
+            )),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Type-check against a sample context. Labels and annotations are open maps (any alert
+    /// may carry any label), so a key missing from them is not an error here; every other
+    /// error is. A missing key is told apart by adding it to both maps and evaluating again.
+    pub fn check(&self, sample: &Variables) -> Result<(), String> {
+        let mut sample = sample.clone();
+        for _ in 0..32 {
+            let context = sample.context()?;
+            match self.program.execute(&context) {
+                Ok(cel::Value::Bool(_)) => return Ok(()),
+                Ok(other) => {
+                    return Err(format!(
+                        "the condition must be a boolean, but it gives {}",
+                        describe(&other)
+                    ));
+                }
+                Err(cel::ExecutionError::NoSuchKey(key)) => {
+                    let key = key.as_str().to_owned();
+                    if sample.labels.contains_key(&key) {
+                        return Err(format!("no such key: {key}"));
+                    }
+                    sample
+                        .labels
+                        .insert(key.clone(), Json::String(String::new()));
+                    sample.annotations.insert(key, Json::String(String::new()));
+                }
+                Err(cel::ExecutionError::UndeclaredReference(name)) => {
+                    return Err(format!(
+                        "unknown identifier {name}; conditions can use labels, annotations, alert and probe"
+                    ));
+                }
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+        Err("too many distinct label keys to check".to_owned())
+    }
+}
+
+fn describe(value: &cel::Value) -> String {
+    match value {
+        cel::Value::String(text) => format!("the string {text:?}"),
+        cel::Value::Int(number) => format!("the integer {number}"),
+        cel::Value::UInt(number) => format!("the unsigned integer {number}"),
+        cel::Value::Float(number) => format!("the number {number}"),
+        cel::Value::Null => "null".to_owned(),
+        cel::Value::List(_) => "a list".to_owned(),
+        cel::Value::Map(_) => "a map".to_owned(),
+        _ => "a non-boolean value".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn variables(probe: Json) -> Variables {
+        let object = |v: Json| match v {
+            Json::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        Variables {
+            labels: object(json!({"alertname": "VastaiApiUnreachable", "namespace": "vastai"})),
+            annotations: object(json!({"summary": "down"})),
+            alert: object(json!({"status": "firing", "age_seconds": 120})),
+            probe: object(probe),
+        }
+    }
+
+    fn sample() -> Variables {
+        variables(json!({"status": {"ok": true, "indicator": "unknown", "latency_ms": 0}}))
+    }
+
+    #[test]
+    fn conditions_evaluate_over_all_four_variables() {
+        let live =
+            variables(json!({"status": {"ok": true, "indicator": "major", "latency_ms": 12}}));
+        for (source, expected) in [
+            (r#"probe.status.indicator in ["major", "critical"]"#, true),
+            (r#"probe.status.indicator == "none""#, false),
+            (
+                r#"labels.alertname == "VastaiApiUnreachable" && alert.age_seconds > 60"#,
+                true,
+            ),
+            (r#"annotations.summary.contains("down")"#, true),
+            (r#"has(labels.team)"#, false),
+            (r#"labels.namespace.startsWith("vast")"#, true),
+        ] {
+            let condition = Condition::compile(source).unwrap();
+            condition
+                .check(&sample())
+                .unwrap_or_else(|e| panic!("{source}: {e}"));
+            assert_eq!(condition.evaluate(&live), Ok(expected), "{source}");
+        }
+    }
+
+    #[test]
+    fn load_time_check_catches_typos_and_type_errors() {
+        for (source, message) in [
+            ("probe.status.indicatr == 'major'", "no such key"),
+            ("prob.status.ok", "unknown identifier"),
+            ("probe.status.indicator > 3", ""),
+            ("probe.status.indicator", "must be a boolean"),
+            ("probe.other.ok", "no such key"),
+        ] {
+            let condition = Condition::compile(source).unwrap();
+            let error = condition.check(&sample()).unwrap_err();
+            assert!(error.contains(message), "{source}: {error}");
+        }
+        assert!(Condition::compile("probe.status.ok &&").is_err());
+    }
+
+    #[test]
+    fn labels_are_open_at_load_but_missing_at_runtime_is_an_error() {
+        let condition = Condition::compile(r#"labels.team == "gpu""#).unwrap();
+        assert_eq!(condition.check(&sample()), Ok(()));
+        assert!(condition.evaluate(&sample()).is_err());
+    }
+}

@@ -1,0 +1,898 @@
+//! Loading rule files: parse each element of a file on its own (so one mistake does not hide
+//! the next), then validate into the compiled types of `rules`. Every error carries the file,
+//! the line where one is known, and the rule or key it concerns.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value as Json, json};
+use toml::de::{DeTable, DeValue};
+
+use super::action::ActionSpec;
+use super::expr::{Condition, Variables};
+use super::matcher::{self, MatchType};
+use super::template::Template;
+use super::testing;
+use super::{Branch, ProbeDef, Rule, RuleFile, RuleSet, Severity};
+use crate::config::{DefaultRuleConfig, SeveritiesConfig};
+use crate::probes::{self, ProbeRequest};
+
+/// One problem in a rule file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    /// The rule, probe, action or test concerned; empty for the file as a whole.
+    pub context: String,
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.context.is_empty() {
+            write!(f, ": {}", self.context)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// What loading needs from the daemon's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub default_rule: DefaultRuleConfig,
+    pub severities: SeveritiesConfig,
+    /// The Kubernetes namespace allowlist.
+    pub namespaces: Vec<String>,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_cache() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_reevaluate() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_get() -> String {
+    "GET".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRunbook {
+    name: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    description: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    owner: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    matchers: Vec<String>,
+    #[serde(default)]
+    annotation_matchers: Vec<String>,
+    severity: String,
+    #[serde(default, rename = "continue")]
+    continue_matching: bool,
+    #[serde(default)]
+    probes: Vec<String>,
+    summary: Option<String>,
+    #[serde(default = "default_reevaluate", with = "humantime_serde")]
+    reevaluate_every: Duration,
+    #[serde(default)]
+    shadow: bool,
+    #[serde(default)]
+    branch: Vec<RawBranch>,
+    on_probe_failure: Option<RawFailureBranch>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBranch {
+    name: String,
+    when: Option<String>,
+    #[serde(default)]
+    otherwise: bool,
+    #[serde(default)]
+    actions: Vec<String>,
+    severity: Option<String>,
+    note: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFailureBranch {
+    #[serde(default)]
+    actions: Vec<String>,
+    severity: Option<String>,
+    note: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum RawProbe {
+    Statuspage {
+        url: String,
+        #[serde(default = "default_timeout", with = "humantime_serde")]
+        timeout: Duration,
+        #[serde(default = "default_cache", with = "humantime_serde")]
+        cache: Duration,
+    },
+    Http {
+        url: String,
+        #[serde(default = "default_get")]
+        method: String,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        #[serde(default)]
+        capture_headers: Vec<String>,
+        #[serde(default)]
+        json_fields: Vec<String>,
+        #[serde(default = "default_timeout", with = "humantime_serde")]
+        timeout: Duration,
+        #[serde(default = "default_cache", with = "humantime_serde")]
+        cache: Duration,
+    },
+    Prometheus {
+        query: String,
+        #[serde(default)]
+        urls: Vec<String>,
+        #[serde(default = "default_timeout", with = "humantime_serde")]
+        timeout: Duration,
+        #[serde(default = "default_cache", with = "humantime_serde")]
+        cache: Duration,
+    },
+    Kubernetes {
+        namespace: String,
+        workload: Option<String>,
+        object: Option<String>,
+        #[serde(default = "default_timeout", with = "humantime_serde")]
+        timeout: Duration,
+        #[serde(default = "default_cache", with = "humantime_serde")]
+        cache: Duration,
+    },
+}
+
+/// Load every `*.toml` in `dir`, in file-name order. A missing directory is an empty set.
+pub fn load_dir(dir: &Path, options: &LoadOptions) -> Result<RuleSet, Vec<LoadError>> {
+    let files = rule_files(dir).map_err(|message| {
+        vec![LoadError {
+            file: dir.to_path_buf(),
+            line: None,
+            context: String::new(),
+            message,
+        }]
+    })?;
+    let mut set = load_files(&files, options)?;
+    set.source = dir.to_path_buf();
+    Ok(set)
+}
+
+/// The rule files of a directory, sorted by file name; none when it does not exist.
+pub fn rule_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let entries =
+        std::fs::read_dir(dir).map_err(|error| format!("cannot read rules directory: {error}"))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "toml") && path.is_file())
+        .collect();
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    Ok(files)
+}
+
+/// Load the given files in order into one set; every error of every file is returned.
+pub fn load_files(paths: &[PathBuf], options: &LoadOptions) -> Result<RuleSet, Vec<LoadError>> {
+    let mut set = RuleSet::default_only(options.default_rule.clone(), options.severities.clone());
+    set.source = paths
+        .first()
+        .and_then(|p| p.parent())
+        .map_or_else(PathBuf::new, Path::to_path_buf);
+    let mut errors = Vec::new();
+    let mut names: HashSet<String> = HashSet::new();
+    for path in paths {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                load_file(path, &text, options, &mut set, &mut names, &mut errors);
+            }
+            Err(error) => errors.push(LoadError {
+                file: path.clone(),
+                line: None,
+                context: String::new(),
+                message: format!("cannot read: {error}"),
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+struct FileContext<'a> {
+    path: &'a Path,
+    text: &'a str,
+    errors: &'a mut Vec<LoadError>,
+}
+
+impl FileContext<'_> {
+    fn error(&mut self, offset: Option<usize>, context: &str, message: impl Into<String>) {
+        self.errors.push(LoadError {
+            file: self.path.to_path_buf(),
+            line: offset.map(|o| line_of(self.text, o)),
+            context: context.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    /// Deserialize one element, reporting a failure at the exact place serde points to.
+    fn parse<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        value: &serde_toml_value::Spanned<'_>,
+        context: &str,
+    ) -> Option<T> {
+        match T::deserialize(toml::de::ValueDeserializer::from(value.clone())) {
+            Ok(parsed) => Some(parsed),
+            Err(error) => {
+                let offset = error.span().map(|s| s.start).or(Some(value.span().start));
+                self.error(offset, context, error.message().trim().to_owned());
+                None
+            }
+        }
+    }
+}
+
+/// Names for the spanned TOML value type.
+mod serde_toml_value {
+    pub type Spanned<'i> = serde_spanned::Spanned<toml::de::DeValue<'i>>;
+}
+
+fn load_file(
+    path: &Path,
+    text: &str,
+    options: &LoadOptions,
+    set: &mut RuleSet,
+    names: &mut HashSet<String>,
+    errors: &mut Vec<LoadError>,
+) {
+    let mut file = FileContext { path, text, errors };
+    let document = match DeTable::parse(text) {
+        Ok(document) => document,
+        Err(error) => {
+            let offset = error.span().map(|s| s.start);
+            file.error(
+                offset,
+                "",
+                format!("invalid TOML: {}", error.message().trim()),
+            );
+            return;
+        }
+    };
+    let mut runbook = path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let mut raw_rules = Vec::new();
+    let mut raw_probes = Vec::new();
+    let mut raw_actions = Vec::new();
+    let mut raw_tests = Vec::new();
+    for (key, value) in document.get_ref() {
+        let offset = key.span().start;
+        match (key.get_ref().as_ref(), value.get_ref()) {
+            ("runbook", _) => {
+                if let Some(parsed) = file.parse::<RawRunbook>(value, "runbook") {
+                    runbook = parsed.name;
+                }
+            }
+            ("rule", DeValue::Array(items)) => {
+                for item in items.iter() {
+                    let context = element_name(item).map_or_else(
+                        || "rule".to_owned(),
+                        |name| format!("rule {name}"),
+                    );
+                    let branch_lines = branch_offsets(item);
+                    if let Some(parsed) = file.parse::<RawRule>(item, &context) {
+                        raw_rules.push((item.span().start, branch_lines, parsed));
+                    }
+                }
+            }
+            ("probe" | "action", DeValue::Table(table)) => {
+                for (name, item) in table.iter() {
+                    let name_text = name.get_ref().to_string();
+                    if key.get_ref().as_ref() == "probe" {
+                        let context = format!("probe {name_text}");
+                        if let Some(parsed) = file.parse::<RawProbe>(item, &context) {
+                            raw_probes.push((name.span().start, name_text, parsed));
+                        }
+                    } else {
+                        let context = format!("action {name_text}");
+                        if let Some(parsed) = file.parse::<ActionSpec>(item, &context) {
+                            raw_actions.push((name.span().start, name_text, parsed));
+                        }
+                    }
+                }
+            }
+            ("test", DeValue::Array(items)) => {
+                for item in items.iter() {
+                    let context = element_name(item)
+                        .map_or_else(|| "test".to_owned(), |name| format!("test {name:?}"));
+                    if let Some(parsed) = file.parse::<testing::RawTest>(item, &context) {
+                        raw_tests.push((item.span().start, parsed));
+                    }
+                }
+            }
+            ("rule" | "test", _) => file.error(
+                Some(offset),
+                key.get_ref(),
+                "expected an array of tables: write [[rule]] / [[test]]",
+            ),
+            ("probe" | "action", _) => file.error(
+                Some(offset),
+                key.get_ref(),
+                "expected tables: write [probe.NAME] / [action.NAME]",
+            ),
+            (other, _) => file.error(
+                Some(offset),
+                other,
+                "unknown key; a rule file holds runbook, [[rule]], [probe.NAME], [action.NAME] and [[test]]",
+            ),
+        }
+    }
+
+    let file_index = set.files.len();
+    let mut probes = BTreeMap::new();
+    for (offset, name, raw) in raw_probes {
+        if let Some(definition) = compile_probe(&mut file, offset, &name, raw, options) {
+            probes.insert(name, definition);
+        }
+    }
+    let mut actions = BTreeMap::new();
+    for (offset, name, spec) in raw_actions {
+        let sample = sample_context(&[], &BTreeMap::new(), &[]);
+        for problem in spec.validate(&options.namespaces, &sample) {
+            file.error(Some(offset), &format!("action {name}"), problem);
+        }
+        actions.insert(name, spec);
+    }
+    let mut rules = Vec::new();
+    for (offset, branch_offsets, raw) in raw_rules {
+        if !names.insert(raw.name.clone()) {
+            file.error(
+                Some(offset),
+                &format!("rule {}", raw.name),
+                "a rule with this name already exists; rule names must be unique across files",
+            );
+            continue;
+        }
+        if let Some(rule) = compile_rule(
+            &mut file,
+            offset,
+            &branch_offsets,
+            raw,
+            &probes,
+            &actions,
+            file_index,
+        ) {
+            rules.push(rule);
+        }
+    }
+    let mut tests = Vec::new();
+    for (offset, raw) in raw_tests {
+        match testing::compile(raw, path, line_of(text, offset), &probes) {
+            Ok(test) => tests.push(test),
+            Err(message) => file.error(Some(offset), "test", message),
+        }
+    }
+    set.files.push(RuleFile {
+        path: path.to_path_buf(),
+        runbook,
+        probes,
+        actions,
+        tests,
+    });
+    set.rules.extend(rules);
+}
+
+/// The `name` of a table element, for error context.
+fn element_name(item: &serde_toml_value::Spanned<'_>) -> Option<String> {
+    let DeValue::Table(table) = item.get_ref() else {
+        return None;
+    };
+    table.iter().find_map(
+        |(key, value)| match (key.get_ref().as_ref(), value.get_ref()) {
+            ("name", DeValue::String(name)) => Some(name.to_string()),
+            _ => None,
+        },
+    )
+}
+
+/// Where each `[[rule.branch]]` of a rule starts.
+fn branch_offsets(item: &serde_toml_value::Spanned<'_>) -> Vec<usize> {
+    let DeValue::Table(table) = item.get_ref() else {
+        return Vec::new();
+    };
+    table
+        .iter()
+        .find_map(
+            |(key, value)| match (key.get_ref().as_ref(), value.get_ref()) {
+                ("branch", DeValue::Array(items)) => {
+                    Some(items.iter().map(|i| i.span().start).collect())
+                }
+                _ => None,
+            },
+        )
+        .unwrap_or_default()
+}
+
+fn compile_probe(
+    file: &mut FileContext<'_>,
+    offset: usize,
+    name: &str,
+    raw: RawProbe,
+    options: &LoadOptions,
+) -> Option<ProbeDef> {
+    let context = format!("probe {name}");
+    let (request, timeout, cache) = match raw {
+        RawProbe::Statuspage {
+            url,
+            timeout,
+            cache,
+        } => (ProbeRequest::Statuspage { url }, timeout, cache),
+        RawProbe::Http {
+            url,
+            method,
+            headers,
+            capture_headers,
+            json_fields,
+            timeout,
+            cache,
+        } => {
+            if !matches!(method.as_str(), "GET" | "HEAD" | "POST") {
+                file.error(
+                    Some(offset),
+                    &context,
+                    format!("method {method:?} must be GET, HEAD or POST"),
+                );
+            }
+            (
+                ProbeRequest::Http {
+                    method,
+                    url,
+                    headers: headers.into_iter().collect(),
+                    capture_headers,
+                    json_fields,
+                },
+                timeout,
+                cache,
+            )
+        }
+        RawProbe::Prometheus {
+            query,
+            urls,
+            timeout,
+            cache,
+        } => (ProbeRequest::Prometheus { query, urls }, timeout, cache),
+        RawProbe::Kubernetes {
+            namespace,
+            workload,
+            object,
+            timeout,
+            cache,
+        } => {
+            if workload.is_none() && object.is_none() {
+                file.error(Some(offset), &context, "needs workload, object, or both");
+            }
+            if Template::is_literal(&namespace) && !options.namespaces.contains(&namespace) {
+                file.error(
+                    Some(offset),
+                    &context,
+                    format!(
+                        "namespace {namespace:?} is not in kubernetes.namespaces (the allowlist)"
+                    ),
+                );
+            }
+            (
+                ProbeRequest::Kubernetes {
+                    namespace,
+                    workload,
+                    object,
+                },
+                timeout,
+                cache,
+            )
+        }
+    };
+    if timeout.is_zero() {
+        file.error(Some(offset), &context, "timeout must be longer than 0s");
+    }
+    // Check every templated target against the sample context.
+    let definition = ProbeDef {
+        name: name.to_owned(),
+        line: line_of(file.text, offset),
+        request,
+        timeout,
+        cache,
+    };
+    let sample = sample_context(&[], &BTreeMap::new(), &[]);
+    match definition.render(&sample) {
+        Ok(ProbeRequest::Statuspage { url } | ProbeRequest::Http { url, .. }) => {
+            if let Err(error) = reqwest::Url::parse(&url) {
+                file.error(
+                    Some(offset),
+                    &context,
+                    format!("url {url:?} is not a URL: {error}"),
+                );
+            }
+        }
+        Ok(ProbeRequest::Prometheus { urls, .. }) => {
+            for url in urls {
+                if reqwest::Url::parse(&url).is_err() {
+                    file.error(Some(offset), &context, format!("{url:?} is not a URL"));
+                }
+            }
+        }
+        Ok(ProbeRequest::Kubernetes {
+            workload, object, ..
+        }) => {
+            for target in workload.iter().chain(object.iter()) {
+                if !target.contains('/') {
+                    file.error(
+                        Some(offset),
+                        &context,
+                        format!(
+                            "{target:?} must be KIND/NAME, such as deployment/api or secret/api-key"
+                        ),
+                    );
+                }
+            }
+        }
+        Err(error) => file.error(Some(offset), &context, error),
+    }
+    Some(definition)
+}
+
+fn parse_severity(
+    file: &mut FileContext<'_>,
+    offset: usize,
+    context: &str,
+    text: &str,
+) -> Option<Severity> {
+    let severity = Severity::parse(text);
+    if severity.is_none() {
+        file.error(
+            Some(offset),
+            context,
+            format!("severity {text:?} must be one of P1, P2, P3, P4"),
+        );
+    }
+    severity
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compile_rule(
+    file: &mut FileContext<'_>,
+    offset: usize,
+    branch_offsets: &[usize],
+    raw: RawRule,
+    probes: &BTreeMap<String, ProbeDef>,
+    actions: &BTreeMap<String, ActionSpec>,
+    file_index: usize,
+) -> Option<Rule> {
+    let context = format!("rule {}", raw.name);
+    let errors_before = file.errors.len();
+    if raw.name.trim().is_empty() {
+        file.error(Some(offset), "rule", "name must not be empty");
+    }
+    let severity = parse_severity(file, offset, &context, &raw.severity);
+    let compile_matchers = |list: &[String], file: &mut FileContext<'_>| {
+        list.iter()
+            .filter_map(|text| match matcher::parse(text) {
+                Ok(m) => Some(m),
+                Err(message) => {
+                    file.error(Some(offset), &context, format!("matcher {message}"));
+                    None
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let matchers = compile_matchers(&raw.matchers, file);
+    let annotation_matchers = compile_matchers(&raw.annotation_matchers, file);
+    for name in &raw.probes {
+        if !probes.contains_key(name) {
+            file.error(
+                Some(offset),
+                &context,
+                format!("probe {name:?} is not defined in this file ([probe.{name}])"),
+            );
+        }
+    }
+    let rule_probes: Vec<&ProbeDef> = raw.probes.iter().filter_map(|n| probes.get(n)).collect();
+    let equal_labels: Vec<(String, String)> = matchers
+        .iter()
+        .filter(|m| m.kind == MatchType::Equal)
+        .map(|m| (m.name.clone(), m.value.clone()))
+        .collect();
+    let variables = sample_variables(&equal_labels, &rule_probes);
+    let template_sample = sample_context(&equal_labels, &BTreeMap::new(), &rule_probes);
+    let summary = raw.summary.as_deref().and_then(|source| {
+        Template::compile(source, &template_sample)
+            .map_err(|error| file.error(Some(offset), &context, format!("summary: {error}")))
+            .ok()
+    });
+    let mut branches = Vec::new();
+    let mut seen = HashSet::new();
+    let count = raw.branch.len();
+    for (index, branch) in raw.branch.into_iter().enumerate() {
+        let branch_offset = branch_offsets.get(index).copied().unwrap_or(offset);
+        let branch_context = format!("rule {} branch {}", raw.name, branch.name);
+        if !seen.insert(branch.name.clone()) {
+            file.error(
+                Some(branch_offset),
+                &branch_context,
+                "branch names must be unique within a rule",
+            );
+        }
+        if branch.name == "on_probe_failure" {
+            file.error(
+                Some(branch_offset),
+                &branch_context,
+                "on_probe_failure is reserved",
+            );
+        }
+        let when = match (&branch.when, branch.otherwise) {
+            (Some(_), true) | (None, false) => {
+                file.error(
+                    Some(branch_offset),
+                    &branch_context,
+                    "give exactly one of when = \"<CEL condition>\" or otherwise = true",
+                );
+                None
+            }
+            (None, true) => {
+                if index + 1 != count {
+                    file.error(
+                        Some(branch_offset),
+                        &branch_context,
+                        "an otherwise branch must be the last; branches after it could never be taken",
+                    );
+                }
+                None
+            }
+            (Some(source), false) => match Condition::compile(source) {
+                Ok(condition) => match condition.check(&variables) {
+                    Ok(()) => Some(condition),
+                    Err(error) => {
+                        file.error(
+                            Some(branch_offset),
+                            &branch_context,
+                            format!("when: {error}"),
+                        );
+                        None
+                    }
+                },
+                Err(error) => {
+                    file.error(
+                        Some(branch_offset),
+                        &branch_context,
+                        format!("when: {error}"),
+                    );
+                    None
+                }
+            },
+        };
+        let actions_ok = check_actions(
+            file,
+            branch_offset,
+            &branch_context,
+            &branch.actions,
+            actions,
+        );
+        let branch_severity = branch
+            .severity
+            .as_deref()
+            .and_then(|s| parse_severity(file, branch_offset, &branch_context, s));
+        let note = compile_note(
+            file,
+            branch_offset,
+            &branch_context,
+            branch.note.as_deref(),
+            &template_sample,
+        );
+        let _ = actions_ok;
+        branches.push(Branch {
+            name: branch.name,
+            line: line_of(file.text, branch_offset),
+            when,
+            actions: branch.actions,
+            severity: branch_severity,
+            note,
+        });
+    }
+    let failure = raw.on_probe_failure.unwrap_or_default();
+    let failure_context = format!("rule {} on_probe_failure", raw.name);
+    check_actions(file, offset, &failure_context, &failure.actions, actions);
+    let on_probe_failure = Branch {
+        name: "on_probe_failure".to_owned(),
+        line: line_of(file.text, offset),
+        when: None,
+        severity: failure
+            .severity
+            .as_deref()
+            .and_then(|s| parse_severity(file, offset, &failure_context, s)),
+        note: compile_note(
+            file,
+            offset,
+            &failure_context,
+            failure.note.as_deref(),
+            &template_sample,
+        ),
+        actions: failure.actions,
+    };
+    if file.errors.len() > errors_before {
+        return None;
+    }
+    Some(Rule {
+        name: raw.name,
+        file: file.path.to_path_buf(),
+        line: line_of(file.text, offset),
+        description: raw.description,
+        matchers,
+        annotation_matchers,
+        severity: severity?,
+        continue_matching: raw.continue_matching,
+        probes: raw.probes,
+        summary,
+        reevaluate_every: raw.reevaluate_every,
+        shadow: raw.shadow,
+        branches,
+        on_probe_failure,
+        file_index,
+    })
+}
+
+fn check_actions(
+    file: &mut FileContext<'_>,
+    offset: usize,
+    context: &str,
+    names: &[String],
+    actions: &BTreeMap<String, ActionSpec>,
+) -> bool {
+    let mut ok = true;
+    for name in names {
+        if !actions.contains_key(name) {
+            file.error(
+                Some(offset),
+                context,
+                format!("action {name:?} is not defined in this file ([action.{name}])"),
+            );
+            ok = false;
+        }
+    }
+    ok
+}
+
+fn compile_note(
+    file: &mut FileContext<'_>,
+    offset: usize,
+    context: &str,
+    source: Option<&str>,
+    sample: &Json,
+) -> Option<Template> {
+    let source = source?;
+    match Template::compile(source, sample) {
+        Ok(template) => Some(template),
+        Err(error) => {
+            file.error(Some(offset), context, format!("note: {error}"));
+            None
+        }
+    }
+}
+
+/// Sample CEL variables: labels from the rule's equality matchers, and each probe's sample
+/// result, so a condition is checked against the types it will see.
+fn sample_variables(labels: &[(String, String)], probes: &[&ProbeDef]) -> Variables {
+    let object = |value: Json| match value {
+        Json::Object(map) => map,
+        _ => Map::new(),
+    };
+    Variables {
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+            .collect(),
+        annotations: object(json!({"summary": "", "description": "", "runbook_url": ""})),
+        alert: object(json!({
+            "status": "firing",
+            "fingerprint": "0000000000000000",
+            "starts_at": "2026-01-01T00:00:00Z",
+            "generator_url": "",
+            "age_seconds": 0,
+            "incident_id": "0000000000000000-20260101T000000Z",
+        })),
+        probe: probes
+            .iter()
+            .map(|definition| {
+                (
+                    definition.name.clone(),
+                    probes::sample_for(&definition.request).to_value(),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The template context with sample values.
+pub(crate) fn sample_context(
+    labels: &[(String, String)],
+    _extra: &BTreeMap<String, String>,
+    probes: &[&ProbeDef],
+) -> Json {
+    let variables = sample_variables(labels, probes);
+    json!({
+        "labels": variables.labels,
+        "annotations": variables.annotations,
+        "alert": variables.alert,
+        "probe": variables.probe,
+        "rule": "sample",
+        "severity": "P3",
+        "incident_id": "0000000000000000-20260101T000000Z",
+    })
+}
+
+/// Keep a copy of the rule files that loaded, so that a later start with a broken set can
+/// fall back to them. Written to a new directory and renamed into place.
+pub fn save_last_good(files: &[PathBuf], state_dir: &Path) -> std::io::Result<()> {
+    let target = state_dir.join(LAST_GOOD_DIR);
+    let staging = state_dir.join(format!("{LAST_GOOD_DIR}.new"));
+    let old = state_dir.join(format!("{LAST_GOOD_DIR}.old"));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)?;
+    for file in files {
+        if let Some(name) = file.file_name() {
+            std::fs::copy(file, staging.join(name))?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&old);
+    if target.exists() {
+        std::fs::rename(&target, &old)?;
+    }
+    std::fs::rename(&staging, &target)?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Where the last good rule files are kept inside the state directory.
+pub const LAST_GOOD_DIR: &str = "rules-last-good";
