@@ -33,6 +33,24 @@ pub enum Command {
         #[arg(long)]
         config_only: bool,
     },
+    /// Run the `[[test]]` cases of rule files (default: the configured rules directory).
+    Test {
+        /// Rule files or directories.
+        files: Vec<PathBuf>,
+    },
+    /// What would happen to a webhook payload: rule, matchers, probes, branch, actions, page.
+    /// No side effects: actions are rendered, not run.
+    Explain {
+        /// A webhook body as Alertmanager sends it.
+        #[arg(long)]
+        payload: PathBuf,
+        /// Use this result instead of running the probe: NAME=JSON, e.g.
+        /// status='{"indicator":"major"}' or status='{"ok":false,"error":"timeout"}'.
+        #[arg(long = "probe", value_name = "NAME=JSON")]
+        probes: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// What happened, from the store.
     Incidents {
         #[command(subcommand)]
@@ -89,6 +107,12 @@ pub fn main() -> i32 {
         })
         .map(|()| 0),
         Command::Check { config_only } => Ok(check(cli.config, &env, config_only)),
+        Command::Test { files } => test_rules(cli.config, &env, files),
+        Command::Explain {
+            payload,
+            probes,
+            json,
+        } => crate::explain::run(cli.config, &env, &payload, &probes, json),
         Command::Incidents { command } => incidents(cli.config, &env, command).map(|()| 0),
     };
     match result {
@@ -131,10 +155,65 @@ fn check(path: Option<PathBuf>, env: &[(String, String)], config_only: bool) -> 
     );
     if config_only {
         println!("{shown}: configuration OK");
-    } else {
-        println!("{shown}: configuration OK (no rule files are loaded by this version)");
+        return 0;
     }
-    0
+    let options = crate::rules::LoadOptions::from_config(&loaded.config);
+    match crate::rules::load_dir(&loaded.config.rules.dir, &options) {
+        Ok(set) => {
+            for warning in &set.warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!(
+                "{shown}: configuration OK; {}: {} rules in {} files OK",
+                loaded.config.rules.dir.display(),
+                set.rules.len(),
+                set.files.len()
+            );
+            0
+        }
+        Err(errors) => {
+            for error in errors {
+                eprintln!("{error}");
+            }
+            1
+        }
+    }
+}
+
+fn test_rules(
+    path: Option<PathBuf>,
+    env: &[(String, String)],
+    files: Vec<PathBuf>,
+) -> anyhow::Result<i32> {
+    let loaded = config::load(path.as_deref(), env)
+        .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+    let options = crate::rules::LoadOptions::from_config(&loaded.config);
+    let files = if files.is_empty() {
+        vec![loaded.config.rules.dir.clone()]
+    } else {
+        files
+    };
+    let mut paths = Vec::new();
+    for file in files {
+        if file.is_dir() {
+            paths.extend(crate::rules::load::rule_files(&file).map_err(|e| anyhow::anyhow!(e))?);
+        } else {
+            paths.push(file);
+        }
+    }
+    let set = match crate::rules::load_files(&paths, &options) {
+        Ok(set) => set,
+        Err(errors) => {
+            for error in errors {
+                eprintln!("{error}");
+            }
+            return Ok(1);
+        }
+    };
+    let reports = crate::rules::testing::run(&set);
+    let (text, passed) = crate::rules::testing::render(&reports);
+    print!("{text}");
+    Ok(if passed { 0 } else { 1 })
 }
 
 fn open_reader(path: Option<PathBuf>, env: &[(String, String)]) -> anyhow::Result<Reader> {

@@ -8,6 +8,8 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod decide;
+pub mod explain;
 pub mod ingest;
 pub mod probes;
 pub mod reconcile;

@@ -238,8 +238,22 @@ impl ActionSpec {
         all
     }
 
-    /// Check the action; every problem is returned. `namespaces` is the allowlist.
-    pub fn validate(&self, namespaces: &[String], sample: &impl Serialize) -> Vec<String> {
+    /// The namespace, when it is written out rather than templated.
+    pub fn literal_namespace(&self) -> Option<&str> {
+        match self {
+            ActionSpec::RolloutRestart { namespace, .. }
+            | ActionSpec::SetEnv { namespace, .. }
+            | ActionSpec::Scale { namespace, .. } => {
+                Template::is_literal(namespace).then_some(namespace.as_str())
+            }
+            _ => None,
+        }
+    }
+
+    /// Check the action; every problem is returned. Whether its namespace is in the
+    /// allowlist is checked when it runs (and reported by `check` as a warning), so that a
+    /// rule file stays valid on a host whose allowlist does not include it yet.
+    pub fn validate(&self, sample: &impl Serialize) -> Vec<String> {
         let mut problems = Vec::new();
         for (field, source) in self.templates() {
             if let Err(error) = Template::compile(source, sample) {
@@ -265,16 +279,10 @@ impl ActionSpec {
             _ => None,
         };
         if let Some((namespace, workload)) = kubernetes_target {
-            if Template::is_literal(namespace) {
-                if !super::is_rfc1123_label(namespace) {
-                    problems.push(format!(
-                        "namespace {namespace:?} is not a valid namespace name"
-                    ));
-                } else if !namespaces.contains(namespace) {
-                    problems.push(format!(
-                        "namespace {namespace:?} is not in kubernetes.namespaces (the allowlist)"
-                    ));
-                }
+            if Template::is_literal(namespace) && !super::is_rfc1123_label(namespace) {
+                problems.push(format!(
+                    "namespace {namespace:?} is not a valid namespace name"
+                ));
             }
             if let Err(problem) = check_workload(workload) {
                 problems.push(problem);
@@ -480,7 +488,7 @@ mod tests {
 
     fn problems(text: &str) -> Vec<String> {
         let sample = serde_json::json!({"labels": {"namespace": "vastai"}});
-        parse(text).validate(&["vastai".to_owned()], &sample)
+        parse(text).validate(&sample)
     }
 
     #[test]
@@ -500,8 +508,8 @@ mod tests {
     fn unsafe_or_broken_actions_are_refused() {
         for (text, message) in [
             (
-                "kind = \"kubernetes.rollout_restart\"\nnamespace = \"kube-system\"\nworkload = \"deployment/x\"",
-                "not in kubernetes.namespaces",
+                "kind = \"kubernetes.rollout_restart\"\nnamespace = \"Kube_System\"\nworkload = \"deployment/x\"",
+                "not a valid namespace name",
             ),
             (
                 "kind = \"kubernetes.rollout_restart\"\nnamespace = \"vastai\"\nworkload = \"pod/x\"",

@@ -52,6 +52,16 @@ pub struct LoadOptions {
     pub namespaces: Vec<String>,
 }
 
+impl LoadOptions {
+    pub fn from_config(config: &crate::config::Config) -> LoadOptions {
+        LoadOptions {
+            default_rule: config.default_rule.clone(),
+            severities: config.severities.clone(),
+            namespaces: config.kubernetes.namespaces.clone(),
+        }
+    }
+}
+
 fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -375,15 +385,27 @@ fn load_file(
     let file_index = set.files.len();
     let mut probes = BTreeMap::new();
     for (offset, name, raw) in raw_probes {
-        if let Some(definition) = compile_probe(&mut file, offset, &name, raw, options) {
+        if let Some(definition) =
+            compile_probe(&mut file, offset, &name, raw, options, &mut set.warnings)
+        {
             probes.insert(name, definition);
         }
     }
     let mut actions = BTreeMap::new();
     for (offset, name, spec) in raw_actions {
         let sample = sample_context(&[], &BTreeMap::new(), &[]);
-        for problem in spec.validate(&options.namespaces, &sample) {
+        for problem in spec.validate(&sample) {
             file.error(Some(offset), &format!("action {name}"), problem);
+        }
+        if let Some(namespace) = spec.literal_namespace()
+            && !options.namespaces.iter().any(|n| n == namespace)
+        {
+            set.warnings.push(format!(
+                "{}:{}: action {name}: namespace {namespace:?} is not in kubernetes.namespaces; \
+                 the action will be refused until it is",
+                path.display(),
+                line_of(text, offset)
+            ));
         }
         actions.insert(name, spec);
     }
@@ -463,6 +485,7 @@ fn compile_probe(
     name: &str,
     raw: RawProbe,
     options: &LoadOptions,
+    warnings: &mut Vec<String>,
 ) -> Option<ProbeDef> {
     let context = format!("probe {name}");
     let (request, timeout, cache) = match raw {
@@ -516,13 +539,12 @@ fn compile_probe(
                 file.error(Some(offset), &context, "needs workload, object, or both");
             }
             if Template::is_literal(&namespace) && !options.namespaces.contains(&namespace) {
-                file.error(
-                    Some(offset),
-                    &context,
-                    format!(
-                        "namespace {namespace:?} is not in kubernetes.namespaces (the allowlist)"
-                    ),
-                );
+                warnings.push(format!(
+                    "{}:{}: {context}: namespace {namespace:?} is not in kubernetes.namespaces; \
+                     the probe will fail (and its rules take on_probe_failure) until it is",
+                    file.path.display(),
+                    line_of(file.text, offset)
+                ));
             }
             (
                 ProbeRequest::Kubernetes {

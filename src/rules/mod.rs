@@ -178,6 +178,8 @@ pub struct RuleSet {
     pub severities: SeveritiesConfig,
     /// Where the set was loaded from (the rules directory or the last-good copy).
     pub source: PathBuf,
+    /// Things that load but will not work as written (a namespace outside the allowlist).
+    pub warnings: Vec<String>,
 }
 
 /// Why a matcher matched: the matcher and the value it saw.
@@ -343,6 +345,7 @@ impl RuleSet {
             default_rule,
             severities,
             source: PathBuf::from("<built-in default rule>"),
+            warnings: Vec::new(),
         }
     }
 

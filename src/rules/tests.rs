@@ -254,7 +254,7 @@ url = "https://status.example.com/api/v2/status.json"
 
 [action.bad]
 kind = "kubernetes.rollout_restart"
-namespace = "kube-system"
+namespace = "Kube_System"
 workload = "deployment/x"
 "#;
     let errors = load(&[
@@ -263,7 +263,7 @@ workload = "deployment/x"
     ])
     .unwrap_err();
     let expected = [
-        "a.toml:37: action bad: namespace \"kube-system\" is not in kubernetes.namespaces",
+        "a.toml:37: action bad: namespace \"Kube_System\" is not a valid namespace name",
         "a.toml:2: rule a: severity \"P5\" must be one of P1, P2, P3, P4",
         "a.toml:2: rule a: matcher \"alertname=~\\\"(\\\"\": invalid regular expression",
         "a.toml:12: rule b: unknown field `colour`",
@@ -280,6 +280,14 @@ workload = "deployment/x"
         );
     }
     assert_eq!(errors.len(), expected.len(), "{}", errors.join("\n"));
+}
+
+#[test]
+fn a_namespace_outside_the_allowlist_is_a_warning_not_an_error() {
+    let text = RUNBOOK.replace("namespace = \"vastai\"", "namespace = \"payments\"");
+    let set = load(&[("vastai.toml", &text)]).unwrap();
+    assert_eq!(set.warnings.len(), 2, "{:?}", set.warnings);
+    assert!(set.warnings[0].contains("namespace \"payments\" is not in kubernetes.namespaces"));
 }
 
 #[test]

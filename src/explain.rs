@@ -1,0 +1,216 @@
+//! explain: what nightshift would do with a webhook payload, with no side effects. Probes run
+//! live unless a result is given with `--probe NAME=JSON`; actions are rendered, never run.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::config;
+use crate::decide::{self, GivenProbes};
+use crate::ingest::webhook;
+use crate::probes::{ProbeSettings, Prober, kubernetes::ClientSlot};
+use crate::rules::{self, AlertInput, Decision, LoadOptions, RuleSet};
+
+pub fn run(
+    config_path: Option<PathBuf>,
+    env: &[(String, String)],
+    payload: &Path,
+    probe_args: &[String],
+    json: bool,
+) -> anyhow::Result<i32> {
+    let loaded = config::load(config_path.as_deref(), env)
+        .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+    let config = loaded.config;
+    let options = LoadOptions::from_config(&config);
+    let set = match rules::load_dir(&config.rules.dir, &options) {
+        Ok(set) => set,
+        Err(errors) => {
+            for error in errors {
+                eprintln!("{error}");
+            }
+            return Ok(1);
+        }
+    };
+    let body =
+        std::fs::read(payload).with_context(|| format!("cannot read {}", payload.display()))?;
+    let notification = webhook::parse(&body).map_err(|error| {
+        anyhow::anyhow!(
+            "{}: not a valid webhook payload: {error}",
+            payload.display()
+        )
+    })?;
+    let given = given_probes(&set, probe_args)?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let prober = Prober::new(
+        ProbeSettings {
+            prometheus_urls: config.prometheus.urls.clone(),
+            kubernetes_namespaces: config.kubernetes.namespaces.clone(),
+        },
+        ClientSlot::new(&config.kubernetes),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let now = chrono::Utc::now();
+    let mut explained = Vec::new();
+    for alert in notification.alerts {
+        let input = AlertInput {
+            incident_id: crate::reconcile::episode_id(&alert.fingerprint, alert.starts_at),
+            age_seconds: (now - alert.starts_at).num_seconds().max(0),
+            status: alert.status.as_str().to_owned(),
+            starts_at: crate::reconcile::canonical_time(alert.starts_at),
+            fingerprint: alert.fingerprint,
+            generator_url: alert.generator_url,
+            labels: alert.labels,
+            annotations: alert.annotations,
+        };
+        let decision = runtime.block_on(decide::decide(&set, &input, &prober, &given));
+        explained.push((input, decision));
+    }
+    if json {
+        let out: Vec<serde_json::Value> = explained
+            .iter()
+            .map(|(input, decision)| {
+                serde_json::json!({
+                    "incident_id": input.incident_id,
+                    "labels": input.labels,
+                    "decision": decision,
+                    "given_probes": given.keys().collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for (input, decision) in &explained {
+            print!("{}", render(&set, input, decision, &given));
+        }
+    }
+    Ok(0)
+}
+
+/// `NAME=JSON` arguments as probe results, over each probe kind's sample.
+fn given_probes(set: &RuleSet, args: &[String]) -> anyhow::Result<GivenProbes> {
+    let mut given = BTreeMap::new();
+    for arg in args {
+        let (name, text) = arg
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--probe {arg:?}: expected NAME=JSON"))?;
+        let definition = set
+            .files
+            .iter()
+            .find_map(|file| file.probes.get(name))
+            .ok_or_else(|| {
+                anyhow::anyhow!("--probe {name}: no rule file defines a probe {name:?}")
+            })?;
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|error| anyhow::anyhow!("--probe {name}: invalid JSON: {error}"))?;
+        let result = rules::testing::result_from(&definition.request, value)
+            .map_err(|error| anyhow::anyhow!("--probe {name}: {error}"))?;
+        given.insert(name.to_owned(), result);
+    }
+    Ok(given)
+}
+
+fn render(set: &RuleSet, input: &AlertInput, decision: &Decision, given: &GivenProbes) -> String {
+    let mut out = String::new();
+    let labels: Vec<String> = input
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect();
+    let _ = writeln!(out, "alert {{{}}}", labels.join(", "));
+    let _ = writeln!(out, "  incident  {}", input.incident_id);
+    if decision.classification.matched.is_empty() {
+        let _ = writeln!(out, "  rule      (built-in default rule)");
+    }
+    for matched in &decision.classification.matched {
+        let line = set.rules[matched.index].line;
+        let _ = writeln!(
+            out,
+            "  rule      {} ({}:{line})",
+            matched.rule, matched.file
+        );
+        for evidence in &matched.evidence {
+            let _ = writeln!(
+                out,
+                "    matched {} (value {:?})",
+                evidence.matcher, evidence.value
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  severity  {} ({})",
+        decision.severity.as_str(),
+        decision.classification.reason
+    );
+    for (name, result) in &decision.probes {
+        let origin = if given.contains_key(name) {
+            "given"
+        } else {
+            "live"
+        };
+        let state = if result.ok {
+            let fields: Vec<String> = result
+                .fields
+                .iter()
+                .filter(|(_, v)| !v.is_array() && !v.is_object())
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!("ok {}", fields.join(" "))
+        } else {
+            format!("FAILED: {}", result.error)
+        };
+        let _ = writeln!(
+            out,
+            "  probe     {name}: {state} ({origin}, {} ms)",
+            result.latency_ms
+        );
+    }
+    for rule in &decision.rules {
+        for evaluation in &rule.evaluations {
+            let _ = writeln!(
+                out,
+                "    when    {} → {} ({})",
+                evaluation.when, evaluation.result, evaluation.branch
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  branch    {} ({}, rule {})",
+            rule.branch, rule.branch_kind, rule.rule
+        );
+    }
+    if decision.actions.is_empty() {
+        let _ = writeln!(out, "  actions   none");
+    }
+    for action in &decision.actions {
+        let _ = writeln!(
+            out,
+            "  action    {} ({}): {}",
+            action.name, action.kind, action.rendered
+        );
+    }
+    if !decision.note.is_empty() {
+        let _ = writeln!(out, "  note      {}", decision.note);
+    }
+    let _ = writeln!(out, "  summary   {}", decision.summary);
+    let page = &decision.page;
+    let _ = writeln!(
+        out,
+        "  page      {} {} ({}; {}, respond within {})",
+        page.severity.as_str(),
+        page.pagerduty_severity,
+        page.meaning,
+        page.policy,
+        page.respond_within
+    );
+    let _ = writeln!(
+        out,
+        "  bundle    alert, decision trace and timeline (collectors come with bundles)\n"
+    );
+    out
+}
