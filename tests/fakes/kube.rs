@@ -1,0 +1,904 @@
+//! A fake Kubernetes API server, answering as the real one does for the requests nightshift
+//! makes: namespaced objects under `/api/v1/…` and `/apis/{group}/{version}/…`, kept in an
+//! in-memory store.
+//!
+//! * `GET …/namespaces/{ns}/{plural}/{name}`: the object, or only its metadata as
+//!   `PartialObjectMetadata` when the `Accept` header asks for it
+//!   (`application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`), or a 404 `Status`.
+//! * `GET …/namespaces/{ns}/{plural}?labelSelector=…`: a `{Kind}List` of the matching objects
+//!   (equality and set-based selectors).
+//! * Every request must carry `Authorization: Bearer <token>`, else 401 `Status`.
+//! * Faults: a status code (answered as a `Status` object with the matching reason) and/or a
+//!   delay, for one method and path.
+//!
+//! Write verbs are not served yet: they are recorded as unexpected and answered 405. To grow
+//! the fake for mitigations (rollout restart, set env, scale), add arms to [`dispatch`] for
+//! `PATCH`/`PUT` that change `objects`, and a `scale` subresource view of a workload.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::{Journal, Recorded, Server, pause};
+
+/// The `Accept` a metadata-only GET sends.
+pub const METADATA_ACCEPT: &str = "as=PartialObjectMetadata";
+
+/// Resource kinds the fake knows: (API prefix, plural, Kind).
+const KINDS: &[(&str, &str, &str)] = &[
+    ("api/v1", "pods", "Pod"),
+    ("api/v1", "secrets", "Secret"),
+    ("api/v1", "configmaps", "ConfigMap"),
+    ("api/v1", "services", "Service"),
+    ("api/v1", "serviceaccounts", "ServiceAccount"),
+    ("api/v1", "events", "Event"),
+    ("apis/apps/v1", "deployments", "Deployment"),
+    ("apis/apps/v1", "statefulsets", "StatefulSet"),
+    ("apis/apps/v1", "daemonsets", "DaemonSet"),
+    ("apis/apps/v1", "replicasets", "ReplicaSet"),
+];
+
+/// Where an object lives.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// `api/v1` or `apis/{group}/{version}`.
+    pub api: String,
+    pub plural: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// An injected misbehaviour for requests with this method and exact path.
+#[derive(Debug, Clone)]
+struct Fault {
+    method: Method,
+    path: String,
+    status: Option<u16>,
+    delay: Duration,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    objects: BTreeMap<ObjectKey, Value>,
+    faults: Vec<Fault>,
+    resource_version: u64,
+    /// Requests answered with a Secret's data (a full GET or LIST of secrets).
+    secret_data_served: Vec<String>,
+}
+
+pub struct FakeKube {
+    pub journal: Journal,
+    pub token: String,
+    state: Arc<Mutex<State>>,
+    server: Server,
+}
+
+impl FakeKube {
+    pub async fn start() -> FakeKube {
+        Self::start_with_token("fake-token-3f9a").await
+    }
+
+    pub async fn start_with_token(token: &str) -> FakeKube {
+        let journal = Journal::default();
+        let state = Arc::new(Mutex::new(State {
+            resource_version: 1000,
+            ..State::default()
+        }));
+        let router = {
+            let journal = journal.clone();
+            let state = state.clone();
+            let token = token.to_owned();
+            Router::new().fallback(move |request: Request<Body>| {
+                let journal = journal.clone();
+                let state = state.clone();
+                let token = token.clone();
+                async move { handle(journal, state, &token, request).await }
+            })
+        };
+        let server = Server::start(router).await;
+        FakeKube {
+            journal,
+            token: token.to_owned(),
+            state,
+            server,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Write a kubeconfig for this server (context `fake`, a user with the token) into
+    /// `dir` and return its path.
+    pub fn write_kubeconfig(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            kubeconfig_yaml(&[("fake", &self.url())], "fake", &self.token),
+        )
+        .expect("write kubeconfig");
+        path
+    }
+
+    /// Store an object (its `apiVersion`, `kind`, `metadata.namespace` and `metadata.name`
+    /// say where), filling `resourceVersion`, `uid` and `creationTimestamp` when missing.
+    pub fn put(&self, mut object: Value) -> ObjectKey {
+        let api_version = object["apiVersion"]
+            .as_str()
+            .expect("apiVersion")
+            .to_owned();
+        let kind = object["kind"].as_str().expect("kind").to_owned();
+        let api = if api_version.contains('/') {
+            format!("apis/{api_version}")
+        } else {
+            format!("api/{api_version}")
+        };
+        let plural = KINDS
+            .iter()
+            .find(|(prefix, _, known)| *prefix == api && *known == kind)
+            .map(|(_, plural, _)| (*plural).to_owned())
+            .unwrap_or_else(|| format!("{}s", kind.to_ascii_lowercase()));
+        let mut state = self.lock();
+        state.resource_version += 1;
+        let version = state.resource_version.to_string();
+        let metadata = object["metadata"].as_object_mut().expect("metadata");
+        let namespace = metadata["namespace"]
+            .as_str()
+            .expect("namespace")
+            .to_owned();
+        let name = metadata["name"].as_str().expect("name").to_owned();
+        metadata
+            .entry("resourceVersion")
+            .or_insert_with(|| json!(version));
+        metadata
+            .entry("uid")
+            .or_insert_with(|| json!(format!("00000000-0000-4000-8000-{:012}", version)));
+        metadata
+            .entry("creationTimestamp")
+            .or_insert_with(|| json!("2026-01-01T00:00:00Z"));
+        let key = ObjectKey {
+            api,
+            plural,
+            namespace,
+            name,
+        };
+        state.objects.insert(key.clone(), object);
+        key
+    }
+
+    pub fn get(&self, key: &ObjectKey) -> Option<Value> {
+        self.lock().objects.get(key).cloned()
+    }
+
+    /// Answer `method path` with this HTTP status (as a `Status` object).
+    pub fn fail(&self, method: Method, path: &str, status: u16) {
+        self.lock().faults.push(Fault {
+            method,
+            path: path.to_owned(),
+            status: Some(status),
+            delay: Duration::ZERO,
+        });
+    }
+
+    /// Wait this long before answering `method path`.
+    pub fn delay(&self, method: Method, path: &str, delay: Duration) {
+        self.lock().faults.push(Fault {
+            method,
+            path: path.to_owned(),
+            status: None,
+            delay,
+        });
+    }
+
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    /// Requests that were answered with Secret data (should stay empty for nightshift).
+    pub fn secret_data_served(&self) -> Vec<String> {
+        self.lock().secret_data_served.clone()
+    }
+}
+
+/// Does this request ask for metadata only?
+pub fn is_metadata_only(request: &Recorded) -> bool {
+    request.header("accept").contains(METADATA_ACCEPT)
+}
+
+/// A kubeconfig with one context per `(name, server)`, all using one token user.
+pub fn kubeconfig_yaml(contexts: &[(&str, &str)], current: &str, token: &str) -> String {
+    let mut clusters = String::new();
+    let mut context_list = String::new();
+    for (name, server) in contexts {
+        clusters.push_str(&format!(
+            "- name: {name}\n  cluster:\n    server: {server}\n"
+        ));
+        context_list.push_str(&format!(
+            "- name: {name}\n  context:\n    cluster: {name}\n    user: nightshift\n    namespace: default\n"
+        ));
+    }
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n{clusters}contexts:\n{context_list}\
+         current-context: {current}\npreferences: {{}}\nusers:\n- name: nightshift\n  user:\n    token: {token}\n"
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Fixtures in the API's JSON
+
+/// A Deployment, StatefulSet or DaemonSet selecting pods by `labels`.
+pub fn workload(kind: &str, namespace: &str, name: &str, labels: &[(&str, &str)]) -> Value {
+    let labels: Map<String, Value> = labels
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), json!(value)))
+        .collect();
+    let mut spec = json!({
+        "selector": {"matchLabels": labels},
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": {"containers": [{"name": "app", "image": "registry.example/app:1.2.3"}]}
+        }
+    });
+    if kind != "DaemonSet" {
+        spec["replicas"] = json!(2);
+    }
+    if kind == "StatefulSet" {
+        spec["serviceName"] = json!(name);
+    }
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "generation": 3,
+            "labels": labels,
+            "annotations": {"deployment.kubernetes.io/revision": "3"}
+        },
+        "spec": spec,
+        "status": {"observedGeneration": 3}
+    })
+}
+
+/// One container's status in a [`PodFixture`].
+#[derive(Debug, Clone)]
+pub struct ContainerFixture {
+    pub name: String,
+    pub restarts: i32,
+    /// `lastState.terminated.reason`.
+    pub last_terminated: Option<String>,
+    /// `state.terminated.reason` (terminated now, not restarted yet); else running.
+    pub terminated_now: Option<String>,
+}
+
+/// A Pod as the API returns it, built up field by field.
+#[derive(Debug, Clone)]
+pub struct PodFixture {
+    pub namespace: String,
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub ready: bool,
+    pub start_time: Option<String>,
+    pub containers: Vec<ContainerFixture>,
+}
+
+impl PodFixture {
+    pub fn new(namespace: &str, name: &str, labels: &[(&str, &str)]) -> PodFixture {
+        PodFixture {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            labels: labels
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect(),
+            ready: true,
+            start_time: Some("2026-03-01T10:00:00Z".to_owned()),
+            containers: vec![ContainerFixture {
+                name: "app".to_owned(),
+                restarts: 0,
+                last_terminated: None,
+                terminated_now: None,
+            }],
+        }
+    }
+
+    pub fn ready(mut self, ready: bool) -> Self {
+        self.ready = ready;
+        self
+    }
+
+    pub fn started(mut self, start_time: Option<&str>) -> Self {
+        self.start_time = start_time.map(str::to_owned);
+        self
+    }
+
+    /// Add (or, for the default `app`, replace) a container.
+    pub fn container(
+        mut self,
+        name: &str,
+        restarts: i32,
+        last_terminated: Option<&str>,
+        terminated_now: Option<&str>,
+    ) -> Self {
+        self.containers.retain(|container| container.name != name);
+        self.containers.push(ContainerFixture {
+            name: name.to_owned(),
+            restarts,
+            last_terminated: last_terminated.map(str::to_owned),
+            terminated_now: terminated_now.map(str::to_owned),
+        });
+        self
+    }
+
+    pub fn to_json(&self) -> Value {
+        let labels: Map<String, Value> = self
+            .labels
+            .iter()
+            .map(|(key, value)| (key.clone(), json!(value)))
+            .collect();
+        let ready = if self.ready { "True" } else { "False" };
+        let statuses: Vec<Value> = self
+            .containers
+            .iter()
+            .map(|container| {
+                let state = match &container.terminated_now {
+                    Some(reason) => json!({"terminated": {
+                        "exitCode": 137, "reason": reason,
+                        "startedAt": "2026-03-01T10:00:00Z", "finishedAt": "2026-03-01T11:00:00Z",
+                        "containerID": "containerd://aaaa"
+                    }}),
+                    None => json!({"running": {"startedAt": "2026-03-01T10:05:00Z"}}),
+                };
+                let last_state = match &container.last_terminated {
+                    Some(reason) => json!({"terminated": {
+                        "exitCode": 137, "reason": reason,
+                        "startedAt": "2026-03-01T10:00:00Z", "finishedAt": "2026-03-01T10:04:59Z",
+                        "containerID": "containerd://bbbb"
+                    }}),
+                    None => json!({}),
+                };
+                json!({
+                    "name": container.name,
+                    "state": state,
+                    "lastState": last_state,
+                    "ready": self.ready && container.terminated_now.is_none(),
+                    "restartCount": container.restarts,
+                    "image": "registry.example/app:1.2.3",
+                    "imageID": "registry.example/app@sha256:0123",
+                    "containerID": "containerd://cccc",
+                    "started": container.terminated_now.is_none()
+                })
+            })
+            .collect();
+        let mut status = json!({
+            "phase": "Running",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-03-01T10:00:00Z"},
+                {"type": "Initialized", "status": "True", "lastTransitionTime": "2026-03-01T10:00:00Z"},
+                {"type": "ContainersReady", "status": ready, "lastTransitionTime": "2026-03-01T10:00:01Z"},
+                {"type": "Ready", "status": ready, "lastTransitionTime": "2026-03-01T10:00:01Z"}
+            ],
+            "hostIP": "10.0.0.5",
+            "podIP": "10.244.1.7",
+            "qosClass": "Burstable",
+            "containerStatuses": statuses
+        });
+        if let Some(start) = &self.start_time {
+            status["startTime"] = json!(start);
+        }
+        json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "labels": labels,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{}-rs", self.name), "uid": "11111111-1111-4111-8111-111111111111", "controller": true}]
+            },
+            "spec": {
+                "containers": self.containers.iter().map(|container| json!({"name": container.name, "image": "registry.example/app:1.2.3"})).collect::<Vec<_>>(),
+                "restartPolicy": "Always",
+                "nodeName": "node-1"
+            },
+            "status": status
+        })
+    }
+}
+
+/// A Secret with data and the given `managedFields` times.
+pub fn secret(namespace: &str, name: &str, created: &str, managed_times: &[&str]) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "creationTimestamp": created,
+            "managedFields": managed_fields(managed_times)
+        },
+        "type": "kubernetes.io/tls",
+        // "super-secret-certificate" / "super-secret-key": the fake notes any answer that
+        // carries them.
+        "data": {"tls.crt": "c3VwZXItc2VjcmV0LWNlcnRpZmljYXRl", "tls.key": "c3VwZXItc2VjcmV0LWtleQ=="}
+    })
+}
+
+/// A ConfigMap with the given `managedFields` times.
+pub fn configmap(namespace: &str, name: &str, created: &str, managed_times: &[&str]) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "creationTimestamp": created,
+            "managedFields": managed_fields(managed_times)
+        },
+        "data": {"feature_flags": "on"}
+    })
+}
+
+fn managed_fields(times: &[&str]) -> Value {
+    Value::Array(
+        times
+            .iter()
+            .enumerate()
+            .map(|(index, time)| {
+                json!({
+                    "manager": if index == 0 { "kubectl-create" } else { "kubectl-edit" },
+                    "operation": if index == 0 { "Update" } else { "Apply" },
+                    "apiVersion": "v1",
+                    "time": time,
+                    "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:data": {".": {}}}
+                })
+            })
+            .collect(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Serving
+
+/// A path under `/api/v1` or `/apis/{group}/{version}`, namespaced.
+#[derive(Debug)]
+struct ResourcePath {
+    api: String,
+    group: String,
+    namespace: String,
+    plural: String,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+fn parse_path(path: &str) -> Option<ResourcePath> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (api, group, rest) = match segments.as_slice() {
+        ["api", "v1", rest @ ..] => ("api/v1".to_owned(), String::new(), rest),
+        ["apis", group, version, rest @ ..] => {
+            (format!("apis/{group}/{version}"), (*group).to_owned(), rest)
+        }
+        _ => return None,
+    };
+    match rest {
+        ["namespaces", namespace, plural, tail @ ..] if tail.len() <= 2 => Some(ResourcePath {
+            api,
+            group,
+            namespace: (*namespace).to_owned(),
+            plural: (*plural).to_owned(),
+            name: tail.first().map(|name| (*name).to_owned()),
+            subresource: tail.get(1).map(|sub| (*sub).to_owned()),
+        }),
+        _ => None,
+    }
+}
+
+async fn handle(
+    journal: Journal,
+    state: Arc<Mutex<State>>,
+    token: &str,
+    request: Request<Body>,
+) -> Response {
+    let request = journal.record(request).await;
+    if request.header("authorization") != format!("Bearer {token}") {
+        journal.unexpected(&request);
+        return status_response(401, "Unauthorized", "Unauthorized", None);
+    }
+    let fault = {
+        let state = state.lock().unwrap();
+        let matching: Vec<Fault> = state
+            .faults
+            .iter()
+            .filter(|fault| fault.method == request.method && fault.path == request.path)
+            .cloned()
+            .collect();
+        matching
+    };
+    for fault in &fault {
+        pause(fault.delay).await;
+    }
+    if let Some(code) = fault.iter().find_map(|fault| fault.status) {
+        return fault_response(code, &request);
+    }
+    dispatch(&journal, &state, &request)
+}
+
+fn dispatch(journal: &Journal, state: &Arc<Mutex<State>>, request: &Recorded) -> Response {
+    let Some(resource) = parse_path(&request.path) else {
+        journal.unexpected(request);
+        return status_response(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+            None,
+        );
+    };
+    let Some((_, _, kind)) = KINDS
+        .iter()
+        .find(|(api, plural, _)| *api == resource.api && *plural == resource.plural)
+    else {
+        journal.unexpected(request);
+        return status_response(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+            None,
+        );
+    };
+    if resource.subresource.is_some() {
+        // Subresources (scale, log, status) are for the mitigations to come.
+        journal.unexpected(request);
+        return status_response(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+            None,
+        );
+    }
+    let metadata_only = is_metadata_only(request);
+    let mut state = state.lock().unwrap();
+    match (&request.method, &resource.name) {
+        (&Method::GET, Some(name)) => {
+            let key = ObjectKey {
+                api: resource.api.clone(),
+                plural: resource.plural.clone(),
+                namespace: resource.namespace.clone(),
+                name: name.clone(),
+            };
+            let Some(object) = state.objects.get(&key).cloned() else {
+                return not_found(&resource, name);
+            };
+            if metadata_only {
+                return json_response(
+                    200,
+                    json!({
+                        "kind": "PartialObjectMetadata",
+                        "apiVersion": "meta.k8s.io/v1",
+                        "metadata": object["metadata"]
+                    }),
+                );
+            }
+            if resource.plural == "secrets" {
+                state.secret_data_served.push(request.describe());
+            }
+            json_response(200, object)
+        }
+        (&Method::GET, None) => {
+            let selector = request.query_param("labelSelector").unwrap_or_default();
+            let Some(selector) = Selector::parse(&selector) else {
+                return status_response(
+                    400,
+                    "BadRequest",
+                    &format!("unable to parse requirement: invalid label selector {selector:?}"),
+                    None,
+                );
+            };
+            let items: Vec<Value> = state
+                .objects
+                .iter()
+                .filter(|(key, _)| {
+                    key.api == resource.api
+                        && key.plural == resource.plural
+                        && key.namespace == resource.namespace
+                })
+                .map(|(_, object)| object)
+                .filter(|object| selector.matches(&object["metadata"]["labels"]))
+                .map(|object| {
+                    if metadata_only {
+                        json!({"metadata": object["metadata"]})
+                    } else {
+                        // List items come without kind and apiVersion.
+                        let mut item = object.clone();
+                        if let Some(map) = item.as_object_mut() {
+                            map.remove("kind");
+                            map.remove("apiVersion");
+                        }
+                        item
+                    }
+                })
+                .collect();
+            if resource.plural == "secrets" && !metadata_only && !items.is_empty() {
+                state.secret_data_served.push(request.describe());
+            }
+            let (list_kind, api_version) = if metadata_only {
+                (
+                    "PartialObjectMetadataList".to_owned(),
+                    "meta.k8s.io/v1".to_owned(),
+                )
+            } else {
+                (
+                    format!("{kind}List"),
+                    resource
+                        .api
+                        .trim_start_matches("apis/")
+                        .trim_start_matches("api/")
+                        .to_owned(),
+                )
+            };
+            json_response(
+                200,
+                json!({
+                    "kind": list_kind,
+                    "apiVersion": api_version,
+                    "metadata": {"resourceVersion": state.resource_version.to_string()},
+                    "items": items
+                }),
+            )
+        }
+        // PATCH / PUT / POST / DELETE: not served yet (see the module docs).
+        _ => {
+            journal.unexpected(request);
+            status_response(
+                405,
+                "MethodNotAllowed",
+                &format!(
+                    "{} is not supported on {} by this fake",
+                    request.method, resource.plural
+                ),
+                None,
+            )
+        }
+    }
+}
+
+fn qualified(resource: &ResourcePath) -> String {
+    if resource.group.is_empty() {
+        resource.plural.clone()
+    } else {
+        format!("{}.{}", resource.plural, resource.group)
+    }
+}
+
+fn not_found(resource: &ResourcePath, name: &str) -> Response {
+    let mut details = json!({"name": name, "kind": resource.plural});
+    if !resource.group.is_empty() {
+        details["group"] = json!(resource.group);
+    }
+    status_response(
+        404,
+        "NotFound",
+        &format!("{} {name:?} not found", qualified(resource)),
+        Some(details),
+    )
+}
+
+/// An injected failure, worded as the API server words it.
+fn fault_response(code: u16, request: &Recorded) -> Response {
+    let resource = parse_path(&request.path);
+    let target = resource
+        .as_ref()
+        .map(|resource| match &resource.name {
+            Some(name) => format!("{} {name:?}", qualified(resource)),
+            None => qualified(resource),
+        })
+        .unwrap_or_else(|| request.path.clone());
+    let verb = match (
+        &request.method,
+        resource.as_ref().and_then(|r| r.name.as_ref()),
+    ) {
+        (&Method::GET, Some(_)) => "get",
+        (&Method::GET, None) => "list",
+        (&Method::PATCH, _) => "patch",
+        (&Method::PUT, _) => "update",
+        (&Method::POST, _) => "create",
+        (&Method::DELETE, _) => "delete",
+        _ => "access",
+    };
+    let (reason, message) = match code {
+        401 => ("Unauthorized", "Unauthorized".to_owned()),
+        403 => {
+            let (plural, group, namespace) = resource
+                .as_ref()
+                .map(|r| (r.plural.clone(), r.group.clone(), r.namespace.clone()))
+                .unwrap_or_default();
+            (
+                "Forbidden",
+                format!(
+                    "{target} is forbidden: User \"system:serviceaccount:nightshift:nightshift\" \
+                     cannot {verb} resource \"{plural}\" in API group \"{group}\" in the \
+                     namespace \"{namespace}\""
+                ),
+            )
+        }
+        404 => ("NotFound", format!("{target} not found")),
+        409 => (
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {target}: the object has been modified; \
+                 please apply your changes to the latest version and try again"
+            ),
+        ),
+        429 => (
+            "TooManyRequests",
+            "Too many requests, please try again later.".to_owned(),
+        ),
+        503 => (
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request".to_owned(),
+        ),
+        _ => (
+            "InternalError",
+            "Internal error occurred: etcdserver: request timed out".to_owned(),
+        ),
+    };
+    status_response(code, reason, &message, None)
+}
+
+/// A `Status` object, as the API server answers every failure.
+pub fn status_body(code: u16, reason: &str, message: &str, details: Option<Value>) -> Value {
+    let mut body = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code
+    });
+    if let Some(details) = details {
+        body["details"] = details;
+    }
+    body
+}
+
+fn status_response(code: u16, reason: &str, message: &str, details: Option<Value>) -> Response {
+    json_response(code, status_body(code, reason, message, details))
+}
+
+fn json_response(code: u16, body: Value) -> Response {
+    (
+        StatusCode::from_u16(code).unwrap(),
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+// ---------------------------------------------------------------------------------------
+// Label selectors (the API's query syntax)
+
+#[derive(Debug)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    NotExists(String),
+}
+
+#[derive(Debug)]
+struct Selector(Vec<Requirement>);
+
+impl Selector {
+    fn parse(text: &str) -> Option<Selector> {
+        let mut terms = Vec::new();
+        let mut depth = 0;
+        let mut current = String::new();
+        for character in text.chars() {
+            match character {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    terms.push(std::mem::take(&mut current));
+                    continue;
+                }
+                _ => {}
+            }
+            current.push(character);
+        }
+        if !current.trim().is_empty() {
+            terms.push(current);
+        }
+        let mut requirements = Vec::new();
+        for term in terms {
+            let term = term.trim();
+            let set = |rest: &str| -> Option<Vec<String>> {
+                let inner = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
+                Some(inner.split(',').map(|v| v.trim().to_owned()).collect())
+            };
+            let requirement = if let Some((key, value)) = term.split_once("!=") {
+                Requirement::NotEquals(key.trim().to_owned(), value.trim().to_owned())
+            } else if let Some((key, value)) = term.split_once("==") {
+                Requirement::Equals(key.trim().to_owned(), value.trim().to_owned())
+            } else if let Some((key, value)) = term.split_once('=') {
+                Requirement::Equals(key.trim().to_owned(), value.trim().to_owned())
+            } else if let Some((key, rest)) = term.split_once(" notin ") {
+                Requirement::NotIn(key.trim().to_owned(), set(rest)?)
+            } else if let Some((key, rest)) = term.split_once(" in ") {
+                Requirement::In(key.trim().to_owned(), set(rest)?)
+            } else if let Some(key) = term.strip_prefix('!') {
+                Requirement::NotExists(key.trim().to_owned())
+            } else if !term.is_empty() && !term.contains(' ') {
+                Requirement::Exists(term.to_owned())
+            } else {
+                return None;
+            };
+            requirements.push(requirement);
+        }
+        Some(Selector(requirements))
+    }
+
+    fn matches(&self, labels: &Value) -> bool {
+        let label = |key: &str| labels.get(key).and_then(Value::as_str);
+        self.0.iter().all(|requirement| match requirement {
+            Requirement::Equals(key, value) => label(key) == Some(value.as_str()),
+            Requirement::NotEquals(key, value) => label(key) != Some(value.as_str()),
+            Requirement::In(key, values) => {
+                label(key).is_some_and(|found| values.iter().any(|v| v == found))
+            }
+            Requirement::NotIn(key, values) => {
+                !label(key).is_some_and(|found| values.iter().any(|v| v == found))
+            }
+            Requirement::Exists(key) => label(key).is_some(),
+            Requirement::NotExists(key) => label(key).is_none(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_match_like_the_api() {
+        let labels = json!({"app": "web", "tier": "front"});
+        let matches = |text: &str| Selector::parse(text).unwrap().matches(&labels);
+        assert!(matches("app=web"));
+        assert!(matches("app==web,tier=front"));
+        assert!(!matches("app=web,tier=back"));
+        assert!(matches("tier in (front,back),!legacy"));
+        assert!(!matches("tier notin (front)"));
+        assert!(matches("app"));
+        assert!(matches(""));
+    }
+
+    #[test]
+    fn parses_api_paths() {
+        let path = parse_path("/apis/apps/v1/namespaces/apps/deployments/web").unwrap();
+        assert_eq!(
+            (
+                path.api.as_str(),
+                path.plural.as_str(),
+                path.name.as_deref()
+            ),
+            ("apis/apps/v1", "deployments", Some("web"))
+        );
+        let path = parse_path("/api/v1/namespaces/apps/pods").unwrap();
+        assert_eq!((path.api.as_str(), path.name), ("api/v1", None));
+        assert!(parse_path("/version").is_none());
+    }
+}

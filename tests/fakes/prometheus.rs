@@ -1,0 +1,167 @@
+//! A fake Prometheus HTTP API: `GET /api/v1/query?query=…` answers the API envelope
+//! (`{"status":"success","data":{"resultType":…,"result":…}}`) with the result set for that
+//! query (an empty vector for any other), or an injected error envelope / raw proxy error,
+//! optionally after a delay. Any other request is unexpected.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{Journal, Server, pause};
+
+pub const PATH: &str = "/api/v1/query";
+
+#[derive(Debug, Clone)]
+enum Failure {
+    /// The API's own error envelope with this HTTP status.
+    Api {
+        status: u16,
+        error_type: String,
+        error: String,
+    },
+    /// A body that is not the API's (a proxy in front of it).
+    Raw { status: u16, body: String },
+}
+
+#[derive(Debug, Default, Clone)]
+struct State {
+    results: HashMap<String, (String, Value)>,
+    failure: Option<Failure>,
+    delay: Duration,
+}
+
+pub struct FakePrometheus {
+    pub journal: Journal,
+    state: Arc<Mutex<State>>,
+    server: Server,
+}
+
+impl FakePrometheus {
+    pub async fn start() -> FakePrometheus {
+        let journal = Journal::default();
+        let state = Arc::new(Mutex::new(State::default()));
+        let router = {
+            let journal = journal.clone();
+            let state = state.clone();
+            Router::new().fallback(move |request: Request<Body>| {
+                let journal = journal.clone();
+                let state = state.clone();
+                async move { handle(journal, state, request).await }
+            })
+        };
+        let server = Server::start(router).await;
+        FakePrometheus {
+            journal,
+            state,
+            server,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// Answer `query` with this `resultType` and `result`.
+    pub fn set_result(&self, query: &str, result_type: &str, result: Value) {
+        self.state
+            .lock()
+            .unwrap()
+            .results
+            .insert(query.to_owned(), (result_type.to_owned(), result));
+    }
+
+    /// Answer every query with an API error (`{"status":"error",…}`).
+    pub fn set_api_error(&self, status: u16, error_type: &str, error: &str) {
+        self.state.lock().unwrap().failure = Some(Failure::Api {
+            status,
+            error_type: error_type.to_owned(),
+            error: error.to_owned(),
+        });
+    }
+
+    /// Answer every query with a non-API body (as a proxy in front of Prometheus would).
+    pub fn set_raw_error(&self, status: u16, body: &str) {
+        self.state.lock().unwrap().failure = Some(Failure::Raw {
+            status,
+            body: body.to_owned(),
+        });
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        self.state.lock().unwrap().delay = delay;
+    }
+
+    /// The `query` parameter of every query received.
+    pub fn queries(&self) -> Vec<String> {
+        self.journal
+            .requests()
+            .iter()
+            .filter_map(|request| request.query_param("query"))
+            .collect()
+    }
+}
+
+/// A vector sample as Prometheus writes it: `{"metric": {...}, "value": [ts, "v"]}`.
+pub fn sample(labels: Value, value: &str) -> Value {
+    json!({"metric": labels, "value": [1_435_781_451.781, value]})
+}
+
+async fn handle(journal: Journal, state: Arc<Mutex<State>>, request: Request<Body>) -> Response {
+    let request = journal.record(request).await;
+    if request.method != Method::GET || request.path != PATH {
+        journal.unexpected(&request);
+        return (StatusCode::NOT_FOUND, "404 page not found\n").into_response();
+    }
+    let Some(query) = request.query_param("query") else {
+        journal.unexpected(&request);
+        return bad_data("invalid parameter \"query\": missing");
+    };
+    let state = state.lock().unwrap().clone();
+    pause(state.delay).await;
+    match state.failure {
+        Some(Failure::Api {
+            status,
+            error_type,
+            error,
+        }) => {
+            return (
+                StatusCode::from_u16(status).unwrap(),
+                axum::Json(json!({"status": "error", "errorType": error_type, "error": error})),
+            )
+                .into_response();
+        }
+        Some(Failure::Raw { status, body }) => {
+            return (
+                StatusCode::from_u16(status).unwrap(),
+                [(header::CONTENT_TYPE, "text/html")],
+                body,
+            )
+                .into_response();
+        }
+        None => {}
+    }
+    let (result_type, result) = state
+        .results
+        .get(&query)
+        .cloned()
+        .unwrap_or_else(|| ("vector".to_owned(), json!([])));
+    axum::Json(json!({
+        "status": "success",
+        "data": {"resultType": result_type, "result": result}
+    }))
+    .into_response()
+}
+
+fn bad_data(error: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"status": "error", "errorType": "bad_data", "error": error})),
+    )
+        .into_response()
+}
