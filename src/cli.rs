@@ -241,14 +241,15 @@ fn incidents(
                 return Ok(());
             }
             println!(
-                "{:<48} {:<9} {:<28} {:<24} LAST SEEN",
-                "ID", "STATUS", "ALERTNAME", "FIRST SEEN"
+                "{:<48} {:<9} {:<4} {:<28} {:<24} LAST SEEN",
+                "ID", "STATUS", "SEV", "ALERTNAME", "FIRST SEEN"
             );
             for incident in incidents {
                 println!(
-                    "{:<48} {:<9} {:<28} {:<24} {}",
+                    "{:<48} {:<9} {:<4} {:<28} {:<24} {}",
                     incident.id,
                     incident.status,
+                    incident.severity.as_deref().unwrap_or("-"),
                     incident.alertname.as_deref().unwrap_or("-"),
                     incident.first_seen,
                     incident.last_seen
@@ -276,6 +277,56 @@ fn incidents(
                 println!("closed at  {closed}");
             }
             println!("group      {}", incident.group_key);
+            if let Some(decision) = incident.decisions.last() {
+                let trace = &decision.trace;
+                println!(
+                    "decision   rule {} · severity {} · branch {} ({} decision(s))",
+                    decision.rule,
+                    decision.severity,
+                    decision.branch,
+                    incident.decisions.len()
+                );
+                if let Some(reason) = trace["classification"]["reason"].as_str() {
+                    println!("  why      {reason}");
+                }
+                if let Some(probes) = trace["probes"].as_object() {
+                    for (name, result) in probes {
+                        let state = if result["ok"] == true {
+                            "ok".to_owned()
+                        } else {
+                            format!("failed: {}", result["error"].as_str().unwrap_or(""))
+                        };
+                        println!("  probe    {name}: {state} {}", result);
+                    }
+                }
+                if let Some(actions) = trace["actions"].as_array() {
+                    for action in actions {
+                        println!("  action   {} {}", action["name"], action["rendered"]);
+                    }
+                }
+                if let Some(note) = trace["note"].as_str().filter(|n| !n.is_empty()) {
+                    println!("  note     {note}");
+                }
+                if let Some(page) = trace["page"].as_object() {
+                    println!(
+                        "  page     {} {} ({})",
+                        page["severity"].as_str().unwrap_or(""),
+                        page["pagerduty_severity"].as_str().unwrap_or(""),
+                        page["policy"].as_str().unwrap_or("")
+                    );
+                }
+                for earlier in &incident.decisions {
+                    println!(
+                        "  {}  {:<12} {} {} {}{}",
+                        earlier.at,
+                        earlier.kind,
+                        earlier.rule,
+                        earlier.severity,
+                        earlier.branch,
+                        if earlier.changed { " (changed)" } else { "" }
+                    );
+                }
+            }
             println!("transitions:");
             for transition in &incident.transitions {
                 println!(

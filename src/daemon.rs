@@ -12,10 +12,13 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Credentials;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{self, AlertmanagerConfig, Config};
+use crate::probes::{ProbeSettings, Prober};
+use crate::rules::LoadOptions;
 use crate::server::{self, AppState};
 use crate::store::{Store, StoreSettings};
 use crate::systemd::Notifier;
 use crate::telemetry::{self, LogReload, Metrics};
+use crate::worker::{SharedRules, Worker};
 
 /// The file in the state directory that holds the address actually bound (useful with port 0).
 pub const ADDRESS_FILE: &str = "nightshift.addr";
@@ -33,6 +36,9 @@ pub struct Reloader {
     alertmanager: watch::Sender<AlertmanagerConfig>,
     metrics: Arc<Metrics>,
     notifier: Notifier,
+    rules: SharedRules,
+    /// Why the rules in use are not the configured ones, if they are not; shown by /readyz.
+    rules_degraded: Arc<RwLock<Option<String>>>,
 }
 
 impl Reloader {
@@ -71,6 +77,14 @@ impl Reloader {
             .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
         let credentials = Credentials::load(&loaded.config.auth)?;
         let new = loaded.config;
+        let options = LoadOptions::from_config(&new);
+        let rules = crate::rules::load_dir(&new.rules.dir, &options).map_err(|errors| {
+            self.metrics
+                .rules_loads_total
+                .with_label_values(&["failure"])
+                .inc();
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>()
+        })?;
         let mut current = self
             .current
             .lock()
@@ -104,6 +118,32 @@ impl Reloader {
             notes.push("log.format changed; it applies after a restart".to_owned());
         }
         self.alertmanager.send_replace(new.alertmanager.clone());
+        let files = crate::rules::load::rule_files(&new.rules.dir).unwrap_or_default();
+        if let Err(error) = crate::rules::load::save_last_good(&files, &current.store.dir) {
+            notes.push(format!(
+                "cannot keep the rules as the last good set: {error}"
+            ));
+        }
+        notes.push(format!(
+            "{} rules loaded from {}",
+            rules.rules.len(),
+            new.rules.dir.display()
+        ));
+        for warning in &rules.warnings {
+            notes.push(format!("warning: {warning}"));
+        }
+        self.metrics
+            .rules_loads_total
+            .with_label_values(&["success"])
+            .inc();
+        self.metrics.rules_last_load_successful.set(1);
+        self.metrics.rules_loaded.set(rules.rules.len() as i64);
+        if let Ok(mut slot) = self.rules.write() {
+            *slot = Arc::new(rules);
+        }
+        if let Ok(mut degraded) = self.rules_degraded.write() {
+            *degraded = None;
+        }
         *current = new;
         Ok(notes)
     }
@@ -158,11 +198,37 @@ async fn run_async(
         .local_addr()
         .context("cannot read the bound address")?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    std::fs::write(
-        config.store.dir.join(ADDRESS_FILE),
-        format!("{scheme}://{address}\n"),
-    )
-    .context("cannot write the address file in the state directory")?;
+
+    let boot = crate::rules::load::load_with_fallback(
+        &config.rules.dir,
+        &config.store.dir,
+        &LoadOptions::from_config(&config),
+    );
+    metrics
+        .rules_loads_total
+        .with_label_values(&[if boot.degraded.is_none() {
+            "success"
+        } else {
+            "failure"
+        }])
+        .inc();
+    metrics
+        .rules_last_load_successful
+        .set(i64::from(boot.degraded.is_none()));
+    metrics.rules_loaded.set(boot.set.rules.len() as i64);
+    for warning in &boot.set.warnings {
+        tracing::warn!(%warning, "rule set warning");
+    }
+    tracing::info!(rules = boot.set.rules.len(), source = %boot.set.source.display(), "rules loaded");
+    let rules: SharedRules = Arc::new(RwLock::new(Arc::new(boot.set)));
+    let rules_degraded = Arc::new(RwLock::new(boot.degraded));
+    let prober = Arc::new(Prober::new(
+        ProbeSettings {
+            prometheus_urls: config.prometheus.urls.clone(),
+            kubernetes_namespaces: config.kubernetes.namespaces.clone(),
+        },
+        crate::probes::kubernetes::ClientSlot::new(&config.kubernetes),
+    ));
 
     let shutdown = CancellationToken::new();
     let credentials = Arc::new(RwLock::new(Arc::new(credentials)));
@@ -178,6 +244,8 @@ async fn run_async(
         alertmanager: alertmanager_settings,
         metrics: metrics.clone(),
         notifier: notifier.clone(),
+        rules: rules.clone(),
+        rules_degraded: rules_degraded.clone(),
     });
     let server_config = Arc::new(config.server.clone());
     let state = AppState {
@@ -189,6 +257,7 @@ async fn run_async(
         state_dir: config.store.dir.clone(),
         reloader: reloader.clone(),
         shutdown: shutdown.clone(),
+        rules_degraded,
     };
     let deadline = config.server.shutdown_timeout;
     let server_task = tokio::spawn(server::serve(
@@ -205,6 +274,15 @@ async fn run_async(
         alertmanager_receiver,
         shutdown.clone(),
     ));
+    let worker = Arc::new(Worker {
+        store: store.clone(),
+        rules,
+        prober,
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+        concurrency: config.rules.concurrency,
+    });
+    let worker_task = tokio::spawn(worker.run(shutdown.clone()));
     if let Some(timeout) = notifier.watchdog() {
         tokio::spawn(watchdog(
             store.clone(),
@@ -220,6 +298,12 @@ async fn run_async(
         notifier.clone(),
     ));
 
+    // Written once everything is up, like READY=1: scripts and tests wait for it.
+    std::fs::write(
+        config.store.dir.join(ADDRESS_FILE),
+        format!("{scheme}://{address}\n"),
+    )
+    .context("cannot write the address file in the state directory")?;
     tracing::info!(%address, scheme, state_dir = %config.store.dir.display(), "listening");
     notifier.ready(&format!("listening on {scheme}://{address}"));
 
@@ -231,6 +315,7 @@ async fn run_async(
     );
     let _ = tokio::time::timeout(deadline, server_task).await;
     sync_task.abort();
+    let _ = tokio::time::timeout(deadline.saturating_sub(started.elapsed()), worker_task).await;
     store.shutdown();
     let left = deadline
         .saturating_sub(started.elapsed())

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use crate::probes::{ProbeResult, Prober};
 use crate::rules::{AlertInput, Decision, RuleSet};
 
-/// Probe results supplied instead of running the probe (explain's `--probe`, tests).
+/// Probe results supplied instead of running the probe (explain's `--probe`, tests), keyed
+/// like results: `runbook/name`.
 pub type GivenProbes = BTreeMap<String, ProbeResult>;
 
 /// Classify `alert`, run the probes its rules read (unless given), and decide.
@@ -21,8 +22,8 @@ pub async fn decide(
     let definitions = rules.probes_for(&classification);
     let context = alert.template_context(&BTreeMap::new(), "", classification.severity);
     let runs = definitions.iter().map(|definition| async {
-        if let Some(result) = given.get(&definition.name) {
-            return (definition.name.clone(), result.clone());
+        if let Some(result) = given.get(&definition.key) {
+            return (definition.key.clone(), result.clone());
         }
         let result = match definition.render(&context) {
             Ok(request) => {
@@ -35,7 +36,7 @@ pub async fn decide(
                 format!("cannot render the probe's target: {error}"),
             ),
         };
-        (definition.name.clone(), result)
+        (definition.key.clone(), result)
     });
     let results: BTreeMap<String, ProbeResult> = futures_util::future::join_all(runs)
         .await

@@ -98,18 +98,23 @@ fn given_probes(set: &RuleSet, args: &[String]) -> anyhow::Result<GivenProbes> {
         let (name, text) = arg
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("--probe {arg:?}: expected NAME=JSON"))?;
-        let definition = set
+        // NAME is a probe's name in any file, or runbook/name for one file's.
+        let definitions: Vec<_> = set
             .files
             .iter()
-            .find_map(|file| file.probes.get(name))
-            .ok_or_else(|| {
-                anyhow::anyhow!("--probe {name}: no rule file defines a probe {name:?}")
-            })?;
+            .flat_map(|file| file.probes.values())
+            .filter(|definition| definition.key == name || definition.name == name)
+            .collect();
+        if definitions.is_empty() {
+            anyhow::bail!("--probe {name}: no rule file defines a probe {name:?}");
+        }
         let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|error| anyhow::anyhow!("--probe {name}: invalid JSON: {error}"))?;
-        let result = rules::testing::result_from(&definition.request, value)
-            .map_err(|error| anyhow::anyhow!("--probe {name}: {error}"))?;
-        given.insert(name.to_owned(), result);
+        for definition in definitions {
+            let result = rules::testing::result_from(&definition.request, value.clone())
+                .map_err(|error| anyhow::anyhow!("--probe {name}: {error}"))?;
+            given.insert(definition.key.clone(), result);
+        }
     }
     Ok(given)
 }

@@ -43,6 +43,8 @@ pub struct AppState {
     pub state_dir: PathBuf,
     pub reloader: Arc<Reloader>,
     pub shutdown: CancellationToken,
+    /// Set when the rules in use are not the configured ones (shown by /readyz).
+    pub rules_degraded: Arc<RwLock<Option<String>>>,
 }
 
 impl AppState {
@@ -130,8 +132,16 @@ async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response();
     }
+    let degraded = state.rules_degraded.read().ok().and_then(|d| d.clone());
     match state.store.health() {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        // Ingest works, so the daemon is ready; but say loudly that the rules are not the
+        // configured ones.
+        Ok(()) => match degraded {
+            None => (StatusCode::OK, "ready\n").into_response(),
+            Some(reason) => {
+                (StatusCode::OK, format!("ready (degraded: {reason})\n")).into_response()
+            }
+        },
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {reason}\n"),

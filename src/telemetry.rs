@@ -55,6 +55,20 @@ pub struct Metrics {
     pub config_last_reload_successful: IntGauge,
     /// Rejected request bodies kept on disk for forensics.
     pub rejected_bodies_kept_total: IntCounter,
+    /// Decisions made, by first matched rule, severity and kind of branch taken.
+    pub decisions_total: IntCounterVec,
+    /// Time to classify, probe and decide one incident.
+    pub decision_duration_seconds: Histogram,
+    /// Re-evaluations whose branch differs from the previous decision.
+    pub decision_branch_changes_total: IntCounter,
+    /// Probe results by outcome: ok, cached, failed.
+    pub probe_results_total: IntCounterVec,
+    /// Rule set loads by outcome: success, failure.
+    pub rules_loads_total: IntCounterVec,
+    /// 1 when the configured rule files are the ones in use.
+    pub rules_last_load_successful: IntGauge,
+    /// Rules in the set in use.
+    pub rules_loaded: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -227,6 +241,41 @@ impl Metrics {
                 "nightshift_config_last_reload_successful",
                 "1 when the last configuration reload succeeded, else 0.",
             ),
+            decisions_total: counter_vec(
+                r,
+                "nightshift_decisions_total",
+                "Decisions made, by first matched rule, severity and kind of branch taken.",
+                &["rule", "severity", "branch_kind"],
+            ),
+            decision_duration_seconds: histogram(
+                r,
+                "nightshift_decision_duration_seconds",
+                "Time to classify, probe and decide one incident.",
+                LATENCY_BUCKETS.to_vec(),
+            ),
+            decision_branch_changes_total: counter(
+                r,
+                "nightshift_decision_branch_changes_total",
+                "Re-evaluations whose branch differs from the previous decision.",
+            ),
+            probe_results_total: counter_vec(
+                r,
+                "nightshift_probe_results_total",
+                "Probe results by outcome: ok, cached, failed.",
+                &["outcome"],
+            ),
+            rules_loads_total: counter_vec(
+                r,
+                "nightshift_rules_loads_total",
+                "Rule set loads by outcome: success, failure.",
+                &["outcome"],
+            ),
+            rules_last_load_successful: gauge(
+                r,
+                "nightshift_rules_last_load_successful",
+                "1 when the configured rule files are the ones in use, else 0.",
+            ),
+            rules_loaded: gauge(r, "nightshift_rules_loaded", "Rules in the set in use."),
             rejected_bodies_kept_total: counter(
                 r,
                 "nightshift_rejected_bodies_kept_total",

@@ -334,8 +334,9 @@ fn load_file(
                         |name| format!("rule {name}"),
                     );
                     let branch_lines = branch_offsets(item);
+                    let keys = key_offsets(item);
                     if let Some(parsed) = file.parse::<RawRule>(item, &context) {
-                        raw_rules.push((item.span().start, branch_lines, parsed));
+                        raw_rules.push((item.span().start, branch_lines, keys, parsed));
                     }
                 }
             }
@@ -383,11 +384,22 @@ fn load_file(
     }
 
     let file_index = set.files.len();
+    if let Some(other) = set.files.iter().find(|f| f.runbook == runbook) {
+        file.error(
+            Some(0),
+            "runbook",
+            format!(
+                "runbook name {runbook:?} is already used by {}; runbook names must be unique",
+                other.path.display()
+            ),
+        );
+    }
     let mut probes = BTreeMap::new();
     for (offset, name, raw) in raw_probes {
-        if let Some(definition) =
+        if let Some(mut definition) =
             compile_probe(&mut file, offset, &name, raw, options, &mut set.warnings)
         {
+            definition.key = format!("{runbook}/{name}");
             probes.insert(name, definition);
         }
     }
@@ -410,7 +422,7 @@ fn load_file(
         actions.insert(name, spec);
     }
     let mut rules = Vec::new();
-    for (offset, branch_offsets, raw) in raw_rules {
+    for (offset, branch_offsets, keys, raw) in raw_rules {
         if !names.insert(raw.name.clone()) {
             file.error(
                 Some(offset),
@@ -423,6 +435,7 @@ fn load_file(
             &mut file,
             offset,
             &branch_offsets,
+            &keys,
             raw,
             &probes,
             &actions,
@@ -433,7 +446,7 @@ fn load_file(
     }
     let mut tests = Vec::new();
     for (offset, raw) in raw_tests {
-        match testing::compile(raw, path, line_of(text, offset), &probes) {
+        match testing::compile(raw, path, line_of(text, offset), &probes, &runbook) {
             Ok(test) => tests.push(test),
             Err(message) => file.error(Some(offset), "test", message),
         }
@@ -459,6 +472,17 @@ fn element_name(item: &serde_toml_value::Spanned<'_>) -> Option<String> {
             _ => None,
         },
     )
+}
+
+/// Where each key of a table element is written, to point errors at the key itself.
+fn key_offsets(item: &serde_toml_value::Spanned<'_>) -> BTreeMap<String, usize> {
+    let DeValue::Table(table) = item.get_ref() else {
+        return BTreeMap::new();
+    };
+    table
+        .iter()
+        .map(|(key, _)| (key.get_ref().to_string(), key.span().start))
+        .collect()
 }
 
 /// Where each `[[rule.branch]]` of a rule starts.
@@ -563,6 +587,7 @@ fn compile_probe(
     // Check every templated target against the sample context.
     let definition = ProbeDef {
         name: name.to_owned(),
+        key: name.to_owned(),
         line: line_of(file.text, offset),
         request,
         timeout,
@@ -628,6 +653,7 @@ fn compile_rule(
     file: &mut FileContext<'_>,
     offset: usize,
     branch_offsets: &[usize],
+    keys: &BTreeMap<String, usize>,
     raw: RawRule,
     probes: &BTreeMap<String, ProbeDef>,
     actions: &BTreeMap<String, ActionSpec>,
@@ -635,27 +661,29 @@ fn compile_rule(
 ) -> Option<Rule> {
     let context = format!("rule {}", raw.name);
     let errors_before = file.errors.len();
+    let at = |key: &str| keys.get(key).copied().unwrap_or(offset);
     if raw.name.trim().is_empty() {
-        file.error(Some(offset), "rule", "name must not be empty");
+        file.error(Some(at("name")), "rule", "name must not be empty");
     }
-    let severity = parse_severity(file, offset, &context, &raw.severity);
-    let compile_matchers = |list: &[String], file: &mut FileContext<'_>| {
+    let severity = parse_severity(file, at("severity"), &context, &raw.severity);
+    let compile_matchers = |list: &[String], key: usize, file: &mut FileContext<'_>| {
         list.iter()
             .filter_map(|text| match matcher::parse(text) {
                 Ok(m) => Some(m),
                 Err(message) => {
-                    file.error(Some(offset), &context, format!("matcher {message}"));
+                    file.error(Some(key), &context, format!("matcher {message}"));
                     None
                 }
             })
             .collect::<Vec<_>>()
     };
-    let matchers = compile_matchers(&raw.matchers, file);
-    let annotation_matchers = compile_matchers(&raw.annotation_matchers, file);
+    let matchers = compile_matchers(&raw.matchers, at("matchers"), file);
+    let annotation_matchers =
+        compile_matchers(&raw.annotation_matchers, at("annotation_matchers"), file);
     for name in &raw.probes {
         if !probes.contains_key(name) {
             file.error(
-                Some(offset),
+                Some(at("probes")),
                 &context,
                 format!("probe {name:?} is not defined in this file ([probe.{name}])"),
             );
@@ -671,7 +699,7 @@ fn compile_rule(
     let template_sample = sample_context(&equal_labels, &BTreeMap::new(), &rule_probes);
     let summary = raw.summary.as_deref().and_then(|source| {
         Template::compile(source, &template_sample)
-            .map_err(|error| file.error(Some(offset), &context, format!("summary: {error}")))
+            .map_err(|error| file.error(Some(at("summary")), &context, format!("summary: {error}")))
             .ok()
     });
     let mut branches = Vec::new();
@@ -918,3 +946,56 @@ pub fn save_last_good(files: &[PathBuf], state_dir: &Path) -> std::io::Result<()
 
 /// Where the last good rule files are kept inside the state directory.
 pub const LAST_GOOD_DIR: &str = "rules-last-good";
+
+/// The rule set a start (or reload) ends up with, and why it is not the configured one.
+pub struct Loaded {
+    pub set: RuleSet,
+    /// `None` when the configured files loaded; else what went wrong and what is used instead.
+    pub degraded: Option<String>,
+    pub errors: Vec<LoadError>,
+}
+
+/// Load the configured rules; when they are broken, fall back to the last good copy in the
+/// state directory, or else to the built-in default rule. A broken rule set never keeps the
+/// daemon down. A set that loads is copied as the new last good one.
+pub fn load_with_fallback(dir: &Path, state_dir: &Path, options: &LoadOptions) -> Loaded {
+    match load_dir(dir, options) {
+        Ok(set) => {
+            let files = rule_files(dir).unwrap_or_default();
+            if let Err(error) = save_last_good(&files, state_dir) {
+                tracing::warn!(%error, "cannot keep a copy of the rule files as the last good set");
+            }
+            Loaded {
+                set,
+                degraded: None,
+                errors: Vec::new(),
+            }
+        }
+        Err(errors) => {
+            for error in &errors {
+                tracing::error!(%error, "rule file error");
+            }
+            let last_good = state_dir.join(LAST_GOOD_DIR);
+            let (set, fallback) = match load_dir(&last_good, options) {
+                Ok(set) if last_good.exists() => {
+                    (set, format!("the last good set in {}", last_good.display()))
+                }
+                _ => (
+                    RuleSet::default_only(options.default_rule.clone(), options.severities.clone()),
+                    "the built-in default rule only".to_owned(),
+                ),
+            };
+            let degraded = format!(
+                "{} has {} error(s); running on {fallback}",
+                dir.display(),
+                errors.len()
+            );
+            tracing::error!(%degraded, "rules not loaded as configured");
+            Loaded {
+                set,
+                degraded: Some(degraded),
+                errors,
+            }
+        }
+    }
+}

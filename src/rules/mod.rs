@@ -75,6 +75,8 @@ impl Severity {
 #[derive(Debug, Clone)]
 pub struct ProbeDef {
     pub name: String,
+    /// `runbook/name`: probe names are local to their file, so results are keyed by this.
+    pub key: String,
     pub line: usize,
     /// The request with templates still in it; rendered per incident.
     pub request: ProbeRequest,
@@ -446,7 +448,7 @@ impl RuleSet {
             let rule = &self.rules[matched.index];
             for name in &rule.probes {
                 if let Some(definition) = self.file_of(rule).probes.get(name)
-                    && !wanted.iter().any(|d| d.name == *name)
+                    && !wanted.iter().any(|d| d.key == definition.key)
                 {
                     wanted.push(definition);
                 }
@@ -455,22 +457,40 @@ impl RuleSet {
         wanted
     }
 
-    /// Walk each matched rule's branches against the probe results. Pure.
+    /// The results a rule sees as `probe.<name>`: those of its own file's probes.
+    fn local_probes(
+        &self,
+        rule: &Rule,
+        probes: &BTreeMap<String, ProbeResult>,
+    ) -> BTreeMap<String, ProbeResult> {
+        let prefix = format!("{}/", self.file_of(rule).runbook);
+        probes
+            .iter()
+            .filter_map(|(key, result)| {
+                key.strip_prefix(&prefix)
+                    .map(|name| (name.to_owned(), result.clone()))
+            })
+            .collect()
+    }
+
+    /// Walk each matched rule's branches against the probe results (keyed `runbook/name`).
+    /// Pure.
     pub fn decide(
         &self,
         classification: &Classification,
         alert: &AlertInput,
         probes: &BTreeMap<String, ProbeResult>,
     ) -> Decision {
-        let variables = alert.variables(probes);
         let mut severity = classification.severity;
         let mut rules = Vec::new();
         let mut actions = Vec::new();
         let mut notes = Vec::new();
         for matched in &classification.matched {
             let rule = &self.rules[matched.index];
+            let local = self.local_probes(rule, probes);
+            let variables = alert.variables(&local);
             let decision =
-                self.decide_rule(rule, alert, &variables, probes, classification.severity);
+                self.decide_rule(rule, alert, &variables, &local, classification.severity);
             if let Some(override_severity) = decision.severity_override
                 && rules.is_empty()
             {
@@ -481,7 +501,7 @@ impl RuleSet {
                 severity = severity.highest(override_severity);
             }
             let file = self.file_of(rule);
-            let context = alert.template_context(probes, &rule.name, severity);
+            let context = alert.template_context(&local, &rule.name, severity);
             for name in &decision.actions {
                 if let Some(spec) = file.actions.get(name) {
                     actions.push(ChosenAction {
@@ -499,7 +519,8 @@ impl RuleSet {
         }
         let first_rule = classification.matched.first().map(|m| &self.rules[m.index]);
         let rule_name = first_rule.map_or("default", |rule| rule.name.as_str());
-        let context = alert.template_context(probes, rule_name, severity);
+        let local = first_rule.map_or_else(BTreeMap::new, |rule| self.local_probes(rule, probes));
+        let context = alert.template_context(&local, rule_name, severity);
         let summary = first_rule
             .and_then(|rule| rule.summary.as_ref())
             .map(|template| {
@@ -545,8 +566,10 @@ impl RuleSet {
         probes: &BTreeMap<String, ProbeResult>,
         severity: Severity,
     ) -> RuleDecision {
-        let context = alert.template_context(probes, &rule.name, severity);
+        // A note is rendered with the severity its branch leads to.
         let render_note = |branch: &Branch| {
+            let context =
+                alert.template_context(probes, &rule.name, branch.severity.unwrap_or(severity));
             branch
                 .note
                 .as_ref()
@@ -619,25 +642,35 @@ impl RuleSet {
                 };
             }
         }
+        // No branch was taken. If a condition could not be evaluated (a label it reads is
+        // missing, say), say so: silence would look like a decision.
+        let errors: Vec<String> = evaluations
+            .iter()
+            .filter_map(|e| {
+                e.result
+                    .as_str()
+                    .map(|error| format!("{}: {error}", e.branch))
+            })
+            .collect();
+        let note = if errors.is_empty() {
+            String::new()
+        } else {
+            format!("could not evaluate {}", errors.join("; "))
+        };
+        let name = if rule.branches.is_empty() {
+            "rule"
+        } else {
+            "none"
+        };
         RuleDecision {
             rule: rule.name.clone(),
-            branch: if rule.branches.is_empty() {
-                "rule"
-            } else {
-                "none"
-            }
-            .to_owned(),
-            branch_kind: if rule.branches.is_empty() {
-                "rule"
-            } else {
-                "none"
-            }
-            .to_owned(),
+            branch: name.to_owned(),
+            branch_kind: name.to_owned(),
             evaluations,
             failed_probes: Vec::new(),
             actions: Vec::new(),
             severity_override: None,
-            note: String::new(),
+            note,
         }
     }
 }

@@ -62,15 +62,16 @@ pub(crate) fn compile(
     file: &Path,
     line: usize,
     probes: &BTreeMap<String, ProbeDef>,
+    runbook: &str,
 ) -> Result<TestCase, String> {
     let context = format!("test {:?}", raw.name);
     let alerts = match &raw.payload {
         None => vec![AlertInput {
+            fingerprint: webhook::fingerprint(&raw.labels),
+            incident_id: "test".to_owned(),
             labels: raw.labels,
             annotations: raw.annotations,
             status: "firing".to_owned(),
-            fingerprint: webhook::fingerprint(&LabelSet::new()),
-            incident_id: "test".to_owned(),
             ..AlertInput::default()
         }],
         Some(relative) => {
@@ -101,7 +102,9 @@ pub(crate) fn compile(
             .get(&name)
             .ok_or_else(|| format!("{context}: probe {name:?} is not defined in this file"))?;
         let given = serde_json::to_value(&value).map_err(|e| format!("{context}: {e}"))?;
-        results.insert(name, result_from(&definition.request, given)?);
+        let result = result_from(&definition.request, given)
+            .map_err(|error| format!("{context}: probe {name}: {error}"))?;
+        results.insert(format!("{runbook}/{name}"), result);
     }
     let severity = match raw.expect.severity.as_deref() {
         None => None,
@@ -140,10 +143,16 @@ pub fn result_from(request: &probes::ProbeRequest, given: Json) -> Result<ProbeR
             ("error", Json::String(error)) => result.error = error,
             ("ok" | "error", other) => return Err(format!("{key} has the wrong type: {other}")),
             (_, value) => {
-                if !result.fields.contains_key(&key) {
+                let Some(sample) = result.fields.get(&key) else {
                     return Err(format!(
                         "a {} probe has no field {key:?}",
                         request.kind().as_str()
+                    ));
+                };
+                if !same_type(sample, &value) {
+                    return Err(format!(
+                        "field {key:?} should be {} like {sample}, got {value}",
+                        type_name(sample)
                     ));
                 }
                 result.fields.insert(key, value);
@@ -154,6 +163,22 @@ pub fn result_from(request: &probes::ProbeRequest, given: Json) -> Result<ProbeR
         result.error = "failed (in the test)".to_owned();
     }
     Ok(result)
+}
+
+fn type_name(value: &Json) -> &'static str {
+    match value {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "a list",
+        Json::Object(_) => "a table",
+    }
+}
+
+/// Whether a given value has the sample's type (numbers are numbers, integer or not).
+fn same_type(sample: &Json, value: &Json) -> bool {
+    std::mem::discriminant(sample) == std::mem::discriminant(value)
 }
 
 /// The outcome of one file's tests.
@@ -199,7 +224,7 @@ fn check_case(set: &RuleSet, case: &TestCase) -> Vec<String> {
         // Probes the matched rules read but the test does not give count as failed.
         let mut probes = case.probes.clone();
         for definition in set.probes_for(&classification) {
-            probes.entry(definition.name.clone()).or_insert_with(|| {
+            probes.entry(definition.key.clone()).or_insert_with(|| {
                 ProbeResult::failure(definition.request.kind(), "no result given in the test")
             });
         }

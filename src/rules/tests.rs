@@ -101,12 +101,12 @@ workload = "deployment/vastai-integration"
 fn statuspage(indicator: &str) -> BTreeMap<String, ProbeResult> {
     let mut fields = crate::probes::sample_fields(crate::probes::ProbeKind::Statuspage);
     fields.insert("indicator".into(), indicator.into());
-    [("status".to_owned(), ProbeResult::success(fields))].into()
+    [("vastai/status".to_owned(), ProbeResult::success(fields))].into()
 }
 
 fn failed() -> BTreeMap<String, ProbeResult> {
     [(
-        "status".to_owned(),
+        "vastai/status".to_owned(),
         ProbeResult::failure(crate::probes::ProbeKind::Statuspage, "timed out after 3s"),
     )]
     .into()
@@ -264,8 +264,8 @@ workload = "deployment/x"
     .unwrap_err();
     let expected = [
         "a.toml:37: action bad: namespace \"Kube_System\" is not a valid namespace name",
-        "a.toml:2: rule a: severity \"P5\" must be one of P1, P2, P3, P4",
-        "a.toml:2: rule a: matcher \"alertname=~\\\"(\\\"\": invalid regular expression",
+        "a.toml:5: rule a: severity \"P5\" must be one of P1, P2, P3, P4",
+        "a.toml:4: rule a: matcher \"alertname=~\\\"(\\\"\": invalid regular expression",
         "a.toml:12: rule b: unknown field `colour`",
         "a.toml:20: rule c branch x: when: no such key: indicatr",
         "a.toml:20: rule c branch x: action \"missing\" is not defined",
@@ -294,4 +294,105 @@ fn a_namespace_outside_the_allowlist_is_a_warning_not_an_error() {
 fn a_missing_directory_is_the_default_rule_only() {
     let set = load_dir(&PathBuf::from("/nonexistent/rules"), &options()).unwrap();
     assert!(set.rules.is_empty());
+}
+
+#[test]
+fn probe_names_are_local_to_their_file() {
+    // Two runbooks both call their probe "s"; a rule reads its own file's.
+    let first = r#"
+[runbook]
+name = "one"
+[[rule]]
+name = "one"
+matchers = ['alertname="X"']
+severity = "P3"
+continue = true
+probes = ["s"]
+[[rule.branch]]
+name = "status-page"
+when = 'probe.s.indicator == "major"'
+severity = "P1"
+note = "{{ severity }} because {{ probe.s.indicator }}"
+[probe.s]
+kind = "statuspage"
+url = "https://status.example.com/api/v2/status.json"
+"#;
+    let second = r#"
+[runbook]
+name = "two"
+[[rule]]
+name = "two"
+matchers = ['alertname="X"']
+severity = "P3"
+probes = ["s"]
+[[rule.branch]]
+name = "query"
+when = 'probe.s.value > 1.0'
+[probe.s]
+kind = "prometheus"
+query = "up"
+"#;
+    let set = load(&[("a.toml", first), ("b.toml", second)]).unwrap();
+    let input = alert(&[("alertname", "X")]);
+    let classification = set.classify(&input.labels, &input.annotations);
+    let keys: Vec<&str> = set
+        .probes_for(&classification)
+        .iter()
+        .map(|d| d.key.as_str())
+        .collect();
+    assert_eq!(keys, ["one/s", "two/s"]);
+    let mut probes = statuspage("major");
+    let status = probes.remove("vastai/status").unwrap();
+    probes.insert("one/s".to_owned(), status);
+    let mut fields = crate::probes::sample_fields(crate::probes::ProbeKind::Prometheus);
+    fields.insert("value".into(), 2.0.into());
+    probes.insert("two/s".to_owned(), ProbeResult::success(fields));
+    let decision = set.decide(&classification, &input, &probes);
+    let branches: Vec<&str> = decision.rules.iter().map(|r| r.branch.as_str()).collect();
+    assert_eq!(branches, ["status-page", "query"]);
+    // The note is rendered with the severity its branch leads to.
+    assert_eq!(decision.rules[0].note, "P1 because major");
+    assert_eq!(decision.severity, Severity::P1);
+    // Runbook names must be unique, since they qualify probe names.
+    let errors = load(&[
+        ("a.toml", first),
+        (
+            "c.toml",
+            &first.replace(
+                "name = \"one\"\n[[rule]]\nname = \"one\"",
+                "name = \"one\"\n[[rule]]\nname = \"three\"",
+            ),
+        ),
+    ])
+    .unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("runbook name \"one\" is already used")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_condition_that_cannot_be_evaluated_is_said_so() {
+    let text = r#"
+[[rule]]
+name = "team"
+matchers = ['alertname="X"']
+severity = "P3"
+[[rule.branch]]
+name = "gpu-team"
+when = 'labels.team == "gpu"'
+"#;
+    let set = load(&[("t.toml", text)]).unwrap();
+    let input = alert(&[("alertname", "X")]);
+    let classification = set.classify(&input.labels, &input.annotations);
+    let decision = set.decide(&classification, &input, &BTreeMap::new());
+    assert_eq!(decision.branch, "none");
+    assert!(
+        decision
+            .note
+            .starts_with("could not evaluate gpu-team: error: "),
+        "{decision:#?}"
+    );
 }

@@ -22,7 +22,10 @@ use bytes::Bytes;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-pub use reader::{IncidentDetail, IncidentSummary, PendingTransition, Reader, TransitionRecord};
+pub use reader::{
+    DecisionEntry, EpisodeRow, IncidentDetail, IncidentSummary, PendingTransition, Reader,
+    TransitionRecord,
+};
 
 use crate::clock::{Millis, SharedClock};
 use crate::config::{ReconcileConfig, StoreConfig};
@@ -110,7 +113,38 @@ pub struct Durability {
     pub synchronous_during_ingest: i64,
 }
 
+/// A decision to record: its trace, and what it changes on the episode.
+#[derive(Debug, Clone)]
+pub struct DecisionRecord {
+    pub episode_id: String,
+    /// The transition this decision handles; it is marked done in the same transaction.
+    pub transition_seq: Option<i64>,
+    /// `initial` (on opened/reopened/unsilenced) or `reevaluation`.
+    pub kind: String,
+    pub rule: String,
+    pub severity: String,
+    pub branch: String,
+    /// The whole decision as JSON.
+    pub trace: String,
+    pub at: Millis,
+    /// When to evaluate again while the episode fires; `None` for never.
+    pub next_evaluation_at: Option<Millis>,
+}
+
+/// What recording a decision did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Recorded; `changed` says whether the branch differs from the previous decision.
+    Recorded { changed: bool },
+    /// The transition had already been handled (a retry after a crash); nothing written.
+    AlreadyDone,
+}
+
 enum Command {
+    RecordDecision(
+        Box<DecisionRecord>,
+        oneshot::Sender<Result<Recorded, String>>,
+    ),
     Ingest(IngestRecord, oneshot::Sender<Result<i64, String>>),
     ApiSync(Vec<ApiAlert>, oneshot::Sender<Result<SyncSummary, String>>),
     CompleteTransitions(Vec<i64>, oneshot::Sender<Result<usize, String>>),
@@ -268,6 +302,12 @@ impl Store {
         alerts: Vec<ApiAlert>,
     ) -> Result<SyncSummary, StoreError> {
         self.ask(|reply| Command::ApiSync(alerts, reply)).await
+    }
+
+    /// Record a decision (and mark its transition done) in one transaction.
+    pub async fn record_decision(&self, record: DecisionRecord) -> Result<Recorded, StoreError> {
+        self.ask(|reply| Command::RecordDecision(Box::new(record), reply))
+            .await
     }
 
     /// Mark transitions as handled by later stages; returns how many were still pending.

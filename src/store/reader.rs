@@ -25,6 +25,10 @@ pub struct IncidentSummary {
     pub first_seen: String,
     pub last_seen: String,
     pub closed_at: Option<String>,
+    /// The latest decision: matched rule (`default` for the built-in rule), severity, branch.
+    pub rule: Option<String>,
+    pub severity: Option<String>,
+    pub branch: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -48,6 +52,33 @@ pub struct IncidentDetail {
     pub ends_at: Option<String>,
     pub first_notification: i64,
     pub transitions: Vec<TransitionRecord>,
+    /// Every decision, oldest first, each with its full trace.
+    pub decisions: Vec<DecisionEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DecisionEntry {
+    pub seq: i64,
+    pub at: String,
+    pub kind: String,
+    pub rule: String,
+    pub severity: String,
+    pub branch: String,
+    /// The branch differs from the previous decision's.
+    pub changed: bool,
+    pub trace: serde_json::Value,
+}
+
+/// What the decision stage needs of an episode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpisodeRow {
+    pub id: String,
+    pub fingerprint: String,
+    pub starts_at: String,
+    pub status: String,
+    pub labels: crate::ingest::webhook::LabelSet,
+    pub annotations: crate::ingest::webhook::LabelSet,
+    pub generator_url: String,
 }
 
 /// A transition that later stages have not handled yet.
@@ -67,8 +98,8 @@ fn json(text: String) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
 }
 
-const SUMMARY_COLUMNS: &str =
-    "id, fingerprint, starts_at, status, labels, first_seen, last_seen, closed_at";
+const SUMMARY_COLUMNS: &str = "id, fingerprint, starts_at, status, labels, first_seen, last_seen, \
+     closed_at, rule, severity, branch";
 
 fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
     let labels = json(row.get(4)?);
@@ -85,6 +116,9 @@ fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
         first_seen: time_text(row.get(5)?),
         last_seen: time_text(row.get(6)?),
         closed_at: row.get::<_, Option<i64>>(7)?.map(time_text),
+        rule: row.get(8)?,
+        severity: row.get(9)?,
+        branch: row.get(10)?,
     })
 }
 
@@ -142,12 +176,13 @@ impl Reader {
                 |row| {
                     Ok(IncidentDetail {
                         summary: summary(row)?,
-                        group_key: row.get(8)?,
-                        annotations: json(row.get(9)?),
-                        generator_url: row.get(10)?,
-                        ends_at: row.get(11)?,
-                        first_notification: row.get(12)?,
+                        group_key: row.get(11)?,
+                        annotations: json(row.get(12)?),
+                        generator_url: row.get(13)?,
+                        ends_at: row.get(14)?,
+                        first_notification: row.get(15)?,
                         transitions: Vec::new(),
+                        decisions: Vec::new(),
                     })
                 },
             )
@@ -171,7 +206,62 @@ impl Reader {
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
+        let mut statement = self.connection.prepare_cached(
+            "SELECT seq, at, kind, rule, severity, branch, changed, trace FROM decisions
+             WHERE episode_id = ?1 ORDER BY seq",
+        )?;
+        detail.decisions = statement
+            .query_map(params![id], |row| {
+                Ok(DecisionEntry {
+                    seq: row.get(0)?,
+                    at: time_text(row.get(1)?),
+                    kind: row.get(2)?,
+                    rule: row.get(3)?,
+                    severity: row.get(4)?,
+                    branch: row.get(5)?,
+                    changed: row.get(6)?,
+                    trace: json(row.get(7)?),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(detail))
+    }
+
+    /// An episode as the decision stage needs it.
+    pub fn episode(&self, id: &str) -> Result<Option<EpisodeRow>, StoreError> {
+        let parse = |text: String| serde_json::from_str(&text).unwrap_or_default();
+        Ok(self
+            .connection
+            .query_row(
+                "SELECT id, fingerprint, starts_at, status, labels, annotations, generator_url
+                 FROM episodes WHERE id = ?1",
+                params![id],
+                |row| {
+                    Ok(EpisodeRow {
+                        id: row.get(0)?,
+                        fingerprint: row.get(1)?,
+                        starts_at: row.get(2)?,
+                        status: row.get(3)?,
+                        labels: parse(row.get(4)?),
+                        annotations: parse(row.get(5)?),
+                        generator_url: row.get(6)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Firing episodes whose re-evaluation time has come, soonest first.
+    pub fn due_for_evaluation(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT id FROM episodes WHERE next_evaluation_at IS NOT NULL
+             AND next_evaluation_at <= ?1 AND status = 'firing'
+             ORDER BY next_evaluation_at LIMIT ?2",
+        )?;
+        let rows = statement
+            .query_map(params![now, limit as i64], |row| row.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(rows)
     }
 
     /// The oldest transitions not yet handled by later stages, in order.

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use sha2::{Digest, Sha256};
 
-use super::{ApiAlert, Command, Durability, IngestRecord, Shared, SyncSummary};
+use super::{
+    ApiAlert, Command, DecisionRecord, Durability, IngestRecord, Recorded, Shared, SyncSummary,
+};
 use crate::clock::{Millis, SharedClock, duration_millis};
 use crate::ingest::webhook::{self, Alert, Notification};
 use crate::reconcile::{
@@ -18,7 +20,10 @@ use crate::reconcile::{
 use crate::telemetry::Metrics;
 
 const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: &str = "1";
+/// Migrations from the previous version, applied in order; the index is the version it
+/// migrates from, minus one.
+const MIGRATIONS: [&str; 1] = [include_str!("migrate_v2.sql")];
+const SCHEMA_VERSION: &str = "2";
 
 /// Most notifications committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -47,19 +52,39 @@ pub(super) fn prepare(connection: &Connection) -> Result<(), rusqlite::Error> {
             |row| row.get(0),
         )
         .optional()?;
-    match version.as_deref() {
-        None => {
-            connection.execute(
-                "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)",
-                [SCHEMA_VERSION],
-            )?;
-        }
-        Some(SCHEMA_VERSION) => {}
-        Some(other) => {
-            return Err(rusqlite::Error::InvalidParameterName(format!(
-                "store schema version {other} is not supported by this build (expects {SCHEMA_VERSION})"
-            )));
-        }
+    // A new store starts at version 1 (schema.sql) and is migrated like an old one.
+    let mut current: usize = match version.as_deref() {
+        None => 1,
+        Some(text) => text.parse().map_err(|_| {
+            rusqlite::Error::InvalidParameterName(format!(
+                "store schema version {text:?} is unreadable"
+            ))
+        })?,
+    };
+    let latest: usize = SCHEMA_VERSION.parse().unwrap_or(1);
+    if current > latest {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "store schema version {current} is newer than this build understands ({latest}); \
+             run the newer nightshift"
+        )));
+    }
+    while current < latest {
+        let transaction = connection.unchecked_transaction()?;
+        transaction.execute_batch(MIGRATIONS[current - 1])?;
+        current += 1;
+        transaction.execute(
+            "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [current.to_string()],
+        )?;
+        transaction.commit()?;
+    }
+    if version.is_none() {
+        connection.execute(
+            "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [SCHEMA_VERSION],
+        )?;
     }
     Ok(())
 }
@@ -165,6 +190,12 @@ impl Writer {
 
     fn handle(&mut self, command: Command) {
         match command {
+            Command::RecordDecision(record, reply) => {
+                let result = self
+                    .record_decision(&record)
+                    .map_err(|e| self.failed("record_decision", e));
+                let _ = reply.send(result);
+            }
             Command::ApiSync(alerts, reply) => {
                 let result = self
                     .api_sync(&alerts)
@@ -438,6 +469,69 @@ impl Writer {
         transaction.commit()?;
         self.succeeded();
         Ok(summary)
+    }
+
+    fn record_decision(&mut self, record: &DecisionRecord) -> Result<Recorded, rusqlite::Error> {
+        let now = self.clock.now_millis();
+        self.set_synchronous("FULL")?;
+        let transaction = self.connection.transaction()?;
+        if let Some(seq) = record.transition_seq {
+            let pending: Option<i64> = transaction
+                .query_row(
+                    "SELECT seq FROM transitions WHERE seq = ?1 AND done_at IS NULL",
+                    params![seq],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if pending.is_none() {
+                return Ok(Recorded::AlreadyDone);
+            }
+        }
+        let previous: Option<String> = transaction
+            .query_row(
+                "SELECT branch FROM episodes WHERE id = ?1",
+                params![record.episode_id],
+                |row| row.get(0),
+            )
+            .optional()?
+            .flatten();
+        let changed = previous.is_some_and(|branch| branch != record.branch);
+        transaction
+            .prepare_cached(
+                "INSERT INTO decisions(episode_id, at, kind, rule, severity, branch, changed, trace)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                record.episode_id,
+                record.at,
+                record.kind,
+                record.rule,
+                record.severity,
+                record.branch,
+                changed,
+                record.trace,
+            ])?;
+        transaction
+            .prepare_cached(
+                "UPDATE episodes SET rule = ?2, severity = ?3, branch = ?4,
+                     next_evaluation_at = CASE WHEN status = 'firing' THEN ?5 ELSE NULL END
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                record.episode_id,
+                record.rule,
+                record.severity,
+                record.branch,
+                record.next_evaluation_at,
+            ])?;
+        if let Some(seq) = record.transition_seq {
+            transaction
+                .prepare_cached("UPDATE transitions SET done_at = ?2 WHERE seq = ?1")?
+                .execute(params![seq, now])?;
+        }
+        transaction.commit()?;
+        self.succeeded();
+        Ok(Recorded::Recorded { changed })
     }
 
     fn complete_transitions(&mut self, seqs: &[i64]) -> Result<usize, rusqlite::Error> {

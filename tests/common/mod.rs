@@ -49,6 +49,11 @@ impl Daemon {
             ),
             ("NIGHTSHIFT_STORE__DIR".to_owned(), format!("{root}/var")),
         ];
+        // Rules come from the test's own directory, never the repository's runbooks (whose
+        // probes would reach out to real status pages).
+        if !text.contains("[rules]") {
+            all_env.push(("NIGHTSHIFT_RULES__DIR".to_owned(), format!("{root}/rules")));
+        }
         if !text.contains("shutdown_timeout") {
             all_env.push((
                 "NIGHTSHIFT_SERVER__SHUTDOWN_TIMEOUT".to_owned(),

@@ -1,0 +1,291 @@
+//! worker: takes episode transitions from the store's durable queue and runs the decision
+//! stage on them, and re-evaluates firing episodes on their rule's schedule.
+//!
+//! Per episode, transitions are handled strictly in order, one at a time. A decision is
+//! recorded together with marking its transition done, so a crash in between (probes are
+//! side-effect free) only means the decision is made again after the restart.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Millis, SharedClock, duration_millis};
+use crate::decide;
+use crate::probes::Prober;
+use crate::rules::{AlertInput, Decision, RuleSet};
+use crate::store::{DecisionRecord, EpisodeRow, Recorded, Store};
+use crate::telemetry::Metrics;
+
+/// The rule set in use; swapped whole on reload.
+pub type SharedRules = Arc<RwLock<Arc<RuleSet>>>;
+
+pub fn current(rules: &SharedRules) -> Arc<RuleSet> {
+    rules
+        .read()
+        .map_or_else(|p| p.into_inner().clone(), |r| r.clone())
+}
+
+/// How long the loop rests when there is nothing to do.
+const IDLE: Duration = Duration::from_millis(250);
+
+pub struct Worker {
+    pub store: Store,
+    pub rules: SharedRules,
+    pub prober: Arc<Prober>,
+    pub clock: SharedClock,
+    pub metrics: Arc<Metrics>,
+    pub concurrency: usize,
+}
+
+impl Worker {
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.concurrency.max(1)));
+        // Episodes with a decision in flight; never two at once for one episode.
+        let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
+        loop {
+            let dispatched = match self.dispatch(&slots, &busy, &shutdown).await {
+                Ok(count) => count,
+                Err(error) => {
+                    tracing::error!(%error, "cannot read the work queue");
+                    0
+                }
+            };
+            if dispatched == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(IDLE) => {}
+                }
+            } else if shutdown.is_cancelled() {
+                break;
+            }
+        }
+        // Let decisions in flight finish (each is short: probes have timeouts).
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            slots.acquire_many(self.concurrency.max(1) as u32),
+        )
+        .await;
+    }
+
+    /// Start work for pending transitions and due re-evaluations; returns how many started.
+    async fn dispatch(
+        self: &Arc<Self>,
+        slots: &Arc<Semaphore>,
+        busy: &Arc<Mutex<HashSet<String>>>,
+        shutdown: &CancellationToken,
+    ) -> Result<usize, String> {
+        let store = self.store.clone();
+        let now = self.clock.now_millis();
+        let (pending, due) = tokio::task::spawn_blocking(move || {
+            let reader = store.reader()?;
+            Ok::<_, crate::store::StoreError>((
+                reader.pending_transitions(512)?,
+                reader.due_for_evaluation(now, 256)?,
+            ))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        let mut started = 0;
+        let mut closing = Vec::new();
+        let mut seen_in_batch = HashSet::new();
+        for transition in pending {
+            // Only the oldest pending transition of an episode, and only when none is in
+            // flight for it.
+            if !seen_in_batch.insert(transition.episode_id.clone()) {
+                continue;
+            }
+            if busy
+                .lock()
+                .map_or(true, |b| b.contains(&transition.episode_id))
+            {
+                continue;
+            }
+            match transition.kind.as_str() {
+                "opened" | "reopened" | "unsilenced" => {
+                    if shutdown.is_cancelled() {
+                        break;
+                    }
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        break;
+                    };
+                    if let Ok(mut b) = busy.lock() {
+                        b.insert(transition.episode_id.clone());
+                    }
+                    let worker = self.clone();
+                    let busy = busy.clone();
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        worker
+                            .decide_episode(&transition.episode_id, Some(transition.seq), "initial")
+                            .await;
+                        if let Ok(mut b) = busy.lock() {
+                            b.remove(&transition.episode_id);
+                        }
+                    });
+                    started += 1;
+                }
+                // Resolved, gone and silenced need no decision here; later stages (reverts,
+                // page resolves, final bundles) hang their work on the same transitions.
+                _ => closing.push(transition.seq),
+            }
+        }
+        if !closing.is_empty() {
+            started += closing.len();
+            if let Err(error) = self.store.complete_transitions(closing).await {
+                tracing::error!(%error, "cannot mark transitions done");
+            }
+        }
+        for episode_id in due {
+            if shutdown.is_cancelled() || seen_in_batch.contains(&episode_id) {
+                break;
+            }
+            if busy.lock().map_or(true, |b| b.contains(&episode_id)) {
+                continue;
+            }
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                break;
+            };
+            if let Ok(mut b) = busy.lock() {
+                b.insert(episode_id.clone());
+            }
+            let worker = self.clone();
+            let busy = busy.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                worker
+                    .decide_episode(&episode_id, None, "reevaluation")
+                    .await;
+                if let Ok(mut b) = busy.lock() {
+                    b.remove(&episode_id);
+                }
+            });
+            started += 1;
+        }
+        Ok(started)
+    }
+
+    /// Classify, probe and decide one episode, and record the decision.
+    async fn decide_episode(&self, episode_id: &str, transition_seq: Option<i64>, kind: &str) {
+        let span = tracing::info_span!("episode", episode = episode_id, kind);
+        let _enter = span.enter();
+        let started = Instant::now();
+        let store = self.store.clone();
+        let id = episode_id.to_owned();
+        let row = match tokio::task::spawn_blocking(move || store.reader()?.episode(&id)).await {
+            Ok(Ok(Some(row))) => row,
+            Ok(Ok(None)) => {
+                tracing::error!("episode vanished from the store; transition left pending");
+                return;
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, "cannot read the episode");
+                return;
+            }
+            Err(error) => {
+                tracing::error!(%error, "episode read task failed");
+                return;
+            }
+        };
+        let rules = current(&self.rules);
+        let now = self.clock.now_millis();
+        let input = alert_input(&row, now);
+        let decision = decide::decide(&rules, &input, &self.prober, &Default::default()).await;
+        self.observe(&decision, started);
+        let rule_name = decision
+            .classification
+            .matched
+            .first()
+            .map_or_else(|| "default".to_owned(), |m| m.rule.clone());
+        let next = next_evaluation(&rules, &decision, now);
+        let record = DecisionRecord {
+            episode_id: episode_id.to_owned(),
+            transition_seq,
+            kind: kind.to_owned(),
+            rule: rule_name.clone(),
+            severity: decision.severity.as_str().to_owned(),
+            branch: decision.branch.clone(),
+            trace: serde_json::to_string(&decision).unwrap_or_else(|_| "{}".to_owned()),
+            at: now,
+            next_evaluation_at: next,
+        };
+        match self.store.record_decision(record).await {
+            Ok(Recorded::Recorded { changed }) => {
+                if changed {
+                    self.metrics.decision_branch_changes_total.inc();
+                }
+                tracing::info!(
+                    rule = %rule_name,
+                    severity = decision.severity.as_str(),
+                    branch = %decision.branch,
+                    changed,
+                    actions = decision.actions.len(),
+                    "decision recorded"
+                );
+            }
+            Ok(Recorded::AlreadyDone) => {
+                tracing::debug!("transition already handled");
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot record the decision; it will be made again")
+            }
+        }
+    }
+
+    fn observe(&self, decision: &Decision, started: Instant) {
+        let rule = decision
+            .classification
+            .matched
+            .first()
+            .map_or("default", |m| m.rule.as_str());
+        let branch_kind = decision
+            .rules
+            .first()
+            .map_or("default", |r| r.branch_kind.as_str());
+        self.metrics
+            .decisions_total
+            .with_label_values(&[rule, decision.severity.as_str(), branch_kind])
+            .inc();
+        self.metrics
+            .decision_duration_seconds
+            .observe(started.elapsed().as_secs_f64());
+        for result in decision.probes.values() {
+            let outcome = match (result.ok, result.cached) {
+                (false, _) => "failed",
+                (true, true) => "cached",
+                (true, false) => "ok",
+            };
+            self.metrics
+                .probe_results_total
+                .with_label_values(&[outcome])
+                .inc();
+        }
+    }
+}
+
+/// The next re-evaluation: the first matched rule's interval; never for the default rule or
+/// an interval of zero.
+fn next_evaluation(rules: &RuleSet, decision: &Decision, now: Millis) -> Option<Millis> {
+    let first = decision.classification.matched.first()?;
+    let interval = rules.rules.get(first.index)?.reevaluate_every;
+    (!interval.is_zero()).then(|| now + duration_millis(interval))
+}
+
+pub fn alert_input(row: &EpisodeRow, now: Millis) -> AlertInput {
+    let starts = chrono::DateTime::parse_from_rfc3339(&row.starts_at)
+        .map(|t| t.timestamp_millis())
+        .unwrap_or(now);
+    AlertInput {
+        labels: row.labels.clone(),
+        annotations: row.annotations.clone(),
+        status: row.status.clone(),
+        fingerprint: row.fingerprint.clone(),
+        starts_at: row.starts_at.clone(),
+        generator_url: row.generator_url.clone(),
+        age_seconds: ((now - starts) / 1000).max(0),
+        incident_id: row.id.clone(),
+    }
+}
