@@ -263,7 +263,18 @@ pub mod http_client {
             let (host, path) = rest
                 .split_once('/')
                 .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
-            let mut stream = TcpStream::connect(host).expect("connect");
+            // A refused connection is an answer too (status 0), for polling servers that are
+            // still starting.
+            let mut stream = match TcpStream::connect(host) {
+                Ok(stream) => stream,
+                Err(error) => {
+                    return Response {
+                        status: 0,
+                        headers: Vec::new(),
+                        body: error.to_string(),
+                    };
+                }
+            };
             stream
                 .set_read_timeout(Some(Duration::from_secs(20)))
                 .unwrap();

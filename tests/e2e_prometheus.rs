@@ -1,0 +1,151 @@
+//! End to end with a real Prometheus (Debian package `prometheus`, installed by `.ci/run`):
+//! a rule's prometheus probe asks a dead Prometheus first and the real one second, and the
+//! decision follows the real answer.
+
+mod common;
+mod fakes;
+
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Prometheus {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_prometheus() -> Prometheus {
+    let binary =
+        std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "/usr/bin/prometheus".to_owned());
+    assert!(
+        std::path::Path::new(&binary).exists(),
+        "{binary} is missing: .ci/run installs the Debian package prometheus"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+    let child = Command::new(&binary)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start prometheus");
+    let url = format!("http://127.0.0.1:{port}");
+    let prometheus = Prometheus {
+        child,
+        url,
+        _dir: dir,
+    };
+    // Ready once it has scraped itself: `up` has a sample.
+    let ready = wait_for(Duration::from_secs(60), || {
+        let response = client().get(&format!("{}/api/v1/query?query=up", prometheus.url), &[]);
+        (response.status == 200 && response.body.contains("\"value\"")).then_some(())
+    });
+    assert!(ready.is_some(), "prometheus did not become ready");
+    prometheus
+}
+
+const RULES: &str = r#"
+[runbook]
+name = "selfwatch"
+
+[[rule]]
+name = "prometheus-down"
+matchers = ['alertname="PrometheusDown"']
+severity = "P2"
+probes = ["up"]
+
+[[rule.branch]]
+name = "it-is-up"
+when = "probe.up.value == 1.0"
+note = "Prometheus at {{ probe.up.url }} answers up=1"
+
+[[rule.branch]]
+name = "it-is-down"
+otherwise = true
+
+[probe.up]
+kind = "prometheus"
+query = 'up{job="prometheus"}'
+timeout = "5s"
+cache = "0s"
+"#;
+
+#[test]
+fn the_probe_skips_a_dead_prometheus_and_decides_on_the_real_one() {
+    let prometheus = start_prometheus();
+    let dead = fakes::dead_url();
+    let mut daemon = Daemon::prepare(
+        &format!(
+            "[rules]\ndir = \"{{dir}}/rules\"\n[prometheus]\nurls = [\"{dead}\", \"{}\"]\n",
+            prometheus.url
+        ),
+        &[],
+    );
+    std::fs::create_dir_all(daemon.path("rules")).unwrap();
+    daemon.write_file("rules/selfwatch.toml", RULES);
+    daemon.spawn();
+    let body = webhook(
+        "g",
+        &[("PrometheusDown", "p", "firing", "2026-11-28T03:00:00Z")],
+        0,
+    );
+    let response = client().post(
+        &format!("{}/webhook", daemon.base),
+        &[JSON],
+        body.as_bytes(),
+    );
+    assert_eq!(response.status, 200);
+    let decision = wait_for(Duration::from_secs(20), || {
+        let list = client()
+            .get(&format!("{}/api/v1/incidents", daemon.base), &[])
+            .json();
+        let id = list["incidents"].as_array()?.first()?["id"]
+            .as_str()?
+            .to_owned();
+        let detail = client()
+            .get(&format!("{}/api/v1/incidents/{id}", daemon.base), &[])
+            .json();
+        detail["decisions"].as_array()?.first().cloned()
+    })
+    .unwrap_or_else(|| panic!("no decision:\n{}", daemon.log()));
+    let probe = &decision["trace"]["probes"]["selfwatch/up"];
+    assert_eq!(probe["ok"], true, "{probe}");
+    assert_eq!(
+        probe["fields"]["url"],
+        prometheus.url.as_str(),
+        "the live one answered"
+    );
+    assert_eq!(probe["fields"]["value"], 1.0);
+    assert_eq!(decision["branch"], "it-is-up");
+    assert_eq!(
+        decision["trace"]["note"],
+        format!("Prometheus at {} answers up=1", prometheus.url)
+    );
+}
