@@ -276,6 +276,7 @@ async fn run_async(
     ));
     let worker = Arc::new(Worker {
         store: store.clone(),
+        reader: Arc::default(),
         rules,
         prober,
         clock: clock.clone(),

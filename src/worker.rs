@@ -33,6 +33,8 @@ const IDLE: Duration = Duration::from_millis(250);
 
 pub struct Worker {
     pub store: Store,
+    /// One read connection, opened on first use and reused by every poll.
+    pub reader: Arc<Mutex<Option<crate::store::Reader>>>,
     pub rules: SharedRules,
     pub prober: Arc<Prober>,
     pub clock: SharedClock,
@@ -77,14 +79,15 @@ impl Worker {
         busy: &Arc<Mutex<HashSet<String>>>,
         shutdown: &CancellationToken,
     ) -> Result<usize, String> {
-        let store = self.store.clone();
         let now = self.clock.now_millis();
+        let worker = self.clone();
         let (pending, due) = tokio::task::spawn_blocking(move || {
-            let reader = store.reader()?;
-            Ok::<_, crate::store::StoreError>((
-                reader.pending_transitions(512)?,
-                reader.due_for_evaluation(now, 256)?,
-            ))
+            worker.read(|reader| {
+                Ok((
+                    reader.pending_transitions(512)?,
+                    reader.due_for_evaluation(now, 256)?,
+                ))
+            })
         })
         .await
         .map_err(|e| e.to_string())?
@@ -168,14 +171,26 @@ impl Worker {
         Ok(started)
     }
 
+    fn read<T>(
+        &self,
+        query: impl FnOnce(&crate::store::Reader) -> Result<T, crate::store::StoreError>,
+    ) -> Result<T, crate::store::StoreError> {
+        with_reader(&self.reader, &self.store, query)
+    }
+
     /// Classify, probe and decide one episode, and record the decision.
     async fn decide_episode(&self, episode_id: &str, transition_seq: Option<i64>, kind: &str) {
         let span = tracing::info_span!("episode", episode = episode_id, kind);
         let _enter = span.enter();
         let started = Instant::now();
+        let reader = self.reader.clone();
         let store = self.store.clone();
         let id = episode_id.to_owned();
-        let row = match tokio::task::spawn_blocking(move || store.reader()?.episode(&id)).await {
+        let row = match tokio::task::spawn_blocking(move || {
+            with_reader(&reader, &store, |r| r.episode(&id))
+        })
+        .await
+        {
             Ok(Ok(Some(row))) => row,
             Ok(Ok(None)) => {
                 tracing::error!("episode vanished from the store; transition left pending");
@@ -264,6 +279,27 @@ impl Worker {
                 .inc();
         }
     }
+}
+
+/// Run `query` on the shared read connection, opening it if needed; a failed query drops the
+/// connection so the next one starts afresh.
+fn with_reader<T>(
+    slot: &Mutex<Option<crate::store::Reader>>,
+    store: &Store,
+    query: impl FnOnce(&crate::store::Reader) -> Result<T, crate::store::StoreError>,
+) -> Result<T, crate::store::StoreError> {
+    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        *slot = Some(store.reader()?);
+    }
+    let Some(reader) = slot.as_ref() else {
+        return Err(crate::store::StoreError::Stopped);
+    };
+    let result = query(reader);
+    if result.is_err() {
+        *slot = None;
+    }
+    result
 }
 
 /// The next re-evaluation: the first matched rule's interval; never for the default rule or
