@@ -239,31 +239,31 @@ pub fn load_files(paths: &[PathBuf], options: &LoadOptions) -> Result<RuleSet, V
         }
     }
     if errors.is_empty() {
+        set.index();
         Ok(set)
     } else {
         Err(errors)
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
-}
-
 struct FileContext<'a> {
     path: &'a Path,
-    text: &'a str,
     errors: &'a mut Vec<LoadError>,
+    /// Offsets of every newline, so a line number is a binary search rather than a count
+    /// from the start of the file each time.
+    newlines: Vec<usize>,
 }
 
 impl FileContext<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.newlines.partition_point(|&newline| newline < offset) + 1
+    }
+
     fn error(&mut self, offset: Option<usize>, context: &str, message: impl Into<String>) {
+        let line = offset.map(|o| self.line(o));
         self.errors.push(LoadError {
             file: self.path.to_path_buf(),
-            line: offset.map(|o| line_of(self.text, o)),
+            line,
             context: context.to_owned(),
             message: message.into(),
         });
@@ -299,7 +299,17 @@ fn load_file(
     names: &mut HashSet<String>,
     errors: &mut Vec<LoadError>,
 ) {
-    let mut file = FileContext { path, text, errors };
+    let newlines = text
+        .bytes()
+        .enumerate()
+        .filter(|(_, b)| *b == b'\n')
+        .map(|(i, _)| i)
+        .collect();
+    let mut file = FileContext {
+        path,
+        errors,
+        newlines,
+    };
     let document = match DeTable::parse(text) {
         Ok(document) => document,
         Err(error) => {
@@ -416,7 +426,7 @@ fn load_file(
                 "{}:{}: action {name}: namespace {namespace:?} is not in kubernetes.namespaces; \
                  the action will be refused until it is",
                 path.display(),
-                line_of(text, offset)
+                file.line(offset)
             ));
         }
         actions.insert(name, spec);
@@ -446,7 +456,7 @@ fn load_file(
     }
     let mut tests = Vec::new();
     for (offset, raw) in raw_tests {
-        match testing::compile(raw, path, line_of(text, offset), &probes, &runbook) {
+        match testing::compile(raw, path, file.line(offset), &probes, &runbook) {
             Ok(test) => tests.push(test),
             Err(message) => file.error(Some(offset), "test", message),
         }
@@ -567,7 +577,7 @@ fn compile_probe(
                     "{}:{}: {context}: namespace {namespace:?} is not in kubernetes.namespaces; \
                      the probe will fail (and its rules take on_probe_failure) until it is",
                     file.path.display(),
-                    line_of(file.text, offset)
+                    file.line(offset)
                 ));
             }
             (
@@ -588,7 +598,7 @@ fn compile_probe(
     let definition = ProbeDef {
         name: name.to_owned(),
         key: name.to_owned(),
-        line: line_of(file.text, offset),
+        line: file.line(offset),
         request,
         timeout,
         cache,
@@ -784,7 +794,7 @@ fn compile_rule(
         let _ = actions_ok;
         branches.push(Branch {
             name: branch.name,
-            line: line_of(file.text, branch_offset),
+            line: file.line(branch_offset),
             when,
             actions: branch.actions,
             severity: branch_severity,
@@ -796,7 +806,7 @@ fn compile_rule(
     check_actions(file, offset, &failure_context, &failure.actions, actions);
     let on_probe_failure = Branch {
         name: "on_probe_failure".to_owned(),
-        line: line_of(file.text, offset),
+        line: file.line(offset),
         when: None,
         severity: failure
             .severity
@@ -817,7 +827,7 @@ fn compile_rule(
     Some(Rule {
         name: raw.name,
         file: file.path.to_path_buf(),
-        line: line_of(file.text, offset),
+        line: file.line(offset),
         description: raw.description,
         matchers,
         annotation_matchers,

@@ -182,6 +182,10 @@ pub struct RuleSet {
     pub source: PathBuf,
     /// Things that load but will not work as written (a namespace outside the allowlist).
     pub warnings: Vec<String>,
+    /// Rules with an `alertname="X"` matcher, by X, and the rules without one; both in rule
+    /// order. Classification only looks at the rules an alert's name can reach.
+    by_alertname: std::collections::HashMap<String, Vec<usize>>,
+    without_alertname: Vec<usize>,
 }
 
 /// Why a matcher matched: the matcher and the value it saw.
@@ -348,7 +352,45 @@ impl RuleSet {
             severities,
             source: PathBuf::from("<built-in default rule>"),
             warnings: Vec::new(),
+            by_alertname: std::collections::HashMap::new(),
+            without_alertname: Vec::new(),
         }
+    }
+
+    /// Build the alertname index; call after the rules change.
+    pub(crate) fn index(&mut self) {
+        self.by_alertname.clear();
+        self.without_alertname.clear();
+        for (index, rule) in self.rules.iter().enumerate() {
+            let name = rule
+                .matchers
+                .iter()
+                .find(|m| m.name == "alertname" && m.kind == matcher::MatchType::Equal);
+            match name {
+                Some(matcher) => self
+                    .by_alertname
+                    .entry(matcher.value.clone())
+                    .or_default()
+                    .push(index),
+                None => self.without_alertname.push(index),
+            }
+        }
+    }
+
+    /// The rules that can match an alert named `alertname`, in rule order.
+    fn candidates(&self, alertname: &str) -> impl Iterator<Item = usize> + '_ {
+        let named = self
+            .by_alertname
+            .get(alertname)
+            .map_or(&[][..], Vec::as_slice);
+        let mut named = named.iter().copied().peekable();
+        let mut others = self.without_alertname.iter().copied().peekable();
+        std::iter::from_fn(move || match (named.peek(), others.peek()) {
+            (Some(&a), Some(&b)) if a < b => named.next(),
+            (Some(_), Some(_)) | (None, Some(_)) => others.next(),
+            (Some(_), None) => named.next(),
+            (None, None) => None,
+        })
     }
 
     pub fn file_of(&self, rule: &Rule) -> &RuleFile {
@@ -359,7 +401,9 @@ impl RuleSet {
     /// join; the severity is the highest of them. Nothing matched → the default rule.
     pub fn classify(&self, labels: &LabelSet, annotations: &LabelSet) -> Classification {
         let mut matched: Vec<MatchedRule> = Vec::new();
-        for (index, rule) in self.rules.iter().enumerate() {
+        let alertname = labels.get("alertname").map_or("", String::as_str);
+        for index in self.candidates(alertname) {
+            let rule = &self.rules[index];
             let label_match = rule.matchers.iter().all(|m| m.matches(labels));
             if !label_match
                 || !rule
