@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod decide;
 pub mod explain;
+pub mod governor;
 pub mod ingest;
 pub mod probes;
 pub mod reconcile;
