@@ -14,6 +14,7 @@ pub mod governor;
 pub mod ingest;
 pub mod probes;
 pub mod reconcile;
+pub mod redact;
 pub mod rules;
 pub mod server;
 pub mod store;
