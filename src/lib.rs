@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the flow and a map of these modules.
 
+pub mod actions;
 pub mod alertmanager;
 pub mod auth;
 pub mod cli;

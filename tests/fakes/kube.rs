@@ -7,13 +7,33 @@
 //!   (`application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`), or a 404 `Status`.
 //! * `GET …/namespaces/{ns}/{plural}?labelSelector=…`: a `{Kind}List` of the matching objects
 //!   (equality and set-based selectors).
+//! * `PATCH /apis/apps/v1/namespaces/{ns}/{deployments|statefulsets|daemonsets}/{name}`: the
+//!   patch is applied with the real semantics of its `Content-Type` by kubectl itself
+//!   (`kubectl patch --local --type strategic|merge|json -o json -f <current object> -p
+//!   <patch>`), so a strategic merge patch merges `containers` and `env` by name and a JSON
+//!   merge patch replaces those lists whole. The result is checked as the API server would
+//!   (an env entry with both `value` and `valueFrom`, a container without an image, negative
+//!   replicas: 422 `Invalid`) and stored, bumping `metadata.resourceVersion` (and
+//!   `metadata.generation` when `spec` changed; a patch that changes nothing bumps nothing).
+//!   A `metadata.resourceVersion` in the patch is a precondition (409 `Conflict` when stale).
+//!   Any other content type: 415. A JSON merge patch that touches `containers`,
+//!   `initContainers` or `env` is applied as the server would, but also noted as unexpected:
+//!   nightshift must never send one.
+//! * `GET` / `PATCH …/{deployments|statefulsets}/{name}/scale`: the `autoscaling/v1` `Scale`
+//!   view of the workload (`spec.replicas` omitted when 0, as Go's `omitempty` does;
+//!   `status.selector` as a string); a PATCH (merge, strategic or JSON patch, applied by
+//!   kubectl to the `Scale`) sets the workload's `spec.replicas`.
 //! * Every request must carry `Authorization: Bearer <token>`, else 401 `Status`.
-//! * Faults: a status code (answered as a `Status` object with the matching reason) and/or a
-//!   delay, for one method and path.
+//! * Every request is recorded in [`FakeKube::journal`] (method, path, query, headers with the
+//!   content type, body); [`FakeKube::calls`] summarises them as `"METHOD path [content type]"`.
+//!   A request the fake was not built for is noted as unexpected (`assert_no_unexpected`).
+//! * Faults for one method and exact path: a status code (answered as a `Status` object with
+//!   the matching reason) and/or a delay, before the request is handled ([`FakeKube::fail`],
+//!   [`FakeKube::delay`], [`FakeKube::fail_times`]) or after a write took effect, so that the
+//!   answer is lost ([`FakeKube::fail_after_apply`], [`FakeKube::delay_after_apply`]).
 //!
-//! Write verbs are not served yet: they are recorded as unexpected and answered 405. To grow
-//! the fake for mitigations (rollout restart, set env, scale), add arms to [`dispatch`] for
-//! `PATCH`/`PUT` that change `objects`, and a `scale` subresource view of a workload.
+//! Other write verbs (PUT, POST, DELETE, server-side apply) are not served: they are recorded
+//! as unexpected and answered 405 (415 for an apply patch).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,6 +75,16 @@ pub struct ObjectKey {
     pub name: String,
 }
 
+/// The content types of a PATCH, as the API server names them.
+pub const STRATEGIC_MERGE_PATCH: &str = "application/strategic-merge-patch+json";
+pub const MERGE_PATCH: &str = "application/merge-patch+json";
+pub const JSON_PATCH: &str = "application/json-patch+json";
+pub const APPLY_PATCH: &str = "application/apply-patch+yaml";
+
+/// Workload kinds the fake patches, and those with a `scale` subresource.
+const PATCHABLE: &[&str] = &["deployments", "statefulsets", "daemonsets"];
+const SCALABLE: &[&str] = &["deployments", "statefulsets"];
+
 /// An injected misbehaviour for requests with this method and exact path.
 #[derive(Debug, Clone)]
 struct Fault {
@@ -62,6 +92,10 @@ struct Fault {
     path: String,
     status: Option<u16>,
     delay: Duration,
+    /// Handle the request (a write takes effect) first, then misbehave: the answer is lost.
+    after: bool,
+    /// How many more requests this fault applies to (`None`: all).
+    remaining: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -71,6 +105,24 @@ struct State {
     resource_version: u64,
     /// Requests answered with a Secret's data (a full GET or LIST of secrets).
     secret_data_served: Vec<String>,
+}
+
+/// The shared parts a request handler needs.
+#[derive(Clone)]
+struct Shared {
+    journal: Journal,
+    state: Arc<Mutex<State>>,
+    /// Writes are applied one at a time (a read, kubectl, a store), as etcd serialises them.
+    writes: Arc<tokio::sync::Mutex<()>>,
+    token: String,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 pub struct FakeKube {
@@ -92,14 +144,15 @@ impl FakeKube {
             ..State::default()
         }));
         let router = {
-            let journal = journal.clone();
-            let state = state.clone();
-            let token = token.to_owned();
+            let shared = Shared {
+                journal: journal.clone(),
+                state: state.clone(),
+                writes: Arc::new(tokio::sync::Mutex::new(())),
+                token: token.to_owned(),
+            };
             Router::new().fallback(move |request: Request<Body>| {
-                let journal = journal.clone();
-                let state = state.clone();
-                let token = token.clone();
-                async move { handle(journal, state, &token, request).await }
+                let shared = shared.clone();
+                async move { handle(shared, request).await }
             })
         };
         let server = Server::start(router).await;
@@ -183,24 +236,83 @@ impl FakeKube {
         self.lock().objects.get(key).cloned()
     }
 
-    /// Answer `method path` with this HTTP status (as a `Status` object).
+    /// The stored object of a workload (`kind` as `deployment`, `statefulset`, `daemonset`).
+    pub fn workload_object(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.get(&workload_key(kind, namespace, name))
+    }
+
+    fn add_fault(&self, method: Method, path: &str, status: Option<u16>, delay: Duration) {
+        self.lock().faults.push(Fault {
+            method,
+            path: path.to_owned(),
+            status,
+            delay,
+            after: false,
+            remaining: None,
+        });
+    }
+
+    /// Answer `method path` with this HTTP status (as a `Status` object), without handling
+    /// the request (a write does not take effect).
     pub fn fail(&self, method: Method, path: &str, status: u16) {
+        self.add_fault(method, path, Some(status), Duration::ZERO);
+    }
+
+    /// Like [`FakeKube::fail`], for the next `times` such requests only.
+    pub fn fail_times(&self, method: Method, path: &str, status: u16, times: usize) {
         self.lock().faults.push(Fault {
             method,
             path: path.to_owned(),
             status: Some(status),
             delay: Duration::ZERO,
+            after: false,
+            remaining: Some(times),
         });
     }
 
-    /// Wait this long before answering `method path`.
+    /// Wait this long before handling `method path`.
     pub fn delay(&self, method: Method, path: &str, delay: Duration) {
+        self.add_fault(method, path, None, delay);
+    }
+
+    /// Handle `method path` (a write takes effect), then answer with this HTTP status
+    /// instead of the result: the change happened and its answer was lost.
+    pub fn fail_after_apply(&self, method: Method, path: &str, status: u16) {
+        self.lock().faults.push(Fault {
+            method,
+            path: path.to_owned(),
+            status: Some(status),
+            delay: Duration::ZERO,
+            after: true,
+            remaining: None,
+        });
+    }
+
+    /// Handle `method path` (a write takes effect), then wait this long before answering.
+    pub fn delay_after_apply(&self, method: Method, path: &str, delay: Duration) {
         self.lock().faults.push(Fault {
             method,
             path: path.to_owned(),
             status: None,
             delay,
+            after: true,
+            remaining: None,
         });
+    }
+
+    /// Every request so far as `"METHOD path"`, with ` [content type]` for requests that
+    /// carry a body (the query string is left out: see the journal for it).
+    pub fn calls(&self) -> Vec<String> {
+        self.journal.requests().iter().map(call_line).collect()
+    }
+
+    /// The requests other than GETs (the writes).
+    pub fn writes(&self) -> Vec<Recorded> {
+        self.journal
+            .requests()
+            .into_iter()
+            .filter(|request| request.method != Method::GET)
+            .collect()
     }
 
     pub fn clear_faults(&self) {
@@ -216,6 +328,54 @@ impl FakeKube {
 /// Does this request ask for metadata only?
 pub fn is_metadata_only(request: &Recorded) -> bool {
     request.header("accept").contains(METADATA_ACCEPT)
+}
+
+/// A request's media type: the `Content-Type` without parameters, lower case ("" if none).
+pub fn content_type(request: &Recorded) -> String {
+    request
+        .header("content-type")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// A request's body as JSON (`Value::Null` when empty or not JSON).
+pub fn body_json(request: &Recorded) -> Value {
+    serde_json::from_slice(&request.body).unwrap_or(Value::Null)
+}
+
+/// `"METHOD path"`, plus ` [content type]` when the request has a body.
+pub fn call_line(request: &Recorded) -> String {
+    if request.body.is_empty() {
+        format!("{} {}", request.method, request.path)
+    } else {
+        format!(
+            "{} {} [{}]",
+            request.method,
+            request.path,
+            content_type(request)
+        )
+    }
+}
+
+/// Where a workload is stored (`kind` as `deployment`, `statefulset` or `daemonset`).
+pub fn workload_key(kind: &str, namespace: &str, name: &str) -> ObjectKey {
+    ObjectKey {
+        api: "apis/apps/v1".to_owned(),
+        plural: format!("{}s", kind.to_ascii_lowercase()),
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+/// The API path of a workload (`kind` as `deployment`, `statefulset` or `daemonset`).
+pub fn workload_path(kind: &str, namespace: &str, name: &str) -> String {
+    format!(
+        "/apis/apps/v1/namespaces/{namespace}/{}s/{name}",
+        kind.to_ascii_lowercase()
+    )
 }
 
 /// A kubeconfig with one context per `(name, server)`, all using one token user.
@@ -506,159 +666,98 @@ fn parse_path(path: &str) -> Option<ResourcePath> {
     }
 }
 
-async fn handle(
-    journal: Journal,
-    state: Arc<Mutex<State>>,
-    token: &str,
-    request: Request<Body>,
-) -> Response {
+async fn handle(shared: Shared, request: Request<Body>) -> Response {
+    let journal = &shared.journal;
     let request = journal.record(request).await;
-    if request.header("authorization") != format!("Bearer {token}") {
+    if request.header("authorization") != format!("Bearer {}", shared.token) {
         journal.unexpected(&request);
         return status_response(401, "Unauthorized", "Unauthorized", None);
     }
-    let fault = {
-        let state = state.lock().unwrap();
-        let matching: Vec<Fault> = state
-            .faults
-            .iter()
-            .filter(|fault| fault.method == request.method && fault.path == request.path)
-            .cloned()
-            .collect();
+    let faults = {
+        let mut state = shared.lock();
+        let mut matching = Vec::new();
+        for fault in state.faults.iter_mut() {
+            if fault.method != request.method || fault.path != request.path {
+                continue;
+            }
+            match &mut fault.remaining {
+                Some(0) => continue,
+                Some(remaining) => *remaining -= 1,
+                None => {}
+            }
+            matching.push(fault.clone());
+        }
+        state.faults.retain(|fault| fault.remaining != Some(0));
         matching
     };
-    for fault in &fault {
+    let (after, before): (Vec<Fault>, Vec<Fault>) =
+        faults.into_iter().partition(|fault| fault.after);
+    for fault in &before {
         pause(fault.delay).await;
     }
-    if let Some(code) = fault.iter().find_map(|fault| fault.status) {
+    if let Some(code) = before.iter().find_map(|fault| fault.status) {
         return fault_response(code, &request);
     }
-    dispatch(&journal, &state, &request)
+    let response = dispatch(&shared, &request).await;
+    for fault in &after {
+        pause(fault.delay).await;
+    }
+    if let Some(code) = after.iter().find_map(|fault| fault.status) {
+        return fault_response(code, &request);
+    }
+    response
 }
 
-fn dispatch(journal: &Journal, state: &Arc<Mutex<State>>, request: &Recorded) -> Response {
+fn no_such_resource() -> Response {
+    status_response(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+        None,
+    )
+}
+
+async fn dispatch(shared: &Shared, request: &Recorded) -> Response {
+    let journal = &shared.journal;
     let Some(resource) = parse_path(&request.path) else {
         journal.unexpected(request);
-        return status_response(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-            None,
-        );
+        return no_such_resource();
     };
     let Some((_, _, kind)) = KINDS
         .iter()
         .find(|(api, plural, _)| *api == resource.api && *plural == resource.plural)
     else {
         journal.unexpected(request);
-        return status_response(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-            None,
-        );
+        return no_such_resource();
     };
-    if resource.subresource.is_some() {
-        // Subresources (scale, log, status) are for the mitigations to come.
-        journal.unexpected(request);
-        return status_response(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-            None,
-        );
-    }
-    let metadata_only = is_metadata_only(request);
-    let mut state = state.lock().unwrap();
-    match (&request.method, &resource.name) {
-        (&Method::GET, Some(name)) => {
-            let key = ObjectKey {
-                api: resource.api.clone(),
-                plural: resource.plural.clone(),
-                namespace: resource.namespace.clone(),
-                name: name.clone(),
-            };
-            let Some(object) = state.objects.get(&key).cloned() else {
-                return not_found(&resource, name);
-            };
-            if metadata_only {
-                return json_response(
-                    200,
-                    json!({
-                        "kind": "PartialObjectMetadata",
-                        "apiVersion": "meta.k8s.io/v1",
-                        "metadata": object["metadata"]
-                    }),
-                );
+    let workload = resource.api == "apis/apps/v1" && PATCHABLE.contains(&resource.plural.as_str());
+    let scalable = resource.api == "apis/apps/v1" && SCALABLE.contains(&resource.plural.as_str());
+    match (
+        &request.method,
+        resource.name.as_deref(),
+        resource.subresource.as_deref(),
+    ) {
+        (&Method::GET, Some(name), None) => get_object(shared, request, &resource, name),
+        (&Method::GET, None, None) => list_objects(shared, request, &resource, kind),
+        (&Method::GET, Some(name), Some("scale")) if scalable => {
+            let state = shared.lock();
+            match state.objects.get(&object_key(&resource, name)) {
+                Some(object) => json_response(200, scale_of(object)),
+                None => not_found(&resource, name),
             }
-            if resource.plural == "secrets" {
-                state.secret_data_served.push(request.describe());
-            }
-            json_response(200, object)
         }
-        (&Method::GET, None) => {
-            let selector = request.query_param("labelSelector").unwrap_or_default();
-            let Some(selector) = Selector::parse(&selector) else {
-                return status_response(
-                    400,
-                    "BadRequest",
-                    &format!("unable to parse requirement: invalid label selector {selector:?}"),
-                    None,
-                );
-            };
-            let items: Vec<Value> = state
-                .objects
-                .iter()
-                .filter(|(key, _)| {
-                    key.api == resource.api
-                        && key.plural == resource.plural
-                        && key.namespace == resource.namespace
-                })
-                .map(|(_, object)| object)
-                .filter(|object| selector.matches(&object["metadata"]["labels"]))
-                .map(|object| {
-                    if metadata_only {
-                        json!({"metadata": object["metadata"]})
-                    } else {
-                        // List items come without kind and apiVersion.
-                        let mut item = object.clone();
-                        if let Some(map) = item.as_object_mut() {
-                            map.remove("kind");
-                            map.remove("apiVersion");
-                        }
-                        item
-                    }
-                })
-                .collect();
-            if resource.plural == "secrets" && !metadata_only && !items.is_empty() {
-                state.secret_data_served.push(request.describe());
-            }
-            let (list_kind, api_version) = if metadata_only {
-                (
-                    "PartialObjectMetadataList".to_owned(),
-                    "meta.k8s.io/v1".to_owned(),
-                )
-            } else {
-                (
-                    format!("{kind}List"),
-                    resource
-                        .api
-                        .trim_start_matches("apis/")
-                        .trim_start_matches("api/")
-                        .to_owned(),
-                )
-            };
-            json_response(
-                200,
-                json!({
-                    "kind": list_kind,
-                    "apiVersion": api_version,
-                    "metadata": {"resourceVersion": state.resource_version.to_string()},
-                    "items": items
-                }),
-            )
+        (&Method::PATCH, Some(name), None) if workload => {
+            patch_workload(shared, request, &resource, name).await
         }
-        // PATCH / PUT / POST / DELETE: not served yet (see the module docs).
+        (&Method::PATCH, Some(name), Some("scale")) if scalable => {
+            patch_scale(shared, request, &resource, name).await
+        }
+        (_, _, Some(_)) => {
+            // Other subresources (log, status, …), or scale of a daemonset: not served.
+            journal.unexpected(request);
+            no_such_resource()
+        }
+        // PUT / POST / DELETE, or PATCH of another kind: not served.
         _ => {
             journal.unexpected(request);
             status_response(
@@ -672,6 +771,463 @@ fn dispatch(journal: &Journal, state: &Arc<Mutex<State>>, request: &Recorded) ->
             )
         }
     }
+}
+
+fn object_key(resource: &ResourcePath, name: &str) -> ObjectKey {
+    ObjectKey {
+        api: resource.api.clone(),
+        plural: resource.plural.clone(),
+        namespace: resource.namespace.clone(),
+        name: name.to_owned(),
+    }
+}
+
+fn get_object(
+    shared: &Shared,
+    request: &Recorded,
+    resource: &ResourcePath,
+    name: &str,
+) -> Response {
+    let metadata_only = is_metadata_only(request);
+    let mut state = shared.lock();
+    let Some(object) = state.objects.get(&object_key(resource, name)).cloned() else {
+        return not_found(resource, name);
+    };
+    if metadata_only {
+        return json_response(
+            200,
+            json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": object["metadata"]
+            }),
+        );
+    }
+    if resource.plural == "secrets" {
+        state.secret_data_served.push(request.describe());
+    }
+    json_response(200, object)
+}
+
+fn list_objects(
+    shared: &Shared,
+    request: &Recorded,
+    resource: &ResourcePath,
+    kind: &str,
+) -> Response {
+    let metadata_only = is_metadata_only(request);
+    let selector = request.query_param("labelSelector").unwrap_or_default();
+    let Some(selector) = Selector::parse(&selector) else {
+        return status_response(
+            400,
+            "BadRequest",
+            &format!("unable to parse requirement: invalid label selector {selector:?}"),
+            None,
+        );
+    };
+    let mut state = shared.lock();
+    let items: Vec<Value> = state
+        .objects
+        .iter()
+        .filter(|(key, _)| {
+            key.api == resource.api
+                && key.plural == resource.plural
+                && key.namespace == resource.namespace
+        })
+        .map(|(_, object)| object)
+        .filter(|object| selector.matches(&object["metadata"]["labels"]))
+        .map(|object| {
+            if metadata_only {
+                json!({"metadata": object["metadata"]})
+            } else {
+                // List items come without kind and apiVersion.
+                let mut item = object.clone();
+                if let Some(map) = item.as_object_mut() {
+                    map.remove("kind");
+                    map.remove("apiVersion");
+                }
+                item
+            }
+        })
+        .collect();
+    if resource.plural == "secrets" && !metadata_only && !items.is_empty() {
+        state.secret_data_served.push(request.describe());
+    }
+    let (list_kind, api_version) = if metadata_only {
+        (
+            "PartialObjectMetadataList".to_owned(),
+            "meta.k8s.io/v1".to_owned(),
+        )
+    } else {
+        (
+            format!("{kind}List"),
+            resource
+                .api
+                .trim_start_matches("apis/")
+                .trim_start_matches("api/")
+                .to_owned(),
+        )
+    };
+    json_response(
+        200,
+        json!({
+            "kind": list_kind,
+            "apiVersion": api_version,
+            "metadata": {"resourceVersion": state.resource_version.to_string()},
+            "items": items
+        }),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Writes
+
+/// A PATCH's kubectl `--type` and document, or the refusal the API server answers: 415 for
+/// a content type it does not take, 400 for a body that is not JSON.
+fn read_patch(
+    journal: &Journal,
+    request: &Recorded,
+) -> Result<(&'static str, Value), (u16, &'static str, String)> {
+    let patch_type = match content_type(request).as_str() {
+        STRATEGIC_MERGE_PATCH => "strategic",
+        MERGE_PATCH => "merge",
+        JSON_PATCH => "json",
+        other => {
+            // Server-side apply is legal on the real server but not emulated here, and
+            // nightshift never sends it; anything else the real server refuses alike.
+            journal.unexpected(request);
+            let message = if other == APPLY_PATCH {
+                "server-side apply is not served by this fake".to_owned()
+            } else {
+                format!(
+                    "the body of the request was in an unknown format - accepted media types \
+                     include: {JSON_PATCH}, {MERGE_PATCH}, {APPLY_PATCH}, {STRATEGIC_MERGE_PATCH}"
+                )
+            };
+            return Err((415, "UnsupportedMediaType", message));
+        }
+    };
+    let patch = serde_json::from_slice(&request.body)
+        .map_err(|error| (400, "BadRequest", format!("error decoding patch: {error}")))?;
+    Ok((patch_type, patch))
+}
+
+/// Does a (JSON merge) patch mention a list that only a strategic merge patch merges?
+fn touches_merged_lists(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => map.iter().any(|(key, value)| {
+            matches!(key.as_str(), "containers" | "initContainers" | "env")
+                || touches_merged_lists(value)
+        }),
+        Value::Array(items) => items.iter().any(touches_merged_lists),
+        _ => false,
+    }
+}
+
+fn conflict(resource: &ResourcePath, name: &str) -> Response {
+    status_response(
+        409,
+        "Conflict",
+        &format!(
+            "Operation cannot be fulfilled on {} {name:?}: the object has been modified; please \
+             apply your changes to the latest version and try again",
+            qualified(resource)
+        ),
+        Some(json!({"name": name, "group": resource.group, "kind": resource.plural})),
+    )
+}
+
+/// A `metadata.resourceVersion` in a merge or strategic patch is a precondition.
+fn stale_precondition(patch: &Value, current: &Value) -> bool {
+    match patch["metadata"]["resourceVersion"].as_str() {
+        Some(wanted) => Some(wanted) != current["metadata"]["resourceVersion"].as_str(),
+        None => false,
+    }
+}
+
+async fn patch_workload(
+    shared: &Shared,
+    request: &Recorded,
+    resource: &ResourcePath,
+    name: &str,
+) -> Response {
+    let (patch_type, patch) = match read_patch(&shared.journal, request) {
+        Ok(read) => read,
+        Err((code, reason, message)) => return status_response(code, reason, &message, None),
+    };
+    if patch_type == "merge" && touches_merged_lists(&patch) {
+        // Legal, and applied as the server would (the lists are replaced whole), but
+        // nightshift must never do this.
+        shared.journal.unexpected(request);
+    }
+    let _write = shared.writes.lock().await;
+    let key = object_key(resource, name);
+    let Some(current) = shared.lock().objects.get(&key).cloned() else {
+        return not_found(resource, name);
+    };
+    if patch_type != "json" && stale_precondition(&patch, &current) {
+        return conflict(resource, name);
+    }
+    let patched = match kubectl_patch(&current, patch_type, &patch).await {
+        Ok(patched) => drop_nulls(patched),
+        Err(error) => return status_response(400, "BadRequest", &error, None),
+    };
+    if let Some(response) = validate_workload(resource, name, &current, &patched) {
+        return response;
+    }
+    let stored = store_write(shared, &key, &current, patched);
+    json_response(200, stored)
+}
+
+async fn patch_scale(
+    shared: &Shared,
+    request: &Recorded,
+    resource: &ResourcePath,
+    name: &str,
+) -> Response {
+    let (patch_type, patch) = match read_patch(&shared.journal, request) {
+        Ok(read) => read,
+        Err((code, reason, message)) => return status_response(code, reason, &message, None),
+    };
+    let _write = shared.writes.lock().await;
+    let key = object_key(resource, name);
+    let Some(current) = shared.lock().objects.get(&key).cloned() else {
+        return not_found(resource, name);
+    };
+    let scale = scale_of(&current);
+    if patch_type != "json" && stale_precondition(&patch, &scale) {
+        return conflict(resource, name);
+    }
+    let patched = match kubectl_patch(&scale, patch_type, &patch).await {
+        Ok(patched) => patched,
+        Err(error) => return status_response(400, "BadRequest", &error, None),
+    };
+    // Go's ScaleSpec.replicas is omitempty: absent is 0.
+    let Some(replicas) = patched["spec"]
+        .get("replicas")
+        .map_or(Some(0), Value::as_i64)
+    else {
+        return status_response(
+            400,
+            "BadRequest",
+            "spec.replicas: expected an integer",
+            None,
+        );
+    };
+    if replicas < 0 {
+        return invalid(
+            "Scale",
+            "autoscaling",
+            name,
+            &format!(
+                "spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0"
+            ),
+        );
+    }
+    let mut updated = current.clone();
+    updated["spec"]["replicas"] = json!(replicas);
+    let stored = store_write(shared, &key, &current, updated);
+    json_response(200, scale_of(&stored))
+}
+
+/// Store a write's result as the API server does: nothing changes for a no-op; else a new
+/// `resourceVersion`, and a new `generation` when `spec` changed.
+fn store_write(shared: &Shared, key: &ObjectKey, current: &Value, mut updated: Value) -> Value {
+    updated["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+    if updated == *current {
+        return updated;
+    }
+    let mut state = shared.lock();
+    state.resource_version += 1;
+    updated["metadata"]["resourceVersion"] = json!(state.resource_version.to_string());
+    if updated["spec"] != current["spec"] {
+        let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
+        updated["metadata"]["generation"] = json!(generation + 1);
+    }
+    state.objects.insert(key.clone(), updated.clone());
+    updated
+}
+
+/// What decoding into the API's Go structs and encoding again does to JSON nulls: a null
+/// field is a nil pointer or empty value, and `omitempty` leaves it out.
+fn drop_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, value)| !value.is_null())
+                .map(|(key, value)| (key, drop_nulls(value)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(drop_nulls).collect()),
+        other => other,
+    }
+}
+
+/// The `autoscaling/v1` `Scale` view of a workload, as the API server serves it.
+pub fn scale_of(object: &Value) -> Value {
+    let metadata = &object["metadata"];
+    let replicas = object["spec"]["replicas"].as_i64().unwrap_or(1);
+    let selector: Vec<String> = object["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| format!("{key}={}", value.as_str().unwrap_or_default()))
+        .collect();
+    let mut spec = json!({});
+    if replicas != 0 {
+        spec["replicas"] = json!(replicas);
+    }
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": metadata["name"],
+            "namespace": metadata["namespace"],
+            "uid": metadata["uid"],
+            "resourceVersion": metadata["resourceVersion"],
+            "creationTimestamp": metadata["creationTimestamp"]
+        },
+        "spec": spec,
+        "status": {
+            "replicas": object["status"]["replicas"].as_i64().unwrap_or(0),
+            "selector": selector.join(",")
+        }
+    })
+}
+
+fn invalid(kind: &str, group: &str, name: &str, cause: &str) -> Response {
+    status_response(
+        422,
+        "Invalid",
+        &format!("{kind}.{group} {name:?} is invalid: {cause}"),
+        Some(json!({"name": name, "group": group, "kind": kind})),
+    )
+}
+
+/// What the API server's validation would refuse in a patched workload (a few rules: the
+/// ones a careless patch breaks).
+fn validate_workload(
+    resource: &ResourcePath,
+    name: &str,
+    current: &Value,
+    patched: &Value,
+) -> Option<Response> {
+    let kind = current["kind"].as_str().unwrap_or_default().to_owned();
+    let refuse = |cause: String| Some(invalid(&kind, &resource.group, name, &cause));
+    for field in ["name", "namespace", "uid"] {
+        if patched["metadata"][field] != current["metadata"][field] {
+            return Some(status_response(
+                400,
+                "BadRequest",
+                &format!("metadata.{field}: the {field} of the object does not match the URL"),
+                None,
+            ));
+        }
+    }
+    if patched["kind"] != current["kind"] || patched["apiVersion"] != current["apiVersion"] {
+        return Some(status_response(
+            400,
+            "BadRequest",
+            "the kind or apiVersion of the object may not change",
+            None,
+        ));
+    }
+    if let Some(replicas) = patched["spec"]["replicas"].as_i64()
+        && replicas < 0
+    {
+        return refuse(format!(
+            "spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0"
+        ));
+    }
+    let pod_spec = &patched["spec"]["template"]["spec"];
+    for list in ["initContainers", "containers"] {
+        for (index, container) in pod_spec[list].as_array().into_iter().flatten().enumerate() {
+            let at = format!("spec.template.spec.{list}[{index}]");
+            if container["name"].as_str().is_none_or(str::is_empty) {
+                return refuse(format!("{at}.name: Required value"));
+            }
+            if container["image"].as_str().is_none_or(str::is_empty) {
+                return refuse(format!("{at}.image: Required value"));
+            }
+            for (position, env) in container["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let at = format!("{at}.env[{position}]");
+                if env["name"].as_str().is_none_or(str::is_empty) {
+                    return refuse(format!("{at}.name: Required value"));
+                }
+                let has_value = env["value"].as_str().is_some_and(|value| !value.is_empty());
+                if has_value && !env["valueFrom"].is_null() {
+                    return refuse(format!(
+                        "{at}.valueFrom: Invalid value: \"\": may not be specified when `value` \
+                         is not empty"
+                    ));
+                }
+            }
+        }
+    }
+    if pod_spec["containers"]
+        .as_array()
+        .is_none_or(|containers| containers.is_empty())
+    {
+        return refuse("spec.template.spec.containers: Required value".to_owned());
+    }
+    None
+}
+
+/// The kubectl binary (`NIGHTSHIFT_TEST_KUBECTL` overrides).
+fn kubectl() -> String {
+    std::env::var("NIGHTSHIFT_TEST_KUBECTL").unwrap_or_else(|_| {
+        if Path::new("/usr/bin/kubectl").exists() {
+            "/usr/bin/kubectl".to_owned()
+        } else {
+            "kubectl".to_owned()
+        }
+    })
+}
+
+/// Apply a patch to an object with kubectl's own patch code (`--local`: no server is
+/// contacted). `patch_type` is `strategic`, `merge` or `json`.
+pub async fn kubectl_patch(
+    object: &Value,
+    patch_type: &str,
+    patch: &Value,
+) -> Result<Value, String> {
+    let file = tempfile::Builder::new()
+        .prefix("fake-kube-object-")
+        .suffix(".json")
+        .tempfile()
+        .map_err(|error| format!("fake: temp file: {error}"))?;
+    std::fs::write(file.path(), object.to_string())
+        .map_err(|error| format!("fake: write temp file: {error}"))?;
+    let output = tokio::process::Command::new(kubectl())
+        .arg("patch")
+        .arg("--local")
+        .arg("--type")
+        .arg(patch_type)
+        .arg("-o")
+        .arg("json")
+        .arg("-f")
+        .arg(file.path())
+        .arg("-p")
+        .arg(patch.to_string())
+        // Never a real cluster's configuration.
+        .env("KUBECONFIG", "/dev/null")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|error| format!("fake: run kubectl: {error}"))?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr)
+            .trim()
+            .trim_start_matches("error: ")
+            .to_owned());
+    }
+    serde_json::from_slice(&output.stdout)
+        .map_err(|error| format!("fake: kubectl printed no JSON object: {error}"))
 }
 
 fn qualified(resource: &ResourcePath) -> String {

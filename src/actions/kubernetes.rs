@@ -1,0 +1,979 @@
+//! Kubernetes actions: `rollout_restart`, `set_env` and `scale` on a Deployment, StatefulSet
+//! or DaemonSet, plus the read-backs that settle an action whose result was lost (a crash
+//! between "started" and "finished", a timeout).
+//!
+//! Every function takes a ready `kube::Client` (the one [`crate::probes::kubernetes::ClientSlot`]
+//! builds) and arguments already rendered and allowed (the namespace allowlist is the
+//! caller's); [`Workload::parse`] checks the names.
+//!
+//! # What goes over the wire (protocols.md §6)
+//!
+//! * `rollout_restart`: `GET …/{deployments|statefulsets|daemonsets}/{name}` (a paused
+//!   Deployment is refused, as kubectl does), then one
+//!   `PATCH …?fieldManager=nightshift` with `Content-Type: application/strategic-merge-patch+json`
+//!   setting the pod template annotations `kubectl.kubernetes.io/restartedAt` (RFC 3339 with
+//!   nanoseconds, so two restarts within one second differ; kubectl uses seconds) and
+//!   [`ACTION_KEY_ANNOTATION`] (the action's idempotency key, read back by
+//!   [`read_restart_key`]). A template that already carries this key is not restarted again.
+//! * `set_env`: `GET` the workload, then one strategic merge patch: containers merged by
+//!   name, `env` entries by name; a set is `{"name":K,"value":V,"valueFrom":null}` (an existing
+//!   `valueFrom` is cleared, else the server refuses the entry), a removal
+//!   `{"name":K,"$patch":"delete"}`; `$setElementOrder/env` keeps the existing order and
+//!   appends new names (what kubectl's computed patch does, so `$(VAR)` references keep
+//!   working); the patch also sets [`ACTION_KEY_ANNOTATION`] and carries the GET's
+//!   `metadata.resourceVersion` as a precondition, so the recorded previous values are
+//!   exactly the ones replaced (a concurrent change gives 409, retried). Never a JSON merge
+//!   patch, which would replace the lists whole.
+//! * `scale`: `GET …/scale` (previous replicas), then
+//!   `PATCH …/scale` with `Content-Type: application/merge-patch+json` and
+//!   `{"spec":{"replicas":N}}` (0 included).
+//!
+//! A change already in place (the same env values, the same replica count, the same action
+//! key on the template) is not sent again: `Done` with `"changed": false` (or
+//! `"already_applied": true` for a restart). So running an action twice with one key has the
+//! effect of running it once.
+//!
+//! # Outcomes
+//!
+//! * nothing was sent (connection refused, DNS, TLS, credentials), 409 Conflict, 429:
+//!   `NotApplied { retryable: true }`;
+//! * a preliminary GET that failed for a transient reason (5xx, timeout, transport):
+//!   `NotApplied { retryable: true }`; nothing was changed;
+//! * 400, 401, 403, 404, 415, 422 and other client errors, a paused Deployment, bad
+//!   arguments: `Failed`;
+//! * a timeout, a 5xx or a broken answer after the PATCH was sent: `Unknown`; settle it with
+//!   [`read_restart_key`], [`read_env`] or [`read_replicas`].
+//!
+//! Each request is bounded by [`REQUEST_TIMEOUT`] (the client's own `read_timeout`, when
+//! shorter, applies first). Note: kube's default client retries 429/503/504 by itself
+//! (`Config::default_retry`), so such an answer reaches this module only after its retries;
+//! every patch here sets absolute values, so a re-sent patch changes nothing more.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use serde_json::{Map, Value, json};
+
+use super::Outcome;
+use crate::rules::{is_rfc1123_label, is_rfc1123_name};
+
+/// The pod template annotation carrying the idempotency key of the action that last
+/// changed the template.
+pub const ACTION_KEY_ANNOTATION: &str = "nightshift.io/action-key";
+
+/// The pod template annotation `kubectl rollout restart` sets.
+pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
+
+/// The `fieldManager` of every write.
+pub const FIELD_MANAGER: &str = "nightshift";
+
+/// The longest any one request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest idempotency key accepted (annotation values may be larger; keys are short).
+const MAX_ACTION_KEY: usize = 1024;
+
+// ---------------------------------------------------------------------------------------
+// What is acted on
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+impl WorkloadKind {
+    /// The kind as kubectl spells it in `kind/name`: `deployment`, `statefulset`, `daemonset`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "deployment",
+            WorkloadKind::StatefulSet => "statefulset",
+            WorkloadKind::DaemonSet => "daemonset",
+        }
+    }
+
+    /// The kind as kubectl accepts it: singular, plural or short name, any case.
+    pub fn parse(kind: &str) -> Option<WorkloadKind> {
+        match kind.to_ascii_lowercase().as_str() {
+            "deployment" | "deployments" | "deploy" => Some(WorkloadKind::Deployment),
+            "statefulset" | "statefulsets" | "sts" => Some(WorkloadKind::StatefulSet),
+            "daemonset" | "daemonsets" | "ds" => Some(WorkloadKind::DaemonSet),
+            _ => None,
+        }
+    }
+
+    fn api_resource(self) -> ApiResource {
+        match self {
+            WorkloadKind::Deployment => ApiResource::erase::<Deployment>(&()),
+            WorkloadKind::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
+            WorkloadKind::DaemonSet => ApiResource::erase::<DaemonSet>(&()),
+        }
+    }
+}
+
+impl fmt::Display for WorkloadKind {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// A Deployment, StatefulSet or DaemonSet in a namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Workload {
+    pub kind: WorkloadKind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Workload {
+    /// `namespace` and `deployment/NAME` (or `statefulset/…`, `daemonset/…`, kubectl's
+    /// plural and short kind names too). The namespace must be an RFC 1123 label and the
+    /// name an RFC 1123 subdomain: nothing is trimmed, decoded or otherwise repaired.
+    pub fn parse(namespace: &str, reference: &str) -> Result<Workload, String> {
+        let Some((kind, name)) = reference.split_once('/') else {
+            return Err(format!(
+                "kubernetes workload {reference:?}: expected KIND/NAME, e.g. deployment/web"
+            ));
+        };
+        let kind = WorkloadKind::parse(kind).ok_or_else(|| {
+            format!(
+                "kubernetes workload {reference:?}: kind {kind:?} is not one of deployment, \
+                 statefulset, daemonset"
+            )
+        })?;
+        if !is_rfc1123_name(name) {
+            return Err(format!(
+                "kubernetes workload {reference:?}: {name:?} is not a valid object name \
+                 (RFC 1123: lower case letters, digits, '-' and '.', at most 253)"
+            ));
+        }
+        if !is_rfc1123_label(namespace) {
+            return Err(format!(
+                "kubernetes namespace {namespace:?} is not a valid namespace name (RFC 1123 \
+                 label: lower case letters, digits and '-', at most 63)"
+            ));
+        }
+        Ok(Workload {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+
+    /// `kind/namespace/name`: the target for cooldowns and holds.
+    pub fn target(&self) -> String {
+        format!("{}/{}/{}", self.kind.as_str(), self.namespace, self.name)
+    }
+
+    fn api(&self, client: &kube::Client) -> Api<DynamicObject> {
+        Api::namespaced_with(client.clone(), &self.namespace, &self.kind.api_resource())
+    }
+}
+
+impl fmt::Display for Workload {
+    /// `deployment/web in namespace apps`.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "{}/{} in namespace {}",
+            self.kind.as_str(),
+            self.name,
+            self.namespace
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// rollout restart
+
+/// What `kubectl rollout restart` does, plus the action key: GET the workload, refuse a
+/// paused Deployment, then one strategic merge patch of the pod template annotations.
+/// `Done { detail: {"restarted_at": …} }`. When the template already carries `action_key`,
+/// this action has already restarted it: `Done` with `"already_applied": true` and nothing
+/// sent. Pass the same `now` when retrying after `NotApplied`: should the first attempt have
+/// landed after all, the same patch changes nothing.
+pub async fn rollout_restart(
+    client: &kube::Client,
+    workload: &Workload,
+    action_key: &str,
+    now: DateTime<Utc>,
+) -> Outcome {
+    if let Err(error) = check_action_key(action_key) {
+        return Outcome::Failed { error };
+    }
+    let object = match get_workload(client, workload).await {
+        Ok(object) => object,
+        Err(error) => return error.outcome(Step::Read),
+    };
+    if workload.kind == WorkloadKind::Deployment && object["spec"]["paused"] == json!(true) {
+        return Outcome::Failed {
+            error: format!(
+                "rollout restart {workload}: can't restart paused deployment (run rollout \
+                 resume first)"
+            ),
+        };
+    }
+    let annotations = &object["spec"]["template"]["metadata"]["annotations"];
+    if annotations[ACTION_KEY_ANNOTATION].as_str() == Some(action_key) {
+        return Outcome::Done {
+            detail: json!({
+                "restarted_at": annotations[RESTARTED_AT_ANNOTATION],
+                "already_applied": true
+            }),
+        };
+    }
+    let restarted_at = now.to_rfc3339_opts(SecondsFormat::Nanos, true);
+    let patch = json!({
+        "spec": {"template": {"metadata": {"annotations": {
+            RESTARTED_AT_ANNOTATION: restarted_at,
+            ACTION_KEY_ANNOTATION: action_key
+        }}}}
+    });
+    match patch_workload(client, workload, patch).await {
+        Ok(()) => Outcome::Done {
+            detail: json!({"restarted_at": restarted_at}),
+        },
+        Err(error) => error.context("rollout restart").outcome(Step::Write),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// set env
+
+/// Set and/or remove env vars on chosen containers of a workload's pod template.
+///
+/// `containers`: container names, or `"*"` for every entry of `spec.template.spec.containers`.
+/// Unlike `kubectl set env` (whose default `*` also covers init containers), init containers
+/// are changed only when named explicitly. Every named container must exist (in
+/// `containers` or `initContainers`), else `Failed` and nothing is sent.
+///
+/// `set` and `remove` must not share a name (kubectl lets the removal win; here it is an
+/// error). Names are env var names as the API accepts them (printable ASCII, no `=`).
+///
+/// `Done { detail: {"previous": {container: {NAME: value | null (absent) | {"valueFrom": …}}},
+/// "changed": bool} }`: the values before, for each chosen container and each name in `set`
+/// and `remove`. When every value is already as asked, nothing is sent (`"changed": false`),
+/// so the pods are not rolled for nothing.
+pub async fn set_env(
+    client: &kube::Client,
+    workload: &Workload,
+    containers: &[String],
+    set: &BTreeMap<String, String>,
+    remove: &[String],
+    action_key: &str,
+) -> Outcome {
+    if let Err(error) =
+        check_action_key(action_key).and_then(|()| check_env_request(containers, set, remove))
+    {
+        return Outcome::Failed {
+            error: format!("set env on {workload}: {error}"),
+        };
+    }
+    let object = match get_workload(client, workload).await {
+        Ok(object) => object,
+        Err(error) => return error.outcome(Step::Read),
+    };
+    let chosen = match choose_containers(&object, workload, containers) {
+        Ok(chosen) => chosen,
+        Err(error) => return Outcome::Failed { error },
+    };
+
+    let names: BTreeSet<&str> = set
+        .keys()
+        .map(String::as_str)
+        .chain(remove.iter().map(String::as_str))
+        .collect();
+    let mut previous = Map::new();
+    let mut changed = false;
+    let mut by_list: BTreeMap<&'static str, Vec<Value>> = BTreeMap::new();
+    for container in &chosen {
+        let env = container.value["env"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut before = Map::new();
+        for name in &names {
+            before.insert((*name).to_owned(), previous_value(&env, name));
+        }
+        changed |= set
+            .iter()
+            .any(|(name, value)| before[name.as_str()].as_str() != Some(value.as_str()));
+        changed |= remove.iter().any(|name| !before[name.as_str()].is_null());
+        previous.insert(container.name.clone(), Value::Object(before));
+
+        // The order kubectl keeps: existing names in place, new ones appended. The patch's
+        // entries must follow it (deletions aside), or the server refuses the patch.
+        let mut order: Vec<&str> = Vec::new();
+        for entry in &env {
+            if let Some(name) = entry["name"].as_str()
+                && !remove.iter().any(|removed| removed == name)
+                && !order.contains(&name)
+            {
+                order.push(name);
+            }
+        }
+        for name in set.keys() {
+            if !order.contains(&name.as_str()) {
+                order.push(name);
+            }
+        }
+        let mut entries: Vec<Value> = order
+            .iter()
+            .filter_map(|name| {
+                let value = set.get(*name)?;
+                Some(json!({"name": name, "value": value, "valueFrom": null}))
+            })
+            .collect();
+        entries.extend(
+            remove
+                .iter()
+                .map(|name| json!({"name": name, "$patch": "delete"})),
+        );
+        let order: Vec<Value> = order.iter().map(|name| json!({"name": name})).collect();
+        by_list.entry(container.list).or_default().push(json!({
+            "name": container.name,
+            "env": entries,
+            "$setElementOrder/env": order
+        }));
+    }
+    if !changed {
+        return Outcome::Done {
+            detail: json!({"previous": previous, "changed": false}),
+        };
+    }
+
+    let mut pod_spec = Map::new();
+    for (list, entries) in by_list {
+        pod_spec.insert(list.to_owned(), Value::Array(entries));
+    }
+    let mut patch = json!({
+        "spec": {"template": {
+            "metadata": {"annotations": {ACTION_KEY_ANNOTATION: action_key}},
+            "spec": pod_spec
+        }}
+    });
+    if let Some(version) = object["metadata"]["resourceVersion"].as_str() {
+        patch["metadata"] = json!({"resourceVersion": version});
+    }
+    match patch_workload(client, workload, patch).await {
+        Ok(()) => Outcome::Done {
+            detail: json!({"previous": previous, "changed": true}),
+        },
+        Err(error) => error.context("set env").outcome(Step::Write),
+    }
+}
+
+fn check_env_request(
+    containers: &[String],
+    set: &BTreeMap<String, String>,
+    remove: &[String],
+) -> Result<(), String> {
+    if containers.is_empty() {
+        return Err("no containers named (use \"*\" for all containers)".to_owned());
+    }
+    for container in containers {
+        if container != "*" && !is_rfc1123_label(container) {
+            return Err(format!(
+                "{container:?} is not a valid container name (RFC 1123 label)"
+            ));
+        }
+    }
+    if set.is_empty() && remove.is_empty() {
+        return Err("nothing to set or remove".to_owned());
+    }
+    for name in set.keys().chain(remove) {
+        if !is_env_name(name) {
+            return Err(format!(
+                "{name:?} is not a valid env var name (printable ASCII without '=')"
+            ));
+        }
+    }
+    if let Some(both) = remove.iter().find(|name| set.contains_key(*name)) {
+        return Err(format!("{both:?} is both set and removed"));
+    }
+    Ok(())
+}
+
+/// What the API server accepts as an env var name (relaxed validation, Kubernetes ≥ 1.30):
+/// printable ASCII except `=`; spaces are refused here too.
+fn is_env_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 256 && name.bytes().all(|b| b.is_ascii_graphic() && b != b'=')
+}
+
+/// A container chosen for `set_env` / `read_env`.
+struct Chosen {
+    name: String,
+    /// `containers` or `initContainers`.
+    list: &'static str,
+    value: Value,
+}
+
+fn choose_containers(
+    object: &Value,
+    workload: &Workload,
+    containers: &[String],
+) -> Result<Vec<Chosen>, String> {
+    let pod_spec = &object["spec"]["template"]["spec"];
+    let listed = |list: &'static str| -> Vec<Chosen> {
+        pod_spec[list]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|container| {
+                Some(Chosen {
+                    name: container["name"].as_str()?.to_owned(),
+                    list,
+                    value: container.clone(),
+                })
+            })
+            .collect()
+    };
+    let regular = listed("containers");
+    let init = listed("initContainers");
+    let all = containers.iter().any(|name| name == "*");
+    let mut missing = Vec::new();
+    for name in containers.iter().filter(|name| *name != "*") {
+        if !regular.iter().chain(&init).any(|found| &found.name == name) {
+            missing.push(name.as_str());
+        }
+    }
+    if !missing.is_empty() {
+        let names = |list: &[Chosen]| {
+            list.iter()
+                .map(|container| container.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(format!(
+            "{workload}: no container named {} (containers: {}; init containers: {})",
+            missing.join(", "),
+            names(&regular),
+            if init.is_empty() {
+                "none".to_owned()
+            } else {
+                names(&init)
+            }
+        ));
+    }
+    let chosen: Vec<Chosen> = regular
+        .into_iter()
+        .filter(|container| all || containers.contains(&container.name))
+        .chain(
+            init.into_iter()
+                .filter(|container| containers.contains(&container.name)),
+        )
+        .collect();
+    if chosen.is_empty() {
+        return Err(format!("{workload}: the pod template has no containers"));
+    }
+    Ok(chosen)
+}
+
+/// An env var's current setting: its value, `{"valueFrom": …}`, or null when absent. With
+/// several entries of one name the last one counts (it is the one the process sees).
+fn previous_value(env: &[Value], name: &str) -> Value {
+    match env.iter().rev().find(|entry| entry["name"] == name) {
+        None => Value::Null,
+        Some(entry) if !entry["valueFrom"].is_null() => {
+            json!({"valueFrom": entry["valueFrom"]})
+        }
+        Some(entry) => json!(entry["value"].as_str().unwrap_or_default()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// scale
+
+/// Set the replica count through the scale subresource (a DaemonSet cannot be scaled).
+/// `Done { detail: {"previous_replicas": n, "replicas": N, "changed": bool} }`; when the
+/// count already is `replicas`, nothing is sent. The scale subresource carries no
+/// annotations: `action_key` is only checked and reported; settle with [`read_replicas`].
+pub async fn scale(
+    client: &kube::Client,
+    workload: &Workload,
+    replicas: i32,
+    action_key: &str,
+) -> Outcome {
+    if let Err(error) = check_action_key(action_key) {
+        return Outcome::Failed { error };
+    }
+    if workload.kind == WorkloadKind::DaemonSet {
+        return Outcome::Failed {
+            error: format!("scale {workload}: a daemonset cannot be scaled"),
+        };
+    }
+    if replicas < 0 {
+        return Outcome::Failed {
+            error: format!("scale {workload}: replicas must be 0 or more, not {replicas}"),
+        };
+    }
+    let api = workload.api(client);
+    let previous = match bounded(api.get_scale(&workload.name)).await {
+        Ok(scale) => scale.spec.and_then(|spec| spec.replicas).unwrap_or(0),
+        Err(error) => {
+            return error
+                .context(&format!("get scale of {workload}"))
+                .outcome(Step::Read);
+        }
+    };
+    if previous == replicas {
+        return Outcome::Done {
+            detail: json!({
+                "previous_replicas": previous,
+                "replicas": replicas,
+                "changed": false,
+                "action_key": action_key
+            }),
+        };
+    }
+    let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
+    match bounded(api.patch_scale(&workload.name, &patch_params(), &patch)).await {
+        Ok(_) => Outcome::Done {
+            detail: json!({
+                "previous_replicas": previous,
+                "replicas": replicas,
+                "changed": true,
+                "action_key": action_key
+            }),
+        },
+        Err(error) => error
+            .context(&format!("scale {workload}"))
+            .outcome(Step::Write),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Read-back
+
+/// The pod template's [`ACTION_KEY_ANNOTATION`] (`None` when absent): the key of the action
+/// that last restarted or re-configured the workload.
+pub async fn read_restart_key(
+    client: &kube::Client,
+    workload: &Workload,
+) -> Result<Option<String>, String> {
+    let object = get_workload(client, workload)
+        .await
+        .map_err(|error| error.text())?;
+    Ok(
+        object["spec"]["template"]["metadata"]["annotations"][ACTION_KEY_ANNOTATION]
+            .as_str()
+            .map(str::to_owned),
+    )
+}
+
+/// The current values of env vars `names` in the chosen containers (as [`set_env`] chooses
+/// them: `"*"` is every regular container, init containers only by name): container →
+/// name → `Some(value)`, or `None` when the var is absent. A var set through `valueFrom` is
+/// neither, and is an error naming it (it cannot be compared with a value); so is a named
+/// container that does not exist.
+pub async fn read_env(
+    client: &kube::Client,
+    workload: &Workload,
+    containers: &[String],
+    names: &[String],
+) -> Result<BTreeMap<String, BTreeMap<String, Option<String>>>, String> {
+    let object = get_workload(client, workload)
+        .await
+        .map_err(|error| error.text())?;
+    let chosen = choose_containers(&object, workload, containers)?;
+    let mut found = BTreeMap::new();
+    for container in chosen {
+        let env = container.value["env"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut values = BTreeMap::new();
+        for name in names {
+            let value = match previous_value(&env, name) {
+                Value::Null => None,
+                Value::String(value) => Some(value),
+                _ => {
+                    return Err(format!(
+                        "{workload}: env {name:?} of container {:?} is set from valueFrom, \
+                         not a value",
+                        container.name
+                    ));
+                }
+            };
+            values.insert(name.clone(), value);
+        }
+        found.insert(container.name, values);
+    }
+    Ok(found)
+}
+
+/// The replica count from the scale subresource (absent `spec.replicas` is 0).
+pub async fn read_replicas(client: &kube::Client, workload: &Workload) -> Result<i32, String> {
+    if workload.kind == WorkloadKind::DaemonSet {
+        return Err(format!("{workload}: a daemonset has no replica count"));
+    }
+    let scale = bounded(workload.api(client).get_scale(&workload.name))
+        .await
+        .map_err(|error| error.context(&format!("get scale of {workload}")).text())?;
+    Ok(scale.spec.and_then(|spec| spec.replicas).unwrap_or(0))
+}
+
+// ---------------------------------------------------------------------------------------
+// Requests and their errors
+
+fn check_action_key(action_key: &str) -> Result<(), String> {
+    if action_key.is_empty() {
+        return Err("empty action key".to_owned());
+    }
+    if action_key.len() > MAX_ACTION_KEY {
+        return Err(format!(
+            "action key longer than {MAX_ACTION_KEY} bytes ({})",
+            action_key.len()
+        ));
+    }
+    Ok(())
+}
+
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    }
+}
+
+/// The workload as JSON (`apiVersion`, `kind`, `metadata`, `spec`, `status`).
+async fn get_workload(client: &kube::Client, workload: &Workload) -> Result<Value, RequestError> {
+    let object = bounded(workload.api(client).get(&workload.name))
+        .await
+        .map_err(|error| error.context(&format!("get {workload}")))?;
+    serde_json::to_value(&object).map_err(|error| RequestError {
+        what: format!("get {workload}"),
+        kind: ErrorKind::Answer(error.to_string()),
+    })
+}
+
+async fn patch_workload(
+    client: &kube::Client,
+    workload: &Workload,
+    patch: Value,
+) -> Result<(), RequestError> {
+    bounded(
+        workload
+            .api(client)
+            .patch(&workload.name, &patch_params(), &Patch::Strategic(patch)),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|error| error.context(&workload.to_string()))
+}
+
+/// Whether a failed request was a read (nothing changed whatever happened) or a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Read,
+    Write,
+}
+
+#[derive(Debug)]
+enum ErrorKind {
+    /// The API server answered with this status.
+    Status { code: u16, text: String },
+    /// Provably never sent: no connection (refused, DNS, TLS), no credentials, a request
+    /// that could not be built.
+    NotSent(String),
+    /// The request could not be built: a bug, not worth retrying.
+    Invalid(String),
+    /// Sent, and no usable answer came back (transport failure after sending, timeout).
+    Lost(String),
+    /// A 2xx answer that could not be read.
+    Answer(String),
+}
+
+#[derive(Debug)]
+struct RequestError {
+    what: String,
+    kind: ErrorKind,
+}
+
+impl RequestError {
+    fn context(mut self, what: &str) -> RequestError {
+        if self.what.is_empty() {
+            self.what = what.to_owned();
+        } else {
+            self.what = format!("{what}: {}", self.what);
+        }
+        self
+    }
+
+    fn text(&self) -> String {
+        let detail = match &self.kind {
+            ErrorKind::Status { text, .. } => text.clone(),
+            ErrorKind::NotSent(text) => format!("not sent: {text}"),
+            ErrorKind::Invalid(text) => format!("invalid request: {text}"),
+            ErrorKind::Lost(text) => format!("no answer: {text}"),
+            ErrorKind::Answer(text) => format!("unreadable answer: {text}"),
+        };
+        if self.what.is_empty() {
+            detail
+        } else {
+            format!("{}: {detail}", self.what)
+        }
+    }
+
+    /// What this error means for the action: the invariant of [`Outcome`].
+    fn outcome(&self, step: Step) -> Outcome {
+        let error = self.text();
+        let transient = |error: String| match step {
+            Step::Read => Outcome::NotApplied {
+                error,
+                retryable: true,
+            },
+            Step::Write => Outcome::Unknown { error },
+        };
+        match &self.kind {
+            ErrorKind::Status {
+                code: 409 | 429, ..
+            } => Outcome::NotApplied {
+                error,
+                retryable: true,
+            },
+            // 0: an error answer without a code; treat like a server error.
+            ErrorKind::Status { code, .. } if *code >= 500 || *code == 0 => transient(error),
+            ErrorKind::Status { .. } => Outcome::Failed { error },
+            ErrorKind::NotSent(_) => Outcome::NotApplied {
+                error,
+                retryable: true,
+            },
+            ErrorKind::Invalid(_) => Outcome::Failed { error },
+            ErrorKind::Lost(_) => transient(error),
+            ErrorKind::Answer(_) => match step {
+                Step::Read => Outcome::Failed { error },
+                Step::Write => Outcome::Unknown { error },
+            },
+        }
+    }
+}
+
+/// Run one request within [`REQUEST_TIMEOUT`], classifying its error.
+async fn bounded<T>(
+    request: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, RequestError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(RequestError {
+            what: String::new(),
+            kind: classify(&error),
+        }),
+        Err(_) => Err(RequestError {
+            what: String::new(),
+            kind: ErrorKind::Lost(format!("timed out after {}s", REQUEST_TIMEOUT.as_secs())),
+        }),
+    }
+}
+
+fn classify(error: &kube::Error) -> ErrorKind {
+    match error {
+        kube::Error::Api(status) => {
+            let mut text = if status.code == 0 {
+                "API error".to_owned()
+            } else {
+                format!("HTTP {}", status.code)
+            };
+            if !status.reason.is_empty() {
+                text.push(' ');
+                text.push_str(&status.reason);
+            }
+            if !status.message.is_empty() {
+                text.push_str(": ");
+                text.push_str(&status.message);
+            }
+            ErrorKind::Status {
+                code: status.code,
+                text,
+            }
+        }
+        kube::Error::Auth(_)
+        | kube::Error::TlsRequired
+        | kube::Error::ProxyProtocolUnsupported { .. }
+        | kube::Error::ProxyProtocolDisabled { .. } => ErrorKind::NotSent(error_text(error)),
+        kube::Error::BuildRequest(_) | kube::Error::HttpError(_) => {
+            ErrorKind::Invalid(error_text(error))
+        }
+        kube::Error::SerdeError(_) | kube::Error::FromUtf8(_) => {
+            ErrorKind::Answer(error_text(error))
+        }
+        _ if never_connected(error) => ErrorKind::NotSent(error_text(error)),
+        _ => ErrorKind::Lost(error_text(error)),
+    }
+}
+
+/// Did the request fail while connecting (TCP connect, DNS, TLS handshake, proxy), so that
+/// not a byte of it reached the API server? hyper-util's client (the one kube uses) says so
+/// with `is_connect()`; its pool re-sends by itself a request that was never written on a
+/// reused connection. Anything else (a read timeout, a reset after sending) may have been
+/// received.
+fn never_connected(error: &kube::Error) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(cause) = current {
+        if let Some(client_error) = cause.downcast_ref::<hyper_util::client::legacy::Error>() {
+            return client_error.is_connect();
+        }
+        current = cause.source();
+    }
+    false
+}
+
+/// An error and each cause not already spelled out by the text before it.
+fn error_text(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !cause_text.is_empty() && !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_workloads() {
+        let workload = Workload::parse("apps", "deployment/web").unwrap();
+        assert_eq!(workload.kind, WorkloadKind::Deployment);
+        assert_eq!(workload.target(), "deployment/apps/web");
+        assert_eq!(workload.to_string(), "deployment/web in namespace apps");
+        assert_eq!(
+            Workload::parse("apps", "STS/db-0.x").unwrap().target(),
+            "statefulset/apps/db-0.x"
+        );
+        assert_eq!(
+            Workload::parse("apps", "ds/agent").unwrap().kind,
+            WorkloadKind::DaemonSet
+        );
+        for (namespace, reference) in [
+            ("apps", "web"),
+            ("apps", "pod/web"),
+            ("apps", "deployment/"),
+            ("apps", "deployment/Web"),
+            ("apps", "deployment/web/x"),
+            ("apps", "deployment/ web"),
+            ("apps", "deployment/../../etc"),
+            ("apps", "deployment/$(reboot)"),
+            ("apps", "deployment/--kubeconfig=/x"),
+            ("a.b", "deployment/web"),
+            ("", "deployment/web"),
+            ("Apps", "deployment/web"),
+            ("apps;rm", "deployment/web"),
+        ] {
+            assert!(
+                Workload::parse(namespace, reference).is_err(),
+                "{namespace:?} {reference:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn checks_env_requests() {
+        let set = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let names = |names: &[&str]| -> Vec<String> {
+            names.iter().map(|name| (*name).to_owned()).collect()
+        };
+        assert!(check_env_request(&names(&["*"]), &set(&[("A", "1")]), &[]).is_ok());
+        assert!(check_env_request(&names(&["app"]), &set(&[]), &names(&["B"])).is_ok());
+        assert!(check_env_request(&[], &set(&[("A", "1")]), &[]).is_err());
+        assert!(check_env_request(&names(&["*"]), &set(&[]), &[]).is_err());
+        assert!(check_env_request(&names(&["App"]), &set(&[("A", "1")]), &[]).is_err());
+        assert!(check_env_request(&names(&["*"]), &set(&[("A=B", "1")]), &[]).is_err());
+        assert!(check_env_request(&names(&["*"]), &set(&[("A B", "1")]), &[]).is_err());
+        assert!(check_env_request(&names(&["*"]), &set(&[("", "1")]), &[]).is_err());
+        assert!(check_env_request(&names(&["*"]), &set(&[("A", "1")]), &names(&["A"])).is_err());
+    }
+
+    #[test]
+    fn previous_values() {
+        let env = vec![
+            json!({"name": "A", "value": "1"}),
+            json!({"name": "E"}),
+            json!({"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}),
+            json!({"name": "D", "value": "first"}),
+            json!({"name": "D", "value": "second"}),
+        ];
+        assert_eq!(previous_value(&env, "A"), json!("1"));
+        assert_eq!(previous_value(&env, "E"), json!(""));
+        assert_eq!(
+            previous_value(&env, "S"),
+            json!({"valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}})
+        );
+        assert_eq!(previous_value(&env, "D"), json!("second"));
+        assert_eq!(previous_value(&env, "X"), Value::Null);
+    }
+
+    #[test]
+    fn maps_statuses_to_outcomes() {
+        let status = |code: u16| RequestError {
+            what: "patch".to_owned(),
+            kind: ErrorKind::Status {
+                code,
+                text: format!("HTTP {code}"),
+            },
+        };
+        for code in [409, 429] {
+            for step in [Step::Read, Step::Write] {
+                assert!(matches!(
+                    status(code).outcome(step),
+                    Outcome::NotApplied {
+                        retryable: true,
+                        ..
+                    }
+                ));
+            }
+        }
+        for code in [400, 401, 403, 404, 415, 422] {
+            for step in [Step::Read, Step::Write] {
+                assert!(matches!(status(code).outcome(step), Outcome::Failed { .. }));
+            }
+        }
+        for code in [500, 503, 504] {
+            assert!(matches!(
+                status(code).outcome(Step::Write),
+                Outcome::Unknown { .. }
+            ));
+            assert!(matches!(
+                status(code).outcome(Step::Read),
+                Outcome::NotApplied {
+                    retryable: true,
+                    ..
+                }
+            ));
+        }
+        let lost = RequestError {
+            what: String::new(),
+            kind: ErrorKind::Lost("timed out".to_owned()),
+        };
+        assert!(matches!(lost.outcome(Step::Write), Outcome::Unknown { .. }));
+        let not_sent = RequestError {
+            what: String::new(),
+            kind: ErrorKind::NotSent("connection refused".to_owned()),
+        };
+        assert!(matches!(
+            not_sent.outcome(Step::Write),
+            Outcome::NotApplied {
+                retryable: true,
+                ..
+            }
+        ));
+    }
+}
