@@ -140,7 +140,52 @@ pub enum Recorded {
     AlreadyDone,
 }
 
+/// An action a decision chose, ready for the governor.
+#[derive(Debug, Clone)]
+pub struct ActionPlan {
+    /// The idempotency key: incident, rule, action, target.
+    pub key: String,
+    pub episode_id: String,
+    pub fingerprint: String,
+    pub rule: String,
+    pub action: String,
+    pub kind: String,
+    pub target: String,
+    pub shadow: bool,
+    pub cooldown: Millis,
+    /// The rendered arguments as they may be shown (secrets redacted), JSON.
+    pub arguments: String,
+    pub mode: crate::governor::Mode,
+    pub limits: crate::governor::Limits,
+}
+
+/// An action as planned: its row id, the governor's verdict, and whether this call planned
+/// it (false: the key existed, nothing new happened).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedAction {
+    pub id: i64,
+    pub verdict: String,
+    pub verdict_detail: serde_json::Value,
+    pub state: String,
+    pub new: bool,
+}
+
 enum Command {
+    PlanAction(
+        Box<ActionPlan>,
+        oneshot::Sender<Result<PlannedAction, String>>,
+    ),
+    /// Mark an action started (before it runs) or finished (after): id, state, result.
+    UpdateAction(
+        i64,
+        String,
+        Option<String>,
+        oneshot::Sender<Result<bool, String>>,
+    ),
+    SetPause(
+        Option<(Millis, String)>,
+        oneshot::Sender<Result<(), String>>,
+    ),
     RecordDecision(
         Box<DecisionRecord>,
         oneshot::Sender<Result<Recorded, String>>,
@@ -302,6 +347,32 @@ impl Store {
         alerts: Vec<ApiAlert>,
     ) -> Result<SyncSummary, StoreError> {
         self.ask(|reply| Command::ApiSync(alerts, reply)).await
+    }
+
+    /// Put an action through the governor and record it, once per idempotency key; the
+    /// facts the governor needs are read in the same transaction, so concurrent incidents
+    /// asking for the same target see each other.
+    pub async fn plan_action(&self, plan: ActionPlan) -> Result<PlannedAction, StoreError> {
+        self.ask(|reply| Command::PlanAction(Box::new(plan), reply))
+            .await
+    }
+
+    /// `started` (durably, before it runs: returns false if it was not `planned` or
+    /// `not_applied`), or a final state with its result after.
+    pub async fn update_action(
+        &self,
+        id: i64,
+        state: &str,
+        result: Option<String>,
+    ) -> Result<bool, StoreError> {
+        let state = state.to_owned();
+        self.ask(|reply| Command::UpdateAction(id, state, result, reply))
+            .await
+    }
+
+    /// Pause automatic actions until a time, with a reason; `None` resumes.
+    pub async fn set_pause(&self, pause: Option<(Millis, String)>) -> Result<(), StoreError> {
+        self.ask(|reply| Command::SetPause(pause, reply)).await
     }
 
     /// Record a decision (and mark its transition done) in one transaction.

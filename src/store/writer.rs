@@ -10,9 +10,11 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use sha2::{Digest, Sha256};
 
 use super::{
-    ApiAlert, Command, DecisionRecord, Durability, IngestRecord, Recorded, Shared, SyncSummary,
+    ActionPlan, ApiAlert, Command, DecisionRecord, Durability, IngestRecord, PlannedAction,
+    Recorded, Shared, SyncSummary,
 };
 use crate::clock::{Millis, SharedClock, duration_millis};
+use crate::governor::{self, Facts, Proposal, Verdict};
 use crate::ingest::webhook::{self, Alert, Notification};
 use crate::reconcile::{
     self, ApiOutcome, ApiView, EpisodeStatus, Known, SnapshotOutcome, TransitionKind,
@@ -22,8 +24,11 @@ use crate::telemetry::Metrics;
 const SCHEMA: &str = include_str!("schema.sql");
 /// Migrations from the previous version, applied in order; the index is the version it
 /// migrates from, minus one.
-const MIGRATIONS: [&str; 1] = [include_str!("migrate_v2.sql")];
-const SCHEMA_VERSION: &str = "2";
+const MIGRATIONS: [&str; 2] = [
+    include_str!("migrate_v2.sql"),
+    include_str!("migrate_v3.sql"),
+];
+const SCHEMA_VERSION: &str = "3";
 
 /// Most notifications committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -190,6 +195,22 @@ impl Writer {
 
     fn handle(&mut self, command: Command) {
         match command {
+            Command::PlanAction(plan, reply) => {
+                let result = self
+                    .plan_action(&plan)
+                    .map_err(|e| self.failed("plan_action", e));
+                let _ = reply.send(result);
+            }
+            Command::UpdateAction(id, state, result, reply) => {
+                let outcome = self
+                    .update_action(id, &state, result.as_deref())
+                    .map_err(|e| self.failed("update_action", e));
+                let _ = reply.send(outcome);
+            }
+            Command::SetPause(pause, reply) => {
+                let result = self.set_pause(pause).map_err(|e| self.failed("pause", e));
+                let _ = reply.send(result);
+            }
             Command::RecordDecision(record, reply) => {
                 let result = self
                     .record_decision(&record)
@@ -469,6 +490,160 @@ impl Writer {
         transaction.commit()?;
         self.succeeded();
         Ok(summary)
+    }
+
+    fn plan_action(&mut self, plan: &ActionPlan) -> Result<PlannedAction, rusqlite::Error> {
+        let now = self.clock.now_millis();
+        self.set_synchronous("FULL")?;
+        let transaction = self.connection.transaction()?;
+        let existing = transaction
+            .query_row(
+                "SELECT id, verdict, verdict_detail, state FROM actions WHERE key = ?1",
+                params![plan.key],
+                |row| {
+                    Ok(PlannedAction {
+                        id: row.get(0)?,
+                        verdict: row.get(1)?,
+                        verdict_detail: serde_json::from_str(&row.get::<_, String>(2)?)
+                            .unwrap_or_default(),
+                        state: row.get(3)?,
+                        new: false,
+                    })
+                },
+            )
+            .optional()?;
+        if let Some(existing) = existing {
+            return Ok(existing);
+        }
+        let paused = transaction
+            .query_row(
+                "SELECT until_at, reason FROM pause WHERE id = 1",
+                [],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
+            )
+            .optional()?;
+        let in_flight: bool = transaction.query_row(
+            "SELECT EXISTS (SELECT 1 FROM actions WHERE target = ?1 AND state = 'started')",
+            params![plan.target],
+            |row| row.get(0),
+        )?;
+        let last_on_target = transaction
+            .query_row(
+                "SELECT created_at, id FROM actions WHERE target = ?1 AND kind = ?2
+                 AND verdict = 'run' ORDER BY id DESC LIMIT 1",
+                params![plan.target, plan.kind],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+            )
+            .optional()?;
+        let actions_last_hour: i64 = transaction.query_row(
+            "SELECT count(*) FROM actions WHERE verdict = 'run' AND created_at > ?1",
+            params![now - 3_600_000],
+            |row| row.get(0),
+        )?;
+        // The same alert re-opened (a new episode of the same fingerprint) within the
+        // cooldown after this action ran for it: repeating would not help.
+        let did_not_help: bool = transaction.query_row(
+            "SELECT EXISTS (SELECT 1 FROM actions WHERE episode_id LIKE ?1 || '-%'
+             AND episode_id != ?2 AND action = ?3 AND verdict = 'run' AND created_at > ?4)",
+            params![
+                plan.fingerprint,
+                plan.episode_id,
+                plan.action,
+                now - plan.cooldown
+            ],
+            |row| row.get(0),
+        )?;
+        let facts = Facts {
+            paused,
+            in_flight,
+            last_on_target,
+            actions_last_hour: u32::try_from(actions_last_hour).unwrap_or(u32::MAX),
+            did_not_help,
+        };
+        let proposal = Proposal {
+            incident_id: plan.episode_id.clone(),
+            target: plan.target.clone(),
+            kind: plan.kind.clone(),
+            shadow: plan.shadow,
+            cooldown: plan.cooldown,
+            already_held: false,
+        };
+        let verdict = governor::judge(&proposal, &facts, plan.mode, plan.limits, now);
+        let state = if verdict == Verdict::Run {
+            "planned"
+        } else {
+            "skipped"
+        };
+        let detail = serde_json::to_value(&verdict).unwrap_or_default();
+        transaction
+            .prepare_cached(
+                "INSERT INTO actions(key, episode_id, rule, action, kind, target, verdict,
+                     verdict_detail, arguments, state, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                plan.key,
+                plan.episode_id,
+                plan.rule,
+                plan.action,
+                plan.kind,
+                plan.target,
+                verdict.label(),
+                detail.to_string(),
+                plan.arguments,
+                state,
+                now,
+            ])?;
+        let id = transaction.last_insert_rowid();
+        transaction.commit()?;
+        self.succeeded();
+        Ok(PlannedAction {
+            id,
+            verdict: verdict.label().to_owned(),
+            verdict_detail: detail,
+            state: state.to_owned(),
+            new: true,
+        })
+    }
+
+    fn update_action(
+        &mut self,
+        id: i64,
+        state: &str,
+        result: Option<&str>,
+    ) -> Result<bool, rusqlite::Error> {
+        let now = self.clock.now_millis();
+        self.set_synchronous("FULL")?;
+        let changed = if state == "started" {
+            self.connection.execute(
+                "UPDATE actions SET state = 'started', started_at = ?2, attempts = attempts + 1
+                 WHERE id = ?1 AND state IN ('planned', 'not_applied')",
+                params![id, now],
+            )?
+        } else {
+            self.connection.execute(
+                "UPDATE actions SET state = ?2, finished_at = ?3, result = ?4 WHERE id = ?1",
+                params![id, state, now, result],
+            )?
+        };
+        self.succeeded();
+        Ok(changed == 1)
+    }
+
+    fn set_pause(&mut self, pause: Option<(Millis, String)>) -> Result<(), rusqlite::Error> {
+        let now = self.clock.now_millis();
+        self.set_synchronous("FULL")?;
+        match pause {
+            Some((until, reason)) => self.connection.execute(
+                "INSERT INTO pause(id, until_at, reason, at) VALUES (1, ?1, ?2, ?3)
+                 ON CONFLICT(id) DO UPDATE SET until_at = excluded.until_at,
+                     reason = excluded.reason, at = excluded.at",
+                params![until, reason, now],
+            )?,
+            None => self.connection.execute("DELETE FROM pause", [])?,
+        };
+        self.succeeded();
+        Ok(())
     }
 
     fn record_decision(&mut self, record: &DecisionRecord) -> Result<Recorded, rusqlite::Error> {
