@@ -8,6 +8,7 @@ use chrono::TimeZone;
 use super::*;
 use crate::clock::{Clock, ManualClock};
 use crate::config::{ReconcileConfig, StoreConfig};
+use crate::store::ActionPlan;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -408,4 +409,132 @@ async fn restart_resumes_unreconciled_work() {
     );
     store.shutdown();
     assert!(writer.join_within(Duration::from_secs(5)));
+}
+
+fn plan(f: &Fixture, n: usize, target: &str, mode: crate::governor::Mode) -> ActionPlan {
+    let _ = f;
+    ActionPlan {
+        key: format!("incident-{n}|restart-rule|restart|{target}"),
+        episode_id: format!("{n:016x}-20261128T030000Z"),
+        fingerprint: format!("{n:016x}"),
+        rule: "restart-rule".to_owned(),
+        action: "restart".to_owned(),
+        kind: "kubernetes.rollout_restart".to_owned(),
+        target: target.to_owned(),
+        shadow: false,
+        cooldown: 30 * 60_000,
+        arguments: "{}".to_owned(),
+        mode,
+        limits: crate::governor::Limits { hourly_budget: 3 },
+    }
+}
+
+#[tokio::test]
+async fn a_storm_for_one_deployment_plans_exactly_one_restart() {
+    use crate::governor::Mode;
+    let f = Fixture::new(1000);
+    let target = "deployment/vastai/vastai-integration";
+    let mut handles = Vec::new();
+    for n in 0..500 {
+        let store = f.store.clone();
+        let plan = plan(&f, n, target, Mode::Enforce);
+        handles.push(tokio::spawn(async move {
+            store.plan_action(plan).await.unwrap()
+        }));
+    }
+    let mut verdicts = std::collections::BTreeMap::new();
+    for handle in handles {
+        *verdicts.entry(handle.await.unwrap().verdict).or_insert(0) += 1;
+    }
+    assert_eq!(verdicts.get("run"), Some(&1), "{verdicts:?}");
+    assert_eq!(verdicts.get("cooldown"), Some(&499), "{verdicts:?}");
+    // The same key again is the same action: nothing new.
+    let again = f
+        .store
+        .plan_action(plan(&f, 0, target, Mode::Enforce))
+        .await
+        .unwrap();
+    assert!(!again.new);
+}
+
+#[tokio::test]
+async fn the_budget_pause_and_dry_run_are_enforced_from_the_store() {
+    use crate::governor::Mode;
+    let f = Fixture::new(1000);
+    // Three targets run; the fourth is over the hourly budget of three.
+    for n in 0..3 {
+        let planned = f
+            .store
+            .plan_action(plan(
+                &f,
+                n,
+                &format!("deployment/vastai/d{n}"),
+                Mode::Enforce,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(planned.verdict, "run");
+        assert_eq!(planned.state, "planned");
+    }
+    let over = f
+        .store
+        .plan_action(plan(&f, 3, "deployment/vastai/d3", Mode::Enforce))
+        .await
+        .unwrap();
+    assert_eq!(over.verdict, "budget");
+    assert_eq!(over.state, "skipped");
+    // An hour later the budget is back; but a pause stops everything.
+    f.clock.advance(Duration::from_secs(3601));
+    let until = f.clock.now_millis() + 600_000;
+    f.store
+        .set_pause(Some((until, "deploy freeze".to_owned())))
+        .await
+        .unwrap();
+    let paused = f
+        .store
+        .plan_action(plan(&f, 4, "deployment/vastai/d4", Mode::Enforce))
+        .await
+        .unwrap();
+    assert_eq!(paused.verdict, "paused");
+    assert_eq!(paused.verdict_detail["why"], "deploy freeze");
+    f.store.set_pause(None).await.unwrap();
+    // Dry-run records what would have happened and starts no cooldown.
+    let dry = f
+        .store
+        .plan_action(plan(&f, 5, "deployment/vastai/d5", Mode::DryRun))
+        .await
+        .unwrap();
+    assert_eq!(dry.verdict, "dry_run");
+    assert_eq!(dry.verdict_detail["would"]["verdict"], "run");
+    let real = f
+        .store
+        .plan_action(plan(&f, 6, "deployment/vastai/d5", Mode::Enforce))
+        .await
+        .unwrap();
+    assert_eq!(real.verdict, "run", "a dry run does not start a cooldown");
+    // Started and finished; a second start of the same action is refused.
+    assert!(
+        f.store
+            .update_action(real.id, "started", None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !f.store
+            .update_action(real.id, "started", None)
+            .await
+            .unwrap()
+    );
+    let busy = f
+        .store
+        .plan_action(plan(&f, 7, "deployment/vastai/d5", Mode::Enforce))
+        .await
+        .unwrap();
+    assert_eq!(busy.verdict, "in_flight");
+    assert!(
+        f.store
+            .update_action(real.id, "done", Some("{}".to_owned()))
+            .await
+            .unwrap()
+    );
 }
