@@ -31,6 +31,7 @@ pub struct Config {
     pub default_rule: DefaultRuleConfig,
     pub prometheus: PrometheusConfig,
     pub kubernetes: KubernetesConfig,
+    pub actions: ActionsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -396,6 +397,39 @@ pub struct KubernetesConfig {
     pub namespaces: Vec<String>,
 }
 
+/// How automatic actions are carried out.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionMode {
+    /// Record what would be done; change nothing.
+    #[default]
+    DryRun,
+    /// Carry actions out. Refused (falls back to dry-run) while the ingest endpoint has no
+    /// credential: whoever can post a webhook could otherwise restart deployments.
+    Enforce,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActionsConfig {
+    pub mode: ActionMode,
+    /// Automatic actions allowed per rolling hour across the daemon.
+    pub hourly_budget: u32,
+    /// Attempts for an action that provably did not take effect (connection refused, 409,
+    /// 429), with exponential backoff between them.
+    pub max_attempts: u32,
+}
+
+impl Default for ActionsConfig {
+    fn default() -> Self {
+        Self {
+            mode: ActionMode::DryRun,
+            hourly_budget: 12,
+            max_attempts: 3,
+        }
+    }
+}
+
 /// One problem found while loading configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -599,13 +633,14 @@ fn check_file(file: &str, text: &str, origins: &mut Origins, errors: &mut Vec<Co
                 "default_rule" => |d| DefaultRuleConfig::deserialize(d).map(drop),
                 "prometheus" => |d| PrometheusConfig::deserialize(d).map(drop),
                 "kubernetes" => |d| KubernetesConfig::deserialize(d).map(drop),
+                "actions" => |d| ActionsConfig::deserialize(d).map(drop),
                 _ => {
                     errors.push(ConfigError {
                         origin: format!("{file}:{section_line}"),
                         key: section.clone(),
                         message: "unknown section; expected one of server, auth, store, \
                                   reconcile, alertmanager, log, rules, severities, default_rule, \
-                                  prometheus, kubernetes"
+                                  prometheus, kubernetes, actions"
                             .to_owned(),
                     });
                     continue;

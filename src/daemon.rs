@@ -232,6 +232,7 @@ async fn run_async(
 
     let shutdown = CancellationToken::new();
     let credentials = Arc::new(RwLock::new(Arc::new(credentials)));
+    let actions_note: Arc<RwLock<Option<String>>> = Arc::default();
     let (alertmanager_settings, alertmanager_receiver) =
         watch::channel(config.alertmanager.clone());
     let reloader = Arc::new(Reloader {
@@ -253,11 +254,12 @@ async fn run_async(
         metrics: metrics.clone(),
         clock: clock.clone(),
         server: server_config.clone(),
-        credentials,
+        credentials: credentials.clone(),
         state_dir: config.store.dir.clone(),
         reloader: reloader.clone(),
         shutdown: shutdown.clone(),
         rules_degraded,
+        actions_note: actions_note.clone(),
     };
     let deadline = config.server.shutdown_timeout;
     let server_task = tokio::spawn(server::serve(
@@ -274,7 +276,44 @@ async fn run_async(
         alertmanager_receiver,
         shutdown.clone(),
     ));
+    // Enforce only when configured, and never while anyone can post a webhook.
+    let ingest_protected = credentials
+        .read()
+        .map(|c| c.ingest.is_required())
+        .unwrap_or(false);
+    let mode = match (config.actions.mode, ingest_protected) {
+        (crate::config::ActionMode::Enforce, true) => crate::governor::Mode::Enforce,
+        (crate::config::ActionMode::Enforce, false) => {
+            let note = "actions.mode is enforce but the ingest endpoint has no credential; \
+                        running in dry-run"
+                .to_owned();
+            tracing::error!("{note}");
+            if let Ok(mut notes) = actions_note.write() {
+                *notes = Some(note);
+            }
+            crate::governor::Mode::DryRun
+        }
+        (crate::config::ActionMode::DryRun, _) => crate::governor::Mode::DryRun,
+    };
+    metrics
+        .actions_enforced
+        .set(i64::from(mode == crate::governor::Mode::Enforce));
+    let mitigator = Arc::new(crate::mitigate::Mitigator {
+        store: store.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+        kubernetes: crate::probes::kubernetes::ClientSlot::new(&config.kubernetes),
+        http: crate::actions::http::client().map_err(|e| anyhow::anyhow!(e))?,
+        mode,
+        limits: crate::governor::Limits {
+            hourly_budget: config.actions.hourly_budget,
+        },
+        namespaces: config.kubernetes.namespaces.clone(),
+        max_attempts: config.actions.max_attempts.max(1),
+    });
+    mitigator.recover().await;
     let worker = Arc::new(Worker {
+        mitigator: Some(mitigator),
         store: store.clone(),
         reader: Arc::default(),
         rules,

@@ -13,6 +13,7 @@ pub mod decide;
 pub mod explain;
 pub mod governor;
 pub mod ingest;
+pub mod mitigate;
 pub mod probes;
 pub mod reconcile;
 pub mod redact;

@@ -57,7 +57,8 @@ impl Redactor {
             return;
         }
         self.known.push((value.to_owned(), name.to_owned()));
-        self.known.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
+        self.known
+            .sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
     }
 
     /// The text with every known secret replaced, and how many replacements were made.

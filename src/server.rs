@@ -45,6 +45,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Set when the rules in use are not the configured ones (shown by /readyz).
     pub rules_degraded: Arc<RwLock<Option<String>>>,
+    /// Set when actions run in dry-run against the configuration (shown by /readyz).
+    pub actions_note: Arc<RwLock<Option<String>>>,
 }
 
 impl AppState {
@@ -132,7 +134,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response();
     }
-    let degraded = state.rules_degraded.read().ok().and_then(|d| d.clone());
+    let degraded: Vec<String> = [&state.rules_degraded, &state.actions_note]
+        .iter()
+        .filter_map(|note| note.read().ok().and_then(|n| n.clone()))
+        .collect();
+    let degraded = (!degraded.is_empty()).then(|| degraded.join("; "));
     match state.store.health() {
         // Ingest works, so the daemon is ready; but say loudly that the rules are not the
         // configured ones.

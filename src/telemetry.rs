@@ -69,6 +69,12 @@ pub struct Metrics {
     pub rules_last_load_successful: IntGauge,
     /// Rules in the set in use.
     pub rules_loaded: IntGauge,
+    /// Automatic actions by kind and outcome: the governor's verdict (run, dry_run, cooldown,
+    /// budget, paused, in_flight, did_not_help), then done, failed, not_applied, uncertain,
+    /// or refused (could not be prepared).
+    pub actions_total: IntCounterVec,
+    /// 1 while actions are carried out (enforce), 0 in dry-run.
+    pub actions_enforced: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -276,6 +282,17 @@ impl Metrics {
                 "1 when the configured rule files are the ones in use, else 0.",
             ),
             rules_loaded: gauge(r, "nightshift_rules_loaded", "Rules in the set in use."),
+            actions_total: counter_vec(
+                r,
+                "nightshift_actions_total",
+                "Automatic actions by kind and outcome.",
+                &["kind", "outcome"],
+            ),
+            actions_enforced: gauge(
+                r,
+                "nightshift_actions_enforced",
+                "1 while automatic actions are carried out, 0 in dry-run.",
+            ),
             rejected_bodies_kept_total: counter(
                 r,
                 "nightshift_rejected_bodies_kept_total",

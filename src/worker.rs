@@ -40,6 +40,8 @@ pub struct Worker {
     pub clock: SharedClock,
     pub metrics: Arc<Metrics>,
     pub concurrency: usize,
+    /// The act stage; `None` records decisions only.
+    pub mitigator: Option<Arc<crate::mitigate::Mitigator>>,
 }
 
 impl Worker {
@@ -231,6 +233,22 @@ impl Worker {
             Ok(Recorded::Recorded { changed }) => {
                 if changed {
                     self.metrics.decision_branch_changes_total.inc();
+                }
+                // Act on the first decision, and on a re-evaluation that changed branch;
+                // a silenced episode takes no new action (it is not re-evaluated either).
+                if (kind == "initial" || changed)
+                    && row.status == "firing"
+                    && let Some(mitigator) = &self.mitigator
+                {
+                    mitigator
+                        .act(
+                            &rules,
+                            &input,
+                            &decision.probes,
+                            &decision.actions,
+                            decision.severity,
+                        )
+                        .await;
                 }
                 tracing::info!(
                     rule = %rule_name,

@@ -501,6 +501,22 @@ impl RuleSet {
         wanted
     }
 
+    /// The template context an action of rule `rule_name` is rendered with.
+    pub fn action_context(
+        &self,
+        rule_name: &str,
+        alert: &AlertInput,
+        probes: &BTreeMap<String, ProbeResult>,
+        severity: Severity,
+    ) -> Json {
+        let local = self
+            .rules
+            .iter()
+            .find(|r| r.name == rule_name)
+            .map_or_else(BTreeMap::new, |rule| self.local_probes(rule, probes));
+        alert.template_context(&local, rule_name, severity)
+    }
+
     /// The results a rule sees as `probe.<name>`: those of its own file's probes.
     fn local_probes(
         &self,

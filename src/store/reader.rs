@@ -54,6 +54,8 @@ pub struct IncidentDetail {
     pub transitions: Vec<TransitionRecord>,
     /// Every decision, oldest first, each with its full trace.
     pub decisions: Vec<DecisionEntry>,
+    /// Every automatic action with the governor's verdict and its result.
+    pub actions: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -183,6 +185,7 @@ impl Reader {
                         first_notification: row.get(15)?,
                         transitions: Vec::new(),
                         decisions: Vec::new(),
+                        actions: Vec::new(),
                     })
                 },
             )
@@ -224,6 +227,7 @@ impl Reader {
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
+        detail.actions = self.actions(id)?;
         Ok(Some(detail))
     }
 
@@ -249,6 +253,49 @@ impl Reader {
                 },
             )
             .optional()?)
+    }
+
+    /// Actions marked started with no result: left by a crash.
+    pub fn started_actions(&self) -> Result<Vec<(i64, String, String, String)>, StoreError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT id, kind, target, key FROM actions WHERE state = 'started' ORDER BY id",
+        )?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Every action of an episode, oldest first.
+    pub fn actions(&self, episode_id: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT id, rule, action, kind, target, verdict, verdict_detail, arguments, state,
+                 attempts, created_at, started_at, finished_at, result
+             FROM actions WHERE episode_id = ?1 ORDER BY id",
+        )?;
+        let rows = statement
+            .query_map(params![episode_id], |row| {
+                Ok(serde_json::json!({
+                    "id": row.get::<_, i64>(0)?,
+                    "rule": row.get::<_, String>(1)?,
+                    "action": row.get::<_, String>(2)?,
+                    "kind": row.get::<_, String>(3)?,
+                    "target": row.get::<_, String>(4)?,
+                    "verdict": row.get::<_, String>(5)?,
+                    "verdict_detail": json(row.get(6)?),
+                    "arguments": json(row.get(7)?),
+                    "state": row.get::<_, String>(8)?,
+                    "attempts": row.get::<_, i64>(9)?,
+                    "created_at": time_text(row.get(10)?),
+                    "started_at": row.get::<_, Option<i64>>(11)?.map(time_text),
+                    "finished_at": row.get::<_, Option<i64>>(12)?.map(time_text),
+                    "result": row.get::<_, Option<String>>(13)?.map(json),
+                }))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     /// Firing episodes whose re-evaluation time has come, soonest first.

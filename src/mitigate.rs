@@ -1,0 +1,450 @@
+//! mitigate: the act stage. For each action a decision chose, build the exact request
+//! (rendered, checked), pass it through the governor (inside the store's transaction), mark it
+//! started durably, run it, settle an unknown outcome by reading the target back, and record
+//! the result. Every action carries an idempotency key (incident, rule, action, target): one
+//! that was planned before is never planned again, and one found `started` after a crash is
+//! settled by read-back or marked `uncertain`, never run again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::actions::kubernetes::{self as kube_actions, Workload};
+use crate::actions::{Outcome, exec, http};
+use crate::clock::{SharedClock, duration_millis};
+use crate::governor::{Limits, Mode};
+use crate::probes::kubernetes::ClientSlot;
+use crate::rules::action::{ActionSpec, Common};
+use crate::rules::{AlertInput, ChosenAction, RuleSet};
+use crate::store::{ActionPlan, Store};
+use crate::telemetry::Metrics;
+
+/// What the act stage needs; built once by the daemon.
+pub struct Mitigator {
+    pub store: Store,
+    pub clock: SharedClock,
+    pub metrics: Arc<Metrics>,
+    pub kubernetes: ClientSlot,
+    pub http: reqwest::Client,
+    /// The effective mode: `Enforce` only when configured and an ingest credential exists.
+    pub mode: Mode,
+    pub limits: Limits,
+    pub namespaces: Vec<String>,
+    pub max_attempts: u32,
+}
+
+/// An action ready to run: its target and the request for its executor.
+enum Prepared {
+    Kubernetes {
+        workload: Workload,
+        spec: ActionSpec,
+        rendered: Value,
+    },
+    Exec(exec::ExecRequest),
+    Http(http::HttpActionRequest),
+}
+
+impl Mitigator {
+    /// Act on every action of a decision, in order.
+    pub async fn act(
+        &self,
+        rules: &RuleSet,
+        alert: &AlertInput,
+        probes: &std::collections::BTreeMap<String, crate::probes::ProbeResult>,
+        actions: &[ChosenAction],
+        severity: crate::rules::Severity,
+    ) {
+        for chosen in actions {
+            let context = rules.action_context(&chosen.rule, alert, probes, severity);
+            let severity = severity.as_str();
+            if let Err(error) = self.act_one(rules, alert, &context, chosen, severity).await {
+                self.metrics
+                    .actions_total
+                    .with_label_values(&[chosen.kind.as_str(), "refused"])
+                    .inc();
+                tracing::error!(action = %chosen.name, rule = %chosen.rule, %error, "action refused");
+            }
+        }
+    }
+
+    async fn act_one(
+        &self,
+        rules: &RuleSet,
+        alert: &AlertInput,
+        context: &Value,
+        chosen: &ChosenAction,
+        severity: &str,
+    ) -> Result<(), String> {
+        let rule = rules
+            .rules
+            .iter()
+            .find(|r| r.name == chosen.rule)
+            .ok_or_else(|| format!("rule {} is no longer loaded", chosen.rule))?;
+        let spec = rules
+            .file_of(rule)
+            .actions
+            .get(&chosen.name)
+            .ok_or_else(|| format!("action {} is no longer defined", chosen.name))?
+            .clone();
+        let (target, prepared) =
+            self.prepare(&chosen.name, &spec, chosen, alert, context, severity)?;
+        let common = Common::of(&spec);
+        let key = format!(
+            "{}|{}|{}|{}",
+            alert.incident_id, rule.name, chosen.name, target
+        );
+        let planned = self
+            .store
+            .plan_action(ActionPlan {
+                key: key.clone(),
+                episode_id: alert.incident_id.clone(),
+                fingerprint: alert.fingerprint.clone(),
+                rule: rule.name.clone(),
+                action: chosen.name.clone(),
+                kind: spec.kind().to_owned(),
+                target: target.clone(),
+                shadow: rule.shadow,
+                cooldown: duration_millis(common.cooldown),
+                arguments: chosen.rendered.to_string(),
+                mode: self.mode,
+                limits: self.limits,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        if !planned.new {
+            return Ok(());
+        }
+        self.metrics
+            .actions_total
+            .with_label_values(&[spec.kind(), planned.verdict.as_str()])
+            .inc();
+        tracing::info!(action = %chosen.name, %target, verdict = %planned.verdict, "action judged");
+        if planned.verdict != "run" {
+            return Ok(());
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if !self
+                .store
+                .update_action(planned.id, "started", None)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                return Ok(());
+            }
+            let outcome = self.run(&prepared, &key).await;
+            let outcome = match outcome {
+                Outcome::Unknown { error } => self.settle(&prepared, &key, error).await,
+                other => other,
+            };
+            let retry = matches!(
+                outcome,
+                Outcome::NotApplied {
+                    retryable: true,
+                    ..
+                }
+            ) && attempt < self.max_attempts;
+            let state = match (&outcome, retry) {
+                (Outcome::Done { .. }, _) => "done",
+                (Outcome::NotApplied { .. }, true) => "not_applied",
+                (Outcome::NotApplied { .. }, false) | (Outcome::Failed { .. }, _) => "failed",
+                (Outcome::Unknown { .. }, _) => "uncertain",
+            };
+            let result = serde_json::to_string(&outcome).unwrap_or_default();
+            self.store
+                .update_action(planned.id, state, Some(result))
+                .await
+                .map_err(|e| e.to_string())?;
+            self.metrics
+                .actions_total
+                .with_label_values(&[spec.kind(), state])
+                .inc();
+            if state == "uncertain" {
+                tracing::error!(action = %chosen.name, %target, "action outcome unknown; escalating, not retrying");
+            }
+            if !retry {
+                return Ok(());
+            }
+            // Provably not applied: back off (1 s, 2 s, 4 s, …) and try again.
+            tokio::time::sleep(Duration::from_secs(1 << (attempt - 1).min(5))).await;
+        }
+    }
+
+    fn prepare(
+        &self,
+        name: &str,
+        spec: &ActionSpec,
+        chosen: &ChosenAction,
+        alert: &AlertInput,
+        context: &Value,
+        severity: &str,
+    ) -> Result<(String, Prepared), String> {
+        let text = |field: &str| {
+            chosen.rendered[field]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("{field} did not render"))
+        };
+        match spec {
+            ActionSpec::RolloutRestart { .. }
+            | ActionSpec::SetEnv { .. }
+            | ActionSpec::Scale { .. } => {
+                let namespace = text("namespace")?;
+                if !self.namespaces.contains(&namespace) {
+                    return Err(format!(
+                        "namespace {namespace:?} is not in kubernetes.namespaces"
+                    ));
+                }
+                let workload = Workload::parse(&namespace, &text("workload")?)?;
+                Ok((
+                    workload.target(),
+                    Prepared::Kubernetes {
+                        workload,
+                        spec: spec.clone(),
+                        rendered: chosen.rendered.clone(),
+                    },
+                ))
+            }
+            ActionSpec::Exec {
+                argv,
+                timeout,
+                allow_leading_dash,
+                max_output_bytes,
+                ..
+            } => {
+                let argv = exec::render_argv(argv, context, *allow_leading_dash)?;
+                let env =
+                    exec::incident_env(&alert.incident_id, &chosen.rule, severity, &alert.labels);
+                Ok((
+                    name.to_owned(),
+                    Prepared::Exec(exec::ExecRequest {
+                        argv,
+                        env,
+                        timeout: *timeout,
+                        max_output_bytes: *max_output_bytes,
+                    }),
+                ))
+            }
+            ActionSpec::Http {
+                method,
+                url,
+                headers,
+                body,
+                expect_status,
+                timeout,
+                ..
+            } => {
+                let url = http::render_url(url, context)?;
+                let render = |source: &str| {
+                    crate::rules::template::Template {
+                        source: source.to_owned(),
+                    }
+                    .render(context)
+                };
+                let headers = headers
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), render(v)?)))
+                    .collect::<Result<Vec<_>, String>>()?;
+                Ok((
+                    name.to_owned(),
+                    Prepared::Http(http::HttpActionRequest {
+                        method: method.clone(),
+                        url,
+                        headers,
+                        body: render(body)?,
+                        expect_status: expect_status.clone(),
+                        timeout: *timeout,
+                    }),
+                ))
+            }
+        }
+    }
+
+    async fn run(&self, prepared: &Prepared, key: &str) -> Outcome {
+        match prepared {
+            Prepared::Exec(request) => exec::run(request).await,
+            Prepared::Http(request) => http::run(&self.http, request).await,
+            Prepared::Kubernetes {
+                workload,
+                spec,
+                rendered,
+            } => {
+                let client = match self.kubernetes.client().await {
+                    Ok(client) => client,
+                    Err(error) => {
+                        return Outcome::NotApplied {
+                            error,
+                            retryable: true,
+                        };
+                    }
+                };
+                match spec {
+                    ActionSpec::RolloutRestart { .. } => {
+                        kube_actions::rollout_restart(
+                            &client,
+                            workload,
+                            &action_key(key),
+                            self.clock.now(),
+                        )
+                        .await
+                    }
+                    ActionSpec::SetEnv {
+                        containers,
+                        env,
+                        remove,
+                        ..
+                    } => {
+                        let set = env
+                            .keys()
+                            .map(|name| {
+                                let value =
+                                    rendered[format!("env.{name}")].as_str().unwrap_or_default();
+                                (name.clone(), value.to_owned())
+                            })
+                            .collect();
+                        kube_actions::set_env(
+                            &client,
+                            workload,
+                            containers,
+                            &set,
+                            remove,
+                            &action_key(key),
+                        )
+                        .await
+                    }
+                    ActionSpec::Scale { .. } => {
+                        let replicas = match &rendered["replicas"] {
+                            Value::Number(n) => n.as_i64(),
+                            Value::String(s) => s.trim().parse().ok(),
+                            _ => None,
+                        };
+                        match replicas.and_then(|n| i32::try_from(n).ok()) {
+                            Some(replicas) => {
+                                kube_actions::scale(&client, workload, replicas, &action_key(key))
+                                    .await
+                            }
+                            None => Outcome::Failed {
+                                error: format!("replicas {} is not a number", rendered["replicas"]),
+                            },
+                        }
+                    }
+                    _ => Outcome::Failed {
+                        error: "not a Kubernetes action".to_owned(),
+                    },
+                }
+            }
+        }
+    }
+
+    /// A request went out and the answer was lost: read the target back. Only a rollout
+    /// restart carries a mark that proves it landed; anything else stays `uncertain`.
+    async fn settle(&self, prepared: &Prepared, key: &str, error: String) -> Outcome {
+        if let Prepared::Kubernetes {
+            workload,
+            spec: ActionSpec::RolloutRestart { .. },
+            ..
+        } = prepared
+            && let Ok(client) = self.kubernetes.client().await
+        {
+            match kube_actions::read_restart_key(&client, workload).await {
+                Ok(Some(found)) if found == action_key(key) => {
+                    return Outcome::Done {
+                        detail: json!({"settled_by_read_back": true, "lost_answer": error}),
+                    };
+                }
+                Ok(_) => {
+                    return Outcome::NotApplied {
+                        error: format!("{error}; read-back shows the restart absent"),
+                        retryable: false,
+                    };
+                }
+                Err(read) => {
+                    return Outcome::Unknown {
+                        error: format!("{error}; read-back failed: {read}"),
+                    };
+                }
+            }
+        }
+        Outcome::Unknown { error }
+    }
+}
+
+impl Mitigator {
+    /// After a restart: actions marked started with no recorded result are settled by
+    /// reading their target back, or marked `uncertain`; none is run again.
+    pub async fn recover(&self) {
+        let store = self.store.clone();
+        let open =
+            match tokio::task::spawn_blocking(move || store.reader()?.started_actions()).await {
+                Ok(Ok(open)) => open,
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "cannot read actions left started");
+                    return;
+                }
+                Err(_) => return,
+            };
+        for (id, kind, target, key) in open {
+            let outcome = match (kind.as_str(), target.split_once('/')) {
+                ("kubernetes.rollout_restart", Some((workload_kind, rest))) => {
+                    match rest.split_once('/') {
+                        Some((namespace, name)) => {
+                            match Workload::parse(namespace, &format!("{workload_kind}/{name}")) {
+                                Ok(workload) => {
+                                    let prepared = Prepared::Kubernetes {
+                                        workload,
+                                        spec: ActionSpec::RolloutRestart {
+                                            namespace: namespace.to_owned(),
+                                            workload: String::new(),
+                                            description: String::new(),
+                                            revert_on_resolve: false,
+                                            verify_window: Duration::ZERO,
+                                            cooldown: Duration::ZERO,
+                                        },
+                                        rendered: Value::Null,
+                                    };
+                                    self.settle(
+                                        &prepared,
+                                        &key,
+                                        "nightshift stopped while it ran".to_owned(),
+                                    )
+                                    .await
+                                }
+                                Err(error) => Outcome::Unknown { error },
+                            }
+                        }
+                        None => Outcome::Unknown {
+                            error: format!("unreadable target {target}"),
+                        },
+                    }
+                }
+                _ => Outcome::Unknown {
+                    error: "nightshift stopped while it ran; the outcome cannot be read back"
+                        .to_owned(),
+                },
+            };
+            let state = match &outcome {
+                Outcome::Done { .. } => "done",
+                Outcome::NotApplied { .. } | Outcome::Failed { .. } => "failed",
+                Outcome::Unknown { .. } => "uncertain",
+            };
+            tracing::warn!(action_id = id, %target, state, "settled an action left started by a crash");
+            let result = serde_json::to_string(&outcome).unwrap_or_default();
+            if let Err(error) = self.store.update_action(id, state, Some(result)).await {
+                tracing::error!(%error, "cannot record the settled action");
+            }
+            self.metrics
+                .actions_total
+                .with_label_values(&[kind.as_str(), state])
+                .inc();
+        }
+    }
+}
+
+/// The value written into `nightshift.io/action-key`: a digest of the idempotency key, since
+/// annotation values should stay short and free of label text.
+pub fn action_key(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(key.as_bytes())[..16])
+}

@@ -1,0 +1,246 @@
+//! The Vast.ai runbook's actions, end to end: a real webhook payload into the daemon binary,
+//! the decision, the governor, and the change on a fake Kubernetes API server that applies
+//! patches with real strategic-merge semantics.
+
+mod common;
+mod fakes;
+
+use common::*;
+use std::path::Path;
+use std::time::Duration;
+
+use fakes::kube::FakeKube;
+use fakes::statuspage::FakeStatuspage;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const TOKEN: &str = "Bearer e2e-ingest";
+
+struct Setup {
+    _runtime: tokio::runtime::Runtime,
+    kube: FakeKube,
+    page: FakeStatuspage,
+    daemon: Daemon,
+}
+
+/// The daemon with the shipped Vast.ai runbook (status page pointed at a fake), a fake API
+/// server holding deployment vastai/vastai-integration, and `extra` config.
+fn setup(extra: &str, ingest_token: bool) -> Setup {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let kube = runtime.block_on(FakeKube::start());
+    kube.put(fakes::kube::workload(
+        "Deployment",
+        "vastai",
+        "vastai-integration",
+        &[("app", "vastai")],
+    ));
+    let page = runtime.block_on(FakeStatuspage::start());
+    let auth = if ingest_token {
+        "[auth]\ningest_token_file = \"{dir}/ingest\"\n"
+    } else {
+        ""
+    };
+    let mut daemon = Daemon::prepare(
+        &format!(
+            "[rules]\ndir = \"{{dir}}/rules\"\n[kubernetes]\nkubeconfig = \"{{dir}}/kubeconfig\"\nnamespaces = [\"vastai\"]\n{auth}{extra}"
+        ),
+        &[],
+    );
+    daemon.write_file("ingest", "e2e-ingest\n");
+    let kubeconfig = kube.write_kubeconfig(daemon.dir.path());
+    std::fs::rename(kubeconfig, daemon.path("kubeconfig")).unwrap();
+    std::fs::create_dir_all(daemon.path("rules")).unwrap();
+    let runbook = std::fs::read_to_string(Path::new(ROOT).join("rules/vastai.toml")).unwrap();
+    let status_base = page.url().replace("/api/v2/status.json", "");
+    daemon.write_file(
+        "rules/vastai.toml",
+        &runbook.replace("https://status.vast.ai", &status_base),
+    );
+    // The runbook's [[test]] cases name payload files; they load with it.
+    std::fs::create_dir_all(daemon.path("rules/payloads")).unwrap();
+    for entry in std::fs::read_dir(Path::new(ROOT).join("rules/payloads")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(
+            entry.path(),
+            daemon.path("rules/payloads").join(entry.file_name()),
+        )
+        .unwrap();
+    }
+    daemon.spawn();
+    Setup {
+        _runtime: runtime,
+        kube,
+        page,
+        daemon,
+    }
+}
+
+fn post(setup: &Setup, body: &str) {
+    let response = client().post(
+        &format!("{}/webhook", setup.daemon.base),
+        &[JSON, ("Authorization", TOKEN)],
+        body.as_bytes(),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+}
+
+/// Every action recorded for every incident, once `count` of them exist.
+fn actions(setup: &Setup, count: usize) -> Vec<serde_json::Value> {
+    wait_for(Duration::from_secs(30), || {
+        let list = client()
+            .get(
+                &format!("{}/api/v1/incidents?limit=1000", setup.daemon.base),
+                &[],
+            )
+            .json();
+        let mut all = Vec::new();
+        for incident in list["incidents"].as_array()? {
+            let id = incident["id"].as_str()?;
+            let detail = client()
+                .get(&format!("{}/api/v1/incidents/{id}", setup.daemon.base), &[])
+                .json();
+            all.extend(detail["actions"].as_array()?.iter().cloned());
+        }
+        let settled = all
+            .iter()
+            .all(|a| a["state"] != "planned" && a["state"] != "started");
+        (all.len() >= count && settled).then_some(all)
+    })
+    .unwrap_or_else(|| panic!("no {count} settled action(s):\n{}", setup.daemon.log()))
+}
+
+fn env_of(setup: &Setup) -> serde_json::Value {
+    let object = setup
+        .kube
+        .workload_object("Deployment", "vastai", "vastai-integration")
+        .unwrap();
+    object["spec"]["template"]["spec"]["containers"][0]["env"].clone()
+}
+
+#[test]
+fn a_provider_outage_enables_the_fallback_on_the_deployment() {
+    let setup = setup("[actions]\nmode = \"enforce\"\n", true);
+    setup.page.set_indicator("major", "Partial API outage");
+    let payload =
+        std::fs::read_to_string(Path::new(ROOT).join("rules/payloads/vastai-api-unreachable.json"))
+            .unwrap();
+    post(&setup, &payload);
+    let actions = actions(&setup, 1);
+    assert_eq!(actions.len(), 1, "{actions:#?}");
+    let action = &actions[0];
+    assert_eq!(action["action"], "fallback");
+    assert_eq!(action["verdict"], "run");
+    assert_eq!(action["state"], "done", "{action:#}");
+    assert_eq!(action["target"], "deployment/vastai/vastai-integration");
+    assert_eq!(
+        env_of(&setup),
+        serde_json::json!([{"name": "VASTAI_FALLBACK", "value": "true"}])
+    );
+    let writes = setup.kube.writes();
+    assert_eq!(writes.len(), 1);
+    assert_eq!(
+        fakes::kube::content_type(&writes[0]),
+        "application/strategic-merge-patch+json"
+    );
+    // The same payload again (an Alertmanager retry) does nothing new.
+    post(&setup, &payload);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(setup.kube.writes().len(), 1);
+}
+
+#[test]
+fn a_storm_for_one_deployment_restarts_it_once() {
+    let setup = setup("[actions]\nmode = \"enforce\"\n", true);
+    setup.page.set_indicator("none", "All Systems Operational");
+    // 40 incidents of our side, in 4 groups, all asking to restart the same deployment.
+    for group in 0..4 {
+        let alerts: Vec<(String, String)> = (0..10)
+            .map(|n| (format!("pod-{group}-{n}"), "firing".to_owned()))
+            .collect();
+        let alerts: Vec<serde_json::Value> = alerts
+            .iter()
+            .map(|(instance, status)| {
+                serde_json::json!({
+                    "status": status,
+                    "labels": {"alertname": "VastaiApiUnreachable", "namespace": "vastai", "instance": instance, "severity": "critical"},
+                    "annotations": {"summary": "unreachable"},
+                    "startsAt": "2026-11-28T03:00:00Z",
+                    "endsAt": "0001-01-01T00:00:00Z",
+                })
+            })
+            .collect();
+        let body = serde_json::json!({
+            "version": "4", "status": "firing", "receiver": "nightshift",
+            "groupKey": format!("{{}}:{{group=\"{group}\"}}"), "alerts": alerts,
+        });
+        post(&setup, &body.to_string());
+    }
+    let actions = actions(&setup, 40);
+    let runs: Vec<_> = actions.iter().filter(|a| a["verdict"] == "run").collect();
+    assert_eq!(runs.len(), 1, "{actions:#?}");
+    assert_eq!(runs[0]["action"], "restart");
+    assert_eq!(runs[0]["state"], "done");
+    let skipped = actions
+        .iter()
+        .filter(|a| a["verdict"] == "cooldown" || a["verdict"] == "in_flight")
+        .count();
+    assert_eq!(skipped, 39);
+    let patches = setup.kube.writes();
+    assert_eq!(patches.len(), 1, "exactly one restart patch");
+    let object = setup
+        .kube
+        .workload_object("Deployment", "vastai", "vastai-integration")
+        .unwrap();
+    let annotations = &object["spec"]["template"]["metadata"]["annotations"];
+    assert!(
+        annotations["kubectl.kubernetes.io/restartedAt"].is_string(),
+        "{object:#}"
+    );
+    assert!(
+        annotations["nightshift.io/action-key"].is_string(),
+        "{object:#}"
+    );
+}
+
+#[test]
+fn dry_run_is_the_default_and_changes_nothing() {
+    let setup = setup("", true);
+    setup.page.set_indicator("major", "Partial API outage");
+    let payload =
+        std::fs::read_to_string(Path::new(ROOT).join("rules/payloads/vastai-api-unreachable.json"))
+            .unwrap();
+    post(&setup, &payload);
+    let actions = actions(&setup, 1);
+    assert_eq!(actions[0]["verdict"], "dry_run");
+    assert_eq!(actions[0]["verdict_detail"]["would"]["verdict"], "run");
+    assert_eq!(actions[0]["state"], "skipped");
+    assert!(setup.kube.writes().is_empty(), "nothing was changed");
+    let metrics = client()
+        .get(&format!("{}/metrics", setup.daemon.base), &[])
+        .body;
+    assert!(metrics.contains("nightshift_actions_enforced 0"));
+}
+
+#[test]
+fn enforce_without_an_ingest_credential_falls_back_to_dry_run() {
+    let setup = setup("[actions]\nmode = \"enforce\"\n", false);
+    let ready = client().get(&format!("{}/readyz", setup.daemon.base), &[]);
+    assert!(
+        ready.body.contains("no credential; running in dry-run"),
+        "{}",
+        ready.body
+    );
+    assert!(setup.daemon.log().contains("ERROR"));
+    setup.page.set_indicator("major", "Partial API outage");
+    let payload =
+        std::fs::read_to_string(Path::new(ROOT).join("rules/payloads/vastai-api-unreachable.json"))
+            .unwrap();
+    let response = client().post(
+        &format!("{}/webhook", setup.daemon.base),
+        &[JSON],
+        payload.as_bytes(),
+    );
+    assert_eq!(response.status, 200);
+    let actions = actions(&setup, 1);
+    assert_eq!(actions[0]["verdict"], "dry_run");
+    assert!(setup.kube.writes().is_empty());
+}
