@@ -51,6 +51,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Stop every automatic action (pages still go) until `resume` or the time runs out.
+    /// Talks to the running daemon with the admin credential.
+    Pause {
+        /// How long, e.g. 30m or 2h; without it, until resumed.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Let automatic actions run again.
+    Resume,
     /// What happened, from the store.
     Incidents {
         #[command(subcommand)]
@@ -113,6 +124,17 @@ pub fn main() -> i32 {
             probes,
             json,
         } => crate::explain::run(cli.config, &env, &payload, &probes, json),
+        Command::Pause { duration, reason } => {
+            let mut query = Vec::new();
+            if let Some(duration) = duration {
+                query.push(("for", duration));
+            }
+            if let Some(reason) = reason {
+                query.push(("reason", reason));
+            }
+            admin_call(cli.config, &env, "/-/pause", &query).map(|()| 0)
+        }
+        Command::Resume => admin_call(cli.config, &env, "/-/resume", &[]).map(|()| 0),
         Command::Incidents { command } => incidents(cli.config, &env, command).map(|()| 0),
     };
     match result {
@@ -148,6 +170,16 @@ fn check(path: Option<PathBuf>, env: &[(String, String)], config_only: bool) -> 
     }
     if failed {
         return 1;
+    }
+    if loaded.config.actions.mode == crate::config::ActionMode::Enforce
+        && loaded.config.auth.ingest_token_file.is_none()
+        && loaded.config.auth.ingest_basic_auth_file.is_none()
+    {
+        eprintln!(
+            "warning: {}: actions.mode is enforce but the ingest endpoint has no credential; \
+             nightshift will run in dry-run",
+            loaded.origins.of("actions.mode")
+        );
     }
     let shown = path.map_or_else(
         || "built-in defaults".to_owned(),
@@ -214,6 +246,63 @@ fn test_rules(
     let (text, passed) = crate::rules::testing::render(&reports);
     print!("{text}");
     Ok(if passed { 0 } else { 1 })
+}
+
+/// POST to the running daemon's admin endpoint, found through the address file in the state
+/// directory, with the admin credential from the configuration.
+fn admin_call(
+    path: Option<PathBuf>,
+    env: &[(String, String)],
+    endpoint: &str,
+    query: &[(&str, String)],
+) -> anyhow::Result<()> {
+    let loaded = config::load(path.as_deref(), env)
+        .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+    let config = loaded.config;
+    let address_file = config.store.dir.join(crate::daemon::ADDRESS_FILE);
+    let base = std::fs::read_to_string(&address_file).with_context(|| {
+        format!(
+            "is nightshift running? cannot read {}",
+            address_file.display()
+        )
+    })?;
+    let mut url = reqwest::Url::parse(&format!("{}{endpoint}", base.trim()))
+        .context("the address file does not hold a URL")?;
+    for (key, value) in query {
+        url.query_pairs_mut().append_pair(key, value);
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let body = runtime.block_on(async {
+        let mut request = reqwest::Client::new().post(url.clone());
+        if let Some(file) = &config.auth.admin_token_file {
+            let token = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            request = request.bearer_auth(token.trim());
+        } else if let Some(file) = &config.auth.admin_basic_auth_file {
+            let pair = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let (user, password) = pair
+                .trim_end()
+                .split_once(':')
+                .unwrap_or((pair.trim_end(), ""));
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            anyhow::bail!("POST {url}: {status}: {text}");
+        }
+        Ok::<String, anyhow::Error>(text)
+    })?;
+    println!("{body}");
+    Ok(())
 }
 
 fn open_reader(path: Option<PathBuf>, env: &[(String, String)]) -> anyhow::Result<Reader> {
@@ -325,6 +414,23 @@ fn incidents(
                         earlier.branch,
                         if earlier.changed { " (changed)" } else { "" }
                     );
+                }
+            }
+            if !incident.actions.is_empty() {
+                println!("actions:");
+                for action in &incident.actions {
+                    println!(
+                        "  {}  {} ({}) on {}: {} → {}",
+                        action["created_at"].as_str().unwrap_or(""),
+                        action["action"].as_str().unwrap_or(""),
+                        action["kind"].as_str().unwrap_or(""),
+                        action["target"].as_str().unwrap_or(""),
+                        action["verdict"].as_str().unwrap_or(""),
+                        action["state"].as_str().unwrap_or("")
+                    );
+                    if !action["result"].is_null() {
+                        println!("      result {}", action["result"]);
+                    }
                 }
             }
             println!("transitions:");

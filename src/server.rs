@@ -114,6 +114,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(show_incident))
         .route("/-/reload", post(reload))
+        .route("/-/pause", post(pause))
+        .route("/-/resume", post(resume))
         .fallback(not_found)
         .with_state(state)
 }
@@ -272,6 +274,83 @@ async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Response {
         Err(error) => json_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal error",
+            &error.to_string(),
+        ),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PauseQuery {
+    /// How long, e.g. `30m`; without it, until resumed.
+    #[serde(rename = "for")]
+    duration: Option<String>,
+    reason: Option<String>,
+}
+
+/// The kill switch: stop every automatic action (pages still go) until resumed or expired.
+async fn pause(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<PauseQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Some(response) = state.authorize(Role::Admin, &headers) {
+        return response;
+    }
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => {
+            return json_error(StatusCode::BAD_REQUEST, "bad query", &rejection.body_text());
+        }
+    };
+    let now = state.clock.now_millis();
+    let until = match query.duration.as_deref() {
+        None => i64::MAX / 2,
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(duration) => now.saturating_add(crate::clock::duration_millis(duration)),
+            Err(error) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad query",
+                    &format!("for={text:?}: {error}"),
+                );
+            }
+        },
+    };
+    let reason = query
+        .reason
+        .unwrap_or_else(|| "paused by an operator".to_owned());
+    match state.store.set_pause(Some((until, reason.clone()))).await {
+        Ok(()) => {
+            state.metrics.actions_paused.set(1);
+            tracing::warn!(%reason, until, "automatic actions paused");
+            let until_text = (until < i64::MAX / 2)
+                .then(|| crate::reconcile::canonical_time(crate::clock::millis_to_datetime(until)));
+            axum::Json(
+                serde_json::json!({"status": "paused", "until": until_text, "reason": reason}),
+            )
+            .into_response()
+        }
+        Err(error) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store unavailable",
+            &error.to_string(),
+        ),
+    }
+}
+
+async fn resume(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(response) = state.authorize(Role::Admin, &headers) {
+        return response;
+    }
+    match state.store.set_pause(None).await {
+        Ok(()) => {
+            state.metrics.actions_paused.set(0);
+            tracing::warn!("automatic actions resumed");
+            axum::Json(serde_json::json!({"status": "resumed"})).into_response()
+        }
+        Err(error) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store unavailable",
             &error.to_string(),
         ),
     }

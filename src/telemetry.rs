@@ -75,6 +75,8 @@ pub struct Metrics {
     pub actions_total: IntCounterVec,
     /// 1 while actions are carried out (enforce), 0 in dry-run.
     pub actions_enforced: IntGauge,
+    /// 1 while automatic actions are paused by an operator.
+    pub actions_paused: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -287,6 +289,11 @@ impl Metrics {
                 "nightshift_actions_total",
                 "Automatic actions by kind and outcome.",
                 &["kind", "outcome"],
+            ),
+            actions_paused: gauge(
+                r,
+                "nightshift_actions_paused",
+                "1 while automatic actions are paused by an operator, else 0.",
             ),
             actions_enforced: gauge(
                 r,

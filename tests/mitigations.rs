@@ -35,7 +35,7 @@ fn setup(extra: &str, ingest_token: bool) -> Setup {
     ));
     let page = runtime.block_on(FakeStatuspage::start());
     let auth = if ingest_token {
-        "[auth]\ningest_token_file = \"{dir}/ingest\"\n"
+        "[auth]\ningest_token_file = \"{dir}/ingest\"\nadmin_token_file = \"{dir}/admin\"\n"
     } else {
         ""
     };
@@ -46,6 +46,7 @@ fn setup(extra: &str, ingest_token: bool) -> Setup {
         &[],
     );
     daemon.write_file("ingest", "e2e-ingest\n");
+    daemon.write_file("admin", "e2e-admin\n");
     let kubeconfig = kube.write_kubeconfig(daemon.dir.path());
     std::fs::rename(kubeconfig, daemon.path("kubeconfig")).unwrap();
     std::fs::create_dir_all(daemon.path("rules")).unwrap();
@@ -243,4 +244,36 @@ fn enforce_without_an_ingest_credential_falls_back_to_dry_run() {
     let actions = actions(&setup, 1);
     assert_eq!(actions[0]["verdict"], "dry_run");
     assert!(setup.kube.writes().is_empty());
+}
+
+#[test]
+fn pause_stops_every_action_until_resume() {
+    let setup = setup("[actions]\nmode = \"enforce\"\n", true);
+    setup.page.set_indicator("major", "Partial API outage");
+    let paused = setup
+        .daemon
+        .cli(&["pause", "--for", "1h", "--reason", "deploy freeze"]);
+    assert!(paused.status.success(), "{paused:?}");
+    assert!(String::from_utf8_lossy(&paused.stdout).contains("deploy freeze"));
+    // Without the admin credential the endpoint refuses.
+    let refused = client().post(
+        &format!("{}/-/pause", setup.daemon.base),
+        &[("Authorization", TOKEN)],
+        b"",
+    );
+    assert_eq!(refused.status, 401);
+    let payload =
+        std::fs::read_to_string(Path::new(ROOT).join("rules/payloads/vastai-api-unreachable.json"))
+            .unwrap();
+    post(&setup, &payload);
+    let actions = actions(&setup, 1);
+    assert_eq!(actions[0]["verdict"], "paused", "{actions:#?}");
+    assert_eq!(actions[0]["verdict_detail"]["why"], "deploy freeze");
+    assert!(setup.kube.writes().is_empty());
+    let resumed = setup.daemon.cli(&["resume"]);
+    assert!(resumed.status.success(), "{resumed:?}");
+    let metrics = client()
+        .get(&format!("{}/metrics", setup.daemon.base), &[])
+        .body;
+    assert!(metrics.contains("nightshift_actions_paused 0"), "{metrics}");
 }
