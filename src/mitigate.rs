@@ -215,10 +215,14 @@ impl Mitigator {
                 ..
             } => {
                 let argv = exec::render_argv(argv, context, *allow_leading_dash)?;
+                let target = chosen.rendered["target"]
+                    .as_str()
+                    .unwrap_or(name)
+                    .to_owned();
                 let env =
                     exec::incident_env(&alert.incident_id, &chosen.rule, severity, &alert.labels);
                 Ok((
-                    name.to_owned(),
+                    target,
                     Prepared::Exec(exec::ExecRequest {
                         argv,
                         env,
@@ -237,6 +241,10 @@ impl Mitigator {
                 ..
             } => {
                 let url = http::render_url(url, context)?;
+                let target = chosen.rendered["target"]
+                    .as_str()
+                    .unwrap_or(name)
+                    .to_owned();
                 let render = |source: &str| {
                     crate::rules::template::Template {
                         source: source.to_owned(),
@@ -248,7 +256,7 @@ impl Mitigator {
                     .map(|(k, v)| Ok((k.clone(), render(v)?)))
                     .collect::<Result<Vec<_>, String>>()?;
                 Ok((
-                    name.to_owned(),
+                    target,
                     Prepared::Http(http::HttpActionRequest {
                         method: method.clone(),
                         url,

@@ -277,3 +277,218 @@ fn pause_stops_every_action_until_resume() {
         .body;
     assert!(metrics.contains("nightshift_actions_paused 0"), "{metrics}");
 }
+
+#[test]
+fn a_crash_between_started_and_finished_is_settled_by_read_back_not_repeated() {
+    let mut setup = setup("[actions]\nmode = \"enforce\"\n", true);
+    setup.page.set_indicator("none", "All Systems Operational");
+    // The restart patch lands, but its answer is held back long enough to kill nightshift
+    // while the action is marked started.
+    let path = fakes::kube::workload_path("Deployment", "vastai", "vastai-integration");
+    setup
+        .kube
+        .delay_after_apply(axum::http::Method::PATCH, &path, Duration::from_secs(20));
+    let payload =
+        std::fs::read_to_string(Path::new(ROOT).join("rules/payloads/vastai-api-unreachable.json"))
+            .unwrap();
+    post(&setup, &payload);
+    let applied = wait_for(Duration::from_secs(20), || {
+        (!setup.kube.writes().is_empty()).then_some(())
+    });
+    assert!(
+        applied.is_some(),
+        "the restart was sent:\n{}",
+        setup.daemon.log()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    setup.daemon.kill9();
+    setup.kube.clear_faults();
+    setup.daemon.spawn();
+    let actions = actions(&setup, 1);
+    assert_eq!(actions.len(), 1);
+    assert_eq!(actions[0]["action"], "restart");
+    assert_eq!(
+        actions[0]["state"], "done",
+        "settled by reading the action key back: {actions:#?}"
+    );
+    assert!(
+        setup
+            .daemon
+            .log()
+            .contains("settled an action left started by a crash")
+    );
+    // Re-deliveries after the restart change nothing: one restart in all.
+    post(&setup, &payload);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(setup.kube.writes().len(), 1, "never run twice");
+}
+
+#[test]
+fn an_action_that_did_not_land_before_the_crash_is_escalated_not_retried() {
+    let mut setup = setup("[actions]\nmode = \"enforce\"\n", true);
+    setup.page.set_indicator("none", "All Systems Operational");
+    // The API server hangs on the workload read, so the action is started but nothing was
+    // changed when nightshift dies.
+    let path = fakes::kube::workload_path("Deployment", "vastai", "vastai-integration");
+    setup
+        .kube
+        .delay(axum::http::Method::GET, &path, Duration::from_secs(20));
+    let payload =
+        std::fs::read_to_string(Path::new(ROOT).join("rules/payloads/vastai-api-unreachable.json"))
+            .unwrap();
+    post(&setup, &payload);
+    let started = wait_for(Duration::from_secs(20), || {
+        setup
+            .kube
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("GET"))
+            .then_some(())
+    });
+    assert!(started.is_some(), "{}", setup.daemon.log());
+    setup.daemon.kill9();
+    setup.kube.clear_faults();
+    setup.daemon.spawn();
+    let actions = actions(&setup, 1);
+    assert_eq!(actions[0]["state"], "failed", "{actions:#?}");
+    assert!(
+        actions[0]["result"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("read-back shows the restart absent")
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(setup.kube.writes().is_empty(), "not retried blindly");
+}
+
+#[test]
+fn label_values_crafted_as_injections_stay_data() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // A web server that records every request and answers 200.
+    let journal = fakes::Journal::default();
+    let router = {
+        let journal = journal.clone();
+        axum::Router::new().fallback(move |request: axum::http::Request<axum::body::Body>| {
+            let journal = journal.clone();
+            async move {
+                journal.record(request).await;
+                axum::http::StatusCode::OK
+            }
+        })
+    };
+    let web = runtime.block_on(fakes::Server::start(router));
+    let marker = tempfile::tempdir().unwrap();
+    let marker_path = marker.path().join("pwned");
+    let rules = format!(
+        r#"
+[[rule]]
+name = "inject"
+matchers = ['alertname="Inject"']
+severity = "P3"
+[[rule.branch]]
+name = "act"
+otherwise = true
+actions = ["echo", "call"]
+
+# Each incident has its own target here, so each gets its own run.
+[action.echo]
+kind = "exec"
+target = "echo-{{{{ labels.n }}}}"
+argv = ["/usr/bin/printf", "[%s]", "{{{{ labels.payload }}}}"]
+
+[action.call]
+kind = "http"
+target = "call-{{{{ labels.n }}}}"
+method = "POST"
+url = "{}/hook/{{{{ labels.payload }}}}"
+body = "{{{{ labels.payload }}}}"
+"#,
+        web.url()
+    );
+    let mut daemon = Daemon::prepare(
+        "[rules]\ndir = \"{dir}/rules\"\n[auth]\ningest_token_file = \"{dir}/ingest\"\n[actions]\nmode = \"enforce\"\n",
+        &[],
+    );
+    daemon.write_file("ingest", "e2e-ingest\n");
+    std::fs::create_dir_all(daemon.path("rules")).unwrap();
+    daemon.write_file("rules/inject.toml", &rules);
+    daemon.spawn();
+    let payloads = [
+        format!("$(touch {})", marker_path.display()),
+        format!("; touch {}", marker_path.display()),
+        "--kubeconfig=/x".to_owned(),
+        "../../etc/passwd".to_owned(),
+        "{{ 7*7 }}".to_owned(),
+        "@evil.example/x?y=1#z".to_owned(),
+    ];
+    for (n, payload) in payloads.iter().enumerate() {
+        let body = serde_json::json!({
+            "version": "4", "status": "firing", "groupKey": format!("g{n}"),
+            "alerts": [{"status": "firing", "labels": {"alertname": "Inject", "payload": payload, "n": n.to_string()},
+                        "startsAt": "2026-11-28T03:00:00Z"}],
+        });
+        let response = client().post(
+            &format!("{}/webhook", daemon.base),
+            &[JSON, ("Authorization", TOKEN)],
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(response.status, 200);
+    }
+    let setup_actions = wait_for(Duration::from_secs(30), || {
+        let list = client()
+            .get(&format!("{}/api/v1/incidents?limit=100", daemon.base), &[])
+            .json();
+        let mut all = Vec::new();
+        for incident in list["incidents"].as_array()? {
+            let id = incident["id"].as_str()?;
+            let detail = client()
+                .get(&format!("{}/api/v1/incidents/{id}", daemon.base), &[])
+                .json();
+            for action in detail["actions"].as_array()? {
+                all.push((
+                    incident["labels"]["payload"].as_str()?.to_owned(),
+                    action.clone(),
+                ));
+            }
+        }
+        let settled = all
+            .iter()
+            .all(|(_, a)| a["state"] != "planned" && a["state"] != "started");
+        (all.len() >= 2 * payloads.len() - 1 && settled).then_some(all)
+    })
+    .unwrap_or_else(|| panic!("actions did not settle:\n{}", daemon.log()));
+    for (payload, action) in &setup_actions {
+        match action["action"].as_str().unwrap() {
+            "echo" => {
+                assert_eq!(action["state"], "done", "{action:#}");
+                assert_eq!(
+                    action["result"]["detail"]["stdout"],
+                    format!("[{payload}]"),
+                    "{action:#}"
+                );
+            }
+            "call" => assert_eq!(action["state"], "done", "{payload}: {action:#}"),
+            other => panic!("{other}"),
+        }
+    }
+    // The option-shaped value was refused for exec (never planned, never run).
+    assert!(
+        !setup_actions
+            .iter()
+            .any(|(payload, action)| payload.starts_with('-') && action["action"] == "echo")
+    );
+    assert!(daemon.log().contains("action refused"), "{}", daemon.log());
+    assert!(!marker_path.exists(), "no shell ever ran the label");
+    // Every HTTP call stayed on the configured host, one path segment, the value encoded.
+    let requests = journal.requests();
+    assert_eq!(requests.len(), payloads.len(), "{requests:#?}");
+    for request in &requests {
+        assert!(request.path.starts_with("/hook/"), "{}", request.describe());
+        assert_eq!(
+            request.path.matches('/').count(),
+            2,
+            "{}",
+            request.describe()
+        );
+    }
+}

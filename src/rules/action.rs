@@ -111,6 +111,9 @@ pub enum ActionSpec {
     #[serde(rename = "exec")]
     Exec {
         argv: Vec<String>,
+        /// What the governor's cooldown and in-flight rules count this action against (a
+        /// template); default: the action's name.
+        target: Option<String>,
         #[serde(default = "default_timeout", with = "humantime_serde")]
         timeout: Duration,
         /// Allow a rendered argument to start with `-`.
@@ -130,6 +133,8 @@ pub enum ActionSpec {
     /// An HTTP call; scheme and host are fixed in the file, templates fill path, query, body.
     #[serde(rename = "http")]
     Http {
+        /// As for `exec`: the governor's target; default: the action's name.
+        target: Option<String>,
         #[serde(default = "default_method")]
         method: String,
         url: String,
@@ -220,14 +225,24 @@ impl ActionSpec {
                     all.push(("replicas".into(), text));
                 }
             }
-            ActionSpec::Exec { argv, .. } => {
+            ActionSpec::Exec { argv, target, .. } => {
                 for (index, argument) in argv.iter().enumerate() {
                     all.push((format!("argv[{index}]"), argument));
                 }
+                if let Some(target) = target {
+                    all.push(("target".into(), target));
+                }
             }
             ActionSpec::Http {
-                url, headers, body, ..
+                url,
+                headers,
+                body,
+                target,
+                ..
             } => {
+                if let Some(target) = target {
+                    all.push(("target".into(), target));
+                }
                 all.push(("url".into(), url));
                 for (name, value) in headers {
                     all.push((format!("headers.{name}"), value));
