@@ -418,6 +418,10 @@ pub struct ActionsConfig {
     /// Attempts for an action that provably did not take effect (connection refused, 409,
     /// 429), with exponential backoff between them.
     pub max_attempts: u32,
+    /// A change reverted on resolve is held at least this long, so a flapping alert does not
+    /// roll the pods every few minutes; also the revert's own cooldown on its target.
+    #[serde(with = "humantime_serde")]
+    pub min_hold: Duration,
 }
 
 impl Default for ActionsConfig {
@@ -426,6 +430,7 @@ impl Default for ActionsConfig {
             mode: ActionMode::DryRun,
             hourly_budget: 12,
             max_attempts: 3,
+            min_hold: Duration::from_secs(15 * 60),
         }
     }
 }

@@ -310,6 +310,7 @@ async fn run_async(
         },
         namespaces: config.kubernetes.namespaces.clone(),
         max_attempts: config.actions.max_attempts.max(1),
+        min_hold: config.actions.min_hold,
     });
     mitigator.recover().await;
     let worker = Arc::new(Worker {

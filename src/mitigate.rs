@@ -32,6 +32,8 @@ pub struct Mitigator {
     pub limits: Limits,
     pub namespaces: Vec<String>,
     pub max_attempts: u32,
+    /// Minimum hold of a change reverted on resolve (and the revert's cooldown).
+    pub min_hold: Duration,
 }
 
 /// An action ready to run: its target and the request for its executor.
@@ -94,24 +96,57 @@ impl Mitigator {
             "{}|{}|{}|{}",
             alert.incident_id, rule.name, chosen.name, target
         );
-        let planned = self
+        let hold_items = if common.revert_on_resolve {
+            hold_items(&spec, &chosen.rendered)
+        } else {
+            Vec::new()
+        };
+        let plan = ActionPlan {
+            key: key.clone(),
+            episode_id: alert.incident_id.clone(),
+            fingerprint: alert.fingerprint.clone(),
+            rule: rule.name.clone(),
+            action: chosen.name.clone(),
+            kind: spec.kind().to_owned(),
+            target: target.clone(),
+            shadow: rule.shadow,
+            cooldown: duration_millis(common.cooldown),
+            arguments: chosen.rendered.to_string(),
+            mode: self.mode,
+            limits: self.limits,
+            hold_items: hold_items.clone(),
+            defer_on_skip: false,
+            defer_in_flight: !hold_items.is_empty(),
+        };
+        // A change that another incident is making right now may end up held by both: wait
+        // for it (bounded), then plan again; past the bound the in-flight skip is recorded.
+        let mut planned = self
             .store
-            .plan_action(ActionPlan {
-                key: key.clone(),
-                episode_id: alert.incident_id.clone(),
-                fingerprint: alert.fingerprint.clone(),
-                rule: rule.name.clone(),
-                action: chosen.name.clone(),
-                kind: spec.kind().to_owned(),
-                target: target.clone(),
-                shadow: rule.shadow,
-                cooldown: duration_millis(common.cooldown),
-                arguments: chosen.rendered.to_string(),
-                mode: self.mode,
-                limits: self.limits,
-            })
+            .plan_action(plan.clone())
             .await
             .map_err(|e| e.to_string())?;
+        for _ in 0..60 {
+            if planned.state != "deferred" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            planned = self
+                .store
+                .plan_action(plan.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if planned.state == "deferred" {
+            let plan = ActionPlan {
+                defer_in_flight: false,
+                ..plan
+            };
+            planned = self
+                .store
+                .plan_action(plan)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         if !planned.new {
             return Ok(());
         }
@@ -152,6 +187,24 @@ impl Mitigator {
                 (Outcome::NotApplied { .. }, false) | (Outcome::Failed { .. }, _) => "failed",
                 (Outcome::Unknown { .. }, _) => "uncertain",
             };
+            if let Outcome::Done { detail } = &outcome
+                && !hold_items.is_empty()
+                && detail["changed"] != json!(false)
+            {
+                let items = hold_items
+                    .iter()
+                    .map(|(item, value)| (item.clone(), value.clone(), previous_of(item, detail)))
+                    .collect();
+                self.store
+                    .add_holds(crate::store::HoldRequest {
+                        target: target.clone(),
+                        episode_id: alert.incident_id.clone(),
+                        action_id: planned.id,
+                        items,
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             let result = serde_json::to_string(&outcome).unwrap_or_default();
             self.store
                 .update_action(planned.id, state, Some(result))
@@ -380,6 +433,190 @@ impl Mitigator {
 }
 
 impl Mitigator {
+    /// Revert the held changes whose last holder resolved and whose minimum hold passed:
+    /// through the governor (a pause, the budget or a cooldown defers a revert, never drops
+    /// it), and only if the value is still the one nightshift set; a human's change wins.
+    pub async fn revert_due(&self) {
+        let store = self.store.clone();
+        let now = self.clock.now_millis();
+        let due = match tokio::task::spawn_blocking(move || store.reader()?.due_reverts(now)).await
+        {
+            Ok(Ok(due)) => due,
+            _ => return,
+        };
+        for (id, target, item, value, previous) in due {
+            let outcome = self.revert_one(id, &target, &item, &value, &previous).await;
+            let (state, result) = match outcome {
+                Ok(None) => ("defer", None),
+                Ok(Some((state, result))) => (state, Some(result.to_string())),
+                Err(error) => {
+                    tracing::error!(hold = id, %target, %item, %error, "revert failed; escalate");
+                    ("failed", Some(json!({"error": error}).to_string()))
+                }
+            };
+            if state != "defer" {
+                tracing::info!(hold = id, %target, %item, state, "held change settled");
+                self.metrics
+                    .actions_total
+                    .with_label_values(&["revert", state])
+                    .inc();
+            }
+            if let Err(error) = self.store.finish_hold(id, state, result).await {
+                tracing::error!(%error, "cannot record the revert");
+            }
+        }
+    }
+
+    /// `Ok(None)`: deferred. `Ok(Some((state, result)))`: reverted or left alone.
+    async fn revert_one(
+        &self,
+        id: i64,
+        target: &str,
+        item: &str,
+        value: &str,
+        previous: &str,
+    ) -> Result<Option<(&'static str, Value)>, String> {
+        let workload = workload_of(target)?;
+        let kind = if item == "replicas" {
+            "kubernetes.scale"
+        } else {
+            "kubernetes.set_env"
+        };
+        let planned = self
+            .store
+            .plan_action(ActionPlan {
+                key: format!("revert|{id}"),
+                episode_id: String::new(),
+                fingerprint: String::new(),
+                rule: "(revert on resolve)".to_owned(),
+                action: format!("revert {item}"),
+                kind: kind.to_owned(),
+                target: target.to_owned(),
+                shadow: false,
+                cooldown: duration_millis(self.min_hold),
+                arguments: json!({"item": item, "restore": serde_json::from_str::<Value>(previous).unwrap_or_default()}).to_string(),
+                mode: self.mode,
+                limits: self.limits,
+                hold_items: Vec::new(),
+                defer_on_skip: true,
+                defer_in_flight: false,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        if planned.state == "deferred" {
+            return Ok(None);
+        }
+        if planned.verdict != "run" {
+            // Dry-run: recorded as what would have been reverted.
+            return Ok(Some(("reverted", json!({"dry_run": true}))));
+        }
+        if !self
+            .store
+            .update_action(planned.id, "started", None)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(Some((
+                "failed",
+                json!({"error": "the revert was already started"}),
+            )));
+        }
+        let client = self.kubernetes.client().await?;
+        let ours: Value = serde_json::from_str(value).unwrap_or_default();
+        let previous: Value = serde_json::from_str(previous).unwrap_or_default();
+        let key = action_key(&format!("revert|{id}"));
+        let outcome = if item == "replicas" {
+            let current = kube_actions::read_replicas(&client, &workload).await?;
+            if json!(current) != ours {
+                self.store
+                    .update_action(
+                        planned.id,
+                        "skipped",
+                        Some(json!({"left": "changed since"}).to_string()),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(Some(("left", json!({"current": current, "ours": ours}))));
+            }
+            let replicas = previous
+                .as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .ok_or("no previous replica count")?;
+            kube_actions::scale(&client, &workload, replicas, &key).await
+        } else {
+            let name = item.trim_start_matches("env:");
+            let containers: Vec<String> = previous
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            let current =
+                kube_actions::read_env(&client, &workload, &containers, &[name.to_owned()]).await?;
+            let changed = current.values().any(|values| {
+                let now = values.get(name).cloned().flatten();
+                json!(now) != ours
+            });
+            if changed {
+                self.store
+                    .update_action(
+                        planned.id,
+                        "skipped",
+                        Some(json!({"left": "changed since"}).to_string()),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(Some(("left", json!({"current": current, "ours": ours}))));
+            }
+            let mut last = Outcome::Done { detail: json!({}) };
+            for (container, before) in previous.as_object().into_iter().flatten() {
+                let one = [container.clone()];
+                last = match before {
+                    Value::String(text) => {
+                        let set = [(name.to_owned(), text.clone())].into();
+                        kube_actions::set_env(&client, &workload, &one, &set, &[], &key).await
+                    }
+                    Value::Null => {
+                        kube_actions::set_env(
+                            &client,
+                            &workload,
+                            &one,
+                            &Default::default(),
+                            &[name.to_owned()],
+                            &key,
+                        )
+                        .await
+                    }
+                    other => Outcome::Failed {
+                        error: format!(
+                            "{name} came from {other} before; it cannot be restored automatically"
+                        ),
+                    },
+                };
+                if !matches!(last, Outcome::Done { .. }) {
+                    break;
+                }
+            }
+            last
+        };
+        let state = match &outcome {
+            Outcome::Done { .. } => "done",
+            Outcome::Unknown { .. } => "uncertain",
+            _ => "failed",
+        };
+        let result = serde_json::to_value(&outcome).unwrap_or_default();
+        self.store
+            .update_action(planned.id, state, Some(result.to_string()))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Some((
+            if state == "done" {
+                "reverted"
+            } else {
+                "failed"
+            },
+            result,
+        )))
+    }
+
     /// After a restart: actions marked started with no recorded result are settled by
     /// reading their target back, or marked `uncertain`; none is run again.
     pub async fn recover(&self) {
@@ -447,6 +684,62 @@ impl Mitigator {
                 .with_label_values(&[kind.as_str(), state])
                 .inc();
         }
+    }
+}
+
+/// What an action reverted on resolve holds: (item, value it sets as JSON).
+fn hold_items(spec: &ActionSpec, rendered: &Value) -> Vec<(String, String)> {
+    match spec {
+        ActionSpec::SetEnv { env, remove, .. } => env
+            .keys()
+            .map(|name| {
+                let value = rendered[format!("env.{name}")].clone();
+                (format!("env:{name}"), value.to_string())
+            })
+            .chain(
+                remove
+                    .iter()
+                    .map(|name| (format!("env:{name}"), "null".to_owned())),
+            )
+            .collect(),
+        ActionSpec::Scale { .. } => {
+            let replicas = match &rendered["replicas"] {
+                Value::String(text) => text
+                    .trim()
+                    .parse::<i64>()
+                    .map(|n| json!(n))
+                    .unwrap_or(Value::Null),
+                other => other.clone(),
+            };
+            vec![("replicas".to_owned(), replicas.to_string())]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The value before the change, from an executor's `Done` detail.
+fn previous_of(item: &str, detail: &Value) -> String {
+    if item == "replicas" {
+        return detail["previous_replicas"].to_string();
+    }
+    let name = item.trim_start_matches("env:");
+    let per_container: serde_json::Map<String, Value> = detail["previous"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(container, values)| (container.clone(), values[name].clone()))
+        .collect();
+    Value::Object(per_container).to_string()
+}
+
+/// `deployment/NAMESPACE/NAME` back to a workload.
+fn workload_of(target: &str) -> Result<Workload, String> {
+    let mut parts = target.splitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(kind), Some(namespace), Some(name)) => {
+            Workload::parse(namespace, &format!("{kind}/{name}"))
+        }
+        _ => Err(format!("unreadable target {target}")),
     }
 }
 

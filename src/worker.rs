@@ -96,6 +96,7 @@ impl Worker {
         .map_err(|e| e.to_string())?;
         let mut started = 0;
         let mut closing = Vec::new();
+        let mut closing_episodes = Vec::new();
         let mut seen_in_batch = HashSet::new();
         for transition in pending {
             // Only the oldest pending transition of an episode, and only when none is in
@@ -135,14 +136,34 @@ impl Worker {
                 }
                 // Resolved, gone and silenced need no decision here; later stages (reverts,
                 // page resolves, final bundles) hang their work on the same transitions.
-                _ => closing.push(transition.seq),
+                kind => {
+                    if kind == "resolved" || kind == "gone" {
+                        closing_episodes.push(transition.episode_id.clone());
+                    }
+                    closing.push(transition.seq);
+                }
             }
         }
         if !closing.is_empty() {
             started += closing.len();
+            // A resolved or gone episode holds nothing any more.
+            if let Some(mitigator) = &self.mitigator {
+                for episode_id in &closing_episodes {
+                    if let Err(error) = self
+                        .store
+                        .release_holds(episode_id, duration_millis(mitigator.min_hold))
+                        .await
+                    {
+                        tracing::error!(%error, "cannot release holds");
+                    }
+                }
+            }
             if let Err(error) = self.store.complete_transitions(closing).await {
                 tracing::error!(%error, "cannot mark transitions done");
             }
+        }
+        if let Some(mitigator) = &self.mitigator {
+            mitigator.revert_due().await;
         }
         for episode_id in due {
             if shutdown.is_cancelled() || seen_in_batch.contains(&episode_id) {

@@ -492,3 +492,94 @@ body = "{{{{ labels.payload }}}}"
         );
     }
 }
+
+/// One alert of group `group`, firing or resolved.
+fn alert_body(group: &str, alertname: &str, status: &str) -> String {
+    serde_json::json!({
+        "version": "4", "status": status, "receiver": "nightshift", "groupKey": group,
+        "alerts": [{
+            "status": status,
+            "labels": {"alertname": alertname, "namespace": "vastai", "severity": "critical"},
+            "annotations": {"summary": alertname, "description": "error rate 40%"},
+            "startsAt": "2026-11-28T03:00:00Z",
+            "endsAt": if status == "firing" { "0001-01-01T00:00:00Z" } else { "2026-11-28T03:30:00Z" },
+        }],
+    })
+    .to_string()
+}
+
+fn fallback_value(setup: &Setup) -> Option<String> {
+    env_of(setup)
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == "VASTAI_FALLBACK")
+        .map(|e| e["value"].as_str().unwrap_or("").to_owned())
+}
+
+#[test]
+fn two_incidents_hold_one_change_and_it_is_reverted_once_after_both_resolve() {
+    let setup = setup("[actions]\nmode = \"enforce\"\nmin_hold = \"1s\"\n", true);
+    setup.page.set_indicator("major", "Partial API outage");
+    post(&setup, &alert_body("a", "VastaiApiUnreachable", "firing"));
+    post(&setup, &alert_body("b", "VastaiServerErrors", "firing"));
+    let actions = actions(&setup, 2);
+    let verdicts: Vec<&str> = actions
+        .iter()
+        .map(|a| a["verdict"].as_str().unwrap())
+        .collect();
+    assert!(
+        verdicts.contains(&"run") && verdicts.contains(&"hold"),
+        "{actions:#?}"
+    );
+    assert_eq!(fallback_value(&setup).as_deref(), Some("true"));
+    assert_eq!(
+        setup.kube.writes().len(),
+        1,
+        "the second incident only holds the change"
+    );
+    // The first resolves: the other still holds it.
+    post(&setup, &alert_body("a", "VastaiApiUnreachable", "resolved"));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        fallback_value(&setup).as_deref(),
+        Some("true"),
+        "still held"
+    );
+    // The last holder resolves: reverted (the variable did not exist before), once.
+    post(&setup, &alert_body("b", "VastaiServerErrors", "resolved"));
+    let reverted = wait_for(Duration::from_secs(20), || {
+        fallback_value(&setup).is_none().then_some(())
+    });
+    assert!(reverted.is_some(), "reverted:\n{}", setup.daemon.log());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(setup.kube.writes().len(), 2, "one change, one revert");
+}
+
+#[test]
+fn a_human_change_since_is_left_alone() {
+    let setup = setup("[actions]\nmode = \"enforce\"\nmin_hold = \"1s\"\n", true);
+    setup.page.set_indicator("major", "Partial API outage");
+    post(&setup, &alert_body("a", "VastaiApiUnreachable", "firing"));
+    actions(&setup, 1);
+    assert_eq!(fallback_value(&setup).as_deref(), Some("true"));
+    // Someone sets it by hand to something else.
+    let mut object = setup
+        .kube
+        .workload_object("Deployment", "vastai", "vastai-integration")
+        .unwrap();
+    object["spec"]["template"]["spec"]["containers"][0]["env"] =
+        serde_json::json!([{"name": "VASTAI_FALLBACK", "value": "manual"}]);
+    setup.kube.put(object);
+    post(&setup, &alert_body("a", "VastaiApiUnreachable", "resolved"));
+    let left = wait_for(Duration::from_secs(20), || {
+        setup.daemon.log().contains("state=\"left\"").then_some(())
+    });
+    assert!(left.is_some(), "{}", setup.daemon.log());
+    assert_eq!(
+        fallback_value(&setup).as_deref(),
+        Some("manual"),
+        "the human wins"
+    );
+    assert_eq!(setup.kube.writes().len(), 1);
+}

@@ -157,6 +157,25 @@ pub struct ActionPlan {
     pub arguments: String,
     pub mode: crate::governor::Mode,
     pub limits: crate::governor::Limits,
+    /// What the action would hold if it changes something reverted on resolve:
+    /// (item, value as JSON). An active hold of the same value makes it a mere hold.
+    pub hold_items: Vec<(String, String)>,
+    /// A skip (pause, budget, cooldown, in flight) records nothing: the caller tries again
+    /// later. Used for reverts, which are deferred, never dropped.
+    pub defer_on_skip: bool,
+    /// An in-flight skip records nothing: the caller waits for the action in flight and
+    /// plans again, so a change it makes can be joined as a hold.
+    pub defer_in_flight: bool,
+}
+
+/// Changes an action made that its incident holds until it resolves.
+#[derive(Debug, Clone)]
+pub struct HoldRequest {
+    pub target: String,
+    pub episode_id: String,
+    pub action_id: i64,
+    /// (item, value set, previous value), each value as JSON.
+    pub items: Vec<(String, String, String)>,
 }
 
 /// An action as planned: its row id, the governor's verdict, and whether this call planned
@@ -184,6 +203,14 @@ enum Command {
     ),
     SetPause(
         Option<(Millis, String)>,
+        oneshot::Sender<Result<(), String>>,
+    ),
+    AddHolds(Box<HoldRequest>, oneshot::Sender<Result<(), String>>),
+    ReleaseHolds(String, Millis, oneshot::Sender<Result<usize, String>>),
+    FinishHold(
+        i64,
+        String,
+        Option<String>,
         oneshot::Sender<Result<(), String>>,
     ),
     RecordDecision(
@@ -367,6 +394,36 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let state = state.to_owned();
         self.ask(|reply| Command::UpdateAction(id, state, result, reply))
+            .await
+    }
+
+    /// Record what an action changed that its incident holds.
+    pub async fn add_holds(&self, request: HoldRequest) -> Result<(), StoreError> {
+        self.ask(|reply| Command::AddHolds(Box::new(request), reply))
+            .await
+    }
+
+    /// An episode closed: drop it as a holder; returns how many holds have no holder left.
+    pub async fn release_holds(
+        &self,
+        episode_id: &str,
+        min_hold: Millis,
+    ) -> Result<usize, StoreError> {
+        let episode_id = episode_id.to_owned();
+        self.ask(|reply| Command::ReleaseHolds(episode_id, min_hold, reply))
+            .await
+    }
+
+    /// `reverted` or `left` (a human changed it) with a result, or `defer` to try again in a
+    /// minute.
+    pub async fn finish_hold(
+        &self,
+        id: i64,
+        state: &str,
+        result: Option<String>,
+    ) -> Result<(), StoreError> {
+        let state = state.to_owned();
+        self.ask(|reply| Command::FinishHold(id, state, result, reply))
             .await
     }
 

@@ -71,6 +71,9 @@ pub struct DecisionEntry {
     pub trace: serde_json::Value,
 }
 
+/// A held change due to be reverted: (hold id, target, item, value set, previous value).
+pub type DueRevert = (i64, String, String, String, String);
+
 /// What the decision stage needs of an episode.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EpisodeRow {
@@ -253,6 +256,26 @@ impl Reader {
                 },
             )
             .optional()?)
+    }
+
+    /// Holds whose last holder resolved and whose release time has come.
+    pub fn due_reverts(&self, now: Millis) -> Result<Vec<DueRevert>, StoreError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT id, target, item, value, previous FROM holds
+             WHERE state = 'releasing' AND release_after <= ?1 ORDER BY id LIMIT 64",
+        )?;
+        let rows = statement
+            .query_map(params![now], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     /// Actions marked started with no result: left by a crash.

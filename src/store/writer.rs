@@ -24,11 +24,12 @@ use crate::telemetry::Metrics;
 const SCHEMA: &str = include_str!("schema.sql");
 /// Migrations from the previous version, applied in order; the index is the version it
 /// migrates from, minus one.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     include_str!("migrate_v2.sql"),
     include_str!("migrate_v3.sql"),
+    include_str!("migrate_v4.sql"),
 ];
-const SCHEMA_VERSION: &str = "3";
+const SCHEMA_VERSION: &str = "4";
 
 /// Most notifications committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -205,6 +206,24 @@ impl Writer {
                 let outcome = self
                     .update_action(id, &state, result.as_deref())
                     .map_err(|e| self.failed("update_action", e));
+                let _ = reply.send(outcome);
+            }
+            Command::AddHolds(request, reply) => {
+                let result = self
+                    .add_holds(&request)
+                    .map_err(|e| self.failed("holds", e));
+                let _ = reply.send(result);
+            }
+            Command::ReleaseHolds(episode_id, min_hold, reply) => {
+                let result = self
+                    .release_holds(&episode_id, min_hold)
+                    .map_err(|e| self.failed("holds", e));
+                let _ = reply.send(result);
+            }
+            Command::FinishHold(id, state, result, reply) => {
+                let outcome = self
+                    .finish_hold(id, &state, result.as_deref())
+                    .map_err(|e| self.failed("holds", e));
                 let _ = reply.send(outcome);
             }
             Command::SetPause(pause, reply) => {
@@ -523,7 +542,8 @@ impl Writer {
             )
             .optional()?;
         let in_flight: bool = transaction.query_row(
-            "SELECT EXISTS (SELECT 1 FROM actions WHERE target = ?1 AND state = 'started')",
+            "SELECT EXISTS (SELECT 1 FROM actions WHERE target = ?1
+             AND state IN ('planned', 'started'))",
             params![plan.target],
             |row| row.get(0),
         )?;
@@ -560,19 +580,60 @@ impl Writer {
             actions_last_hour: u32::try_from(actions_last_hour).unwrap_or(u32::MAX),
             did_not_help,
         };
+        // The change is in place and held by another incident with the same value: this
+        // incident only joins the hold.
+        let mut held_ids = Vec::new();
+        for (item, value) in &plan.hold_items {
+            let id: Option<i64> = transaction
+                .query_row(
+                    "SELECT id FROM holds WHERE target = ?1 AND item = ?2 AND value = ?3
+                     AND state IN ('held', 'releasing')",
+                    params![plan.target, item, value],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            held_ids.push(id);
+        }
+        let already_held = !held_ids.is_empty() && held_ids.iter().all(Option::is_some);
         let proposal = Proposal {
             incident_id: plan.episode_id.clone(),
             target: plan.target.clone(),
             kind: plan.kind.clone(),
             shadow: plan.shadow,
             cooldown: plan.cooldown,
-            already_held: false,
+            already_held,
         };
         let verdict = governor::judge(&proposal, &facts, plan.mode, plan.limits, now);
-        let state = if verdict == Verdict::Run {
-            "planned"
-        } else {
-            "skipped"
+        let in_flight_deferred =
+            plan.defer_in_flight && verdict == Verdict::Skip(governor::Skip::InFlight);
+        if (plan.defer_on_skip && matches!(verdict, Verdict::Skip(_))) || in_flight_deferred {
+            // A revert is deferred by a pause, the budget or a cooldown, never dropped; an
+            // action waiting for one in flight plans again. No row: the caller retries.
+            return Ok(PlannedAction {
+                id: 0,
+                verdict: verdict.label().to_owned(),
+                verdict_detail: serde_json::to_value(&verdict).unwrap_or_default(),
+                state: "deferred".to_owned(),
+                new: false,
+            });
+        }
+        if verdict == Verdict::Hold {
+            for id in held_ids.into_iter().flatten() {
+                transaction.execute(
+                    "INSERT OR IGNORE INTO hold_owners(hold_id, episode_id) VALUES (?1, ?2)",
+                    params![id, plan.episode_id],
+                )?;
+                // A new holder stops a release in waiting.
+                transaction.execute(
+                    "UPDATE holds SET state = 'held', release_after = NULL WHERE id = ?1",
+                    params![id],
+                )?;
+            }
+        }
+        let state = match verdict {
+            Verdict::Run => "planned",
+            Verdict::Hold => "done",
+            _ => "skipped",
         };
         let detail = serde_json::to_value(&verdict).unwrap_or_default();
         transaction
@@ -628,6 +689,84 @@ impl Writer {
         };
         self.succeeded();
         Ok(changed == 1)
+    }
+
+    fn add_holds(&mut self, request: &super::HoldRequest) -> Result<(), rusqlite::Error> {
+        let now = self.clock.now_millis();
+        self.set_synchronous("FULL")?;
+        let transaction = self.connection.transaction()?;
+        for (item, value, previous) in &request.items {
+            transaction.execute(
+                "INSERT INTO holds(target, item, value, previous, action_id, changed_at, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'held')
+                 ON CONFLICT DO NOTHING",
+                params![
+                    request.target,
+                    item,
+                    value,
+                    previous,
+                    request.action_id,
+                    now
+                ],
+            )?;
+            transaction.execute(
+                "INSERT OR IGNORE INTO hold_owners(hold_id, episode_id)
+                 SELECT id, ?3 FROM holds WHERE target = ?1 AND item = ?2
+                 AND state IN ('held', 'releasing')",
+                params![request.target, item, request.episode_id],
+            )?;
+        }
+        transaction.commit()?;
+        self.succeeded();
+        Ok(())
+    }
+
+    /// The episode resolved: it no longer holds anything. A hold with no holder left is
+    /// released once the minimum hold has passed since the change.
+    fn release_holds(
+        &mut self,
+        episode_id: &str,
+        min_hold: Millis,
+    ) -> Result<usize, rusqlite::Error> {
+        let now = self.clock.now_millis();
+        self.set_synchronous("FULL")?;
+        let transaction = self.connection.transaction()?;
+        transaction.execute(
+            "DELETE FROM hold_owners WHERE episode_id = ?1",
+            params![episode_id],
+        )?;
+        let released = transaction.execute(
+            "UPDATE holds SET state = 'releasing', release_after = max(?1, changed_at + ?2)
+             WHERE state = 'held'
+             AND NOT EXISTS (SELECT 1 FROM hold_owners WHERE hold_id = holds.id)",
+            params![now, min_hold],
+        )?;
+        transaction.commit()?;
+        self.succeeded();
+        Ok(released)
+    }
+
+    fn finish_hold(
+        &mut self,
+        id: i64,
+        state: &str,
+        result: Option<&str>,
+    ) -> Result<(), rusqlite::Error> {
+        let now = self.clock.now_millis();
+        self.set_synchronous("FULL")?;
+        if state == "defer" {
+            self.connection.execute(
+                "UPDATE holds SET release_after = ?2 WHERE id = ?1",
+                params![id, now + 60_000],
+            )?;
+        } else {
+            self.connection.execute(
+                "UPDATE holds SET state = ?2, result = ?3 WHERE id = ?1",
+                params![id, state, result],
+            )?;
+        }
+        self.succeeded();
+        Ok(())
     }
 
     fn set_pause(&mut self, pause: Option<(Millis, String)>) -> Result<(), rusqlite::Error> {
