@@ -422,6 +422,23 @@ pub struct ActionsConfig {
     /// roll the pods every few minutes; also the revert's own cooldown on its target.
     #[serde(with = "humantime_serde")]
     pub min_hold: Duration,
+    /// Where `secret("name")` reads `name` from. Unset: systemd's credentials directory
+    /// (`$CREDENTIALS_DIRECTORY`, from `LoadCredential=`) when there is one, else
+    /// `<store.dir>/secrets`.
+    pub secrets_dir: Option<PathBuf>,
+}
+
+impl ActionsConfig {
+    /// The directory `secret("name")` reads from.
+    pub fn secrets_dir(&self, state_dir: &Path) -> PathBuf {
+        if let Some(dir) = &self.secrets_dir {
+            return dir.clone();
+        }
+        match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+            _ => state_dir.join("secrets"),
+        }
+    }
 }
 
 impl Default for ActionsConfig {
@@ -431,6 +448,7 @@ impl Default for ActionsConfig {
             hourly_budget: 12,
             max_attempts: 3,
             min_hold: Duration::from_secs(15 * 60),
+            secrets_dir: None,
         }
     }
 }

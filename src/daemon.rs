@@ -311,6 +311,8 @@ async fn run_async(
         namespaces: config.kubernetes.namespaces.clone(),
         max_attempts: config.actions.max_attempts.max(1),
         min_hold: config.actions.min_hold,
+        secrets: crate::redact::SecretFiles::new(config.actions.secrets_dir(&config.store.dir)),
+        redactor: std::sync::Mutex::default(),
     });
     mitigator.recover().await;
     let worker = Arc::new(Worker {

@@ -34,6 +34,10 @@ pub struct Mitigator {
     pub max_attempts: u32,
     /// Minimum hold of a change reverted on resolve (and the revert's cooldown).
     pub min_hold: Duration,
+    /// Where `secret("name")` reads from.
+    pub secrets: crate::redact::SecretFiles,
+    /// Learns every secret read, and scrubs results before they are stored or logged.
+    pub redactor: std::sync::Mutex<crate::redact::Redactor>,
 }
 
 /// An action ready to run: its target and the request for its executor.
@@ -42,6 +46,8 @@ enum Prepared {
         workload: Workload,
         spec: ActionSpec,
         rendered: Value,
+        /// set_env values, rendered for use (secrets included); never recorded.
+        env_values: std::collections::BTreeMap<String, String>,
     },
     Exec(exec::ExecRequest),
     Http(http::HttpActionRequest),
@@ -205,7 +211,7 @@ impl Mitigator {
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            let result = serde_json::to_string(&outcome).unwrap_or_default();
+            let result = self.scrub(&serde_json::to_string(&outcome).unwrap_or_default());
             self.store
                 .update_action(planned.id, state, Some(result))
                 .await
@@ -251,12 +257,19 @@ impl Mitigator {
                     ));
                 }
                 let workload = Workload::parse(&namespace, &text("workload")?)?;
+                let mut env_values = std::collections::BTreeMap::new();
+                if let ActionSpec::SetEnv { env, .. } = spec {
+                    for (name, source) in env {
+                        env_values.insert(name.clone(), self.render_secret(source, context)?);
+                    }
+                }
                 Ok((
                     workload.target(),
                     Prepared::Kubernetes {
                         workload,
                         spec: spec.clone(),
                         rendered: chosen.rendered.clone(),
+                        env_values,
                     },
                 ))
             }
@@ -298,12 +311,7 @@ impl Mitigator {
                     .as_str()
                     .unwrap_or(name)
                     .to_owned();
-                let render = |source: &str| {
-                    crate::rules::template::Template {
-                        source: source.to_owned(),
-                    }
-                    .render(context)
-                };
+                let render = |source: &str| self.render_secret(source, context);
                 let headers = headers
                     .iter()
                     .map(|(k, v)| Ok((k.clone(), render(v)?)))
@@ -323,6 +331,19 @@ impl Mitigator {
         }
     }
 
+    /// Render a template for use: `secret("name")` gives the secret itself, which the
+    /// redactor learns so that no output that echoes it is stored or logged as is.
+    fn render_secret(&self, source: &str, context: &Value) -> Result<String, String> {
+        let mut redactor = self.redactor.lock().unwrap_or_else(|p| p.into_inner());
+        crate::redact::render(source, context, &self.secrets, &mut redactor).map(|r| r.value)
+    }
+
+    /// Scrub known secrets from text about to be stored or logged.
+    fn scrub(&self, text: &str) -> String {
+        let redactor = self.redactor.lock().unwrap_or_else(|p| p.into_inner());
+        redactor.redact(text).0
+    }
+
     async fn run(&self, prepared: &Prepared, key: &str) -> Outcome {
         match prepared {
             Prepared::Exec(request) => exec::run(request).await,
@@ -331,6 +352,7 @@ impl Mitigator {
                 workload,
                 spec,
                 rendered,
+                env_values,
             } => {
                 let client = match self.kubernetes.client().await {
                     Ok(client) => client,
@@ -352,19 +374,9 @@ impl Mitigator {
                         .await
                     }
                     ActionSpec::SetEnv {
-                        containers,
-                        env,
-                        remove,
-                        ..
+                        containers, remove, ..
                     } => {
-                        let set = env
-                            .keys()
-                            .map(|name| {
-                                let value =
-                                    rendered[format!("env.{name}")].as_str().unwrap_or_default();
-                                (name.clone(), value.to_owned())
-                            })
-                            .collect();
+                        let set = env_values.clone();
                         kube_actions::set_env(
                             &client,
                             workload,
@@ -648,6 +660,7 @@ impl Mitigator {
                                             cooldown: Duration::ZERO,
                                         },
                                         rendered: Value::Null,
+                                        env_values: Default::default(),
                                     };
                                     self.settle(
                                         &prepared,

@@ -583,3 +583,123 @@ fn a_human_change_since_is_left_alone() {
     );
     assert_eq!(setup.kube.writes().len(), 1);
 }
+
+#[test]
+fn a_planted_secret_never_appears_in_any_output() {
+    const SECRET: &str = "s3cr3t-planted-value";
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // The endpoint echoes what it was sent: the secret comes back in the answer too.
+    let journal = fakes::Journal::default();
+    let router = {
+        let journal = journal.clone();
+        axum::Router::new().fallback(move |request: axum::http::Request<axum::body::Body>| {
+            let journal = journal.clone();
+            async move {
+                let recorded = journal.record(request).await;
+                format!("you sent {}", recorded.header("authorization"))
+            }
+        })
+    };
+    let web = runtime.block_on(fakes::Server::start(router));
+    let rules = format!(
+        r#"
+[[rule]]
+name = "notify"
+matchers = ['alertname="Notify"']
+severity = "P3"
+[[rule.branch]]
+name = "call"
+otherwise = true
+actions = ["hook"]
+
+[action.hook]
+kind = "http"
+url = "{}/hook"
+headers = {{ Authorization = "Bearer {{{{ secret('hook_token') }}}}" }}
+body = "token={{{{ secret('hook_token') }}}} alert={{{{ labels.alertname }}}}"
+"#,
+        web.url()
+    );
+    let mut daemon = Daemon::prepare(
+        "[rules]\ndir = \"{dir}/rules\"\n[auth]\ningest_token_file = \"{dir}/ingest\"\n[actions]\nmode = \"enforce\"\nsecrets_dir = \"{dir}/secrets\"\n",
+        &[],
+    );
+    daemon.write_file("ingest", "e2e-ingest\n");
+    std::fs::create_dir_all(daemon.path("rules")).unwrap();
+    std::fs::create_dir_all(daemon.path("secrets")).unwrap();
+    daemon.write_file("secrets/hook_token", &format!("{SECRET}\n"));
+    daemon.write_file("rules/notify.toml", &rules);
+    daemon.spawn();
+    let body = serde_json::json!({
+        "version": "4", "status": "firing", "groupKey": "g",
+        "alerts": [{"status": "firing", "labels": {"alertname": "Notify"}, "startsAt": "2026-11-28T03:00:00Z"}],
+    })
+    .to_string();
+    let response = client().post(
+        &format!("{}/webhook", daemon.base),
+        &[JSON, ("Authorization", TOKEN)],
+        body.as_bytes(),
+    );
+    assert_eq!(response.status, 200);
+    let detail = wait_for(Duration::from_secs(20), || {
+        let list = client()
+            .get(&format!("{}/api/v1/incidents", daemon.base), &[])
+            .json();
+        let id = list["incidents"].as_array()?.first()?["id"]
+            .as_str()?
+            .to_owned();
+        let detail = client().get(&format!("{}/api/v1/incidents/{id}", daemon.base), &[]);
+        (detail.json()["actions"][0]["state"] == "done").then_some(detail.body)
+    })
+    .unwrap_or_else(|| panic!("no action:\n{}", daemon.log()));
+    // The endpoint got the real secret...
+    let requests = journal.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].header("authorization"),
+        format!("Bearer {SECRET}")
+    );
+    assert!(String::from_utf8_lossy(&requests[0].body).contains(SECRET));
+    // ...and no output of nightshift shows it: the API, the CLI, the log, explain.
+    assert!(!detail.contains(SECRET), "{detail}");
+    assert!(detail.contains("<secret:hook_token>"), "{detail}");
+    let id = serde_json::from_str::<serde_json::Value>(&detail).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let show = daemon.cli(&["incidents", "show", &id, "--json"]);
+    assert!(!String::from_utf8_lossy(&show.stdout).contains(SECRET));
+    assert!(!daemon.log().contains(SECRET), "{}", daemon.log());
+    let payload = daemon.write_file("payload.json", &body);
+    let explained = daemon.cli(&["explain", "--payload", payload.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&explained.stdout);
+    assert!(
+        text.contains("<secret:hook_token>") && !text.contains(SECRET),
+        "{text}"
+    );
+    let db = std::fs::read(daemon.state_dir().join("nightshift.db")).unwrap();
+    let wal = std::fs::read(daemon.state_dir().join("nightshift.db-wal")).unwrap_or_default();
+    for bytes in [db, wal] {
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "the store holds the secret"
+        );
+    }
+}
+
+#[test]
+fn secrets_are_refused_in_exec_arguments() {
+    let daemon = Daemon::prepare("[rules]\ndir = \"{dir}/rules\"\n", &[]);
+    std::fs::create_dir_all(daemon.path("rules")).unwrap();
+    daemon.write_file(
+        "rules/x.toml",
+        "[[rule]]\nname = \"x\"\nseverity = \"P3\"\n[action.leak]\nkind = \"exec\"\nargv = [\"/bin/echo\", \"{{ secret('t') }}\"]\n",
+    );
+    let check = daemon.cli(&["check"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&check.stderr)
+            .contains("secret() is not allowed in exec arguments"),
+        "{check:?}"
+    );
+}

@@ -330,6 +330,15 @@ impl ActionSpec {
                     "replicas must be a non-negative integer or a template, got {other}"
                 )),
             },
+            ActionSpec::Exec { argv, .. }
+                if argv.iter().any(|argument| argument.contains("secret(")) =>
+            {
+                problems.push(
+                    "secret() is not allowed in exec arguments: every user of the host can read a \
+                     process's arguments; let the command read the secret file itself"
+                        .to_owned(),
+                )
+            }
             ActionSpec::Exec { argv, .. } => match argv.first() {
                 None => problems.push("argv is empty".to_owned()),
                 Some(program) if !Template::is_literal(program) => {

@@ -20,6 +20,10 @@ fn environment() -> Environment<'static> {
     // filter or a syntax error is still caught at load.
     environment.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
     environment.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    // Wherever a template is rendered to be recorded or shown (decisions, explain, stored
+    // action arguments), a secret appears as its name only. The real value is rendered
+    // separately, at the moment an action runs (`redact::render`).
+    environment.add_function("secret", |name: String| format!("<secret:{name}>"));
     environment
 }
 
