@@ -164,6 +164,17 @@ impl Mitigator {
         if planned.verdict != "run" {
             return Ok(());
         }
+        // Retries only for what provably did not take effect: exponential backoff with jitter
+        // from backon (the design card's `backoff` crate is unmaintained, RUSTSEC-2025-0012).
+        let mut delays = {
+            use backon::BackoffBuilder;
+            backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_secs(1))
+                .with_max_delay(Duration::from_secs(30))
+                .with_jitter()
+                .with_max_times(self.max_attempts.saturating_sub(1) as usize)
+                .build()
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -226,8 +237,11 @@ impl Mitigator {
             if !retry {
                 return Ok(());
             }
-            // Provably not applied: back off (1 s, 2 s, 4 s, …) and try again.
-            tokio::time::sleep(Duration::from_secs(1 << (attempt - 1).min(5))).await;
+            // Provably not applied: back off and try again.
+            match delays.next() {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => return Ok(()),
+            }
         }
     }
 
