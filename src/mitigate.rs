@@ -123,6 +123,7 @@ impl Mitigator {
             hold_items: hold_items.clone(),
             defer_on_skip: false,
             defer_in_flight: !hold_items.is_empty(),
+            verify_window: duration_millis(common.verify_window),
         };
         // A change that another incident is making right now may end up held by both: wait
         // for it (bounded), then plan again; past the bound the in-flight skip is recorded.
@@ -493,6 +494,29 @@ impl Mitigator {
         }
     }
 
+    /// Judge actions whose verify window has passed; a mitigation that did not help is
+    /// not repeated for its incident and is said so (log, metric) for the page.
+    pub async fn verify_due(&self) {
+        let now = self.clock.now_millis();
+        match self.store.verify_actions(now).await {
+            Ok(judged) => {
+                for (id, episode, action, helped) in judged {
+                    let outcome = if helped { "helped" } else { "did_not_help" };
+                    self.metrics
+                        .actions_verified_total
+                        .with_label_values(&[outcome])
+                        .inc();
+                    if helped {
+                        tracing::info!(action_id = id, %episode, %action, "mitigation helped");
+                    } else {
+                        tracing::warn!(action_id = id, %episode, %action, "mitigation did not help; escalate, do not repeat");
+                    }
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot verify actions"),
+        }
+    }
+
     /// `Ok(None)`: deferred. `Ok(Some((state, result)))`: reverted or left alone.
     async fn revert_one(
         &self,
@@ -526,6 +550,7 @@ impl Mitigator {
                 hold_items: Vec::new(),
                 defer_on_skip: true,
                 defer_in_flight: false,
+                verify_window: 0,
             })
             .await
             .map_err(|e| e.to_string())?;

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub actions_enforced: IntGauge,
     /// 1 while automatic actions are paused by an operator.
     pub actions_paused: IntGauge,
+    /// Actions judged after their verify window: helped, did_not_help.
+    pub actions_verified_total: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -289,6 +291,12 @@ impl Metrics {
                 "nightshift_actions_total",
                 "Automatic actions by kind and outcome.",
                 &["kind", "outcome"],
+            ),
+            actions_verified_total: counter_vec(
+                r,
+                "nightshift_actions_verified_total",
+                "Actions judged once their verify window passed: helped, did_not_help.",
+                &["outcome"],
             ),
             actions_paused: gauge(
                 r,

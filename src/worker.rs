@@ -164,6 +164,7 @@ impl Worker {
         }
         if let Some(mitigator) = &self.mitigator {
             mitigator.revert_due().await;
+            mitigator.verify_due().await;
         }
         for episode_id in due {
             if shutdown.is_cancelled() || seen_in_batch.contains(&episode_id) {

@@ -703,3 +703,44 @@ fn secrets_are_refused_in_exec_arguments() {
         "{check:?}"
     );
 }
+
+#[test]
+fn a_mitigation_is_judged_once_its_verify_window_has_passed() {
+    let setup = setup("[actions]\nmode = \"enforce\"\n", true);
+    // A restart with a one-second verify window.
+    let runbook = std::fs::read_to_string(setup.daemon.path("rules/vastai.toml")).unwrap();
+    let runbook = runbook.replacen(
+        "cooldown = \"30m\"\n",
+        "cooldown = \"30m\"\nverify_window = \"1s\"\n",
+        1,
+    );
+    assert!(runbook.contains("verify_window = \"1s\""));
+    std::fs::write(setup.daemon.path("rules/vastai.toml"), runbook).unwrap();
+    let reload = client().post(
+        &format!("{}/-/reload", setup.daemon.base),
+        &[("Authorization", "Bearer e2e-admin")],
+        b"",
+    );
+    assert_eq!(reload.status, 200, "{}", reload.body);
+    setup.page.set_indicator("none", "All Systems Operational");
+    // Still firing after the window: did not help.
+    post(&setup, &alert_body("a", "VastaiApiUnreachable", "firing"));
+    let verified = wait_for(Duration::from_secs(20), || {
+        let actions = actions(&setup, 1);
+        actions[0]["verified"].as_str().map(str::to_owned)
+    });
+    assert_eq!(
+        verified.as_deref(),
+        Some("did_not_help"),
+        "{}",
+        setup.daemon.log()
+    );
+    assert!(setup.daemon.log().contains("mitigation did not help"));
+    let metrics = client()
+        .get(&format!("{}/metrics", setup.daemon.base), &[])
+        .body;
+    assert!(
+        metrics.contains("nightshift_actions_verified_total{outcome=\"did_not_help\"} 1"),
+        "{metrics}"
+    );
+}

@@ -163,10 +163,16 @@ pub struct ActionPlan {
     /// A skip (pause, budget, cooldown, in flight) records nothing: the caller tries again
     /// later. Used for reverts, which are deferred, never dropped.
     pub defer_on_skip: bool,
+    /// How long after it finishes the incident must have stopped firing for the action to
+    /// count as having helped.
+    pub verify_window: Millis,
     /// An in-flight skip records nothing: the caller waits for the action in flight and
     /// plans again, so a change it makes can be joined as a hold.
     pub defer_in_flight: bool,
 }
+
+/// An action judged after its verify window: (action id, episode, action name, helped).
+pub type Verified = (i64, String, String, bool);
 
 /// Changes an action made that its incident holds until it resolves.
 #[derive(Debug, Clone)]
@@ -206,6 +212,7 @@ enum Command {
         oneshot::Sender<Result<(), String>>,
     ),
     AddHolds(Box<HoldRequest>, oneshot::Sender<Result<(), String>>),
+    Verify(Millis, oneshot::Sender<Result<Vec<Verified>, String>>),
     ReleaseHolds(String, Millis, oneshot::Sender<Result<usize, String>>),
     FinishHold(
         i64,
@@ -395,6 +402,12 @@ impl Store {
         let state = state.to_owned();
         self.ask(|reply| Command::UpdateAction(id, state, result, reply))
             .await
+    }
+
+    /// Judge the actions whose verify window has passed: (action id, episode, action name,
+    /// helped).
+    pub async fn verify_actions(&self, now: Millis) -> Result<Vec<Verified>, StoreError> {
+        self.ask(|reply| Command::Verify(now, reply)).await
     }
 
     /// Record what an action changed that its incident holds.

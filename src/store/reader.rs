@@ -295,7 +295,7 @@ impl Reader {
     pub fn actions(&self, episode_id: &str) -> Result<Vec<serde_json::Value>, StoreError> {
         let mut statement = self.connection.prepare_cached(
             "SELECT id, rule, action, kind, target, verdict, verdict_detail, arguments, state,
-                 attempts, created_at, started_at, finished_at, result
+                 attempts, created_at, started_at, finished_at, result, verified
              FROM actions WHERE episode_id = ?1 ORDER BY id",
         )?;
         let rows = statement
@@ -315,6 +315,7 @@ impl Reader {
                     "started_at": row.get::<_, Option<i64>>(11)?.map(time_text),
                     "finished_at": row.get::<_, Option<i64>>(12)?.map(time_text),
                     "result": row.get::<_, Option<String>>(13)?.map(json),
+                    "verified": row.get::<_, Option<String>>(14)?,
                 }))
             })?
             .collect::<Result<Vec<_>, _>>()?;

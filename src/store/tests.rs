@@ -429,6 +429,7 @@ fn plan(f: &Fixture, n: usize, target: &str, mode: crate::governor::Mode) -> Act
         hold_items: Vec::new(),
         defer_on_skip: false,
         defer_in_flight: false,
+        verify_window: 600_000,
     }
 }
 

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     ActionPlan, ApiAlert, Command, DecisionRecord, Durability, IngestRecord, PlannedAction,
-    Recorded, Shared, SyncSummary,
+    Recorded, Shared, SyncSummary, Verified,
 };
 use crate::clock::{Millis, SharedClock, duration_millis};
 use crate::governor::{self, Facts, Proposal, Verdict};
@@ -24,12 +24,13 @@ use crate::telemetry::Metrics;
 const SCHEMA: &str = include_str!("schema.sql");
 /// Migrations from the previous version, applied in order; the index is the version it
 /// migrates from, minus one.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("migrate_v2.sql"),
     include_str!("migrate_v3.sql"),
     include_str!("migrate_v4.sql"),
+    include_str!("migrate_v5.sql"),
 ];
-const SCHEMA_VERSION: &str = "4";
+const SCHEMA_VERSION: &str = "5";
 
 /// Most notifications committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -225,6 +226,10 @@ impl Writer {
                     .finish_hold(id, &state, result.as_deref())
                     .map_err(|e| self.failed("holds", e));
                 let _ = reply.send(outcome);
+            }
+            Command::Verify(now, reply) => {
+                let result = self.verify(now).map_err(|e| self.failed("verify", e));
+                let _ = reply.send(result);
             }
             Command::SetPause(pause, reply) => {
                 let result = self.set_pause(pause).map_err(|e| self.failed("pause", e));
@@ -560,8 +565,15 @@ impl Writer {
             params![now - 3_600_000],
             |row| row.get(0),
         )?;
-        // The same alert re-opened (a new episode of the same fingerprint) within the
-        // cooldown after this action ran for it: repeating would not help.
+        // This incident's earlier run of the action was judged not to have helped, or the
+        // same alert re-opened (a new episode of the same fingerprint) within the cooldown
+        // after this action ran for it: repeating would not help.
+        let judged_useless: bool = transaction.query_row(
+            "SELECT EXISTS (SELECT 1 FROM actions WHERE episode_id = ?1 AND action = ?2
+             AND verified = 'did_not_help')",
+            params![plan.episode_id, plan.action],
+            |row| row.get(0),
+        )?;
         let did_not_help: bool = transaction.query_row(
             "SELECT EXISTS (SELECT 1 FROM actions WHERE episode_id LIKE ?1 || '-%'
              AND episode_id != ?2 AND action = ?3 AND verdict = 'run' AND created_at > ?4)",
@@ -578,7 +590,7 @@ impl Writer {
             in_flight,
             last_on_target,
             actions_last_hour: u32::try_from(actions_last_hour).unwrap_or(u32::MAX),
-            did_not_help,
+            did_not_help: did_not_help || judged_useless,
         };
         // The change is in place and held by another incident with the same value: this
         // incident only joins the hold.
@@ -639,8 +651,8 @@ impl Writer {
         transaction
             .prepare_cached(
                 "INSERT INTO actions(key, episode_id, rule, action, kind, target, verdict,
-                     verdict_detail, arguments, state, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     verdict_detail, arguments, state, created_at, verify_window)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                 plan.key,
@@ -654,6 +666,7 @@ impl Writer {
                 plan.arguments,
                 state,
                 now,
+                plan.verify_window,
             ])?;
         let id = transaction.last_insert_rowid();
         transaction.commit()?;
@@ -682,8 +695,12 @@ impl Writer {
                 params![id, now],
             )?
         } else {
+            // A finished action is judged once its verify window has passed.
             self.connection.execute(
-                "UPDATE actions SET state = ?2, finished_at = ?3, result = ?4 WHERE id = ?1",
+                "UPDATE actions SET state = ?2, finished_at = ?3, result = ?4,
+                     verify_at = CASE WHEN ?2 = 'done' AND episode_id != ''
+                         THEN ?3 + verify_window ELSE NULL END
+                 WHERE id = ?1",
                 params![id, state, now, result],
             )?
         };
@@ -767,6 +784,37 @@ impl Writer {
         }
         self.succeeded();
         Ok(())
+    }
+
+    /// Judge every finished action whose verify window has passed: did its incident stop
+    /// firing? Returns (action id, episode, action, helped) for each judged.
+    fn verify(&mut self, now: Millis) -> Result<Vec<Verified>, rusqlite::Error> {
+        self.set_synchronous("FULL")?;
+        let transaction = self.connection.transaction()?;
+        let due: Vec<(i64, String, String, String)> = {
+            let mut statement = transaction.prepare_cached(
+                "SELECT a.id, a.episode_id, a.action, e.status FROM actions a
+                 JOIN episodes e ON e.id = a.episode_id
+                 WHERE a.verify_at IS NOT NULL AND a.verify_at <= ?1 AND a.verified IS NULL
+                 LIMIT 256",
+            )?;
+            let rows = statement.query_map(params![now], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut judged = Vec::new();
+        for (id, episode, action, status) in due {
+            let helped = !matches!(status.as_str(), "firing" | "silenced");
+            transaction.execute(
+                "UPDATE actions SET verified = ?2 WHERE id = ?1",
+                params![id, if helped { "helped" } else { "did_not_help" }],
+            )?;
+            judged.push((id, episode, action, helped));
+        }
+        transaction.commit()?;
+        self.succeeded();
+        Ok(judged)
     }
 
     fn set_pause(&mut self, pause: Option<(Millis, String)>) -> Result<(), rusqlite::Error> {
