@@ -429,33 +429,168 @@ impl Mitigator {
     /// A request went out and the answer was lost: read the target back. Only a rollout
     /// restart carries a mark that proves it landed; anything else stays `uncertain`.
     async fn settle(&self, prepared: &Prepared, key: &str, error: String) -> Outcome {
-        if let Prepared::Kubernetes {
+        let Prepared::Kubernetes {
             workload,
-            spec: ActionSpec::RolloutRestart { .. },
-            ..
+            spec,
+            rendered,
+            env_values,
         } = prepared
-            && let Ok(client) = self.kubernetes.client().await
-        {
-            match kube_actions::read_restart_key(&client, workload).await {
-                Ok(Some(found)) if found == action_key(key) => {
-                    return Outcome::Done {
-                        detail: json!({"settled_by_read_back": true, "lost_answer": error}),
-                    };
+        else {
+            return Outcome::Unknown { error };
+        };
+        let expected = Expected::of(spec, rendered, env_values);
+        self.settle_kubernetes(workload, key, &expected, error)
+            .await
+    }
+
+    /// Read the target back: the change present → done; absent → not applied (escalated,
+    /// not retried blindly); anything else stays unknown.
+    async fn settle_kubernetes(
+        &self,
+        workload: &Workload,
+        key: &str,
+        expected: &Expected,
+        error: String,
+    ) -> Outcome {
+        let client = match self.kubernetes.client().await {
+            Ok(client) => client,
+            Err(read) => {
+                return Outcome::Unknown {
+                    error: format!("{error}; cannot read back: {read}"),
+                };
+            }
+        };
+        let present = match expected {
+            Expected::Restart => kube_actions::read_restart_key(&client, workload)
+                .await
+                .map(|found| Some(found.as_deref() == Some(action_key(key).as_str()))),
+            Expected::Replicas(replicas) => kube_actions::read_replicas(&client, workload)
+                .await
+                .map(|current| Some(i64::from(current) == *replicas)),
+            Expected::Env { containers, values } => {
+                let names: Vec<String> = values.keys().cloned().collect();
+                kube_actions::read_env(&client, workload, containers, &names)
+                    .await
+                    .map(|current| {
+                        let matches: Vec<bool> = current
+                            .values()
+                            .flat_map(|found| {
+                                values.iter().map(move |(name, want)| {
+                                    found.get(name).cloned().flatten() == *want
+                                })
+                            })
+                            .collect();
+                        if matches.iter().all(|m| *m) {
+                            Some(true)
+                        } else if matches.iter().all(|m| !*m) {
+                            Some(false)
+                        } else {
+                            None
+                        }
+                    })
+            }
+            Expected::Unknowable => Ok(None),
+        };
+        match present {
+            Ok(Some(true)) => Outcome::Done {
+                detail: json!({"settled_by_read_back": true, "lost_answer": error}),
+            },
+            Ok(Some(false)) => Outcome::NotApplied {
+                error: format!("{error}; read-back shows the change absent"),
+                retryable: false,
+            },
+            Ok(None) => Outcome::Unknown {
+                error: format!("{error}; read-back cannot tell"),
+            },
+            Err(read) => Outcome::Unknown {
+                error: format!("{error}; read-back failed: {read}"),
+            },
+        }
+    }
+}
+
+/// What a Kubernetes action leaves behind when it took effect.
+enum Expected {
+    Restart,
+    Replicas(i64),
+    /// Per name: the value it sets, or `None` for a removal, on these containers.
+    Env {
+        containers: Vec<String>,
+        values: std::collections::BTreeMap<String, Option<String>>,
+    },
+    Unknowable,
+}
+
+impl Expected {
+    fn of(
+        spec: &ActionSpec,
+        rendered: &Value,
+        env_values: &std::collections::BTreeMap<String, String>,
+    ) -> Expected {
+        match spec {
+            ActionSpec::RolloutRestart { .. } => Expected::Restart,
+            ActionSpec::Scale { .. } => Self::from_arguments("kubernetes.scale", rendered),
+            ActionSpec::SetEnv {
+                containers, remove, ..
+            } => {
+                let mut values: std::collections::BTreeMap<String, Option<String>> = env_values
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Some(v.clone())))
+                    .collect();
+                for name in remove {
+                    values.insert(name.clone(), None);
                 }
-                Ok(_) => {
-                    return Outcome::NotApplied {
-                        error: format!("{error}; read-back shows the restart absent"),
-                        retryable: false,
-                    };
-                }
-                Err(read) => {
-                    return Outcome::Unknown {
-                        error: format!("{error}; read-back failed: {read}"),
-                    };
+                Expected::Env {
+                    containers: containers.clone(),
+                    values,
                 }
             }
+            _ => Expected::Unknowable,
         }
-        Outcome::Unknown { error }
+    }
+
+    /// From the arguments stored with an action (after a crash). A value shown as a secret
+    /// placeholder cannot be compared.
+    fn from_arguments(kind: &str, arguments: &Value) -> Expected {
+        match kind {
+            "kubernetes.rollout_restart" => Expected::Restart,
+            "kubernetes.scale" => match &arguments["replicas"] {
+                Value::Number(n) => n.as_i64().map_or(Expected::Unknowable, Expected::Replicas),
+                Value::String(text) => text
+                    .trim()
+                    .parse()
+                    .map_or(Expected::Unknowable, Expected::Replicas),
+                _ => Expected::Unknowable,
+            },
+            "kubernetes.set_env" => {
+                let mut values = std::collections::BTreeMap::new();
+                for (field, value) in arguments.as_object().into_iter().flatten() {
+                    if let Some(name) = field.strip_prefix("env.") {
+                        match value.as_str() {
+                            Some(text) if !text.contains("<secret:") => {
+                                values.insert(name.to_owned(), Some(text.to_owned()));
+                            }
+                            _ => return Expected::Unknowable,
+                        }
+                    }
+                }
+                for name in arguments["remove"].as_array().into_iter().flatten() {
+                    if let Some(name) = name.as_str() {
+                        values.insert(name.to_owned(), None);
+                    }
+                }
+                let containers = arguments["containers"]
+                    .as_array()
+                    .map(|list| {
+                        list.iter()
+                            .filter_map(|c| c.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_else(|| vec!["*".to_owned()]);
+                Expected::Env { containers, values }
+            }
+            _ => Expected::Unknowable,
+        }
     }
 }
 
@@ -681,44 +816,17 @@ impl Mitigator {
                 }
                 Err(_) => return,
             };
-        for (id, kind, target, key) in open {
-            let outcome = match (kind.as_str(), target.split_once('/')) {
-                ("kubernetes.rollout_restart", Some((workload_kind, rest))) => {
-                    match rest.split_once('/') {
-                        Some((namespace, name)) => {
-                            match Workload::parse(namespace, &format!("{workload_kind}/{name}")) {
-                                Ok(workload) => {
-                                    let prepared = Prepared::Kubernetes {
-                                        workload,
-                                        spec: ActionSpec::RolloutRestart {
-                                            namespace: namespace.to_owned(),
-                                            workload: String::new(),
-                                            description: String::new(),
-                                            revert_on_resolve: false,
-                                            verify_window: Duration::ZERO,
-                                            cooldown: Duration::ZERO,
-                                        },
-                                        rendered: Value::Null,
-                                        env_values: Default::default(),
-                                    };
-                                    self.settle(
-                                        &prepared,
-                                        &key,
-                                        "nightshift stopped while it ran".to_owned(),
-                                    )
-                                    .await
-                                }
-                                Err(error) => Outcome::Unknown { error },
-                            }
-                        }
-                        None => Outcome::Unknown {
-                            error: format!("unreadable target {target}"),
-                        },
-                    }
+        for (id, kind, target, key, arguments) in open {
+            let arguments: Value = serde_json::from_str(&arguments).unwrap_or_default();
+            let lost = "nightshift stopped while it ran".to_owned();
+            let outcome = match workload_of(&target) {
+                Ok(workload) if kind.starts_with("kubernetes.") => {
+                    let expected = Expected::from_arguments(&kind, &arguments);
+                    self.settle_kubernetes(&workload, &key, &expected, lost)
+                        .await
                 }
                 _ => Outcome::Unknown {
-                    error: "nightshift stopped while it ran; the outcome cannot be read back"
-                        .to_owned(),
+                    error: format!("{lost}; the outcome of a {kind} action cannot be read back"),
                 },
             };
             let state = match &outcome {

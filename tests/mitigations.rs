@@ -355,7 +355,7 @@ fn an_action_that_did_not_land_before_the_crash_is_escalated_not_retried() {
         actions[0]["result"]["error"]
             .as_str()
             .unwrap()
-            .contains("read-back shows the restart absent")
+            .contains("read-back shows the change absent")
     );
     std::thread::sleep(Duration::from_millis(800));
     assert!(setup.kube.writes().is_empty(), "not retried blindly");
@@ -743,4 +743,29 @@ fn a_mitigation_is_judged_once_its_verify_window_has_passed() {
         metrics.contains("nightshift_actions_verified_total{outcome=\"did_not_help\"} 1"),
         "{metrics}"
     );
+}
+
+#[test]
+fn an_env_change_interrupted_by_a_crash_is_settled_by_reading_the_env_back() {
+    let mut setup = setup("[actions]\nmode = \"enforce\"\n", true);
+    setup.page.set_indicator("major", "Partial API outage");
+    let path = fakes::kube::workload_path("Deployment", "vastai", "vastai-integration");
+    setup
+        .kube
+        .delay_after_apply(axum::http::Method::PATCH, &path, Duration::from_secs(20));
+    post(&setup, &alert_body("a", "VastaiApiUnreachable", "firing"));
+    let applied = wait_for(Duration::from_secs(20), || {
+        (!setup.kube.writes().is_empty()).then_some(())
+    });
+    assert!(applied.is_some(), "{}", setup.daemon.log());
+    std::thread::sleep(Duration::from_millis(200));
+    setup.daemon.kill9();
+    setup.kube.clear_faults();
+    setup.daemon.spawn();
+    let actions = actions(&setup, 1);
+    assert_eq!(actions[0]["action"], "fallback");
+    assert_eq!(actions[0]["state"], "done", "{actions:#?}");
+    assert_eq!(actions[0]["result"]["detail"]["settled_by_read_back"], true);
+    assert_eq!(fallback_value(&setup).as_deref(), Some("true"));
+    assert_eq!(setup.kube.writes().len(), 1, "never run twice");
 }

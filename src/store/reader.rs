@@ -71,6 +71,9 @@ pub struct DecisionEntry {
     pub trace: serde_json::Value,
 }
 
+/// An action left started by a crash: (id, kind, target, idempotency key, arguments).
+pub type StartedAction = (i64, String, String, String, String);
+
 /// A held change due to be reverted: (hold id, target, item, value set, previous value).
 pub type DueRevert = (i64, String, String, String, String);
 
@@ -279,13 +282,20 @@ impl Reader {
     }
 
     /// Actions marked started with no result: left by a crash.
-    pub fn started_actions(&self) -> Result<Vec<(i64, String, String, String)>, StoreError> {
+    pub fn started_actions(&self) -> Result<Vec<StartedAction>, StoreError> {
         let mut statement = self.connection.prepare_cached(
-            "SELECT id, kind, target, key FROM actions WHERE state = 'started' ORDER BY id",
+            "SELECT id, kind, target, key, arguments FROM actions WHERE state = 'started'
+             ORDER BY id",
         )?;
         let rows = statement
             .query_map([], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
