@@ -769,3 +769,51 @@ fn an_env_change_interrupted_by_a_crash_is_settled_by_reading_the_env_back() {
     assert_eq!(fallback_value(&setup).as_deref(), Some("true"));
     assert_eq!(setup.kube.writes().len(), 1, "never run twice");
 }
+
+#[test]
+fn a_scale_is_reverted_to_the_exact_previous_replica_count() {
+    let setup = setup("[actions]\nmode = \"enforce\"\nmin_hold = \"1s\"\n", true);
+    setup.daemon.write_file(
+        "rules/capacity.toml",
+        r#"
+[runbook]
+name = "capacity"
+[[rule]]
+name = "queue-backlog"
+matchers = ['alertname="QueueBacklog"']
+severity = "P3"
+[[rule.branch]]
+name = "scale-out"
+otherwise = true
+actions = ["scale-out"]
+[action.scale-out]
+kind = "kubernetes.scale"
+namespace = "vastai"
+workload = "deployment/vastai-integration"
+replicas = 5
+revert_on_resolve = true
+"#,
+    );
+    let reload = client().post(
+        &format!("{}/-/reload", setup.daemon.base),
+        &[("Authorization", "Bearer e2e-admin")],
+        b"",
+    );
+    assert_eq!(reload.status, 200, "{}", reload.body);
+    let replicas = || {
+        setup
+            .kube
+            .workload_object("Deployment", "vastai", "vastai-integration")
+            .unwrap()["spec"]["replicas"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(replicas(), 2);
+    post(&setup, &alert_body("q", "QueueBacklog", "firing"));
+    let actions = actions(&setup, 1);
+    assert_eq!(actions[0]["state"], "done", "{actions:#?}");
+    assert_eq!(replicas(), 5);
+    post(&setup, &alert_body("q", "QueueBacklog", "resolved"));
+    let restored = wait_for(Duration::from_secs(20), || (replicas() == 2).then_some(()));
+    assert!(restored.is_some(), "{}", setup.daemon.log());
+}
