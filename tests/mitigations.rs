@@ -75,6 +75,26 @@ fn setup(extra: &str, ingest_token: bool) -> Setup {
     }
 }
 
+/// A web server on 127.0.0.1 that records every request and answers with `answer(request)`.
+fn recording_server(
+    runtime: &tokio::runtime::Runtime,
+    answer: fn(&fakes::Recorded) -> String,
+) -> (fakes::Journal, fakes::Server) {
+    let journal = fakes::Journal::default();
+    let router = {
+        let journal = journal.clone();
+        axum::Router::new().fallback(move |request: axum::http::Request<axum::body::Body>| {
+            let journal = journal.clone();
+            async move {
+                let recorded = journal.record(request).await;
+                answer(&recorded)
+            }
+        })
+    };
+    let server = runtime.block_on(fakes::Server::start(router));
+    (journal, server)
+}
+
 fn post(setup: &Setup, body: &str) {
     let response = client().post(
         &format!("{}/webhook", setup.daemon.base),
@@ -364,19 +384,7 @@ fn an_action_that_did_not_land_before_the_crash_is_escalated_not_retried() {
 #[test]
 fn label_values_crafted_as_injections_stay_data() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    // A web server that records every request and answers 200.
-    let journal = fakes::Journal::default();
-    let router = {
-        let journal = journal.clone();
-        axum::Router::new().fallback(move |request: axum::http::Request<axum::body::Body>| {
-            let journal = journal.clone();
-            async move {
-                journal.record(request).await;
-                axum::http::StatusCode::OK
-            }
-        })
-    };
-    let web = runtime.block_on(fakes::Server::start(router));
+    let (journal, web) = recording_server(&runtime, |_| String::new());
     let marker = tempfile::tempdir().unwrap();
     let marker_path = marker.path().join("pwned");
     let rules = format!(
@@ -589,18 +597,9 @@ fn a_planted_secret_never_appears_in_any_output() {
     const SECRET: &str = "s3cr3t-planted-value";
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // The endpoint echoes what it was sent: the secret comes back in the answer too.
-    let journal = fakes::Journal::default();
-    let router = {
-        let journal = journal.clone();
-        axum::Router::new().fallback(move |request: axum::http::Request<axum::body::Body>| {
-            let journal = journal.clone();
-            async move {
-                let recorded = journal.record(request).await;
-                format!("you sent {}", recorded.header("authorization"))
-            }
-        })
-    };
-    let web = runtime.block_on(fakes::Server::start(router));
+    let (journal, web) = recording_server(&runtime, |recorded| {
+        format!("you sent {}", recorded.header("authorization"))
+    });
     let rules = format!(
         r#"
 [[rule]]

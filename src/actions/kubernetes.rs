@@ -825,20 +825,7 @@ fn never_connected(error: &kube::Error) -> bool {
     false
 }
 
-/// An error and each cause not already spelled out by the text before it.
-fn error_text(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !cause_text.is_empty() && !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+use crate::probes::kubernetes::error_text;
 
 #[cfg(test)]
 mod tests {

@@ -604,7 +604,7 @@ fn kube_error_text(error: &kube::Error) -> String {
 }
 
 /// An error and each cause not already spelled out by the text before it.
-fn error_text(error: &(dyn StdError + 'static)) -> String {
+pub(crate) fn error_text(error: &(dyn StdError + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
