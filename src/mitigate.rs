@@ -816,10 +816,17 @@ impl Mitigator {
                 }
                 Err(_) => return,
             };
-        for (id, kind, target, key, arguments) in open {
+        for (id, kind, target, key, arguments, state) in open {
             let arguments: Value = serde_json::from_str(&arguments).unwrap_or_default();
             let lost = "nightshift stopped while it ran".to_owned();
             let outcome = match workload_of(&target) {
+                // Planned but never started: nothing ran. Recorded as not applied (the
+                // incident is escalated), so the target is not left "in flight" forever.
+                _ if state == "planned" => Outcome::NotApplied {
+                    error: "nightshift stopped before the action started; it did not run"
+                        .to_owned(),
+                    retryable: false,
+                },
                 Ok(workload) if kind.starts_with("kubernetes.") => {
                     let expected = Expected::from_arguments(&kind, &arguments);
                     self.settle_kubernetes(&workload, &key, &expected, lost)

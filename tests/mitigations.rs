@@ -816,3 +816,38 @@ revert_on_resolve = true
     let restored = wait_for(Duration::from_secs(20), || (replicas() == 2).then_some(()));
     assert!(restored.is_some(), "{}", setup.daemon.log());
 }
+
+#[test]
+fn an_action_planned_but_never_started_before_a_crash_does_not_block_its_target() {
+    let mut setup = setup("[actions]\nmode = \"enforce\"\n", true);
+    setup.daemon.kill9();
+    // What a crash between planning and starting leaves behind.
+    {
+        let db =
+            rusqlite::Connection::open(setup.daemon.state_dir().join("nightshift.db")).unwrap();
+        db.execute(
+            "INSERT INTO actions(key, episode_id, rule, action, kind, target, verdict, verdict_detail,
+                 arguments, state, created_at)
+             VALUES ('k', 'old-episode', 'r', 'restart', 'kubernetes.rollout_restart',
+                 'deployment/vastai/vastai-integration', 'run', '{}', '{}', 'planned', 0)",
+            [],
+        )
+        .unwrap();
+    }
+    setup.daemon.spawn();
+    setup.page.set_indicator("major", "Partial API outage");
+    post(&setup, &alert_body("a", "VastaiApiUnreachable", "firing"));
+    let actions = actions(&setup, 1);
+    assert_eq!(
+        actions[0]["verdict"], "run",
+        "the target is not left in flight: {actions:#?}"
+    );
+    assert_eq!(actions[0]["state"], "done");
+    let db = rusqlite::Connection::open(setup.daemon.state_dir().join("nightshift.db")).unwrap();
+    let state: String = db
+        .query_row("SELECT state FROM actions WHERE key = 'k'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(state, "failed", "recorded as never run");
+}

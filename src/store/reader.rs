@@ -71,8 +71,9 @@ pub struct DecisionEntry {
     pub trace: serde_json::Value,
 }
 
-/// An action left started by a crash: (id, kind, target, idempotency key, arguments).
-pub type StartedAction = (i64, String, String, String, String);
+/// An action left planned or started by a crash: (id, kind, target, idempotency key,
+/// arguments, state).
+pub type StartedAction = (i64, String, String, String, String, String);
 
 /// A held change due to be reverted: (hold id, target, item, value set, previous value).
 pub type DueRevert = (i64, String, String, String, String);
@@ -284,8 +285,8 @@ impl Reader {
     /// Actions marked started with no result: left by a crash.
     pub fn started_actions(&self) -> Result<Vec<StartedAction>, StoreError> {
         let mut statement = self.connection.prepare_cached(
-            "SELECT id, kind, target, key, arguments FROM actions WHERE state = 'started'
-             ORDER BY id",
+            "SELECT id, kind, target, key, arguments, state FROM actions
+             WHERE state IN ('planned', 'started') ORDER BY id",
         )?;
         let rows = statement
             .query_map([], |row| {
@@ -295,6 +296,7 @@ impl Reader {
                     row.get(2)?,
                     row.get(3)?,
                     row.get(4)?,
+                    row.get(5)?,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
