@@ -579,6 +579,10 @@ impl Expected {
                         values.insert(name.to_owned(), None);
                     }
                 }
+                if values.is_empty() {
+                    // Nothing to compare (a revert records what it restores differently).
+                    return Expected::Unknowable;
+                }
                 let containers = arguments["containers"]
                     .as_array()
                     .map(|list| {
