@@ -14,6 +14,7 @@ pub mod explain;
 pub mod governor;
 pub mod ingest;
 pub mod mitigate;
+pub mod notify;
 pub mod probes;
 pub mod reconcile;
 pub mod redact;
