@@ -10,7 +10,9 @@ use nightshift::actions::exec::{self, ExecRequest};
 use nightshift::actions::http::{self, HttpActionRequest};
 use serde_json::{Value, json};
 
-use web::FakeWeb;
+mod fakes;
+
+use fakes::web::FakeWeb;
 
 const INJECTIONS: [&str; 6] = [
     "$(reboot)",
@@ -457,7 +459,7 @@ fn action(url: &str) -> HttpActionRequest {
 }
 
 fn client() -> reqwest::Client {
-    web::init();
+    fakes::init();
     http::client().unwrap()
 }
 
@@ -585,7 +587,7 @@ async fn http_slow_server_is_unknown() {
 
 #[tokio::test]
 async fn http_closed_port_is_not_applied() {
-    let request = action(&format!("{}/hook", web::dead_url()));
+    let request = action(&format!("{}/hook", fakes::dead_url()));
     match http::run(&client(), &request).await {
         Outcome::NotApplied { error, retryable } => {
             assert!(retryable);
@@ -626,198 +628,5 @@ async fn exec_background_child_holding_the_output_does_not_hang_the_action() {
     // SAFETY: kill(2) on the pid of the test's own grandchild.
     unsafe {
         libc::kill(pid, libc::SIGKILL);
-    }
-}
-
-// ------------------------------------------------------------------------- a fake web server
-
-/// A small web server on 127.0.0.1:0 (kept here so this test does not depend on the other
-/// fakes): requests to its one path get the configured answer, optionally after a delay, and
-/// every request is recorded.
-mod web {
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
-
-    use axum::Router;
-    use axum::body::Body;
-    use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
-    use axum::response::{IntoResponse, Response};
-
-    pub fn init() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-
-    /// A URL on 127.0.0.1 where nothing listens: the port was free a moment ago.
-    pub fn dead_url() -> String {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        drop(listener);
-        format!("http://127.0.0.1:{port}")
-    }
-
-    #[derive(Debug, Clone)]
-    pub struct Recorded {
-        pub method: Method,
-        /// Still percent-encoded, as sent.
-        pub path: String,
-        pub query: String,
-        pub headers: HeaderMap,
-        pub body: Vec<u8>,
-    }
-
-    impl Recorded {
-        pub fn header(&self, name: &str) -> String {
-            self.headers
-                .get(name)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .unwrap_or_default()
-        }
-
-        pub fn query_param(&self, name: &str) -> Option<String> {
-            let url = reqwest::Url::parse(&format!("http://x/?{}", self.query)).ok()?;
-            url.query_pairs()
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| value.into_owned())
-        }
-    }
-
-    #[derive(Debug, Clone)]
-    struct Reply {
-        status: u16,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
-        delay: Duration,
-    }
-
-    #[derive(Default)]
-    struct Seen {
-        requests: Vec<Recorded>,
-        unexpected: Vec<String>,
-    }
-
-    #[derive(Clone)]
-    pub struct Journal(Arc<Mutex<Seen>>);
-
-    impl Journal {
-        pub fn requests(&self) -> Vec<Recorded> {
-            self.0.lock().unwrap().requests.clone()
-        }
-
-        pub fn count(&self) -> usize {
-            self.0.lock().unwrap().requests.len()
-        }
-
-        pub fn assert_no_unexpected(&self) {
-            let unexpected = self.0.lock().unwrap().unexpected.clone();
-            assert!(unexpected.is_empty(), "unexpected requests: {unexpected:?}");
-        }
-    }
-
-    pub struct FakeWeb {
-        pub journal: Journal,
-        addr: std::net::SocketAddr,
-        path: String,
-        reply: Arc<Mutex<Reply>>,
-        task: tokio::task::JoinHandle<()>,
-    }
-
-    impl FakeWeb {
-        pub async fn start(path: &str) -> FakeWeb {
-            let journal = Journal(Arc::default());
-            let reply = Arc::new(Mutex::new(Reply {
-                status: 200,
-                headers: Vec::new(),
-                body: Vec::new(),
-                delay: Duration::ZERO,
-            }));
-            let router = {
-                let (journal, reply, path) = (journal.clone(), reply.clone(), path.to_owned());
-                Router::new().fallback(move |request: Request<Body>| {
-                    let (journal, reply, path) = (journal.clone(), reply.clone(), path.clone());
-                    async move { handle(journal, reply, &path, request).await }
-                })
-            };
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let task = tokio::spawn(async move {
-                let _ = axum::serve(listener, router).await;
-            });
-            FakeWeb {
-                journal,
-                addr,
-                path: path.to_owned(),
-                reply,
-                task,
-            }
-        }
-
-        pub fn url(&self) -> String {
-            format!("http://{}{}", self.addr, self.path)
-        }
-
-        pub fn reply(&self, status: u16, headers: &[(&str, &str)], body: impl Into<Vec<u8>>) {
-            let mut reply = self.reply.lock().unwrap();
-            reply.status = status;
-            reply.headers = headers
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect();
-            reply.body = body.into();
-        }
-
-        pub fn set_delay(&self, delay: Duration) {
-            self.reply.lock().unwrap().delay = delay;
-        }
-    }
-
-    impl Drop for FakeWeb {
-        fn drop(&mut self) {
-            self.task.abort();
-        }
-    }
-
-    async fn handle(
-        journal: Journal,
-        reply: Arc<Mutex<Reply>>,
-        path: &str,
-        request: Request<Body>,
-    ) -> Response {
-        let (parts, body) = request.into_parts();
-        let body = axum::body::to_bytes(body, 1024 * 1024)
-            .await
-            .map(|b| b.to_vec())
-            .unwrap_or_default();
-        let recorded = Recorded {
-            method: parts.method,
-            path: parts.uri.path().to_owned(),
-            query: parts.uri.query().unwrap_or_default().to_owned(),
-            headers: parts.headers,
-            body,
-        };
-        let expected = recorded.path == path;
-        {
-            let mut seen = journal.0.lock().unwrap();
-            if !expected {
-                seen.unexpected
-                    .push(format!("{} {}", recorded.method, recorded.path));
-            }
-            seen.requests.push(recorded);
-        }
-        if !expected {
-            return (StatusCode::NOT_FOUND, "not found").into_response();
-        }
-        let reply = reply.lock().unwrap().clone();
-        if !reply.delay.is_zero() {
-            tokio::time::sleep(reply.delay).await;
-        }
-        let mut response = Response::new(Body::from(reply.body));
-        *response.status_mut() = StatusCode::from_u16(reply.status).unwrap();
-        for (name, value) in reply.headers {
-            response.headers_mut().append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(&value).unwrap(),
-            );
-        }
-        response
     }
 }

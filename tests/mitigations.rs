@@ -95,6 +95,12 @@ fn recording_server(
     (journal, server)
 }
 
+/// The shipped runbook's captured VastaiApiUnreachable webhook.
+fn unreachable_payload() -> String {
+    std::fs::read_to_string(Path::new(ROOT).join("rules/payloads/vastai-api-unreachable.json"))
+        .unwrap()
+}
+
 fn post(setup: &Setup, body: &str) {
     let response = client().post(
         &format!("{}/webhook", setup.daemon.base),
@@ -141,9 +147,7 @@ fn env_of(setup: &Setup) -> serde_json::Value {
 fn a_provider_outage_enables_the_fallback_on_the_deployment() {
     let setup = setup("[actions]\nmode = \"enforce\"\n", true);
     setup.page.set_indicator("major", "Partial API outage");
-    let payload =
-        std::fs::read_to_string(Path::new(ROOT).join("rules/payloads/vastai-api-unreachable.json"))
-            .unwrap();
+    let payload = unreachable_payload();
     post(&setup, &payload);
     let actions = actions(&setup, 1);
     assert_eq!(actions.len(), 1, "{actions:#?}");
@@ -226,9 +230,7 @@ fn a_storm_for_one_deployment_restarts_it_once() {
 fn dry_run_is_the_default_and_changes_nothing() {
     let setup = setup("", true);
     setup.page.set_indicator("major", "Partial API outage");
-    let payload =
-        std::fs::read_to_string(Path::new(ROOT).join("rules/payloads/vastai-api-unreachable.json"))
-            .unwrap();
+    let payload = unreachable_payload();
     post(&setup, &payload);
     let actions = actions(&setup, 1);
     assert_eq!(actions[0]["verdict"], "dry_run");
@@ -252,9 +254,7 @@ fn enforce_without_an_ingest_credential_falls_back_to_dry_run() {
     );
     assert!(setup.daemon.log().contains("ERROR"));
     setup.page.set_indicator("major", "Partial API outage");
-    let payload =
-        std::fs::read_to_string(Path::new(ROOT).join("rules/payloads/vastai-api-unreachable.json"))
-            .unwrap();
+    let payload = unreachable_payload();
     let response = client().post(
         &format!("{}/webhook", setup.daemon.base),
         &[JSON],
@@ -282,9 +282,7 @@ fn pause_stops_every_action_until_resume() {
         b"",
     );
     assert_eq!(refused.status, 401);
-    let payload =
-        std::fs::read_to_string(Path::new(ROOT).join("rules/payloads/vastai-api-unreachable.json"))
-            .unwrap();
+    let payload = unreachable_payload();
     post(&setup, &payload);
     let actions = actions(&setup, 1);
     assert_eq!(actions[0]["verdict"], "paused", "{actions:#?}");
@@ -308,9 +306,7 @@ fn a_crash_between_started_and_finished_is_settled_by_read_back_not_repeated() {
     setup
         .kube
         .delay_after_apply(axum::http::Method::PATCH, &path, Duration::from_secs(20));
-    let payload =
-        std::fs::read_to_string(Path::new(ROOT).join("rules/payloads/vastai-api-unreachable.json"))
-            .unwrap();
+    let payload = unreachable_payload();
     post(&setup, &payload);
     let applied = wait_for(Duration::from_secs(20), || {
         (!setup.kube.writes().is_empty()).then_some(())
@@ -353,9 +349,7 @@ fn an_action_that_did_not_land_before_the_crash_is_escalated_not_retried() {
     setup
         .kube
         .delay(axum::http::Method::GET, &path, Duration::from_secs(20));
-    let payload =
-        std::fs::read_to_string(Path::new(ROOT).join("rules/payloads/vastai-api-unreachable.json"))
-            .unwrap();
+    let payload = unreachable_payload();
     post(&setup, &payload);
     let started = wait_for(Duration::from_secs(20), || {
         setup
