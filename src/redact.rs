@@ -123,10 +123,7 @@ pub fn render(
 }
 
 fn environment() -> minijinja::Environment<'static> {
-    let mut environment = minijinja::Environment::new();
-    environment.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
-    environment.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-    environment
+    crate::rules::template::base_environment()
 }
 
 fn render_in(

@@ -78,11 +78,9 @@ pub fn encode_component(text: &str) -> String {
 }
 
 fn url_environment() -> Environment<'static> {
-    let mut environment = Environment::new();
-    // As for every other template: a missing label renders empty.
-    environment.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
-    environment.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-    // Every printed value is encoded, `| safe` strings included.
+    // As for every other template (a missing label renders empty), but every printed value
+    // is encoded, `| safe` strings included.
+    let mut environment = crate::rules::template::base_environment();
     environment.set_formatter(|out, _state, value| {
         let text = value.to_string();
         out.write_str(&encode_component(&text))

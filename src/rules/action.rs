@@ -33,21 +33,18 @@ fn default_output() -> usize {
     64 * 1024
 }
 
-/// Settings every action kind has.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+/// Settings every action kind has. serde cannot flatten shared fields into an internally
+/// tagged enum that also denies unknown fields, so each kind repeats them; this is the one
+/// place that reads them ([`Common::of`]).
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Common {
-    #[serde(default)]
     pub description: String,
     /// Undo the change when the incident resolves (set_env, scale).
-    #[serde(default)]
     pub revert_on_resolve: bool,
     /// How long after acting the incident must have stopped firing for the action to count
     /// as having helped.
-    #[serde(default = "default_verify_window", with = "humantime_serde")]
     pub verify_window: Duration,
     /// At most one run of this action per target within this time.
-    #[serde(default = "default_cooldown", with = "humantime_serde")]
     pub cooldown: Duration,
 }
 
@@ -352,6 +349,13 @@ impl ActionSpec {
                 expect_status,
                 ..
             } => {
+                if url.contains("secret(") {
+                    problems.push(
+                        "secret() is not allowed in the url: URLs end up in logs and proxies; \
+                         put the secret in a header or the body"
+                            .to_owned(),
+                    );
+                }
                 if !matches!(method.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
                     problems.push(format!(
                         "method {method:?} is not one of GET POST PUT PATCH DELETE"
@@ -560,6 +564,10 @@ mod tests {
                 "host must be written out",
             ),
             ("kind = \"http\"\nurl = \"ftp://x/y\"", "http or https"),
+            (
+                "kind = \"http\"\nurl = \"https://x/{{ secret('t') }}\"",
+                "not allowed in the url",
+            ),
             (
                 "kind = \"exec\"\nargv = [\"/bin/echo\", \"{{ labels.a | nofilter }}\"]",
                 "argv[1]: template error",

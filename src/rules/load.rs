@@ -415,7 +415,7 @@ fn load_file(
     }
     let mut actions = BTreeMap::new();
     for (offset, name, spec) in raw_actions {
-        let sample = sample_context(&[], &BTreeMap::new(), &[]);
+        let sample = sample_context(&[], &[]);
         for problem in spec.validate(&sample) {
             file.error(Some(offset), &format!("action {name}"), problem);
         }
@@ -603,7 +603,7 @@ fn compile_probe(
         timeout,
         cache,
     };
-    let sample = sample_context(&[], &BTreeMap::new(), &[]);
+    let sample = sample_context(&[], &[]);
     match definition.render(&sample) {
         Ok(ProbeRequest::Statuspage { url } | ProbeRequest::Http { url, .. }) => {
             if let Err(error) = reqwest::Url::parse(&url) {
@@ -706,7 +706,7 @@ fn compile_rule(
         .map(|m| (m.name.clone(), m.value.clone()))
         .collect();
     let variables = sample_variables(&equal_labels, &rule_probes);
-    let template_sample = sample_context(&equal_labels, &BTreeMap::new(), &rule_probes);
+    let template_sample = sample_context(&equal_labels, &rule_probes);
     let summary = raw.summary.as_deref().and_then(|source| {
         Template::compile(source, &template_sample)
             .map_err(|error| file.error(Some(at("summary")), &context, format!("summary: {error}")))
@@ -915,11 +915,7 @@ fn sample_variables(labels: &[(String, String)], probes: &[&ProbeDef]) -> Variab
 }
 
 /// The template context with sample values.
-pub(crate) fn sample_context(
-    labels: &[(String, String)],
-    _extra: &BTreeMap<String, String>,
-    probes: &[&ProbeDef],
-) -> Json {
+pub(crate) fn sample_context(labels: &[(String, String)], probes: &[&ProbeDef]) -> Json {
     let variables = sample_variables(labels, probes);
     json!({
         "labels": variables.labels,

@@ -14,12 +14,18 @@ pub struct Template {
     pub source: String,
 }
 
-fn environment() -> Environment<'static> {
+/// The settings every nightshift template environment shares: a missing label renders as an
+/// empty string, as in Alertmanager's own templates (a typo in a filter or a syntax error is
+/// still caught at load), and nothing is HTML-escaped.
+pub(crate) fn base_environment() -> Environment<'static> {
     let mut environment = Environment::new();
-    // Missing labels render as empty strings, as in Alertmanager's own templates; a typo in a
-    // filter or a syntax error is still caught at load.
     environment.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
     environment.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    environment
+}
+
+fn environment() -> Environment<'static> {
+    let mut environment = base_environment();
     // Wherever a template is rendered to be recorded or shown (decisions, explain, stored
     // action arguments), a secret appears as its name only. The real value is rendered
     // separately, at the moment an action runs (`redact::render`).
