@@ -313,6 +313,7 @@ async fn run_async(
         min_hold: config.actions.min_hold,
         secrets: crate::redact::SecretFiles::new(config.actions.secrets_dir(&config.store.dir)),
         redactor: std::sync::Mutex::default(),
+        last_verify: std::sync::Mutex::default(),
     });
     mitigator.recover().await;
     let worker = Arc::new(Worker {

@@ -38,6 +38,8 @@ pub struct Mitigator {
     pub secrets: crate::redact::SecretFiles,
     /// Learns every secret read, and scrubs results before they are stored or logged.
     pub redactor: std::sync::Mutex<crate::redact::Redactor>,
+    /// When actions were last verified.
+    pub last_verify: std::sync::Mutex<crate::clock::Millis>,
 }
 
 /// An action ready to run: its target and the request for its executor.
@@ -602,14 +604,7 @@ impl Mitigator {
     /// Revert the held changes whose last holder resolved and whose minimum hold passed:
     /// through the governor (a pause, the budget or a cooldown defers a revert, never drops
     /// it), and only if the value is still the one nightshift set; a human's change wins.
-    pub async fn revert_due(&self) {
-        let store = self.store.clone();
-        let now = self.clock.now_millis();
-        let due = match tokio::task::spawn_blocking(move || store.reader()?.due_reverts(now)).await
-        {
-            Ok(Ok(due)) => due,
-            _ => return,
-        };
+    pub async fn revert(&self, due: Vec<crate::store::DueRevert>) {
         for (id, target, item, value, previous) in due {
             let outcome = self.revert_one(id, &target, &item, &value, &previous).await;
             let (state, result) = match outcome {
@@ -634,9 +629,17 @@ impl Mitigator {
     }
 
     /// Judge actions whose verify window has passed; a mitigation that did not help is
-    /// not repeated for its incident and is said so (log, metric) for the page.
+    /// not repeated for its incident and is said so (log, metric) for the page. At most once a
+    /// second: it goes through the store's writer.
     pub async fn verify_due(&self) {
         let now = self.clock.now_millis();
+        {
+            let mut last = self.last_verify.lock().unwrap_or_else(|p| p.into_inner());
+            if now.saturating_sub(*last) < 1000 {
+                return;
+            }
+            *last = now;
+        }
         match self.store.verify_actions(now).await {
             Ok(judged) => {
                 for (id, episode, action, helped) in judged {

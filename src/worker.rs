@@ -83,11 +83,12 @@ impl Worker {
     ) -> Result<usize, String> {
         let now = self.clock.now_millis();
         let worker = self.clone();
-        let (pending, due) = tokio::task::spawn_blocking(move || {
+        let (pending, due, reverts) = tokio::task::spawn_blocking(move || {
             worker.read(|reader| {
                 Ok((
                     reader.pending_transitions(512)?,
                     reader.due_for_evaluation(now, 256)?,
+                    reader.due_reverts(now)?,
                 ))
             })
         })
@@ -163,7 +164,7 @@ impl Worker {
             }
         }
         if let Some(mitigator) = &self.mitigator {
-            mitigator.revert_due().await;
+            mitigator.revert(reverts).await;
             mitigator.verify_due().await;
         }
         for episode_id in due {

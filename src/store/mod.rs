@@ -23,8 +23,8 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 pub use reader::{
-    DecisionEntry, EpisodeRow, IncidentDetail, IncidentSummary, PendingTransition, Reader,
-    TransitionRecord,
+    DecisionEntry, DueRevert, EpisodeRow, IncidentDetail, IncidentSummary, PendingTransition,
+    Reader, TransitionRecord,
 };
 
 use crate::clock::{Millis, SharedClock};
