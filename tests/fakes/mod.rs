@@ -7,9 +7,11 @@
 //! * [`prometheus::FakePrometheus`] — `/api/v1/query`.
 //! * [`kube::FakeKube`] — the Kubernetes API server paths nightshift uses.
 //! * [`web::FakeWeb`] — any HTTP answer, for the `http` probe.
+//! * [`pagerduty::FakePagerDuty`] — the Events API v2; [`pagerduty::FakeChat`] — a chat webhook.
 #![allow(dead_code)]
 
 pub mod kube;
+pub mod pagerduty;
 pub mod prometheus;
 pub mod statuspage;
 pub mod web;
