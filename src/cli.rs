@@ -433,6 +433,30 @@ fn incidents(
                     }
                 }
             }
+            let paging = &incident.paging;
+            if !paging.is_null() {
+                println!(
+                    "paging: {} ({} policy {}): {}",
+                    paging["state"].as_str().unwrap_or(""),
+                    paging["severity"].as_str().unwrap_or(""),
+                    paging["policy"].as_str().unwrap_or(""),
+                    paging["reason"].as_str().unwrap_or("")
+                );
+                for event in paging["events"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {}  {} {} → {} (attempts {}){}",
+                        event["created_at"].as_str().unwrap_or(""),
+                        event["channel"].as_str().unwrap_or(""),
+                        event["kind"].as_str().unwrap_or(""),
+                        event["state"].as_str().unwrap_or(""),
+                        event["attempts"],
+                        event["last_error"]
+                            .as_str()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
             println!("transitions:");
             for transition in &incident.transitions {
                 println!(

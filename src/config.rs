@@ -32,6 +32,10 @@ pub struct Config {
     pub prometheus: PrometheusConfig,
     pub kubernetes: KubernetesConfig,
     pub actions: ActionsConfig,
+    pub paging: PagingConfig,
+    pub pagerduty: PagerDutyConfig,
+    pub notifiers: BTreeMap<String, NotifierConfig>,
+    pub watchdog: WatchdogConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -268,6 +272,12 @@ pub struct SeverityConfig {
     pub respond_within: Duration,
     pub pagerduty_severity: PagerDutySeverity,
     pub paging: PagingPolicy,
+    /// The PagerDuty routing key name for this severity (else the default).
+    pub routing_key: Option<String>,
+    /// Notifiers that get this severity's pages besides PagerDuty.
+    pub notify: Vec<String>,
+    /// Who leads the response (shown in status messages).
+    pub incident_commander: Option<String>,
 }
 
 /// One severity's table in the file; every key optional, defaulting per severity.
@@ -279,6 +289,9 @@ pub struct SeverityOverrides {
     pub respond_within: Option<Duration>,
     pub pagerduty_severity: Option<PagerDutySeverity>,
     pub paging: Option<PagingPolicy>,
+    pub routing_key: Option<String>,
+    pub notify: Option<Vec<String>>,
+    pub incident_commander: Option<String>,
 }
 
 /// The meaning, response target and paging of P1–P4.
@@ -338,6 +351,9 @@ impl SeveritiesConfig {
                 .unwrap_or(Duration::from_secs(minutes * 60)),
             pagerduty_severity: overrides.pagerduty_severity.unwrap_or(pagerduty),
             paging: overrides.paging.unwrap_or(paging),
+            routing_key: overrides.routing_key.clone(),
+            notify: overrides.notify.clone().unwrap_or_default(),
+            incident_commander: overrides.incident_commander.clone(),
         }
     }
 }
@@ -437,6 +453,152 @@ impl ActionsConfig {
         match std::env::var_os("CREDENTIALS_DIRECTORY") {
             Some(dir) if !dir.is_empty() => PathBuf::from(dir),
             _ => state_dir.join("secrets"),
+        }
+    }
+}
+
+/// How incidents page: dedup keys, links, the fallback chain.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PagingConfig {
+    /// `group` (one page per Alertmanager group, keyed like Alertmanager's own PagerDuty
+    /// integration) or `incident`.
+    pub dedup: crate::paging::DedupMode,
+    /// nightshift's own URL as people reach it; pages link to the incident under it.
+    pub external_url: Option<String>,
+    /// Alertmanager's URL for links in pages; defaults to `alertmanager.url`.
+    pub alertmanager_url: Option<String>,
+    /// Notifiers (names under `[notifiers]`) that get a page PagerDuty did not take.
+    pub fallback: Vec<String>,
+    /// How long PagerDuty may fail to take a page before it also goes to the fallback; time
+    /// held back by nightshift's own rate limiter does not count.
+    #[serde(with = "humantime_serde")]
+    pub fallback_after: Duration,
+    /// How long an `after_verify` incident waits for its actions to be planned before it
+    /// pages anyway (a crash between deciding and acting).
+    #[serde(with = "humantime_serde")]
+    pub settle_within: Duration,
+    /// Incidents listed in one page's details (a group of thousands is summarised).
+    pub max_incidents_per_page: usize,
+    /// How long the store may fail before nightshift pages about it (from memory).
+    #[serde(with = "humantime_serde")]
+    pub store_failing_after: Duration,
+}
+
+impl Default for PagingConfig {
+    fn default() -> Self {
+        Self {
+            dedup: crate::paging::DedupMode::Group,
+            external_url: None,
+            alertmanager_url: None,
+            fallback: Vec::new(),
+            fallback_after: Duration::from_secs(120),
+            settle_within: Duration::from_secs(300),
+            max_incidents_per_page: 20,
+            store_failing_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// PagerDuty Events API v2.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PagerDutyConfig {
+    /// Events API base: `/v2/enqueue` and `/v2/change/enqueue` are under it.
+    pub url: String,
+    /// Routing (integration) keys by name, each read from a file.
+    pub routing_keys: BTreeMap<String, PathBuf>,
+    /// The key used when neither the rule nor the severity names one.
+    pub default_routing_key: Option<String>,
+    /// Per rule: rule name to routing key name.
+    pub rule_routing_keys: BTreeMap<String, String>,
+    /// The key for nightshift's pages about itself; defaults to the default key.
+    pub self_routing_key: Option<String>,
+    /// Events sent per routing key per minute at most (PagerDuty drops beyond ~120).
+    pub events_per_minute: u32,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Send a change event after each automatic action.
+    pub change_events: bool,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for PagerDutyConfig {
+    fn default() -> Self {
+        Self {
+            url: "https://events.pagerduty.com".to_owned(),
+            routing_keys: BTreeMap::new(),
+            default_routing_key: None,
+            rule_routing_keys: BTreeMap::new(),
+            self_routing_key: None,
+            events_per_minute: 100,
+            timeout: Duration::from_secs(10),
+            change_events: true,
+            concurrency: 8,
+        }
+    }
+}
+
+/// A chat or webhook notifier, as a fallback or an extra channel of a severity.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NotifierConfig {
+    pub kind: NotifierKind,
+    /// The URL (a Slack incoming-webhook URL is a secret), read from a file.
+    pub url_file: PathBuf,
+    /// A minijinja template for the message; the runbook's internal status update when unset.
+    #[serde(default)]
+    pub template: Option<String>,
+    #[serde(default = "default_notifier_rate")]
+    pub events_per_minute: u32,
+    #[serde(default = "default_notifier_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_notifier_rate() -> u32 {
+    30
+}
+
+fn default_notifier_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifierKind {
+    Slack,
+    Webhook,
+}
+
+impl NotifierKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifierKind::Slack => "slack",
+            NotifierKind::Webhook => "webhook",
+        }
+    }
+}
+
+/// The always-firing heartbeat alert of the alerting pipeline.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchdogConfig {
+    /// Expect the heartbeat; page when it stops.
+    pub enabled: bool,
+    /// Its `alertname`; such alerts are heartbeats only, never incidents.
+    pub alertname: String,
+    /// Page when none has arrived for this long.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            alertname: "Watchdog".to_owned(),
+            timeout: Duration::from_secs(600),
         }
     }
 }
@@ -657,13 +819,18 @@ fn check_file(file: &str, text: &str, origins: &mut Origins, errors: &mut Vec<Co
                 "prometheus" => |d| PrometheusConfig::deserialize(d).map(drop),
                 "kubernetes" => |d| KubernetesConfig::deserialize(d).map(drop),
                 "actions" => |d| ActionsConfig::deserialize(d).map(drop),
+                "paging" => |d| PagingConfig::deserialize(d).map(drop),
+                "pagerduty" => |d| PagerDutyConfig::deserialize(d).map(drop),
+                "notifiers" => |d| BTreeMap::<String, NotifierConfig>::deserialize(d).map(drop),
+                "watchdog" => |d| WatchdogConfig::deserialize(d).map(drop),
                 _ => {
                     errors.push(ConfigError {
                         origin: format!("{file}:{section_line}"),
                         key: section.clone(),
                         message: "unknown section; expected one of server, auth, store, \
                                   reconcile, alertmanager, log, rules, severities, default_rule, \
-                                  prometheus, kubernetes, actions"
+                                  prometheus, kubernetes, actions, paging, pagerduty, \
+                                  notifiers, watchdog"
                             .to_owned(),
                     });
                     continue;
@@ -874,6 +1041,148 @@ fn validate(config: &Config, origins: &Origins, errors: &mut Vec<ConfigError>) {
         {
             fail(key, format!("cannot read {}: {error}", path.display()));
         }
+    }
+    validate_paging(config, &mut fail);
+}
+
+/// The paging settings refer to each other by name: every name must exist, every key file
+/// must hold a key PagerDuty would take, every template must compile.
+fn validate_paging(config: &Config, fail: &mut impl FnMut(&str, String)) {
+    let pagerduty = &config.pagerduty;
+    for (name, path) in &pagerduty.routing_keys {
+        let key = format!("pagerduty.routing_keys.{name}");
+        match std::fs::read_to_string(path) {
+            Ok(text) if text.trim().chars().count() == 32 => {}
+            Ok(text) => fail(
+                &key,
+                format!(
+                    "{} holds {} characters; a PagerDuty routing key has 32",
+                    path.display(),
+                    text.trim().chars().count()
+                ),
+            ),
+            Err(error) => fail(&key, format!("cannot read {}: {error}", path.display())),
+        }
+    }
+    let known_key = |name: &Option<String>| {
+        name.as_ref()
+            .is_none_or(|name| pagerduty.routing_keys.contains_key(name))
+    };
+    let key_names = || {
+        pagerduty
+            .routing_keys
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (field, name) in [
+        (
+            "pagerduty.default_routing_key",
+            &pagerduty.default_routing_key,
+        ),
+        ("pagerduty.self_routing_key", &pagerduty.self_routing_key),
+    ] {
+        if !known_key(name) {
+            fail(
+                field,
+                format!(
+                    "{name:?} is not in pagerduty.routing_keys ({})",
+                    key_names()
+                ),
+            );
+        }
+    }
+    for (rule, name) in &pagerduty.rule_routing_keys {
+        if !pagerduty.routing_keys.contains_key(name) {
+            fail(
+                "pagerduty.rule_routing_keys",
+                format!(
+                    "rule {rule} names {name:?}, which is not in pagerduty.routing_keys ({})",
+                    key_names()
+                ),
+            );
+        }
+    }
+    if !pagerduty.routing_keys.is_empty() && pagerduty.default_routing_key.is_none() {
+        fail(
+            "pagerduty.default_routing_key",
+            "required when routing keys are configured".to_owned(),
+        );
+    }
+    match reqwest::Url::parse(&pagerduty.url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+        _ => fail(
+            "pagerduty.url",
+            format!("{:?} is not an http(s) URL", pagerduty.url),
+        ),
+    }
+    if pagerduty.events_per_minute == 0 || pagerduty.concurrency == 0 {
+        fail(
+            "pagerduty",
+            "events_per_minute and concurrency must be greater than 0".to_owned(),
+        );
+    }
+    for (name, notifier) in &config.notifiers {
+        let key = format!("notifiers.{name}");
+        if let Err(error) = std::fs::metadata(&notifier.url_file) {
+            fail(
+                &key,
+                format!("cannot read {}: {error}", notifier.url_file.display()),
+            );
+        }
+        if let Some(template) = &notifier.template
+            && let Err(error) = crate::notify::render::check_template(template)
+        {
+            fail(&key, format!("template: {error}"));
+        }
+        if notifier.events_per_minute == 0 {
+            fail(&key, "events_per_minute must be greater than 0".to_owned());
+        }
+    }
+    let known_notifier = |name: &String| config.notifiers.contains_key(name);
+    for name in &config.paging.fallback {
+        if !known_notifier(name) {
+            fail(
+                "paging.fallback",
+                format!("{name:?} is not a notifier under [notifiers]"),
+            );
+        }
+    }
+    for level in 1..=4u8 {
+        let severity = config.severities.get(level);
+        let key = format!("severities.P{level}");
+        if !known_key(&severity.routing_key) {
+            fail(
+                &key,
+                format!(
+                    "routing_key {:?} is not in pagerduty.routing_keys ({})",
+                    severity.routing_key,
+                    key_names()
+                ),
+            );
+        }
+        for name in &severity.notify {
+            if !known_notifier(name) {
+                fail(
+                    &key,
+                    format!("notify: {name:?} is not a notifier under [notifiers]"),
+                );
+            }
+        }
+    }
+    for (key, url) in [
+        ("paging.external_url", &config.paging.external_url),
+        ("paging.alertmanager_url", &config.paging.alertmanager_url),
+    ] {
+        if let Some(url) = url
+            && !reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            fail(key, format!("{url:?} is not an http(s) URL"));
+        }
+    }
+    if config.watchdog.enabled && config.watchdog.timeout < Duration::from_secs(1) {
+        fail("watchdog.timeout", "must be at least 1s".to_owned());
     }
 }
 

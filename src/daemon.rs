@@ -39,6 +39,8 @@ pub struct Reloader {
     rules: SharedRules,
     /// Why the rules in use are not the configured ones, if they are not; shown by /readyz.
     rules_degraded: Arc<RwLock<Option<String>>>,
+    /// Routing keys, notifiers and the fallback chain; swapped whole on reload.
+    delivery: Arc<crate::notify::deliver::Deliverer>,
 }
 
 impl Reloader {
@@ -77,6 +79,8 @@ impl Reloader {
             .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
         let credentials = Credentials::load(&loaded.config.auth)?;
         let new = loaded.config;
+        let delivery = crate::notify::deliver::DeliverySettings::from_config(&new)
+            .map_err(|error| vec![error])?;
         let options = LoadOptions::from_config(&new);
         let rules = crate::rules::load_dir(&new.rules.dir, &options).map_err(|errors| {
             self.metrics
@@ -99,10 +103,13 @@ impl Reloader {
         if let Ok(mut slot) = self.credentials.write() {
             *slot = Arc::new(credentials);
         }
-        self.store.update_settings(StoreSettings {
-            store: new.store.clone(),
-            reconcile: new.reconcile.clone(),
-        });
+        self.store.update_settings(StoreSettings::from_config(&new));
+        if let Ok(mut slot) = self.delivery.settings.write() {
+            *slot = Arc::new(delivery);
+        }
+        if new.paging.dedup != current.paging.dedup || new.watchdog != current.watchdog {
+            notes.push("paging.dedup and [watchdog] apply after a restart".to_owned());
+        }
         if new.log.level != current.log.level
             && let Some(handle) = &self.log
         {
@@ -181,11 +188,10 @@ async fn run_async(
     let credentials = Credentials::load(&config.auth)
         .map_err(|errors| anyhow::anyhow!("cannot load credentials:\n{}", errors.join("\n")))?;
     let tls = server::load_tls(&config.server).map_err(|e| anyhow::anyhow!(e))?;
+    let delivery_settings = crate::notify::deliver::DeliverySettings::from_config(&config)
+        .map_err(|error| anyhow::anyhow!("cannot load paging settings: {error}"))?;
     let (store, writer) = Store::open(
-        StoreSettings {
-            store: config.store.clone(),
-            reconcile: config.reconcile.clone(),
-        },
+        StoreSettings::from_config(&config),
         config.server.commit_queue,
         clock.clone(),
         metrics.clone(),
@@ -235,7 +241,21 @@ async fn run_async(
     let actions_note: Arc<RwLock<Option<String>>> = Arc::default();
     let (alertmanager_settings, alertmanager_receiver) =
         watch::channel(config.alertmanager.clone());
+    let deliverer = Arc::new(
+        crate::notify::deliver::Deliverer::new(
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            delivery_settings,
+        )
+        .map_err(|error| anyhow::anyhow!("cannot build the HTTP client for paging: {error}"))?,
+    );
+    let heartbeat = Arc::new(crate::notify::selfpage::Heartbeat::new(
+        &config.watchdog.alertname,
+        clock.now_millis(),
+    ));
     let reloader = Arc::new(Reloader {
+        delivery: deliverer.clone(),
         path: options.config_path.clone(),
         env: options.env.clone(),
         current: Mutex::new(config.clone()),
@@ -260,6 +280,7 @@ async fn run_async(
         shutdown: shutdown.clone(),
         rules_degraded,
         actions_note: actions_note.clone(),
+        heartbeat: heartbeat.clone(),
     };
     let deadline = config.server.shutdown_timeout;
     let server_task = tokio::spawn(server::serve(
@@ -325,8 +346,20 @@ async fn run_async(
         clock: clock.clone(),
         metrics: metrics.clone(),
         concurrency: config.rules.concurrency,
+        dedup: config.paging.dedup,
+        settle_within: config.paging.settle_within,
+        last_page_check: Mutex::default(),
     });
     let worker_task = tokio::spawn(worker.run(shutdown.clone()));
+    let delivery_task = tokio::spawn(deliverer.clone().run(shutdown.clone()));
+    let self_pager = Arc::new(crate::notify::selfpage::SelfPager::new(
+        deliverer.clone(),
+        store.clone(),
+        heartbeat,
+        config.watchdog.enabled.then_some(config.watchdog.timeout),
+        config.paging.store_failing_after,
+    ));
+    tokio::spawn(self_pager.run(shutdown.clone()));
     if let Some(timeout) = notifier.watchdog() {
         tokio::spawn(watchdog(
             store.clone(),
@@ -360,6 +393,7 @@ async fn run_async(
     let _ = tokio::time::timeout(deadline, server_task).await;
     sync_task.abort();
     let _ = tokio::time::timeout(deadline.saturating_sub(started.elapsed()), worker_task).await;
+    let _ = tokio::time::timeout(deadline.saturating_sub(started.elapsed()), delivery_task).await;
     store.shutdown();
     let left = deadline
         .saturating_sub(started.elapsed())

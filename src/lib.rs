@@ -15,6 +15,7 @@ pub mod governor;
 pub mod ingest;
 pub mod mitigate;
 pub mod notify;
+pub mod paging;
 pub mod probes;
 pub mod reconcile;
 pub mod redact;

@@ -47,6 +47,8 @@ pub struct AppState {
     pub rules_degraded: Arc<RwLock<Option<String>>>,
     /// Set when actions run in dry-run against the configuration (shown by /readyz).
     pub actions_note: Arc<RwLock<Option<String>>>,
+    /// The Watchdog heartbeat, fed by ingest.
+    pub heartbeat: Arc<crate::notify::selfpage::Heartbeat>,
 }
 
 impl AppState {

@@ -79,6 +79,27 @@ pub struct Metrics {
     pub actions_paused: IntGauge,
     /// Actions judged after their verify window: helped, did_not_help.
     pub actions_verified_total: IntCounterVec,
+    /// Delivery attempts by notifier (pagerduty, slack, webhook) and outcome (delivered,
+    /// retry, rejected).
+    pub notify_events_total: IntCounterVec,
+    /// Pages handed to the fallback notifiers because PagerDuty did not take them.
+    pub notify_fallbacks_total: IntCounter,
+    /// Events waiting in the outbox, by notifier.
+    pub outbox_pending: IntGaugeVec,
+    /// Age of the oldest undelivered event, in seconds.
+    pub outbox_oldest_pending_seconds: IntGauge,
+    /// 1 while nightshift pages about itself, by reason (store, watchdog).
+    pub self_page_active: IntGaugeVec,
+    /// When the last Watchdog heartbeat arrived (unix seconds; 0: none yet).
+    pub watchdog_last_seen_timestamp_seconds: IntGauge,
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -312,6 +333,40 @@ impl Metrics {
                 r,
                 "nightshift_rejected_bodies_kept_total",
                 "Rejected request bodies written to the state directory for forensics.",
+            ),
+            notify_events_total: counter_vec(
+                r,
+                "nightshift_notify_events_total",
+                "Delivery attempts by notifier (pagerduty, slack, webhook) and outcome \
+                 (delivered, retry, rejected).",
+                &["notifier", "outcome"],
+            ),
+            notify_fallbacks_total: counter(
+                r,
+                "nightshift_notify_fallbacks_total",
+                "Pages handed to the fallback notifiers because PagerDuty did not take them.",
+            ),
+            outbox_pending: gauge_vec(
+                r,
+                "nightshift_outbox_pending",
+                "Events waiting in the durable outbox, by notifier.",
+                &["notifier"],
+            ),
+            outbox_oldest_pending_seconds: gauge(
+                r,
+                "nightshift_outbox_oldest_pending_seconds",
+                "Age of the oldest undelivered event in the outbox (0 when none).",
+            ),
+            self_page_active: gauge_vec(
+                r,
+                "nightshift_self_page_active",
+                "1 while nightshift pages about itself, by reason (store, watchdog).",
+                &["reason"],
+            ),
+            watchdog_last_seen_timestamp_seconds: gauge(
+                r,
+                "nightshift_watchdog_last_seen_timestamp_seconds",
+                "Unix time of the last Watchdog heartbeat alert received (0: none yet).",
             ),
             registry,
         }

@@ -42,6 +42,12 @@ pub struct Worker {
     pub concurrency: usize,
     /// The act stage; `None` records decisions only.
     pub mitigator: Option<Arc<crate::mitigate::Mitigator>>,
+    /// How pages are keyed.
+    pub dedup: crate::paging::DedupMode,
+    /// How long an `after_verify` incident waits for its actions to be planned.
+    pub settle_within: Duration,
+    /// When waiting incidents were last judged.
+    pub last_page_check: Mutex<Millis>,
 }
 
 impl Worker {
@@ -147,6 +153,17 @@ impl Worker {
         }
         if !closing.is_empty() {
             started += closing.len();
+            // A closed incident pages no more; the last of a page resolves it. Idempotent, so
+            // a crash before the transitions are marked done only does it again.
+            if !closing_episodes.is_empty()
+                && let Err(error) = self
+                    .store
+                    .paging(crate::store::PagingOp::Close(closing_episodes.clone()))
+                    .await
+            {
+                tracing::error!(%error, "cannot resolve pages; the transitions stay pending");
+                return Ok(started);
+            }
             // A resolved or gone episode holds nothing any more.
             if let Some(mitigator) = &self.mitigator {
                 for episode_id in &closing_episodes {
@@ -167,6 +184,7 @@ impl Worker {
             mitigator.revert(reverts).await;
             mitigator.verify_due().await;
         }
+        self.judge_waiting_pages(now).await;
         for episode_id in due {
             if shutdown.is_cancelled() || seen_in_batch.contains(&episode_id) {
                 break;
@@ -194,6 +212,31 @@ impl Worker {
             started += 1;
         }
         Ok(started)
+    }
+
+    /// Page the `after_verify` incidents whose mitigation could not or did not help; at
+    /// most once a second.
+    async fn judge_waiting_pages(&self, now: Millis) {
+        {
+            let mut last = self
+                .last_page_check
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if now - *last < 1000 {
+                return;
+            }
+            *last = now;
+        }
+        let op = crate::store::PagingOp::Evaluate {
+            settle: duration_millis(self.settle_within),
+        };
+        match self.store.paging(op).await {
+            Ok(done) if done.count > 0 => {
+                tracing::info!(paged = done.count, "incidents paged after their mitigation")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "cannot judge incidents waiting to page"),
+        }
     }
 
     fn read<T>(
@@ -251,6 +294,14 @@ impl Worker {
             trace: serde_json::to_string(&decision).unwrap_or_else(|_| "{}".to_owned()),
             at: now,
             next_evaluation_at: next,
+            page: Some(crate::store::PageRequest {
+                dedup_key: crate::paging::dedup_key(self.dedup, &row.group_key, &row.id),
+                group_key: row.group_key.clone(),
+                rule: rule_name.clone(),
+                severity: decision.severity.as_str().to_owned(),
+                policy: decision.page.policy.clone(),
+                channels: rules.severities.get(decision.severity.level()).notify,
+            }),
         };
         match self.store.record_decision(record).await {
             Ok(Recorded::Recorded { changed }) => {
@@ -272,6 +323,16 @@ impl Worker {
                             decision.severity,
                         )
                         .await;
+                }
+                // The act stage is done with this decision: an `after_verify` incident whose
+                // mitigation could not run pages now.
+                if (kind == "initial" || changed)
+                    && let Err(error) = self
+                        .store
+                        .paging(crate::store::PagingOp::Acted(episode_id.to_owned()))
+                        .await
+                {
+                    tracing::error!(%error, "cannot judge the incident's page; it pages once settle_within passes");
                 }
                 tracing::info!(
                     rule = %rule_name,

@@ -155,6 +155,8 @@ async fn ingest(
             );
         }
     };
+    // A sign of life of the alerting pipeline, whether or not the store can keep it.
+    state.heartbeat.observe(&notification, received_at);
     let alert_count = notification.alerts.len();
     let record = IngestRecord {
         received_at,

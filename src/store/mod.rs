@@ -8,6 +8,7 @@
 //!
 //! Invariant: an `Ok` from [`Store::try_submit`]'s receiver means the notification is durable.
 
+mod paging;
 mod reader;
 mod writer;
 
@@ -22,6 +23,7 @@ use bytes::Bytes;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+pub use paging::{Attempt, OutboxRow, PageFacts, PageRequest, PagedIncident};
 pub use reader::{
     DecisionEntry, DueRevert, EpisodeRow, IncidentDetail, IncidentSummary, PendingTransition,
     Reader, TransitionRecord,
@@ -86,6 +88,19 @@ pub struct IngestRecord {
 pub struct StoreSettings {
     pub store: StoreConfig,
     pub reconcile: ReconcileConfig,
+    /// Alerts with this `alertname` are heartbeats (the Watchdog): never episodes.
+    pub heartbeat_alertname: Option<String>,
+}
+
+impl StoreSettings {
+    pub fn from_config(config: &crate::config::Config) -> StoreSettings {
+        StoreSettings {
+            store: config.store.clone(),
+            reconcile: config.reconcile.clone(),
+            heartbeat_alertname: Some(config.watchdog.alertname.clone())
+                .filter(|name| !name.is_empty()),
+        }
+    }
 }
 
 /// One alert as Alertmanager's API shows it.
@@ -129,6 +144,40 @@ pub struct DecisionRecord {
     pub at: Millis,
     /// When to evaluate again while the episode fires; `None` for never.
     pub next_evaluation_at: Option<Millis>,
+    /// What the decision means for paging, recorded in the same transaction.
+    pub page: Option<PageRequest>,
+}
+
+/// A paging step for the writer; each runs in one transaction.
+#[derive(Debug, Clone)]
+pub enum PagingOp {
+    /// The act stage finished with this episode's decision: judge it if it waits.
+    Acted(String),
+    /// Judge every incident waiting under `after_verify`; `settle` bounds how long one waits
+    /// for its actions to be planned.
+    Evaluate {
+        settle: Millis,
+    },
+    /// These episodes closed.
+    Close(Vec<String>),
+    Attempt(i64, Attempt),
+    FallBack {
+        id: i64,
+        channels: Vec<String>,
+        reason: String,
+    },
+    FixRoutingKey {
+        dedup_key: String,
+        routing_key: String,
+    },
+}
+
+/// What a paging step did: how many incidents were paged (or events queued), and the routing
+/// key for `FixRoutingKey`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PagingDone {
+    pub count: usize,
+    pub routing_key: Option<String>,
 }
 
 /// What recording a decision did.
@@ -224,6 +273,7 @@ enum Command {
         Box<DecisionRecord>,
         oneshot::Sender<Result<Recorded, String>>,
     ),
+    Paging(PagingOp, oneshot::Sender<Result<PagingDone, String>>),
     Ingest(IngestRecord, oneshot::Sender<Result<i64, String>>),
     ApiSync(Vec<ApiAlert>, oneshot::Sender<Result<SyncSummary, String>>),
     CompleteTransitions(Vec<i64>, oneshot::Sender<Result<usize, String>>),
@@ -449,6 +499,11 @@ impl Store {
     pub async fn record_decision(&self, record: DecisionRecord) -> Result<Recorded, StoreError> {
         self.ask(|reply| Command::RecordDecision(Box::new(record), reply))
             .await
+    }
+
+    /// One paging step (see [`PagingOp`]).
+    pub async fn paging(&self, op: PagingOp) -> Result<PagingDone, StoreError> {
+        self.ask(|reply| Command::Paging(op, reply)).await
     }
 
     /// Mark transitions as handled by later stages; returns how many were still pending.

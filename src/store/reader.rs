@@ -10,7 +10,7 @@ use crate::clock::{Millis, millis_to_datetime};
 use crate::reconcile::EpisodeStatus;
 
 pub struct Reader {
-    connection: Connection,
+    pub(super) connection: Connection,
 }
 
 /// One incident (alert episode) as listed.
@@ -56,6 +56,9 @@ pub struct IncidentDetail {
     pub decisions: Vec<DecisionEntry>,
     /// Every automatic action with the governor's verdict and its result.
     pub actions: Vec<serde_json::Value>,
+    /// Whether and why it was paged, and every event sent about it (with errors such as
+    /// PagerDuty's `errors[]`); null before its first decision.
+    pub paging: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -88,6 +91,7 @@ pub struct EpisodeRow {
     pub labels: crate::ingest::webhook::LabelSet,
     pub annotations: crate::ingest::webhook::LabelSet,
     pub generator_url: String,
+    pub group_key: String,
 }
 
 /// A transition that later stages have not handled yet.
@@ -99,7 +103,7 @@ pub struct PendingTransition {
     pub at: Millis,
 }
 
-fn time_text(millis: Millis) -> String {
+pub(super) fn time_text(millis: Millis) -> String {
     crate::reconcile::canonical_time(millis_to_datetime(millis))
 }
 
@@ -193,6 +197,7 @@ impl Reader {
                         transitions: Vec::new(),
                         decisions: Vec::new(),
                         actions: Vec::new(),
+                        paging: serde_json::Value::Null,
                     })
                 },
             )
@@ -235,6 +240,7 @@ impl Reader {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         detail.actions = self.actions(id)?;
+        detail.paging = self.incident_paging(id)?;
         Ok(Some(detail))
     }
 
@@ -244,7 +250,8 @@ impl Reader {
         Ok(self
             .connection
             .query_row(
-                "SELECT id, fingerprint, starts_at, status, labels, annotations, generator_url
+                "SELECT id, fingerprint, starts_at, status, labels, annotations, generator_url,
+                     group_key
                  FROM episodes WHERE id = ?1",
                 params![id],
                 |row| {
@@ -256,6 +263,7 @@ impl Reader {
                         labels: parse(row.get(4)?),
                         annotations: parse(row.get(5)?),
                         generator_url: row.get(6)?,
+                        group_key: row.get(7)?,
                     })
                 },
             )
@@ -307,7 +315,7 @@ impl Reader {
     pub fn actions(&self, episode_id: &str) -> Result<Vec<serde_json::Value>, StoreError> {
         let mut statement = self.connection.prepare_cached(
             "SELECT id, rule, action, kind, target, verdict, verdict_detail, arguments, state,
-                 attempts, created_at, started_at, finished_at, result, verified
+                 attempts, created_at, started_at, finished_at, result, verified, verify_window
              FROM actions WHERE episode_id = ?1 ORDER BY id",
         )?;
         let rows = statement
@@ -328,6 +336,7 @@ impl Reader {
                     "finished_at": row.get::<_, Option<i64>>(12)?.map(time_text),
                     "result": row.get::<_, Option<String>>(13)?.map(json),
                     "verified": row.get::<_, Option<String>>(14)?,
+                    "verify_window_ms": row.get::<_, i64>(15)?,
                 }))
             })?
             .collect::<Result<Vec<_>, _>>()?;

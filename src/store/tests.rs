@@ -33,6 +33,7 @@ impl Fixture {
                 gone_grace: Duration::from_secs(600),
                 ..ReconcileConfig::default()
             },
+            heartbeat_alertname: Some("Watchdog".to_owned()),
         };
         let (store, writer) =
             Store::open(settings, 64, clock.clone(), Arc::new(Metrics::new())).unwrap();
@@ -374,6 +375,7 @@ async fn restart_resumes_unreconciled_work() {
             ..StoreConfig::default()
         },
         reconcile: ReconcileConfig::default(),
+        heartbeat_alertname: None,
     };
     let clock: SharedClock = Arc::new(crate::clock::SystemClock);
     // Journal directly as a crashed run would have left it: stored, not reconciled.

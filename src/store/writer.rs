@@ -24,13 +24,14 @@ use crate::telemetry::Metrics;
 const SCHEMA: &str = include_str!("schema.sql");
 /// Migrations from the previous version, applied in order; the index is the version it
 /// migrates from, minus one.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     include_str!("migrate_v2.sql"),
     include_str!("migrate_v3.sql"),
     include_str!("migrate_v4.sql"),
     include_str!("migrate_v5.sql"),
+    include_str!("migrate_v6.sql"),
 ];
-const SCHEMA_VERSION: &str = "5";
+const SCHEMA_VERSION: &str = "6";
 
 /// Most notifications committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -247,6 +248,10 @@ impl Writer {
                     .map_err(|e| self.failed("api_sync", e));
                 let _ = reply.send(result);
             }
+            Command::Paging(op, reply) => {
+                let result = self.paging(&op).map_err(|e| self.failed("paging", e));
+                let _ = reply.send(result);
+            }
             Command::CompleteTransitions(seqs, reply) => {
                 let result = self
                     .complete_transitions(&seqs)
@@ -410,7 +415,13 @@ impl Writer {
         let (pending, count, max_id) = load_pending(&transaction, settings.reconcile.batch_size)?;
         for entry in &pending {
             match webhook::parse(&entry.body) {
-                Ok(notification) => {
+                Ok(mut notification) => {
+                    // The pipeline's heartbeat is a sign of life, never an incident.
+                    if let Some(name) = &settings.heartbeat_alertname {
+                        notification
+                            .alerts
+                            .retain(|alert| alert.labels.get("alertname") != Some(name));
+                    }
                     apply_snapshot(&transaction, entry, &notification, grace, &metrics)?;
                 }
                 Err(error) => {
@@ -695,14 +706,21 @@ impl Writer {
                 params![id, now],
             )?
         } else {
-            // A finished action is judged once its verify window has passed.
-            self.connection.execute(
+            // A finished action is judged once its verify window has passed; one that ran
+            // goes on the service's PagerDuty timeline as a change event.
+            let transaction = self.connection.transaction()?;
+            let changed = transaction.execute(
                 "UPDATE actions SET state = ?2, finished_at = ?3, result = ?4,
                      verify_at = CASE WHEN ?2 = 'done' AND episode_id != ''
                          THEN ?3 + verify_window ELSE NULL END
                  WHERE id = ?1",
                 params![id, state, now, result],
-            )?
+            )?;
+            if matches!(state, "done" | "failed" | "uncertain") {
+                super::paging::on_action_finished(&transaction, id, now)?;
+            }
+            transaction.commit()?;
+            changed
         };
         self.succeeded();
         Ok(changed == 1)
@@ -891,9 +909,60 @@ impl Writer {
                 .prepare_cached("UPDATE transitions SET done_at = ?2 WHERE seq = ?1")?
                 .execute(params![seq, now])?;
         }
+        if let Some(page) = &record.page {
+            super::paging::on_decision(&transaction, &record.episode_id, page, now)?;
+        }
         transaction.commit()?;
         self.succeeded();
         Ok(Recorded::Recorded { changed })
+    }
+
+    fn paging(&mut self, op: &super::PagingOp) -> Result<super::PagingDone, rusqlite::Error> {
+        use super::PagingOp;
+        let now = self.clock.now_millis();
+        self.set_synchronous("FULL")?;
+        let transaction = self.connection.transaction()?;
+        let mut done = super::PagingDone::default();
+        match op {
+            PagingOp::Acted(episode_id) => {
+                super::paging::mark_acted(&transaction, episode_id)?;
+                // Marked acted: how long it waited for the act stage no longer matters.
+                done.count =
+                    super::paging::evaluate_waiting(&transaction, Some(episode_id), now, i64::MAX)?;
+            }
+            PagingOp::Evaluate { settle } => {
+                done.count = super::paging::evaluate_waiting(&transaction, None, now, *settle)?;
+            }
+            PagingOp::Close(episodes) => {
+                for episode_id in episodes {
+                    done.count +=
+                        usize::from(super::paging::on_close(&transaction, episode_id, now)?);
+                }
+            }
+            PagingOp::Attempt(id, attempt) => {
+                super::paging::record_attempt(&transaction, *id, attempt, now)?;
+            }
+            PagingOp::FallBack {
+                id,
+                channels,
+                reason,
+            } => {
+                done.count = super::paging::fall_back(&transaction, *id, channels, reason, now)?;
+            }
+            PagingOp::FixRoutingKey {
+                dedup_key,
+                routing_key,
+            } => {
+                done.routing_key = Some(super::paging::fix_routing_key(
+                    &transaction,
+                    dedup_key,
+                    routing_key,
+                )?);
+            }
+        }
+        transaction.commit()?;
+        self.succeeded();
+        Ok(done)
     }
 
     fn complete_transitions(&mut self, seqs: &[i64]) -> Result<usize, rusqlite::Error> {

@@ -1,0 +1,799 @@
+//! The delivery worker: takes due events from the store's outbox, most urgent first, builds
+//! each from the latest facts, and sends it within the rate limit of its destination.
+//!
+//! - PagerDuty events are retried on 429, 5xx, timeouts and connection errors with exponential
+//!   backoff and jitter; a 400 (or another permanent answer) is recorded with PagerDuty's
+//!   `errors[]` and never retried.
+//! - A trigger PagerDuty has not taken for `fallback_after` of failures (not of waiting on the
+//!   rate limiter), or rejected, also goes to the fallback notifiers.
+//! - A page's routing key is fixed when its first trigger is sent and stored with its dedup
+//!   key, so its resolve goes to the same integration.
+//! - The outbox row is marked delivered after the answer: a crash in between sends it again,
+//!   as the same dedup key, which PagerDuty folds into the same alert.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::pagerduty::{self, Delivery};
+use super::ratelimit::TokenBuckets;
+use super::render;
+use super::view::{ActionLine, IncidentView, PageView, ProbeLine};
+use crate::clock::{Millis, SharedClock, duration_millis, millis_to_datetime};
+use crate::config::{Config, NotifierKind, SeveritiesConfig};
+use crate::store::{Attempt, OutboxRow, PagingOp, Reader, Store, StoreError};
+use crate::telemetry::Metrics;
+
+/// A notifier with its URL read.
+#[derive(Debug, Clone)]
+pub struct NotifierTarget {
+    pub kind: NotifierKind,
+    pub url: String,
+    pub template: Option<String>,
+    pub events_per_minute: u32,
+    pub timeout: Duration,
+}
+
+/// Everything delivery needs from the configuration, secrets read.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    pub pagerduty_url: String,
+    /// Routing keys by name.
+    pub routing_keys: BTreeMap<String, String>,
+    pub default_routing_key: Option<String>,
+    pub rule_routing_keys: BTreeMap<String, String>,
+    pub self_routing_key: Option<String>,
+    pub events_per_minute: u32,
+    pub timeout: Duration,
+    pub change_events: bool,
+    pub concurrency: usize,
+    pub notifiers: BTreeMap<String, NotifierTarget>,
+    pub fallback: Vec<String>,
+    pub fallback_after: Millis,
+    pub external_url: Option<String>,
+    pub alertmanager_url: Option<String>,
+    pub max_incidents: usize,
+    pub severities: SeveritiesConfig,
+}
+
+impl DeliverySettings {
+    /// Read the routing keys and notifier URLs the configuration names.
+    pub fn from_config(config: &Config) -> Result<DeliverySettings, String> {
+        let read = |path: &std::path::Path| {
+            std::fs::read_to_string(path)
+                .map(|text| text.trim().to_owned())
+                .map_err(|error| format!("cannot read {}: {error}", path.display()))
+        };
+        let mut routing_keys = BTreeMap::new();
+        for (name, path) in &config.pagerduty.routing_keys {
+            routing_keys.insert(name.clone(), read(path)?);
+        }
+        let mut notifiers = BTreeMap::new();
+        for (name, notifier) in &config.notifiers {
+            notifiers.insert(
+                name.clone(),
+                NotifierTarget {
+                    kind: notifier.kind,
+                    url: read(&notifier.url_file)?,
+                    template: notifier.template.clone(),
+                    events_per_minute: notifier.events_per_minute,
+                    timeout: notifier.timeout,
+                },
+            );
+        }
+        Ok(DeliverySettings {
+            pagerduty_url: config.pagerduty.url.trim_end_matches('/').to_owned(),
+            routing_keys,
+            default_routing_key: config.pagerduty.default_routing_key.clone(),
+            rule_routing_keys: config.pagerduty.rule_routing_keys.clone(),
+            self_routing_key: config.pagerduty.self_routing_key.clone(),
+            events_per_minute: config.pagerduty.events_per_minute,
+            timeout: config.pagerduty.timeout,
+            change_events: config.pagerduty.change_events,
+            concurrency: config.pagerduty.concurrency.max(1),
+            notifiers,
+            fallback: config.paging.fallback.clone(),
+            fallback_after: duration_millis(config.paging.fallback_after),
+            external_url: config.paging.external_url.clone(),
+            alertmanager_url: config
+                .paging
+                .alertmanager_url
+                .clone()
+                .or_else(|| config.alertmanager.url.clone()),
+            max_incidents: config.paging.max_incidents_per_page.max(1),
+            severities: config.severities.clone(),
+        })
+    }
+
+    /// The routing key for a page of `rule` at `severity`: the rule's, else the severity's,
+    /// else the default. `None` when PagerDuty is not configured.
+    pub fn routing_key_for(&self, rule: &str, severity: &str) -> Option<String> {
+        let level = crate::paging::rank(severity).clamp(1, 4) as u8;
+        let name = self
+            .rule_routing_keys
+            .get(rule)
+            .cloned()
+            .or_else(|| self.severities.get(level).routing_key)
+            .or_else(|| self.default_routing_key.clone())?;
+        self.routing_keys.get(&name).cloned()
+    }
+
+    /// The routing key for nightshift's pages about itself.
+    pub fn self_routing_key(&self) -> Option<String> {
+        let name = self
+            .self_routing_key
+            .as_ref()
+            .or(self.default_routing_key.as_ref())?;
+        self.routing_keys.get(name).cloned()
+    }
+}
+
+/// Show a routing key by its last four characters only.
+pub fn mask_key(key: &str) -> String {
+    let tail: String = key
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("…{tail}")
+}
+
+/// An event ready to send.
+struct Outgoing {
+    row: OutboxRow,
+    url: String,
+    body: Value,
+    /// The rate-limit bucket: the routing key, or `notifier:<name>`.
+    bucket: String,
+    notifier: &'static str,
+    timeout: Duration,
+    /// For the record: the body with the routing key masked.
+    shown: String,
+}
+
+pub struct Deliverer {
+    pub store: Store,
+    pub clock: SharedClock,
+    pub metrics: Arc<Metrics>,
+    pub http: reqwest::Client,
+    pub settings: RwLock<Arc<DeliverySettings>>,
+    reader: Mutex<Option<Reader>>,
+    buckets: Mutex<HashMap<String, TokenBuckets>>,
+}
+
+/// How long to wait before attempt `attempts + 1`: exponential from 1 s, at most a minute,
+/// with jitter (backon), so a PagerDuty outage is followed closely.
+fn backoff(attempts: i64) -> Millis {
+    use backon::BackoffBuilder;
+    let mut delays = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(60))
+        .with_jitter()
+        .with_max_times(usize::MAX)
+        .build();
+    let delay = delays
+        .nth(attempts.clamp(0, 30) as usize)
+        .unwrap_or(Duration::from_secs(60));
+    duration_millis(delay).max(1)
+}
+
+impl Deliverer {
+    pub fn new(
+        store: Store,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        settings: DeliverySettings,
+    ) -> Result<Deliverer, String> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("nightshift/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Deliverer {
+            store,
+            clock,
+            metrics,
+            http,
+            settings: RwLock::new(Arc::new(settings)),
+            reader: Mutex::default(),
+            buckets: Mutex::default(),
+        })
+    }
+
+    pub fn settings(&self) -> Arc<DeliverySettings> {
+        self.settings
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |s| s.clone())
+    }
+
+    /// Deliver until shutdown; on shutdown, what is in flight finishes (each send is bounded
+    /// by its timeout) and the rest stays in the outbox for the next start.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let sent = self.tick().await;
+            if sent == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            } else if shutdown.is_cancelled() {
+                return;
+            }
+        }
+    }
+
+    fn read<T>(
+        &self,
+        query: impl FnOnce(&Reader) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut slot = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(self.store.reader()?);
+        }
+        let Some(reader) = slot.as_ref() else {
+            return Err(StoreError::Stopped);
+        };
+        let result = query(reader);
+        if result.is_err() {
+            *slot = None;
+        }
+        result
+    }
+
+    fn take_token(&self, bucket: &str, per_minute: u32, now: Millis) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        buckets
+            .entry(bucket.to_owned())
+            .or_insert_with(|| TokenBuckets::new(per_minute))
+            .try_take(bucket, now)
+    }
+
+    /// One round: send what is due and allowed, record the answers. Returns how many events
+    /// were sent (answered or not).
+    pub async fn tick(&self) -> usize {
+        let now = self.clock.now_millis();
+        let settings = self.settings();
+        let rows = match self.read(|r| r.due_outbox(now, 1024)) {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the outbox");
+                return 0;
+            }
+        };
+        self.observe_backlog(now);
+        let mut outgoing = Vec::new();
+        let mut exhausted: HashSet<String> = HashSet::new();
+        for row in rows {
+            if outgoing.len() >= settings.concurrency * 4 {
+                break;
+            }
+            let prepared = match self.prepare(&settings, &row).await {
+                Ok(Some(prepared)) => prepared,
+                Ok(None) => continue,
+                Err(error) => {
+                    // Nothing can ever send it (PagerDuty not configured, a notifier
+                    // removed): record it as rejected, so the fallback takes it.
+                    self.finish(
+                        &settings,
+                        &row,
+                        Delivery::Rejected(vec![error]),
+                        String::new(),
+                        "none",
+                        now,
+                    )
+                    .await;
+                    continue;
+                }
+            };
+            if exhausted.contains(&prepared.bucket) {
+                continue;
+            }
+            let per_minute = if prepared.notifier == "pagerduty" {
+                settings.events_per_minute
+            } else {
+                settings
+                    .notifiers
+                    .get(&row.channel)
+                    .map_or(30, |n| n.events_per_minute)
+            };
+            if !self.take_token(&prepared.bucket, per_minute, now) {
+                // Waiting on our own limiter is not a failure; the row stays due.
+                exhausted.insert(prepared.bucket.clone());
+                continue;
+            }
+            outgoing.push(prepared);
+        }
+        let count = outgoing.len();
+        let mut tasks = tokio::task::JoinSet::new();
+        let limit = Arc::new(tokio::sync::Semaphore::new(settings.concurrency));
+        for event in outgoing {
+            let http = self.http.clone();
+            let limit = limit.clone();
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let delivery = send(&http, &event).await;
+                (event, delivery)
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((event, delivery)) = joined else {
+                continue;
+            };
+            let now = self.clock.now_millis();
+            self.finish(
+                &settings,
+                &event.row,
+                delivery,
+                event.shown,
+                event.notifier,
+                now,
+            )
+            .await;
+        }
+        count
+    }
+
+    /// Record an answer, and hand a trigger PagerDuty did not take to the fallback.
+    async fn finish(
+        &self,
+        settings: &DeliverySettings,
+        row: &OutboxRow,
+        delivery: Delivery,
+        shown: String,
+        notifier: &str,
+        now: Millis,
+    ) {
+        let (attempt, outcome) = match &delivery {
+            Delivery::Accepted => (Attempt::Delivered { sent: shown }, "delivered"),
+            Delivery::Retry(error) => (
+                Attempt::Retry {
+                    error: error.clone(),
+                    next_at: now + backoff(row.attempts),
+                    failure: true,
+                },
+                "retry",
+            ),
+            Delivery::Rejected(errors) => (
+                Attempt::Rejected {
+                    error: errors.join("; "),
+                    sent: shown,
+                },
+                "rejected",
+            ),
+        };
+        self.metrics
+            .notify_events_total
+            .with_label_values(&[notifier, outcome])
+            .inc();
+        match &delivery {
+            Delivery::Accepted => {
+                tracing::info!(id = row.id, channel = %row.channel, kind = %row.kind, "event delivered")
+            }
+            Delivery::Retry(error) => {
+                tracing::warn!(id = row.id, channel = %row.channel, kind = %row.kind, %error, attempts = row.attempts + 1, "event not delivered; will retry")
+            }
+            Delivery::Rejected(errors) => {
+                tracing::error!(id = row.id, channel = %row.channel, kind = %row.kind, errors = ?errors, "event rejected permanently")
+            }
+        }
+        if let Err(error) = self.store.paging(PagingOp::Attempt(row.id, attempt)).await {
+            tracing::error!(%error, "cannot record a delivery attempt; it may be sent again");
+        }
+        let failing_since = row.first_failure_at.unwrap_or(now);
+        let fall_back = row.channel == "pagerduty"
+            && row.kind == "trigger"
+            && row.fallback_at.is_none()
+            && match &delivery {
+                Delivery::Accepted => false,
+                Delivery::Rejected(_) => true,
+                Delivery::Retry(_) => now - failing_since >= settings.fallback_after,
+            };
+        if fall_back {
+            let reason = match &delivery {
+                Delivery::Rejected(errors) => {
+                    format!("PagerDuty rejected the page: {}", errors.join("; "))
+                }
+                _ => format!(
+                    "PagerDuty has not taken the page for {}s: {}",
+                    (now - failing_since) / 1000,
+                    row.last_error.as_deref().unwrap_or("no answer")
+                ),
+            };
+            let op = PagingOp::FallBack {
+                id: row.id,
+                channels: settings.fallback.clone(),
+                reason: reason.clone(),
+            };
+            match self.store.paging(op).await {
+                Ok(done) => {
+                    self.metrics.notify_fallbacks_total.inc();
+                    tracing::error!(id = row.id, queued = done.count, %reason, "page handed to the fallback notifiers");
+                }
+                Err(error) => tracing::error!(%error, "cannot hand a page to the fallback"),
+            }
+        }
+    }
+
+    fn observe_backlog(&self, now: Millis) {
+        let Ok((counts, oldest)) = self.read(|r| r.outbox_backlog(now)) else {
+            return;
+        };
+        let settings = self.settings();
+        let mut per_kind: BTreeMap<&str, i64> = [("pagerduty", 0), ("slack", 0), ("webhook", 0)]
+            .into_iter()
+            .collect();
+        for (channel, count) in counts {
+            let kind = if channel == "pagerduty" {
+                "pagerduty"
+            } else {
+                settings
+                    .notifiers
+                    .get(&channel)
+                    .map_or("webhook", |n| n.kind.as_str())
+            };
+            *per_kind.entry(kind).or_default() += count;
+        }
+        for (kind, count) in per_kind {
+            self.metrics
+                .outbox_pending
+                .with_label_values(&[kind])
+                .set(count);
+        }
+        self.metrics
+            .outbox_oldest_pending_seconds
+            .set(oldest.max(0) / 1000);
+    }
+
+    /// Build the event for a row. `Ok(None)`: nothing to send (change events off); `Err`: it
+    /// can never be sent.
+    async fn prepare(
+        &self,
+        settings: &DeliverySettings,
+        row: &OutboxRow,
+    ) -> Result<Option<Outgoing>, String> {
+        if row.channel == "pagerduty" {
+            return self.prepare_pagerduty(settings, row).await;
+        }
+        let Some(notifier) = settings.notifiers.get(&row.channel) else {
+            return Err(format!(
+                "notifier {:?} is no longer configured",
+                row.channel
+            ));
+        };
+        let dedup_key = row.dedup_key.clone().unwrap_or_default();
+        let mut view = self
+            .read(|r| page_view(r, settings, &dedup_key))
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("page {dedup_key} is gone"))?;
+        if row.kind == "resolve" {
+            view.status = "resolved".to_owned();
+        }
+        let text = render::render_status(notifier.template.as_deref(), &view)
+            .or_else(|error| {
+                tracing::error!(notifier = %row.channel, %error, "notifier template failed; using the default");
+                render::render_status(None, &view)
+            })?;
+        let text = if row.reason.starts_with("fallback:") {
+            format!(
+                "{text}\n(nightshift fallback: {})",
+                row.reason.trim_start_matches("fallback: ")
+            )
+        } else {
+            text
+        };
+        let body = match notifier.kind {
+            NotifierKind::Slack => render::slack_body(&text),
+            NotifierKind::Webhook => render::webhook_body(&view, &text, &row.kind),
+        };
+        Ok(Some(Outgoing {
+            row: row.clone(),
+            url: notifier.url.clone(),
+            shown: body.to_string(),
+            body,
+            bucket: format!("notifier:{}", row.channel),
+            notifier: notifier.kind.as_str(),
+            timeout: notifier.timeout,
+        }))
+    }
+
+    async fn prepare_pagerduty(
+        &self,
+        settings: &DeliverySettings,
+        row: &OutboxRow,
+    ) -> Result<Option<Outgoing>, String> {
+        if settings.routing_keys.is_empty() {
+            return Err("PagerDuty is not configured (no pagerduty.routing_keys)".to_owned());
+        }
+        let (path, body, routing_key) = match row.kind.as_str() {
+            "change" => {
+                if !settings.change_events {
+                    // Not wanted: settle it so it does not wait forever.
+                    let sent = "change events are off".to_owned();
+                    let _ = self
+                        .store
+                        .paging(PagingOp::Attempt(row.id, Attempt::Delivered { sent }))
+                        .await;
+                    return Ok(None);
+                }
+                let action_id = row.action_id.unwrap_or_default();
+                let found = self
+                    .read(|r| {
+                        let Some((episode, action)) = r.action(action_id)? else {
+                            return Ok(None);
+                        };
+                        let facts = r.episode_facts(&episode)?;
+                        Ok(Some((episode, action, facts)))
+                    })
+                    .map_err(|e| e.to_string())?;
+                let Some((episode, action, (rule, severity))) = found else {
+                    return Err(format!("action {action_id} is gone"));
+                };
+                let key = settings
+                    .routing_key_for(&rule, &severity)
+                    .ok_or("no routing key")?;
+                let line = action_line(&action);
+                let (summary, details) = render::change_summary(&line, &episode);
+                let at = line.at.clone().unwrap_or_else(|| {
+                    crate::reconcile::canonical_time(millis_to_datetime(row.created_at))
+                });
+                let mut body = pagerduty::change_event(&key, &summary, &at, details);
+                if let Some(base) = &settings.external_url {
+                    body["links"] = json!([{
+                        "href": format!("{}/api/v1/incidents/{episode}", base.trim_end_matches('/')),
+                        "text": format!("nightshift incident {episode}"),
+                    }]);
+                }
+                ("/v2/change/enqueue", body, key)
+            }
+            kind => {
+                let dedup_key = row.dedup_key.clone().unwrap_or_default();
+                let page = self
+                    .read(|r| r.page(&dedup_key))
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("page {dedup_key} is gone"))?;
+                let (_, rule, severity, stored_key, _) = page;
+                let key = match stored_key {
+                    Some(key) => key,
+                    None => {
+                        let chosen = settings
+                            .routing_key_for(&rule, &severity)
+                            .ok_or("no routing key for this page")?;
+                        self.store
+                            .paging(PagingOp::FixRoutingKey {
+                                dedup_key: dedup_key.clone(),
+                                routing_key: chosen.clone(),
+                            })
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .routing_key
+                            .unwrap_or(chosen)
+                    }
+                };
+                let body = if kind == "resolve" {
+                    pagerduty::resolve_event(&key, &dedup_key)
+                } else {
+                    let view = self
+                        .read(|r| page_view(r, settings, &dedup_key))
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(|| format!("page {dedup_key} is gone"))?;
+                    pagerduty::trigger_event(&key, &dedup_key, &render::trigger(&view))
+                };
+                ("/v2/enqueue", body, key)
+            }
+        };
+        let mut shown = body.clone();
+        shown["routing_key"] = Value::String(mask_key(&routing_key));
+        Ok(Some(Outgoing {
+            row: row.clone(),
+            url: format!("{}{path}", settings.pagerduty_url),
+            body,
+            bucket: routing_key,
+            notifier: "pagerduty",
+            timeout: settings.timeout,
+            shown: shown.to_string(),
+        }))
+    }
+}
+
+/// POST one event and read the answer as PagerDuty's (notifiers answer in the same terms:
+/// 2xx taken, 429/5xx/no answer retried, other 4xx refused).
+async fn send(http: &reqwest::Client, event: &Outgoing) -> Delivery {
+    let request = http
+        .post(&event.url)
+        .json(&event.body)
+        .timeout(event.timeout)
+        .send();
+    match request.await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap_or_default();
+            pagerduty::interpret(status, &body)
+        }
+        Err(error) if error.is_timeout() => {
+            Delivery::Retry(format!("no answer within {:?}", event.timeout))
+        }
+        Err(error) => Delivery::Retry(format!(
+            "cannot reach {}: {}",
+            event.notifier,
+            root_cause(&error)
+        )),
+    }
+}
+
+fn root_cause(error: &dyn std::error::Error) -> String {
+    let mut source = error;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    source.to_string()
+}
+
+/// A page as it reads now: its paged incidents with their probes and actions.
+pub fn page_view(
+    reader: &Reader,
+    settings: &DeliverySettings,
+    dedup_key: &str,
+) -> Result<Option<PageView>, StoreError> {
+    let Some((group_key, _rule, severity, _key, status)) = reader.page(dedup_key)? else {
+        return Ok(None);
+    };
+    let (incidents, more) = reader.paged_incidents(dedup_key, settings.max_incidents)?;
+    let level = crate::paging::rank(&severity).clamp(1, 4) as u8;
+    let config = settings.severities.get(level);
+    let mut view = PageView {
+        dedup_key: dedup_key.to_owned(),
+        group_key,
+        severity: severity.clone(),
+        meaning: config.meaning.clone(),
+        respond_within: humantime::format_duration(config.respond_within).to_string(),
+        pagerduty_severity: config.pagerduty_severity.as_str().to_owned(),
+        status,
+        incident_commander: config.incident_commander.clone(),
+        external_url: settings.external_url.clone(),
+        alertmanager_url: settings.alertmanager_url.clone(),
+        incidents: Vec::new(),
+        more_incidents: more,
+    };
+    for (episode_id, severity, _state, reason) in incidents {
+        let Some(row) = reader.episode(&episode_id)? else {
+            continue;
+        };
+        let trace = reader.latest_trace(&episode_id)?.unwrap_or(Value::Null);
+        let probes = trace["probes"]
+            .as_object()
+            .map(|probes| {
+                probes
+                    .iter()
+                    .map(|(name, result)| probe_line(name, result))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let actions = reader
+            .actions(&episode_id)?
+            .iter()
+            .map(action_line)
+            .collect();
+        view.incidents.push(IncidentView {
+            id: episode_id.clone(),
+            rule: trace["classification"]["matched"][0]["rule"]
+                .as_str()
+                .unwrap_or("default")
+                .to_owned(),
+            severity,
+            branch: trace["branch"].as_str().unwrap_or_default().to_owned(),
+            note: trace["note"].as_str().unwrap_or_default().to_owned(),
+            summary: trace["summary"].as_str().unwrap_or_default().to_owned(),
+            status: row.status.clone(),
+            starts_at: row.starts_at.clone(),
+            labels: row.labels.clone().into_iter().collect(),
+            annotations: row.annotations.clone().into_iter().collect(),
+            generator_url: row.generator_url.clone(),
+            page_reason: reason,
+            probes,
+            actions,
+            bundle: None,
+        });
+    }
+    Ok(Some(view))
+}
+
+fn probe_line(name: &str, result: &Value) -> ProbeLine {
+    let ok = result["ok"].as_bool().unwrap_or(false);
+    let text = if ok {
+        result["fields"].to_string()
+    } else {
+        result["error"].as_str().unwrap_or_default().to_owned()
+    };
+    ProbeLine {
+        name: name.to_owned(),
+        ok,
+        result: pagerduty::truncate_chars(&text, 300).to_owned(),
+    }
+}
+
+/// An action row (as [`Reader::actions`] gives it) as a page shows it.
+pub fn action_line(action: &Value) -> ActionLine {
+    let text = |field: &str| action[field].as_str().unwrap_or_default().to_owned();
+    let detail = match action["state"].as_str() {
+        Some("skipped") => {
+            let reason = &action["verdict_detail"];
+            reason["why"]
+                .as_str()
+                .or(reason["reason"].as_str())
+                .unwrap_or_default()
+                .to_owned()
+        }
+        _ => {
+            let result = &action["result"];
+            result["detail"]
+                .as_str()
+                .or(result["error"].as_str())
+                .map(str::to_owned)
+                .unwrap_or_else(|| {
+                    if result.is_null() {
+                        String::new()
+                    } else {
+                        result.to_string()
+                    }
+                })
+        }
+    };
+    let window = Duration::from_millis(action["verify_window_ms"].as_u64().unwrap_or(0));
+    ActionLine {
+        id: action["id"].as_i64().unwrap_or_default(),
+        name: text("action"),
+        kind: text("kind"),
+        target: text("target"),
+        verdict: text("verdict"),
+        state: text("state"),
+        at: action["finished_at"]
+            .as_str()
+            .or(action["created_at"].as_str())
+            .map(str::to_owned),
+        verified: action["verified"].as_str().map(str::to_owned),
+        verify_window: humantime::format_duration(window).to_string(),
+        detail: pagerduty::truncate_chars(&detail, 200).to_owned(),
+        shares: action["verdict_detail"]["shares"].as_i64(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_bounded() {
+        let first = backoff(0);
+        assert!((1..=2_000).contains(&first), "{first}");
+        let later = backoff(20);
+        assert!((30_000..=120_000).contains(&later), "{later}");
+    }
+
+    #[test]
+    fn routing_keys_are_masked() {
+        assert_eq!(mask_key("0123456789abcdef0123456789abcdef"), "…cdef");
+    }
+
+    #[test]
+    fn an_action_row_reads_as_a_line() {
+        let row = json!({
+            "id": 3, "action": "restart", "kind": "rollout_restart",
+            "target": "deployment/vastai/api", "verdict": "cooldown",
+            "verdict_detail": {"verdict": "skip", "reason": "cooldown", "since": 1, "shares": 2},
+            "state": "skipped", "created_at": "2026-11-28T03:12:05Z", "verified": null,
+            "verify_window_ms": 600000,
+        });
+        let line = action_line(&row);
+        assert_eq!(line.shares, Some(2));
+        assert_eq!(line.verify_window, "10m");
+        assert_eq!(line.detail, "cooldown");
+        assert_eq!(line.at.as_deref(), Some("2026-11-28T03:12:05Z"));
+    }
+}

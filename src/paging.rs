@@ -1,0 +1,314 @@
+//! paging: when an incident pages, as pure rules over what the store knows. The store applies
+//! them inside its transactions (`store::paging`); the outbox and its delivery live in
+//! `notify`.
+//!
+//! - `immediate` pages when the decision is recorded; P1 is always immediate.
+//! - `after_verify` waits for the incident's mitigation: it pages at once when nothing could
+//!   be done (no action, dry-run, paused, budget spent, failed, outcome unknown), waits while
+//!   an action runs or its verify window is open, pages when it did not help, and stays quiet
+//!   when the incident stopped firing. A cooldown skip follows the verify outcome of the action
+//!   it shares.
+//! - `never` records and reports only.
+
+use serde::{Deserialize, Serialize};
+
+/// How pages are keyed.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DedupMode {
+    /// One page per Alertmanager group, keyed like Alertmanager's own PagerDuty integration.
+    #[default]
+    Group,
+    /// One page per incident.
+    Incident,
+}
+
+/// The dedup key of an incident's page.
+pub fn dedup_key(mode: DedupMode, group_key: &str, incident_id: &str) -> String {
+    match mode {
+        DedupMode::Group => crate::notify::pagerduty::group_dedup_key(group_key),
+        DedupMode::Incident => crate::notify::pagerduty::incident_dedup_key(incident_id),
+    }
+}
+
+/// `P1` ranks 1; anything unknown ranks after P4.
+pub fn rank(severity: &str) -> i64 {
+    match severity {
+        "P1" => 1,
+        "P2" => 2,
+        "P3" => 3,
+        "P4" => 4,
+        _ => 5,
+    }
+}
+
+/// What one action of the incident tells the paging stage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActionFacts {
+    pub id: i64,
+    pub action: String,
+    pub target: String,
+    /// The governor's verdict label.
+    pub verdict: String,
+    pub state: String,
+    /// `helped` / `did_not_help` once judged.
+    pub verified: Option<String>,
+    /// A cooldown or in-flight skip: the action whose outcome this one shares.
+    pub shares: Option<i64>,
+}
+
+/// What to do with an incident waiting under `after_verify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judgement {
+    Page(String),
+    Wait,
+    Quiet(String),
+}
+
+/// Judge an incident waiting under `after_verify`. `status` is the episode's; `acted` says
+/// the act stage finished with its decision; `overdue` that it has waited for that longer than
+/// it should (a crash between deciding and acting). `shared` looks up a shared action.
+pub fn judge_waiting(
+    status: &str,
+    acted: bool,
+    overdue: bool,
+    actions: &[ActionFacts],
+    shared: &dyn Fn(i64) -> Option<ActionFacts>,
+) -> Judgement {
+    match status {
+        "firing" => {}
+        "silenced" => return Judgement::Quiet("silenced before it was paged".to_owned()),
+        _ => {
+            return Judgement::Quiet(
+                "stopped firing before its mitigation's verify window ended".to_owned(),
+            );
+        }
+    }
+    if !acted {
+        return if overdue {
+            Judgement::Page(
+                "its actions did not settle in time; paging rather than waiting".to_owned(),
+            )
+        } else {
+            Judgement::Wait
+        };
+    }
+    if actions.is_empty() {
+        return Judgement::Page("no automatic action applies; a human is needed".to_owned());
+    }
+    let mut waiting = false;
+    let mut helped = Vec::new();
+    for action in actions {
+        let name = format!("{} on {}", action.action, action.target);
+        match (action.verdict.as_str(), action.state.as_str()) {
+            (_, "uncertain") => {
+                return Judgement::Page(format!("{name}: outcome unknown; escalated, not retried"));
+            }
+            (_, "failed") => return Judgement::Page(format!("{name} failed")),
+            ("dry_run", _) => {
+                return Judgement::Page(format!("{name} ran dry only (dry-run or shadow)"));
+            }
+            ("paused", _) => {
+                return Judgement::Page(format!("{name} skipped: automatic actions are paused"));
+            }
+            ("budget", _) => {
+                return Judgement::Page(format!("{name} skipped: the hourly budget is spent"));
+            }
+            ("did_not_help", _) => {
+                return Judgement::Page(format!("{name} did not help before; not repeated"));
+            }
+            ("cooldown" | "in_flight", _) => {
+                let Some(other) = action.shares.and_then(shared) else {
+                    return Judgement::Page(format!(
+                        "{name} skipped ({}) with no action to follow",
+                        action.verdict
+                    ));
+                };
+                match follow(&other) {
+                    Follow::Helped => helped.push(name),
+                    Follow::Wait => waiting = true,
+                    Follow::Page(why) => {
+                        return Judgement::Page(format!(
+                            "{name} skipped ({}); the action it shares (#{}) {why}",
+                            action.verdict, other.id
+                        ));
+                    }
+                }
+            }
+            _ => match follow(action) {
+                Follow::Helped => helped.push(name),
+                Follow::Wait => waiting = true,
+                Follow::Page(why) => return Judgement::Page(format!("{name} {why}")),
+            },
+        }
+    }
+    if waiting {
+        Judgement::Wait
+    } else {
+        Judgement::Quiet(format!("mitigation helped: {}", helped.join(", ")))
+    }
+}
+
+enum Follow {
+    Helped,
+    Wait,
+    Page(String),
+}
+
+/// The outcome of an action that was (or is being) carried out.
+fn follow(action: &ActionFacts) -> Follow {
+    match (action.state.as_str(), action.verified.as_deref()) {
+        (_, Some("did_not_help")) => Follow::Page("did not help".to_owned()),
+        (_, Some(_)) => Follow::Helped,
+        ("done", None) | ("planned" | "started" | "not_applied", _) => Follow::Wait,
+        ("uncertain", _) => Follow::Page("has an unknown outcome".to_owned()),
+        ("failed", _) => Follow::Page("failed".to_owned()),
+        (state, _) => Follow::Page(format!("ended {state}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(verdict: &str, state: &str, verified: Option<&str>) -> ActionFacts {
+        ActionFacts {
+            id: 1,
+            action: "restart".to_owned(),
+            target: "deployment/vastai/api".to_owned(),
+            verdict: verdict.to_owned(),
+            state: state.to_owned(),
+            verified: verified.map(str::to_owned),
+            shares: None,
+        }
+    }
+
+    fn none(_: i64) -> Option<ActionFacts> {
+        None
+    }
+
+    fn is_page(judgement: &Judgement) -> bool {
+        matches!(judgement, Judgement::Page(_))
+    }
+
+    #[test]
+    fn a_mitigation_that_helps_lets_people_sleep() {
+        let running = [action("run", "done", None)];
+        assert_eq!(
+            judge_waiting("firing", true, false, &running, &none),
+            Judgement::Wait
+        );
+        let helped = [action("run", "done", Some("helped"))];
+        assert!(matches!(
+            judge_waiting("firing", true, false, &helped, &none),
+            Judgement::Quiet(_)
+        ));
+        assert!(matches!(
+            judge_waiting("resolved", true, false, &running, &none),
+            Judgement::Quiet(_)
+        ));
+        let failed = [action("run", "done", Some("did_not_help"))];
+        let judgement = judge_waiting("firing", true, false, &failed, &none);
+        assert_eq!(
+            judgement,
+            Judgement::Page("restart on deployment/vastai/api did not help".to_owned())
+        );
+    }
+
+    #[test]
+    fn nothing_done_pages_at_once() {
+        assert!(is_page(&judge_waiting("firing", true, false, &[], &none)));
+        for (verdict, state) in [
+            ("dry_run", "skipped"),
+            ("paused", "skipped"),
+            ("budget", "skipped"),
+            ("did_not_help", "skipped"),
+            ("run", "failed"),
+            ("run", "uncertain"),
+        ] {
+            let judgement = judge_waiting(
+                "firing",
+                true,
+                false,
+                &[action(verdict, state, None)],
+                &none,
+            );
+            assert!(is_page(&judgement), "{verdict}/{state}: {judgement:?}");
+        }
+    }
+
+    #[test]
+    fn waiting_for_the_act_stage_is_bounded() {
+        assert_eq!(
+            judge_waiting("firing", false, false, &[], &none),
+            Judgement::Wait
+        );
+        assert!(is_page(&judge_waiting("firing", false, true, &[], &none)));
+    }
+
+    #[test]
+    fn a_cooldown_follows_the_action_it_shares() {
+        let skip = ActionFacts {
+            shares: Some(7),
+            ..action("cooldown", "skipped", None)
+        };
+        let other = |verified: Option<&'static str>| {
+            move |id: i64| {
+                Some(ActionFacts {
+                    id,
+                    ..action("run", "done", verified)
+                })
+            }
+        };
+        assert_eq!(
+            judge_waiting(
+                "firing",
+                true,
+                false,
+                std::slice::from_ref(&skip),
+                &other(None)
+            ),
+            Judgement::Wait
+        );
+        assert!(is_page(&judge_waiting(
+            "firing",
+            true,
+            false,
+            std::slice::from_ref(&skip),
+            &other(Some("did_not_help"))
+        )));
+        assert!(matches!(
+            judge_waiting(
+                "firing",
+                true,
+                false,
+                std::slice::from_ref(&skip),
+                &other(Some("helped"))
+            ),
+            Judgement::Quiet(_)
+        ));
+        // Nothing to follow: page rather than wait forever.
+        assert!(is_page(&judge_waiting(
+            "firing",
+            true,
+            false,
+            &[skip],
+            &none
+        )));
+    }
+
+    #[test]
+    fn group_keys_match_alertmanager_and_incident_keys_fit() {
+        assert_eq!(
+            dedup_key(
+                DedupMode::Group,
+                "{}/{severity=\"critical\"}:{alertname=\"HighLatency\"}",
+                "x"
+            ),
+            "73042dc50d9d7d783a3772aae2a313acab072425608782aea59917e35ef8ec46"
+        );
+        let id = "a".repeat(400);
+        assert!(dedup_key(DedupMode::Incident, "g", &id).chars().count() <= 255);
+        assert!(rank("P1") < rank("P4"));
+    }
+}

@@ -1,0 +1,811 @@
+//! The store's side of paging: incident pages, pages (dedup keys with their routing key) and
+//! the durable outbox. Write functions run inside the writer's transactions, so a page is
+//! queued in the same transaction as the decision, verify or resolve that causes it; read
+//! functions serve the delivery worker, which builds each event from the latest facts.
+
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde::Serialize;
+
+use super::{Reader, StoreError};
+use crate::clock::Millis;
+use crate::paging::{self, ActionFacts, Judgement};
+
+/// What a decision implies for paging; recorded with the decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageRequest {
+    pub dedup_key: String,
+    pub group_key: String,
+    pub rule: String,
+    pub severity: String,
+    /// `immediate`, `after_verify` or `never`.
+    pub policy: String,
+    /// Extra channels of the severity ("slack:ops").
+    pub channels: Vec<String>,
+}
+
+/// Priority of an outbox row: triggers by severity first, then resolves, then change events.
+fn priority(kind: &str, severity: &str) -> i64 {
+    match kind {
+        "trigger" => paging::rank(severity).min(4),
+        "resolve" => 5,
+        _ => 6,
+    }
+}
+
+/// Record (or update) the paging of an incident after a decision.
+pub(super) fn on_decision(
+    transaction: &Transaction<'_>,
+    episode_id: &str,
+    request: &PageRequest,
+    now: Millis,
+) -> Result<(), rusqlite::Error> {
+    let status: Option<String> = transaction
+        .query_row(
+            "SELECT status FROM episodes WHERE id = ?1",
+            params![episode_id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if status.as_deref() != Some("firing") {
+        return Ok(());
+    }
+    let existing: Option<(String, String)> = transaction
+        .query_row(
+            "SELECT state, severity FROM incident_pages WHERE episode_id = ?1",
+            params![episode_id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    let channels = serde_json::to_string(&request.channels).unwrap_or_else(|_| "[]".to_owned());
+    match existing {
+        None => {
+            let (state, reason) = match request.policy.as_str() {
+                "immediate" => ("paged", format!("{} pages immediately", request.severity)),
+                "after_verify" => (
+                    "waiting",
+                    format!(
+                        "{} pages only if its mitigation does not help",
+                        request.severity
+                    ),
+                ),
+                _ => (
+                    "not_paged",
+                    format!("{} is recorded and reported, never paged", request.severity),
+                ),
+            };
+            transaction.execute(
+                "INSERT INTO incident_pages(episode_id, dedup_key, group_key, rule, severity,
+                     policy, state, reason, channels, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'not_paged', ?7, ?8, ?9)",
+                params![
+                    episode_id,
+                    request.dedup_key,
+                    request.group_key,
+                    request.rule,
+                    request.severity,
+                    request.policy,
+                    reason,
+                    channels,
+                    now
+                ],
+            )?;
+            match state {
+                "paged" => page_incident(transaction, episode_id, &reason, now)?,
+                "waiting" => {
+                    transaction.execute(
+                        "UPDATE incident_pages SET state = 'waiting' WHERE episode_id = ?1",
+                        params![episode_id],
+                    )?;
+                }
+                _ => {}
+            }
+        }
+        Some((state, severity)) => {
+            let more_severe = paging::rank(&request.severity) < paging::rank(&severity);
+            if more_severe {
+                transaction.execute(
+                    "UPDATE incident_pages SET severity = ?2, policy = ?3, channels = ?4
+                     WHERE episode_id = ?1",
+                    params![episode_id, request.severity, request.policy, channels],
+                )?;
+            }
+            match state.as_str() {
+                "waiting" | "not_paged" if request.policy == "immediate" => {
+                    let reason = format!(
+                        "re-evaluated as {}, which pages immediately",
+                        request.severity
+                    );
+                    page_incident(transaction, episode_id, &reason, now)?;
+                }
+                "not_paged" if request.policy == "after_verify" && more_severe => {
+                    transaction.execute(
+                        "UPDATE incident_pages SET state = 'waiting', acted = 0, created_at = ?2
+                         WHERE episode_id = ?1",
+                        params![episode_id, now],
+                    )?;
+                }
+                "paged" if more_severe => {
+                    let reason = format!("re-evaluated as {}", request.severity);
+                    page_incident(transaction, episode_id, &reason, now)?;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Page an incident: mark it, open (or raise) its page, queue the trigger on PagerDuty and
+/// on its severity's extra channels. Triggers of one page waiting in the outbox are coalesced.
+pub(super) fn page_incident(
+    transaction: &Transaction<'_>,
+    episode_id: &str,
+    reason: &str,
+    now: Millis,
+) -> Result<(), rusqlite::Error> {
+    let Some((dedup_key, group_key, rule, severity, channels)) = transaction
+        .query_row(
+            "SELECT dedup_key, group_key, rule, severity, channels FROM incident_pages
+             WHERE episode_id = ?1",
+            params![episode_id],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                ))
+            },
+        )
+        .optional()?
+    else {
+        return Ok(());
+    };
+    transaction.execute(
+        "UPDATE incident_pages SET state = 'paged', reason = ?2, paged_at = ?3
+         WHERE episode_id = ?1",
+        params![episode_id, reason, now],
+    )?;
+    let page: Option<(String, String)> = transaction
+        .query_row(
+            "SELECT status, severity FROM pages WHERE dedup_key = ?1",
+            params![dedup_key],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    let page_severity = match page {
+        None => {
+            transaction.execute(
+                "INSERT INTO pages(dedup_key, group_key, rule, severity, status, triggered_at)
+                 VALUES (?1, ?2, ?3, ?4, 'triggered', ?5)",
+                params![dedup_key, group_key, rule, severity, now],
+            )?;
+            severity
+        }
+        Some((status, current)) => {
+            let highest =
+                if status == "resolved" || paging::rank(&severity) < paging::rank(&current) {
+                    severity
+                } else {
+                    current
+                };
+            transaction.execute(
+                "UPDATE pages SET status = 'triggered', severity = ?2, resolved_at = NULL
+                 WHERE dedup_key = ?1",
+                params![dedup_key, highest],
+            )?;
+            highest
+        }
+    };
+    let priority = priority("trigger", &page_severity);
+    enqueue(
+        transaction,
+        "pagerduty",
+        "trigger",
+        &dedup_key,
+        episode_id,
+        priority,
+        reason,
+        now,
+    )?;
+    let channels: Vec<String> = serde_json::from_str(&channels).unwrap_or_default();
+    for channel in channels {
+        enqueue(
+            transaction,
+            &channel,
+            "trigger",
+            &dedup_key,
+            episode_id,
+            priority,
+            reason,
+            now,
+        )?;
+    }
+    Ok(())
+}
+
+/// Queue an event for a page. A trigger joins a trigger of the same page and channel still
+/// waiting (its content is built when sent), taking the higher priority.
+#[allow(clippy::too_many_arguments)]
+fn enqueue(
+    transaction: &Transaction<'_>,
+    channel: &str,
+    kind: &str,
+    dedup_key: &str,
+    episode_id: &str,
+    priority: i64,
+    reason: &str,
+    now: Millis,
+) -> Result<(), rusqlite::Error> {
+    if kind == "trigger" {
+        let waiting: Option<(i64, String)> = transaction
+            .query_row(
+                "SELECT id, kind FROM outbox WHERE channel = ?1 AND dedup_key = ?2
+                 AND state = 'pending' ORDER BY id DESC LIMIT 1",
+                params![channel, dedup_key],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        if let Some((id, waiting_kind)) = waiting
+            && waiting_kind == "trigger"
+        {
+            transaction.execute(
+                "UPDATE outbox SET priority = min(priority, ?2) WHERE id = ?1",
+                params![id, priority],
+            )?;
+            return Ok(());
+        }
+    }
+    transaction
+        .prepare_cached(
+            "INSERT INTO outbox(channel, kind, dedup_key, episode_id, priority, state, reason,
+                 created_at, next_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?7)",
+        )?
+        .execute(params![
+            channel, kind, dedup_key, episode_id, priority, reason, now
+        ])?;
+    Ok(())
+}
+
+/// The act stage finished with an incident's decision.
+pub(super) fn mark_acted(
+    transaction: &Transaction<'_>,
+    episode_id: &str,
+) -> Result<(), rusqlite::Error> {
+    transaction.execute(
+        "UPDATE incident_pages SET acted = 1 WHERE episode_id = ?1",
+        params![episode_id],
+    )?;
+    Ok(())
+}
+
+/// Judge incidents waiting under `after_verify` (one, or all that are due) and page those
+/// whose mitigation could not or did not help. Returns how many were paged.
+pub(super) fn evaluate_waiting(
+    transaction: &Transaction<'_>,
+    only: Option<&str>,
+    now: Millis,
+    settle: Millis,
+) -> Result<usize, rusqlite::Error> {
+    let waiting: Vec<(String, bool, Millis, String)> = {
+        let mut statement = transaction.prepare_cached(
+            "SELECT p.episode_id, p.acted, p.created_at, e.status FROM incident_pages p
+             JOIN episodes e ON e.id = p.episode_id
+             WHERE p.state = 'waiting' AND (?1 IS NULL OR p.episode_id = ?1)
+             ORDER BY p.created_at LIMIT 512",
+        )?;
+        let rows = statement.query_map(params![only], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut paged = 0;
+    for (episode_id, acted, created_at, status) in waiting {
+        let actions = action_facts(transaction, "episode_id = ?1", &episode_id)?;
+        let shared = |id: i64| {
+            action_facts(transaction, "id = ?1", &id.to_string())
+                .ok()
+                .and_then(|mut list| list.pop())
+        };
+        let overdue = now.saturating_sub(created_at) >= settle;
+        match paging::judge_waiting(&status, acted, overdue, &actions, &shared) {
+            Judgement::Wait => {}
+            Judgement::Page(reason) => {
+                page_incident(transaction, &episode_id, &reason, now)?;
+                paged += 1;
+            }
+            Judgement::Quiet(reason) => {
+                transaction.execute(
+                    "UPDATE incident_pages SET state = 'not_paged', reason = ?2 WHERE episode_id = ?1",
+                    params![episode_id, reason],
+                )?;
+            }
+        }
+    }
+    Ok(paged)
+}
+
+fn action_facts(
+    transaction: &Transaction<'_>,
+    filter: &str,
+    value: &str,
+) -> Result<Vec<ActionFacts>, rusqlite::Error> {
+    let mut statement = transaction.prepare_cached(&format!(
+        "SELECT id, action, target, verdict, state, verified, verdict_detail FROM actions
+         WHERE {filter} ORDER BY id"
+    ))?;
+    let rows = statement.query_map(params![value], |row| {
+        let detail: String = row.get(6)?;
+        let shares = serde_json::from_str::<serde_json::Value>(&detail)
+            .ok()
+            .and_then(|d| d["shares"].as_i64());
+        Ok(ActionFacts {
+            id: row.get(0)?,
+            action: row.get(1)?,
+            target: row.get(2)?,
+            verdict: row.get(3)?,
+            state: row.get(4)?,
+            verified: row.get(5)?,
+            shares,
+        })
+    })?;
+    rows.collect()
+}
+
+/// An incident closed (resolved or gone): it no longer pages. When it was the last paged
+/// incident of its page, the page resolves on every channel its trigger went to.
+pub(super) fn on_close(
+    transaction: &Transaction<'_>,
+    episode_id: &str,
+    now: Millis,
+) -> Result<bool, rusqlite::Error> {
+    let row: Option<(String, String)> = transaction
+        .query_row(
+            "SELECT state, dedup_key FROM incident_pages WHERE episode_id = ?1",
+            params![episode_id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    let Some((state, dedup_key)) = row else {
+        return Ok(false);
+    };
+    match state.as_str() {
+        "waiting" => {
+            transaction.execute(
+                "UPDATE incident_pages SET state = 'not_paged', closed_at = ?2,
+                     reason = 'stopped firing before its mitigation''s verify window ended'
+                 WHERE episode_id = ?1",
+                params![episode_id, now],
+            )?;
+            return Ok(false);
+        }
+        "paged" => {
+            transaction.execute(
+                "UPDATE incident_pages SET state = 'resolved', closed_at = ?2 WHERE episode_id = ?1",
+                params![episode_id, now],
+            )?;
+        }
+        _ => {
+            transaction.execute(
+                "UPDATE incident_pages SET closed_at = coalesce(closed_at, ?2) WHERE episode_id = ?1",
+                params![episode_id, now],
+            )?;
+            return Ok(false);
+        }
+    }
+    let still_paged: bool = transaction.query_row(
+        "SELECT EXISTS (SELECT 1 FROM incident_pages WHERE dedup_key = ?1 AND state = 'paged')",
+        params![dedup_key],
+        |row| row.get(0),
+    )?;
+    if still_paged {
+        return Ok(false);
+    }
+    transaction.execute(
+        "UPDATE pages SET status = 'resolved', resolved_at = ?2 WHERE dedup_key = ?1",
+        params![dedup_key, now],
+    )?;
+    let channels: Vec<String> = {
+        let mut statement = transaction.prepare_cached(
+            "SELECT DISTINCT channel FROM outbox WHERE dedup_key = ?1 AND kind = 'trigger'
+             AND state != 'cancelled' ORDER BY channel",
+        )?;
+        let rows = statement.query_map(params![dedup_key], |row| row.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for channel in channels {
+        enqueue(
+            transaction,
+            &channel,
+            "resolve",
+            &dedup_key,
+            episode_id,
+            priority("resolve", ""),
+            "the last paged incident of the page resolved",
+            now,
+        )?;
+    }
+    Ok(true)
+}
+
+/// A change event after an automatic action finished.
+pub(super) fn on_action_finished(
+    transaction: &Transaction<'_>,
+    action_id: i64,
+    now: Millis,
+) -> Result<(), rusqlite::Error> {
+    let episode: Option<String> = transaction
+        .query_row(
+            "SELECT episode_id FROM actions WHERE id = ?1 AND verdict = 'run'",
+            params![action_id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let Some(episode_id) = episode else {
+        return Ok(());
+    };
+    let exists: bool = transaction.query_row(
+        "SELECT EXISTS (SELECT 1 FROM outbox WHERE kind = 'change' AND action_id = ?1)",
+        params![action_id],
+        |row| row.get(0),
+    )?;
+    if exists {
+        return Ok(());
+    }
+    transaction
+        .prepare_cached(
+            "INSERT INTO outbox(channel, kind, episode_id, action_id, priority, state, reason,
+                 created_at, next_attempt_at)
+             VALUES ('pagerduty', 'change', ?1, ?2, 6, 'pending',
+                 'an automatic action finished', ?3, ?3)",
+        )?
+        .execute(params![episode_id, action_id, now])?;
+    Ok(())
+}
+
+/// What became of one delivery attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempt {
+    Delivered {
+        sent: String,
+    },
+    /// Not accepted; try again at `next_at`. `failure` is false when nightshift's own rate
+    /// limiter held it back (that time does not count towards the fallback).
+    Retry {
+        error: String,
+        next_at: Millis,
+        failure: bool,
+    },
+    Rejected {
+        error: String,
+        sent: String,
+    },
+}
+
+pub(super) fn record_attempt(
+    transaction: &Transaction<'_>,
+    id: i64,
+    attempt: &Attempt,
+    now: Millis,
+) -> Result<(), rusqlite::Error> {
+    match attempt {
+        Attempt::Delivered { sent } => transaction.execute(
+            "UPDATE outbox SET state = 'delivered', delivered_at = ?2, attempts = attempts + 1,
+                 sent = ?3 WHERE id = ?1",
+            params![id, now, sent],
+        )?,
+        Attempt::Retry {
+            error,
+            next_at,
+            failure: true,
+        } => transaction.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3,
+                 first_failure_at = coalesce(first_failure_at, ?4) WHERE id = ?1",
+            params![id, error, next_at, now],
+        )?,
+        Attempt::Retry { next_at, .. } => transaction.execute(
+            "UPDATE outbox SET next_attempt_at = ?2 WHERE id = ?1",
+            params![id, next_at],
+        )?,
+        Attempt::Rejected { error, sent } => transaction.execute(
+            "UPDATE outbox SET state = 'rejected', attempts = attempts + 1, last_error = ?2,
+                 first_failure_at = coalesce(first_failure_at, ?3), sent = ?4 WHERE id = ?1",
+            params![id, error, now, sent],
+        )?,
+    };
+    Ok(())
+}
+
+/// Hand an event to the fallback channels (once).
+pub(super) fn fall_back(
+    transaction: &Transaction<'_>,
+    id: i64,
+    channels: &[String],
+    reason: &str,
+    now: Millis,
+) -> Result<usize, rusqlite::Error> {
+    let row: Option<(String, Option<String>, Option<String>, i64)> = transaction
+        .query_row(
+            "SELECT kind, dedup_key, episode_id, priority FROM outbox
+             WHERE id = ?1 AND fallback_at IS NULL",
+            params![id],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
+        .optional()?;
+    let Some((kind, dedup_key, episode_id, priority)) = row else {
+        return Ok(0);
+    };
+    transaction.execute(
+        "UPDATE outbox SET fallback_at = ?2 WHERE id = ?1",
+        params![id, now],
+    )?;
+    let (Some(dedup_key), Some(episode_id)) = (dedup_key, episode_id) else {
+        return Ok(0);
+    };
+    let mut queued = 0;
+    for channel in channels {
+        enqueue(
+            transaction,
+            channel,
+            &kind,
+            &dedup_key,
+            &episode_id,
+            priority,
+            &format!("fallback: {reason}"),
+            now,
+        )?;
+        queued += 1;
+    }
+    Ok(queued)
+}
+
+/// Fix the routing key of a page at its first trigger; returns the one to use.
+pub(super) fn fix_routing_key(
+    transaction: &Transaction<'_>,
+    dedup_key: &str,
+    routing_key: &str,
+) -> Result<String, rusqlite::Error> {
+    transaction.execute(
+        "UPDATE pages SET routing_key = ?2 WHERE dedup_key = ?1 AND routing_key IS NULL",
+        params![dedup_key, routing_key],
+    )?;
+    Ok(transaction
+        .query_row(
+            "SELECT routing_key FROM pages WHERE dedup_key = ?1",
+            params![dedup_key],
+            |row| row.get::<_, Option<String>>(0),
+        )
+        .optional()?
+        .flatten()
+        .unwrap_or_else(|| routing_key.to_owned()))
+}
+
+/// One outbox row due for delivery.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub channel: String,
+    pub kind: String,
+    pub dedup_key: Option<String>,
+    pub episode_id: Option<String>,
+    pub action_id: Option<i64>,
+    pub priority: i64,
+    pub reason: String,
+    pub created_at: Millis,
+    pub attempts: i64,
+    pub first_failure_at: Option<Millis>,
+    pub last_error: Option<String>,
+    pub fallback_at: Option<Millis>,
+}
+
+/// A page's facts as stored: (group key, rule, highest severity, routing key, status).
+pub type PageFacts = (String, String, String, Option<String>, String);
+
+/// An incident of a page, as stored: (episode id, severity, state, reason).
+pub type PagedIncident = (String, String, String, String);
+
+impl Reader {
+    /// Pending outbox rows whose time has come, most urgent first; a row waits while an older
+    /// one of the same page and channel is pending, so a resolve never overtakes its trigger.
+    pub fn due_outbox(&self, now: Millis, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT id, channel, kind, dedup_key, episode_id, action_id, priority, reason,
+                 created_at, attempts, first_failure_at, last_error, fallback_at
+             FROM outbox o
+             WHERE state = 'pending' AND next_attempt_at <= ?1
+               AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.state = 'pending'
+                   AND p.channel = o.channel AND p.dedup_key = o.dedup_key AND p.id < o.id)
+             ORDER BY priority, id LIMIT ?2",
+        )?;
+        let rows = statement
+            .query_map(params![now, limit as i64], |row| {
+                Ok(OutboxRow {
+                    id: row.get(0)?,
+                    channel: row.get(1)?,
+                    kind: row.get(2)?,
+                    dedup_key: row.get(3)?,
+                    episode_id: row.get(4)?,
+                    action_id: row.get(5)?,
+                    priority: row.get(6)?,
+                    reason: row.get(7)?,
+                    created_at: row.get(8)?,
+                    attempts: row.get(9)?,
+                    first_failure_at: row.get(10)?,
+                    last_error: row.get(11)?,
+                    fallback_at: row.get(12)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Pending rows per channel and the age of the oldest, for metrics.
+    pub fn outbox_backlog(&self, now: Millis) -> Result<(Vec<(String, i64)>, Millis), StoreError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT channel, count(*), min(created_at) FROM outbox WHERE state = 'pending'
+             GROUP BY channel",
+        )?;
+        let mut oldest = now;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut counts = Vec::new();
+        for (channel, count, first) in rows {
+            oldest = oldest.min(first);
+            counts.push((channel, count));
+        }
+        Ok((counts, now - oldest))
+    }
+
+    pub fn page(&self, dedup_key: &str) -> Result<Option<PageFacts>, StoreError> {
+        Ok(self
+            .connection
+            .query_row(
+                "SELECT group_key, rule, severity, routing_key, status FROM pages
+                 WHERE dedup_key = ?1",
+                params![dedup_key],
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                },
+            )
+            .optional()?)
+    }
+
+    /// The paged (or once paged) incidents of a page, most severe and oldest first.
+    pub fn paged_incidents(
+        &self,
+        dedup_key: &str,
+        limit: usize,
+    ) -> Result<(Vec<PagedIncident>, usize), StoreError> {
+        let total: i64 = self.connection.query_row(
+            "SELECT count(*) FROM incident_pages WHERE dedup_key = ?1
+             AND state IN ('paged', 'resolved')",
+            params![dedup_key],
+            |row| row.get(0),
+        )?;
+        let mut statement = self.connection.prepare_cached(
+            "SELECT episode_id, severity, state, reason FROM incident_pages
+             WHERE dedup_key = ?1 AND state IN ('paged', 'resolved')
+             ORDER BY state = 'resolved', severity, paged_at LIMIT ?2",
+        )?;
+        let rows = statement
+            .query_map(params![dedup_key, limit as i64], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = (total as usize).saturating_sub(rows.len());
+        Ok((rows, more))
+    }
+
+    /// The latest decision trace of an episode.
+    pub fn latest_trace(&self, episode_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self
+            .connection
+            .query_row(
+                "SELECT trace FROM decisions WHERE episode_id = ?1 ORDER BY seq DESC LIMIT 1",
+                params![episode_id],
+                |row| row.get::<_, String>(0),
+            )
+            .optional()?
+            .and_then(|text| serde_json::from_str(&text).ok()))
+    }
+
+    /// An episode's rule and severity as last decided (for routing its change events).
+    pub fn episode_facts(&self, episode_id: &str) -> Result<(String, String), StoreError> {
+        Ok(self
+            .connection
+            .query_row(
+                "SELECT coalesce(rule, 'default'), coalesce(severity, 'P3') FROM episodes
+                 WHERE id = ?1",
+                params![episode_id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?
+            .unwrap_or_else(|| ("default".to_owned(), "P3".to_owned())))
+    }
+
+    /// Everything paging did for an incident: its paging state and every outbox row.
+    pub fn incident_paging(&self, episode_id: &str) -> Result<serde_json::Value, StoreError> {
+        let page = self
+            .connection
+            .query_row(
+                "SELECT dedup_key, severity, policy, state, reason, paged_at, closed_at
+                 FROM incident_pages WHERE episode_id = ?1",
+                params![episode_id],
+                |row| {
+                    Ok(serde_json::json!({
+                        "dedup_key": row.get::<_, String>(0)?,
+                        "severity": row.get::<_, String>(1)?,
+                        "policy": row.get::<_, String>(2)?,
+                        "state": row.get::<_, String>(3)?,
+                        "reason": row.get::<_, String>(4)?,
+                        "paged_at": row.get::<_, Option<i64>>(5)?.map(super::reader::time_text),
+                        "closed_at": row.get::<_, Option<i64>>(6)?.map(super::reader::time_text),
+                    }))
+                },
+            )
+            .optional()?;
+        let Some(mut page) = page else {
+            return Ok(serde_json::Value::Null);
+        };
+        let dedup_key = page["dedup_key"].as_str().unwrap_or_default().to_owned();
+        let mut statement = self.connection.prepare_cached(
+            "SELECT id, channel, kind, state, reason, attempts, last_error, created_at,
+                 delivered_at, fallback_at
+             FROM outbox WHERE dedup_key = ?1 OR episode_id = ?2 ORDER BY id LIMIT 200",
+        )?;
+        let events = statement
+            .query_map(params![dedup_key, episode_id], |row| {
+                Ok(serde_json::json!({
+                    "id": row.get::<_, i64>(0)?,
+                    "channel": row.get::<_, String>(1)?,
+                    "kind": row.get::<_, String>(2)?,
+                    "state": row.get::<_, String>(3)?,
+                    "reason": row.get::<_, String>(4)?,
+                    "attempts": row.get::<_, i64>(5)?,
+                    "last_error": row.get::<_, Option<String>>(6)?,
+                    "created_at": super::reader::time_text(row.get(7)?),
+                    "delivered_at": row.get::<_, Option<i64>>(8)?.map(super::reader::time_text),
+                    "fallback_at": row.get::<_, Option<i64>>(9)?.map(super::reader::time_text),
+                }))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        page["events"] = serde_json::Value::Array(events);
+        Ok(page)
+    }
+
+    /// One action row with its episode, for a change event: (episode id, action facts as
+    /// JSON like [`Reader::actions`]).
+    pub fn action(&self, id: i64) -> Result<Option<(String, serde_json::Value)>, StoreError> {
+        let episode: Option<String> = self
+            .connection
+            .query_row(
+                "SELECT episode_id FROM actions WHERE id = ?1",
+                params![id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(episode) = episode else {
+            return Ok(None);
+        };
+        let found = self
+            .actions(&episode)?
+            .into_iter()
+            .find(|a| a["id"].as_i64() == Some(id));
+        Ok(found.map(|a| (episode, a)))
+    }
+}
