@@ -117,6 +117,10 @@ pub struct StoreConfig {
     /// How often pruning and the readiness self-check run.
     #[serde(with = "humantime_serde")]
     pub maintenance_interval: Duration,
+    /// Largest size of the database file; 0 for no cap beyond the disk. When it is reached,
+    /// ingest answers 503 (Alertmanager retries) and nightshift pages about it, as on a full
+    /// disk; raising it (reload) recovers without a restart.
+    pub max_size_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -128,6 +132,7 @@ impl Default for StoreConfig {
             max_notifications: 1_000_000,
             rejected_keep: 100,
             maintenance_interval: Duration::from_secs(60),
+            max_size_bytes: 0,
         }
     }
 }

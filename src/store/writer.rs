@@ -113,6 +113,8 @@ pub(super) struct Writer {
     metrics: Arc<Metrics>,
     last_maintenance: Option<Instant>,
     durability: Option<Durability>,
+    /// The size cap in force (`store.max_size_bytes`), once applied.
+    size_cap: Option<u64>,
 }
 
 /// One stored notification waiting for reconciliation; identical consecutive snapshots of a
@@ -141,6 +143,7 @@ impl Writer {
             metrics,
             last_maintenance: None,
             durability: None,
+            size_cap: None,
         }
     }
 
@@ -986,6 +989,14 @@ impl Writer {
     fn maybe_maintain(&mut self) {
         let settings = self.shared.settings.read().map(|s| s.clone());
         let settings = settings.unwrap_or_else(|p| p.into_inner().clone());
+        if self.size_cap != Some(settings.store.max_size_bytes) {
+            match self.apply_size_cap(settings.store.max_size_bytes) {
+                Ok(()) => self.size_cap = Some(settings.store.max_size_bytes),
+                Err(error) => {
+                    self.failed("size_cap", error);
+                }
+            }
+        }
         let due = self
             .last_maintenance
             .is_none_or(|at| at.elapsed() >= settings.store.maintenance_interval);
@@ -1003,6 +1014,28 @@ impl Writer {
 
     /// Prune reconciled notifications by age and count, drop bodies nothing refers to, refresh
     /// gauges, and prove the store is writable (the readiness check depends on it).
+    /// Cap the database file (SQLite's `max_page_count`); 0 lifts the cap. A cap below the
+    /// current size makes every write that needs a new page fail as "full", as a full disk
+    /// would: ingest answers 503 until space is given back.
+    fn apply_size_cap(&self, max_bytes: u64) -> Result<(), rusqlite::Error> {
+        let page_size: i64 = self
+            .connection
+            .query_row("PRAGMA page_size", [], |row| row.get(0))?;
+        let pages = if max_bytes == 0 {
+            // SQLite's own maximum.
+            4_294_967_294
+        } else {
+            (max_bytes as i64 / page_size.max(512)).max(1)
+        };
+        let applied: i64 =
+            self.connection
+                .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |row| {
+                    row.get(0)
+                })?;
+        tracing::info!(max_bytes, pages = applied, "store size cap applied");
+        Ok(())
+    }
+
     fn maintain(&mut self, settings: &crate::config::StoreConfig) -> Result<(), rusqlite::Error> {
         let now = self.clock.now_millis();
         let cutoff = now - duration_millis(settings.retention);

@@ -1,0 +1,503 @@
+//! Paging end to end through the daemon binary: webhooks in, PagerDuty events out (to a fake
+//! that checks every event against the Events v2 schema), with the fallback notifier, the
+//! Watchdog heartbeat and a failing store.
+
+mod common;
+mod fakes;
+
+use std::time::Duration;
+
+use common::*;
+use fakes::pagerduty::{FakeChat, FakePagerDuty, Mode, ROUTING_KEY};
+use sha2::{Digest, Sha256};
+
+const TOKEN: &str = "Bearer e2e-ingest";
+const ADMIN: &str = "Bearer e2e-admin";
+
+struct Setup {
+    runtime: tokio::runtime::Runtime,
+    pd: FakePagerDuty,
+    chat: FakeChat,
+    daemon: Daemon,
+}
+
+/// The daemon paging the fake PagerDuty, with a Slack fallback, an ingest and an admin token,
+/// `rules` (TOML) as its only rule file, and `extra` config.
+fn setup(extra: &str, rules: &str) -> Setup {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let pd = runtime.block_on(FakePagerDuty::start());
+    let chat = runtime.block_on(FakeChat::start_slack("/services/T0/B0/x"));
+    let config = format!(
+        r#"[auth]
+ingest_token_file = "{{dir}}/ingest"
+admin_token_file = "{{dir}}/admin"
+[pagerduty]
+url = "{pd}"
+routing_keys = {{ primary = "{{dir}}/pd-primary" }}
+default_routing_key = "primary"
+[notifiers.ops]
+kind = "slack"
+url_file = "{{dir}}/slack-url"
+[paging]
+fallback = ["ops"]
+external_url = "https://nightshift.example"
+{extra}"#,
+        pd = pd.url()
+    );
+    let mut daemon = Daemon::prepare(&config, &[]);
+    daemon.write_file("ingest", "e2e-ingest\n");
+    daemon.write_file("admin", "e2e-admin\n");
+    daemon.write_file("pd-primary", &format!("{ROUTING_KEY}\n"));
+    daemon.write_file("slack-url", &format!("{}\n", chat.url()));
+    std::fs::create_dir_all(daemon.path("rules")).unwrap();
+    daemon.write_file("rules/test.toml", rules);
+    daemon.spawn();
+    Setup {
+        runtime,
+        pd,
+        chat,
+        daemon,
+    }
+}
+
+fn post(setup: &Setup, body: &str) -> http_client::Response {
+    client().post(
+        &format!("{}/webhook", setup.daemon.base),
+        &[JSON, ("Authorization", TOKEN)],
+        body.as_bytes(),
+    )
+}
+
+fn group_key(group: &str) -> String {
+    format!("{{}}:{{alertname=\"{group}\"}}")
+}
+
+fn dedup(group: &str) -> String {
+    hex::encode(Sha256::digest(group_key(group).as_bytes()))
+}
+
+fn wait_pd(setup: &Setup, seconds: u64, check: impl Fn(&FakePagerDuty) -> bool) -> bool {
+    setup
+        .runtime
+        .block_on(setup.pd.wait_for(check, Duration::from_secs(seconds)))
+}
+
+fn incidents(setup: &Setup) -> Vec<serde_json::Value> {
+    let list = client().get(&format!("{}/api/v1/incidents", setup.daemon.base), &[]);
+    list.json()["incidents"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn incident(setup: &Setup, id: &str) -> serde_json::Value {
+    client()
+        .get(&format!("{}/api/v1/incidents/{id}", setup.daemon.base), &[])
+        .json()
+}
+
+const NO_RULES: &str = "# only the built-in default rule\n";
+
+#[test]
+fn a_group_page_triggers_once_per_change_and_resolves_with_its_last_incident() {
+    let setup = setup("", NO_RULES);
+    let start = "2026-11-28T03:00:00Z";
+    let firing = webhook(
+        "ApiDown",
+        &[
+            ("ApiDown", "a:9100", "firing", start),
+            ("ApiDown", "b:9100", "firing", start),
+        ],
+        0,
+    );
+    assert_eq!(post(&setup, &firing).status, 200);
+    let key = dedup("ApiDown");
+    assert!(
+        wait_pd(&setup, 20, |pd| !pd.accepted_for(&key).is_empty()),
+        "{}",
+        setup.daemon.log()
+    );
+    let trigger = setup.pd.accepted_for(&key)[0].clone();
+    assert!(trigger.is_trigger());
+    assert_eq!(trigger.routing_key, ROUTING_KEY);
+    assert!(
+        trigger.summary().starts_with("[P1] "),
+        "{}",
+        trigger.summary()
+    );
+    assert_eq!(trigger.severity(), "critical");
+    let body = &trigger.body;
+    assert!(
+        body["payload"]["custom_details"]["severity"]
+            .as_str()
+            .unwrap()
+            .contains("P1"),
+        "{body:#}"
+    );
+    let links: Vec<&str> = body["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["href"].as_str())
+        .collect();
+    assert!(
+        links.contains(&"http://prometheus.invalid/graph"),
+        "{links:?}"
+    );
+    assert!(
+        links
+            .iter()
+            .any(|l| l.starts_with("https://nightshift.example/api/v1/incidents/")),
+        "{links:?}"
+    );
+    // One incident resolves: the page stays open.
+    let half = webhook(
+        "ApiDown",
+        &[
+            ("ApiDown", "a:9100", "resolved", start),
+            ("ApiDown", "b:9100", "firing", start),
+        ],
+        0,
+    );
+    assert_eq!(post(&setup, &half).status, 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        setup.pd.accepted_resolves().is_empty(),
+        "resolved too early"
+    );
+    // The last one resolves: one resolve, same dedup key and routing key.
+    let all = webhook(
+        "ApiDown",
+        &[
+            ("ApiDown", "a:9100", "resolved", start),
+            ("ApiDown", "b:9100", "resolved", start),
+        ],
+        0,
+    );
+    assert_eq!(post(&setup, &all).status, 200);
+    assert!(
+        wait_pd(&setup, 20, |pd| !pd.accepted_resolves().is_empty()),
+        "{}",
+        setup.daemon.log()
+    );
+    let resolves = setup.pd.accepted_resolves();
+    assert_eq!(resolves.len(), 1);
+    assert_eq!(resolves[0].dedup_key.as_deref(), Some(key.as_str()));
+    assert_eq!(resolves[0].routing_key, ROUTING_KEY);
+    // Both incidents were paged under one key; each trigger of the page came before the
+    // resolve, and nothing went to the fallback.
+    let events = setup.pd.accepted_for(&key);
+    assert!(events.last().unwrap().is_resolve());
+    assert!(setup.chat.messages().is_empty());
+    let list = incidents(&setup);
+    assert_eq!(list.len(), 2);
+    for summary in list {
+        let detail = incident(&setup, summary["id"].as_str().unwrap());
+        assert_eq!(detail["paging"]["state"], "resolved", "{detail:#}");
+        assert_eq!(detail["paging"]["dedup_key"], key.as_str());
+    }
+    setup.pd.assert_no_unexpected();
+}
+
+const FLAKY_RULES: &str = r#"
+[[rule]]
+name = "flaky"
+matchers = ['alertname="Flaky"']
+severity = "P3"
+summary = "flaky service on {{ labels.instance }}"
+[[rule.branch]]
+name = "kick"
+otherwise = true
+actions = ["kick"]
+
+[action.kick]
+kind = "exec"
+target = "kick-{{ labels.instance }}"
+argv = ["/bin/true"]
+cooldown = "1h"
+verify_window = "1s"
+"#;
+
+#[test]
+fn after_verify_pages_only_when_the_mitigation_did_not_help() {
+    let setup = setup("[actions]\nmode = \"enforce\"\n", FLAKY_RULES);
+    let start = "2026-11-28T03:00:00Z";
+    // Two incidents, each in its own group; both are mitigated.
+    for group in ["FlakyA", "FlakyB"] {
+        let body = serde_json::json!({
+            "version": "4", "status": "firing", "groupKey": group_key(group),
+            "receiver": "nightshift",
+            "alerts": [{"status": "firing", "labels": {"alertname": "Flaky", "instance": group},
+                        "startsAt": start, "generatorURL": "http://prometheus.invalid/graph"}],
+        });
+        assert_eq!(post(&setup, &body.to_string()).status, 200);
+    }
+    // B stops firing at once: its mitigation helped, nobody is woken.
+    let resolved = serde_json::json!({
+        "version": "4", "status": "resolved", "groupKey": group_key("FlakyB"),
+        "receiver": "nightshift",
+        "alerts": [{"status": "resolved", "labels": {"alertname": "Flaky", "instance": "FlakyB"},
+                    "startsAt": start, "endsAt": "2026-11-28T03:01:00Z"}],
+    });
+    let ran = wait_for(Duration::from_secs(20), || {
+        let done = incidents(&setup)
+            .iter()
+            .all(|i| incident(&setup, i["id"].as_str().unwrap())["actions"][0]["state"] == "done");
+        (done && incidents(&setup).len() == 2).then_some(())
+    });
+    assert!(ran.is_some(), "{}", setup.daemon.log());
+    assert_eq!(post(&setup, &resolved.to_string()).status, 200);
+    // A still fires once its window has passed: paged, saying what was tried.
+    let key_a = dedup("FlakyA");
+    assert!(
+        wait_pd(&setup, 20, |pd| !pd.accepted_for(&key_a).is_empty()),
+        "{}",
+        setup.daemon.log()
+    );
+    let page = setup.pd.accepted_for(&key_a)[0].clone();
+    assert!(
+        page.summary().starts_with("[P3] flaky service on FlakyA"),
+        "{}",
+        page.summary()
+    );
+    let done = page.body["payload"]["custom_details"]["what_was_done"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(done.contains("still failing after 1s"), "{done}");
+    let reason = page.body["payload"]["custom_details"]["page_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains("did not help"), "{reason}");
+    // B was never paged, and says why.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(setup.pd.accepted_for(&dedup("FlakyB")).is_empty());
+    let b = incidents(&setup)
+        .into_iter()
+        .find(|i| i["labels"]["instance"] == "FlakyB")
+        .unwrap();
+    let b = incident(&setup, b["id"].as_str().unwrap());
+    assert_eq!(b["paging"]["state"], "not_paged", "{b:#}");
+    // Each action that ran is on the service's timeline as a change event.
+    assert!(wait_pd(&setup, 10, |pd| pd.accepted_changes().len() == 2));
+    assert!(
+        setup.pd.accepted_changes()[0]
+            .summary()
+            .starts_with("nightshift: ran kick-Flaky"),
+        "{}",
+        setup.pd.accepted_changes()[0].summary()
+    );
+    setup.pd.assert_no_unexpected();
+}
+
+#[test]
+fn a_page_pagerduty_rejects_goes_to_the_fallback_and_is_shown() {
+    let setup = setup("", NO_RULES);
+    setup.pd.set_mode(Mode::Reject400(vec![
+        "Length of 'routing_key' is incorrect".to_owned(),
+    ]));
+    let body = webhook(
+        "Rejected",
+        &[("Rejected", "a:1", "firing", "2026-11-28T03:00:00Z")],
+        0,
+    );
+    assert_eq!(post(&setup, &body).status, 200);
+    let delivered = setup.runtime.block_on(
+        setup
+            .chat
+            .wait_for(|c| !c.messages().is_empty(), Duration::from_secs(20)),
+    );
+    assert!(delivered, "{}", setup.daemon.log());
+    let text = setup.chat.texts()[0].clone();
+    assert!(text.contains("P1 INCIDENT"), "{text}");
+    assert!(text.contains("fallback"), "{text}");
+    assert!(
+        text.contains("Length of 'routing_key' is incorrect"),
+        "{text}"
+    );
+    // Shown: in the API and in `incidents show`, with PagerDuty's errors.
+    let id = incidents(&setup)[0]["id"].as_str().unwrap().to_owned();
+    let detail = incident(&setup, &id);
+    let events = detail["paging"]["events"].as_array().unwrap().clone();
+    let rejected = events
+        .iter()
+        .find(|e| e["channel"] == "pagerduty" && e["kind"] == "trigger")
+        .unwrap();
+    assert_eq!(rejected["state"], "rejected", "{detail:#}");
+    assert!(
+        rejected["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("Length of 'routing_key' is incorrect")
+    );
+    let shown = setup.daemon.cli(&["incidents", "show", &id]);
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(shown.contains("pagerduty trigger → rejected"), "{shown}");
+    // Never retried.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(setup.pd.attempts_for(&dedup("Rejected")), 1);
+    assert_eq!(setup.chat.messages().len(), 1);
+}
+
+#[test]
+fn pages_in_the_outbox_survive_kill_9_and_are_delivered_once() {
+    let mut setup = setup("", NO_RULES);
+    setup.pd.set_mode(Mode::Error500);
+    let groups: Vec<String> = (0..5).map(|n| format!("Crash{n}")).collect();
+    for group in &groups {
+        let body = webhook(
+            group,
+            &[(group, "a:1", "firing", "2026-11-28T03:00:00Z")],
+            0,
+        );
+        assert_eq!(post(&setup, &body).status, 200);
+    }
+    // Each page was tried and refused: they wait in the outbox.
+    assert!(
+        wait_pd(&setup, 20, |pd| groups
+            .iter()
+            .all(|g| pd.attempts_for(&dedup(g)) >= 1)),
+        "{}",
+        setup.daemon.log()
+    );
+    setup.daemon.kill9();
+    setup.pd.set_mode(Mode::Accept);
+    setup.daemon.spawn();
+    assert!(
+        wait_pd(&setup, 30, |pd| pd.accepted_triggers().len()
+            >= groups.len()),
+        "{}",
+        setup.daemon.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    for group in &groups {
+        assert_eq!(setup.pd.accepted_for(&dedup(group)).len(), 1, "{group}");
+    }
+    setup.pd.assert_no_unexpected();
+}
+
+#[test]
+fn watchdog_silence_pages_and_its_return_resolves() {
+    let setup = setup("[watchdog]\nenabled = true\ntimeout = \"2s\"\n", NO_RULES);
+    let beat = || {
+        let body = serde_json::json!({
+            "version": "4", "status": "firing", "groupKey": "{}:{alertname=\"Watchdog\"}",
+            "receiver": "nightshift",
+            "alerts": [{"status": "firing", "labels": {"alertname": "Watchdog", "severity": "none"},
+                        "startsAt": "2026-11-28T00:00:00Z"}],
+        });
+        assert_eq!(post(&setup, &body.to_string()).status, 200);
+    };
+    beat();
+    std::thread::sleep(Duration::from_millis(1000));
+    beat();
+    std::thread::sleep(Duration::from_millis(1000));
+    beat();
+    // Beating within the timeout: nothing.
+    assert!(setup.pd.accepted().is_empty());
+    let key = "nightshift/self/watchdog";
+    assert!(
+        wait_pd(&setup, 15, |pd| !pd.accepted_for(key).is_empty()),
+        "{}",
+        setup.daemon.log()
+    );
+    let page = setup.pd.accepted_for(key)[0].clone();
+    assert!(
+        page.summary()
+            .starts_with("alerting pipeline is down: no Watchdog from Alertmanager since "),
+        "{}",
+        page.summary()
+    );
+    let metrics = client()
+        .get(&format!("{}/metrics", setup.daemon.base), &[])
+        .body;
+    assert!(
+        metrics.contains("nightshift_self_page_active{reason=\"watchdog\"} 1"),
+        "{metrics}"
+    );
+    beat();
+    assert!(wait_pd(&setup, 15, |pd| pd
+        .accepted_for(key)
+        .iter()
+        .any(|e| e.is_resolve())));
+    // The heartbeat is never an incident.
+    assert!(incidents(&setup).is_empty());
+    setup.pd.assert_no_unexpected();
+}
+
+#[test]
+fn a_failing_store_still_pages_from_memory_and_recovers_by_itself() {
+    // Extra keys land in [paging].
+    let setup = setup("store_failing_after = \"1s\"\n", NO_RULES);
+    let config = std::fs::read_to_string(&setup.daemon.config).unwrap();
+    let reload = |extra: &str| {
+        std::fs::write(&setup.daemon.config, format!("{config}{extra}")).unwrap();
+        let response = client().post(
+            &format!("{}/-/reload", setup.daemon.base),
+            &[("Authorization", ADMIN)],
+            b"",
+        );
+        assert_eq!(response.status, 200, "{}", response.body);
+    };
+    // The store may not grow any more: a full disk, as far as SQLite can tell.
+    reload("[store]\nmax_size_bytes = 4096\n");
+    let big = "x".repeat(200_000);
+    let body = |n: usize| {
+        serde_json::json!({
+            "version": "4", "status": "firing", "groupKey": format!("{{}}:{{alertname=\"Full{n}\"}}"),
+            "receiver": "nightshift",
+            "alerts": [{"status": "firing", "labels": {"alertname": format!("Full{n}"), "severity": "critical"},
+                        "annotations": {"description": big}, "startsAt": "2026-11-28T03:00:00Z"}],
+        })
+        .to_string()
+    };
+    let refused = wait_for(Duration::from_secs(10), || {
+        (post(&setup, &body(0)).status == 503).then_some(())
+    });
+    assert!(refused.is_some(), "{}", setup.daemon.log());
+    for n in 1..4 {
+        assert_eq!(post(&setup, &body(n)).status, 503);
+    }
+    let key = "nightshift/self/store";
+    assert!(
+        wait_pd(&setup, 60, |pd| !pd.accepted_for(key).is_empty()),
+        "{}",
+        setup.daemon.log()
+    );
+    let page = setup.pd.accepted_for(key)[0].clone();
+    assert!(
+        page.summary().starts_with("nightshift store failing: "),
+        "{}",
+        page.summary()
+    );
+    assert!(
+        page.summary().contains("webhooks refused with 503"),
+        "{}",
+        page.summary()
+    );
+    // The fallback channel hears of it too.
+    assert!(
+        setup
+            .chat
+            .texts()
+            .iter()
+            .any(|t| t.contains("nightshift store failing")),
+        "{:?}",
+        setup.chat.texts()
+    );
+    // Space comes back: Alertmanager's retry goes through, and the page resolves.
+    reload("[store]\nmax_size_bytes = 0\n");
+    let accepted = wait_for(Duration::from_secs(10), || {
+        (post(&setup, &body(0)).status == 200).then_some(())
+    });
+    assert!(accepted.is_some(), "{}", setup.daemon.log());
+    assert!(
+        wait_pd(&setup, 20, |pd| pd
+            .accepted_for(key)
+            .iter()
+            .any(|e| e.is_resolve())),
+        "{}",
+        setup.daemon.log()
+    );
+}
