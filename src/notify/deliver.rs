@@ -149,8 +149,6 @@ struct Outgoing {
     row: OutboxRow,
     url: String,
     body: Value,
-    /// The rate-limit bucket: the routing key, or `notifier:<name>`.
-    bucket: String,
     notifier: &'static str,
     timeout: Duration,
     /// For the record: the body with the routing key masked.
@@ -165,6 +163,18 @@ pub struct Deliverer {
     pub settings: RwLock<Arc<DeliverySettings>>,
     reader: Mutex<Option<Reader>>,
     buckets: Mutex<HashMap<String, TokenBuckets>>,
+    /// Per channel: whether its destination is failing, and when to try it again.
+    health: Mutex<HashMap<String, Health>>,
+}
+
+/// A destination's health. While it fails, one event at a time (the most urgent) is sent as a
+/// probe, after a backoff that grows with each failed round; the first success opens it again,
+/// so after an outage the most urgent pages go first.
+#[derive(Debug, Clone, Copy, Default)]
+struct Health {
+    failures: u32,
+    failing_since: Option<Millis>,
+    next_at: Millis,
 }
 
 /// How long to wait before attempt `attempts + 1`: exponential from 1 s, at most a minute,
@@ -204,6 +214,7 @@ impl Deliverer {
             settings: RwLock::new(Arc::new(settings)),
             reader: Mutex::default(),
             buckets: Mutex::default(),
+            health: Mutex::default(),
         })
     }
 
@@ -255,8 +266,13 @@ impl Deliverer {
             .try_take(bucket, now)
     }
 
-    /// One round: send what is due and allowed, record the answers. Returns how many events
-    /// were sent (answered or not).
+    fn health(&self, channel: &str) -> Health {
+        let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        health.get(channel).copied().unwrap_or_default()
+    }
+
+    /// One round: send what is due and allowed, most urgent first, and record the answers.
+    /// Returns how many events were sent (answered or not).
     pub async fn tick(&self) -> usize {
         let now = self.clock.now_millis();
         let settings = self.settings();
@@ -270,72 +286,126 @@ impl Deliverer {
         self.observe_backlog(now);
         let mut outgoing = Vec::new();
         let mut exhausted: HashSet<String> = HashSet::new();
+        let mut probing: HashSet<String> = HashSet::new();
         for row in rows {
             if outgoing.len() >= settings.concurrency * 4 {
                 break;
             }
-            let prepared = match self.prepare(&settings, &row).await {
-                Ok(Some(prepared)) => prepared,
+            let health = self.health(&row.channel);
+            if health.failures > 0 {
+                // A failing destination gets one probe at a time; the rest wait, and a trigger
+                // waiting too long also goes to the fallback.
+                if now < health.next_at || !probing.insert(row.channel.clone()) {
+                    self.maybe_fall_back(&settings, &row, &health, None, now)
+                        .await;
+                    continue;
+                }
+            }
+            // Where it goes decides its rate limit; the event itself is built only once a
+            // token is taken, so a storm waiting on the limiter costs one lookup per row.
+            let routed = match self.route(&settings, &row).await {
+                Ok(Some(bucket)) => Ok(bucket),
                 Ok(None) => continue,
+                Err(error) => Err(error),
+            };
+            let prepared = match routed {
+                Ok(bucket) if exhausted.contains(&bucket) => continue,
+                Ok(bucket) => {
+                    let per_minute = if row.channel == "pagerduty" {
+                        settings.events_per_minute
+                    } else {
+                        settings
+                            .notifiers
+                            .get(&row.channel)
+                            .map_or(30, |n| n.events_per_minute)
+                    };
+                    if !self.take_token(&bucket, per_minute, now) {
+                        // Waiting on our own limiter is not a failure; the row stays due.
+                        exhausted.insert(bucket);
+                        continue;
+                    }
+                    self.prepare(&settings, &row, &bucket).await
+                }
+                Err(error) => Err(error),
+            };
+            match prepared {
+                Ok(prepared) => outgoing.push(prepared),
                 Err(error) => {
                     // Nothing can ever send it (PagerDuty not configured, a notifier
                     // removed): record it as rejected, so the fallback takes it.
-                    self.finish(
-                        &settings,
-                        &row,
-                        Delivery::Rejected(vec![error]),
-                        String::new(),
-                        "none",
-                        now,
-                    )
-                    .await;
-                    continue;
+                    let kind = notifier_kind(&settings, &row.channel);
+                    let delivery = Delivery::Rejected(vec![error]);
+                    self.finish(&settings, &row, &delivery, String::new(), kind, now)
+                        .await;
                 }
-            };
-            if exhausted.contains(&prepared.bucket) {
-                continue;
             }
-            let per_minute = if prepared.notifier == "pagerduty" {
-                settings.events_per_minute
-            } else {
-                settings
-                    .notifiers
-                    .get(&row.channel)
-                    .map_or(30, |n| n.events_per_minute)
-            };
-            if !self.take_token(&prepared.bucket, per_minute, now) {
-                // Waiting on our own limiter is not a failure; the row stays due.
-                exhausted.insert(prepared.bucket.clone());
-                continue;
-            }
-            outgoing.push(prepared);
         }
         let count = outgoing.len();
-        let mut tasks = tokio::task::JoinSet::new();
-        let limit = Arc::new(tokio::sync::Semaphore::new(settings.concurrency));
-        for event in outgoing {
-            let http = self.http.clone();
-            let limit = limit.clone();
-            tasks.spawn(async move {
-                let _permit = limit.acquire_owned().await;
-                let delivery = send(&http, &event).await;
-                (event, delivery)
+        // One priority at a time, so PagerDuty receives P1 pages before any other; within a
+        // priority, up to `concurrency` at once.
+        let mut round: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+        while !outgoing.is_empty() {
+            // A destination that only failed at a more urgent level gets nothing less urgent
+            // in this round: those events wait for it to recover, in their order.
+            outgoing.retain(|event| {
+                round
+                    .get(&event.row.channel)
+                    .is_none_or(|(answered, failed)| *answered || !*failed)
             });
+            if outgoing.is_empty() {
+                break;
+            }
+            let priority = outgoing[0].row.priority;
+            let split = outgoing
+                .iter()
+                .position(|event| event.row.priority != priority)
+                .unwrap_or(outgoing.len());
+            let level: Vec<Outgoing> = outgoing.drain(..split).collect();
+            let mut tasks = tokio::task::JoinSet::new();
+            let limit = Arc::new(tokio::sync::Semaphore::new(settings.concurrency));
+            for event in level {
+                let http = self.http.clone();
+                let limit = limit.clone();
+                tasks.spawn(async move {
+                    let _permit = limit.acquire_owned().await;
+                    let delivery = send(&http, &event).await;
+                    (event, delivery)
+                });
+            }
+            while let Some(joined) = tasks.join_next().await {
+                let Ok((event, delivery)) = joined else {
+                    continue;
+                };
+                let entry = round.entry(event.row.channel.clone()).or_default();
+                match delivery {
+                    Delivery::Retry(_) => entry.1 = true,
+                    _ => entry.0 = true,
+                }
+                let now = self.clock.now_millis();
+                self.finish(
+                    &settings,
+                    &event.row,
+                    &delivery,
+                    event.shown,
+                    event.notifier,
+                    now,
+                )
+                .await;
+            }
         }
-        while let Some(joined) = tasks.join_next().await {
-            let Ok((event, delivery)) = joined else {
-                continue;
-            };
-            let now = self.clock.now_millis();
-            self.finish(
-                &settings,
-                &event.row,
-                delivery,
-                event.shown,
-                event.notifier,
-                now,
-            )
-            .await;
+        // A destination that answered anything but "try again" is up; one that only failed
+        // backs off as a whole (one step per round, however many events failed in it).
+        let now = self.clock.now_millis();
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        for (channel, (answered, failed)) in round {
+            let entry = health.entry(channel).or_default();
+            if answered {
+                *entry = Health::default();
+            } else if failed {
+                entry.failures += 1;
+                entry.failing_since.get_or_insert(now);
+                entry.next_at = now + backoff(i64::from(entry.failures) - 1);
+            }
         }
         count
     }
@@ -345,17 +415,18 @@ impl Deliverer {
         &self,
         settings: &DeliverySettings,
         row: &OutboxRow,
-        delivery: Delivery,
+        delivery: &Delivery,
         shown: String,
         notifier: &str,
         now: Millis,
     ) {
-        let (attempt, outcome) = match &delivery {
+        let (attempt, outcome) = match delivery {
             Delivery::Accepted => (Attempt::Delivered { sent: shown }, "delivered"),
             Delivery::Retry(error) => (
                 Attempt::Retry {
                     error: error.clone(),
-                    next_at: now + backoff(row.attempts),
+                    // The channel's backoff decides when it is tried again.
+                    next_at: now,
                     failure: true,
                 },
                 "retry",
@@ -372,7 +443,7 @@ impl Deliverer {
             .notify_events_total
             .with_label_values(&[notifier, outcome])
             .inc();
-        match &delivery {
+        match delivery {
             Delivery::Accepted => {
                 tracing::info!(id = row.id, channel = %row.channel, kind = %row.kind, "event delivered")
             }
@@ -386,38 +457,58 @@ impl Deliverer {
         if let Err(error) = self.store.paging(PagingOp::Attempt(row.id, attempt)).await {
             tracing::error!(%error, "cannot record a delivery attempt; it may be sent again");
         }
-        let failing_since = row.first_failure_at.unwrap_or(now);
-        let fall_back = row.channel == "pagerduty"
-            && row.kind == "trigger"
-            && row.fallback_at.is_none()
-            && match &delivery {
-                Delivery::Accepted => false,
-                Delivery::Rejected(_) => true,
-                Delivery::Retry(_) => now - failing_since >= settings.fallback_after,
-            };
-        if fall_back {
-            let reason = match &delivery {
-                Delivery::Rejected(errors) => {
-                    format!("PagerDuty rejected the page: {}", errors.join("; "))
-                }
-                _ => format!(
-                    "PagerDuty has not taken the page for {}s: {}",
-                    (now - failing_since) / 1000,
-                    row.last_error.as_deref().unwrap_or("no answer")
-                ),
-            };
-            let op = PagingOp::FallBack {
-                id: row.id,
-                channels: settings.fallback.clone(),
-                reason: reason.clone(),
-            };
-            match self.store.paging(op).await {
-                Ok(done) => {
-                    self.metrics.notify_fallbacks_total.inc();
-                    tracing::error!(id = row.id, queued = done.count, %reason, "page handed to the fallback notifiers");
-                }
-                Err(error) => tracing::error!(%error, "cannot hand a page to the fallback"),
+        if !matches!(delivery, Delivery::Accepted) {
+            let mut health = self.health(&row.channel);
+            health.failing_since.get_or_insert(now);
+            self.maybe_fall_back(settings, row, &health, Some(delivery), now)
+                .await;
+        }
+    }
+
+    /// Hand a PagerDuty trigger to the fallback notifiers once PagerDuty rejected it, or has
+    /// been failing for `fallback_after` since the page was queued (time spent waiting on
+    /// nightshift's own rate limiter is not failing).
+    async fn maybe_fall_back(
+        &self,
+        settings: &DeliverySettings,
+        row: &OutboxRow,
+        health: &Health,
+        delivery: Option<&Delivery>,
+        now: Millis,
+    ) {
+        if row.channel != "pagerduty" || row.kind != "trigger" || row.fallback_at.is_some() {
+            return;
+        }
+        let failing_since = match (row.first_failure_at, health.failing_since) {
+            (Some(row_failed), _) => row_failed,
+            (None, Some(since)) => since.max(row.created_at),
+            (None, None) => now,
+        };
+        let reason = match delivery {
+            Some(Delivery::Rejected(errors)) => {
+                format!("PagerDuty rejected the page: {}", errors.join("; "))
             }
+            _ if now - failing_since >= settings.fallback_after => format!(
+                "PagerDuty has not taken the page for {}s: {}",
+                (now - failing_since) / 1000,
+                match delivery {
+                    Some(Delivery::Retry(error)) => error.as_str(),
+                    _ => row.last_error.as_deref().unwrap_or("PagerDuty is failing"),
+                }
+            ),
+            _ => return,
+        };
+        let op = PagingOp::FallBack {
+            id: row.id,
+            channels: settings.fallback.clone(),
+            reason: reason.clone(),
+        };
+        match self.store.paging(op).await {
+            Ok(done) => {
+                self.metrics.notify_fallbacks_total.inc();
+                tracing::error!(id = row.id, queued = done.count, %reason, "page handed to the fallback notifiers");
+            }
+            Err(error) => tracing::error!(%error, "cannot hand a page to the fallback"),
         }
     }
 
@@ -430,15 +521,9 @@ impl Deliverer {
             .into_iter()
             .collect();
         for (channel, count) in counts {
-            let kind = if channel == "pagerduty" {
-                "pagerduty"
-            } else {
-                settings
-                    .notifiers
-                    .get(&channel)
-                    .map_or("webhook", |n| n.kind.as_str())
-            };
-            *per_kind.entry(kind).or_default() += count;
+            *per_kind
+                .entry(notifier_kind(&settings, &channel))
+                .or_default() += count;
         }
         for (kind, count) in per_kind {
             self.metrics
@@ -453,13 +538,78 @@ impl Deliverer {
 
     /// Build the event for a row. `Ok(None)`: nothing to send (change events off); `Err`: it
     /// can never be sent.
+    /// The rate-limit bucket of a row: its page's routing key (fixed now if this is the
+    /// page's first event), or `notifier:<name>`. `Ok(None)`: nothing to send (change events
+    /// off); `Err`: it can never be sent.
+    async fn route(
+        &self,
+        settings: &DeliverySettings,
+        row: &OutboxRow,
+    ) -> Result<Option<String>, String> {
+        if row.channel != "pagerduty" {
+            if !settings.notifiers.contains_key(&row.channel) {
+                return Err(format!(
+                    "notifier {:?} is no longer configured",
+                    row.channel
+                ));
+            }
+            return Ok(Some(format!("notifier:{}", row.channel)));
+        }
+        if settings.routing_keys.is_empty() {
+            return Err("PagerDuty is not configured (no pagerduty.routing_keys)".to_owned());
+        }
+        if row.kind == "change" {
+            if !settings.change_events {
+                // Not wanted: settle it so it does not wait forever.
+                let sent = "change events are off".to_owned();
+                let _ = self
+                    .store
+                    .paging(PagingOp::Attempt(row.id, Attempt::Delivered { sent }))
+                    .await;
+                return Ok(None);
+            }
+            let episode = row.episode_id.clone().unwrap_or_default();
+            let (rule, severity) = self
+                .read(|r| r.episode_facts(&episode))
+                .map_err(|e| e.to_string())?;
+            return settings
+                .routing_key_for(&rule, &severity)
+                .map(Some)
+                .ok_or_else(|| "no routing key".to_owned());
+        }
+        let dedup_key = row.dedup_key.clone().unwrap_or_default();
+        let (_, rule, severity, stored_key, _) = self
+            .read(|r| r.page(&dedup_key))
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("page {dedup_key} is gone"))?;
+        if let Some(key) = stored_key {
+            return Ok(Some(key));
+        }
+        let chosen = settings
+            .routing_key_for(&rule, &severity)
+            .ok_or("no routing key for this page")?;
+        let fixed = self
+            .store
+            .paging(PagingOp::FixRoutingKey {
+                dedup_key,
+                routing_key: chosen.clone(),
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .routing_key
+            .unwrap_or(chosen);
+        Ok(Some(fixed))
+    }
+
+    /// Build the event for a row, for `bucket` from [`Deliverer::route`].
     async fn prepare(
         &self,
         settings: &DeliverySettings,
         row: &OutboxRow,
-    ) -> Result<Option<Outgoing>, String> {
+        bucket: &str,
+    ) -> Result<Outgoing, String> {
         if row.channel == "pagerduty" {
-            return self.prepare_pagerduty(settings, row).await;
+            return self.prepare_pagerduty(settings, row, bucket);
         }
         let Some(notifier) = settings.notifiers.get(&row.channel) else {
             return Err(format!(
@@ -492,113 +642,76 @@ impl Deliverer {
             NotifierKind::Slack => render::slack_body(&text),
             NotifierKind::Webhook => render::webhook_body(&view, &text, &row.kind),
         };
-        Ok(Some(Outgoing {
+        Ok(Outgoing {
             row: row.clone(),
             url: notifier.url.clone(),
             shown: body.to_string(),
             body,
-            bucket: format!("notifier:{}", row.channel),
             notifier: notifier.kind.as_str(),
             timeout: notifier.timeout,
-        }))
+        })
     }
 
-    async fn prepare_pagerduty(
+    fn prepare_pagerduty(
         &self,
         settings: &DeliverySettings,
         row: &OutboxRow,
-    ) -> Result<Option<Outgoing>, String> {
-        if settings.routing_keys.is_empty() {
-            return Err("PagerDuty is not configured (no pagerduty.routing_keys)".to_owned());
-        }
-        let (path, body, routing_key) = match row.kind.as_str() {
-            "change" => {
-                if !settings.change_events {
-                    // Not wanted: settle it so it does not wait forever.
-                    let sent = "change events are off".to_owned();
-                    let _ = self
-                        .store
-                        .paging(PagingOp::Attempt(row.id, Attempt::Delivered { sent }))
-                        .await;
-                    return Ok(None);
-                }
-                let action_id = row.action_id.unwrap_or_default();
-                let found = self
-                    .read(|r| {
-                        let Some((episode, action)) = r.action(action_id)? else {
-                            return Ok(None);
-                        };
-                        let facts = r.episode_facts(&episode)?;
-                        Ok(Some((episode, action, facts)))
-                    })
-                    .map_err(|e| e.to_string())?;
-                let Some((episode, action, (rule, severity))) = found else {
-                    return Err(format!("action {action_id} is gone"));
-                };
-                let key = settings
-                    .routing_key_for(&rule, &severity)
-                    .ok_or("no routing key")?;
-                let line = action_line(&action);
-                let (summary, details) = render::change_summary(&line, &episode);
-                let at = line.at.clone().unwrap_or_else(|| {
-                    crate::reconcile::canonical_time(millis_to_datetime(row.created_at))
-                });
-                let mut body = pagerduty::change_event(&key, &summary, &at, details);
-                if let Some(base) = &settings.external_url {
-                    body["links"] = json!([{
-                        "href": format!("{}/api/v1/incidents/{episode}", base.trim_end_matches('/')),
-                        "text": format!("nightshift incident {episode}"),
-                    }]);
-                }
-                ("/v2/change/enqueue", body, key)
+        key: &str,
+    ) -> Result<Outgoing, String> {
+        let (path, body) = if row.kind == "change" {
+            let action_id = row.action_id.unwrap_or_default();
+            let (episode, action) = self
+                .read(|r| r.action(action_id))
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("action {action_id} is gone"))?;
+            let line = action_line(&action);
+            let (summary, details) = render::change_summary(&line, &episode);
+            let at = line.at.clone().unwrap_or_else(|| {
+                crate::reconcile::canonical_time(millis_to_datetime(row.created_at))
+            });
+            let mut body = pagerduty::change_event(key, &summary, &at, details);
+            if let Some(base) = &settings.external_url {
+                body["links"] = json!([{
+                    "href": format!("{}/api/v1/incidents/{episode}", base.trim_end_matches('/')),
+                    "text": format!("nightshift incident {episode}"),
+                }]);
             }
-            kind => {
-                let dedup_key = row.dedup_key.clone().unwrap_or_default();
-                let page = self
-                    .read(|r| r.page(&dedup_key))
+            ("/v2/change/enqueue", body)
+        } else {
+            let dedup_key = row.dedup_key.clone().unwrap_or_default();
+            let body = if row.kind == "resolve" {
+                pagerduty::resolve_event(key, &dedup_key)
+            } else {
+                let view = self
+                    .read(|r| page_view(r, settings, &dedup_key))
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("page {dedup_key} is gone"))?;
-                let (_, rule, severity, stored_key, _) = page;
-                let key = match stored_key {
-                    Some(key) => key,
-                    None => {
-                        let chosen = settings
-                            .routing_key_for(&rule, &severity)
-                            .ok_or("no routing key for this page")?;
-                        self.store
-                            .paging(PagingOp::FixRoutingKey {
-                                dedup_key: dedup_key.clone(),
-                                routing_key: chosen.clone(),
-                            })
-                            .await
-                            .map_err(|e| e.to_string())?
-                            .routing_key
-                            .unwrap_or(chosen)
-                    }
-                };
-                let body = if kind == "resolve" {
-                    pagerduty::resolve_event(&key, &dedup_key)
-                } else {
-                    let view = self
-                        .read(|r| page_view(r, settings, &dedup_key))
-                        .map_err(|e| e.to_string())?
-                        .ok_or_else(|| format!("page {dedup_key} is gone"))?;
-                    pagerduty::trigger_event(&key, &dedup_key, &render::trigger(&view))
-                };
-                ("/v2/enqueue", body, key)
-            }
+                pagerduty::trigger_event(key, &dedup_key, &render::trigger(&view))
+            };
+            ("/v2/enqueue", body)
         };
         let mut shown = body.clone();
-        shown["routing_key"] = Value::String(mask_key(&routing_key));
-        Ok(Some(Outgoing {
+        shown["routing_key"] = Value::String(mask_key(key));
+        Ok(Outgoing {
             row: row.clone(),
             url: format!("{}{path}", settings.pagerduty_url),
             body,
-            bucket: routing_key,
             notifier: "pagerduty",
             timeout: settings.timeout,
             shown: shown.to_string(),
-        }))
+        })
+    }
+}
+
+/// The notifier label of a channel: `pagerduty`, `slack` or `webhook`.
+fn notifier_kind(settings: &DeliverySettings, channel: &str) -> &'static str {
+    if channel == "pagerduty" {
+        "pagerduty"
+    } else {
+        settings
+            .notifiers
+            .get(channel)
+            .map_or("webhook", |n| n.kind.as_str())
     }
 }
 
