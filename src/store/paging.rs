@@ -110,12 +110,21 @@ pub(super) fn on_decision(
                 )?;
             }
             match state.as_str() {
-                "waiting" | "not_paged" if request.policy == "immediate" => {
+                // `resolved` here means a gone episode seen firing again (reopened).
+                "waiting" | "not_paged" | "resolved" if request.policy == "immediate" => {
                     let reason = format!(
                         "re-evaluated as {}, which pages immediately",
                         request.severity
                     );
                     page_incident(transaction, episode_id, &reason, now)?;
+                }
+                "resolved" if request.policy == "after_verify" => {
+                    transaction.execute(
+                        "UPDATE incident_pages SET state = 'waiting', acted = 0, created_at = ?2,
+                             closed_at = NULL
+                         WHERE episode_id = ?1",
+                        params![episode_id, now],
+                    )?;
                 }
                 "not_paged" if request.policy == "after_verify" && more_severe => {
                     transaction.execute(
@@ -163,7 +172,7 @@ pub(super) fn page_incident(
         return Ok(());
     };
     transaction.execute(
-        "UPDATE incident_pages SET state = 'paged', reason = ?2, paged_at = ?3
+        "UPDATE incident_pages SET state = 'paged', reason = ?2, paged_at = ?3, closed_at = NULL
          WHERE episode_id = ?1",
         params![episode_id, reason, now],
     )?;
@@ -410,7 +419,7 @@ pub(super) fn on_close(
     let channels: Vec<String> = {
         let mut statement = transaction.prepare_cached(
             "SELECT DISTINCT channel FROM outbox WHERE dedup_key = ?1 AND kind = 'trigger'
-             AND state != 'cancelled' ORDER BY channel",
+             AND state IN ('pending', 'delivered') ORDER BY channel",
         )?;
         let rows = statement.query_map(params![dedup_key], |row| row.get(0))?;
         rows.collect::<Result<_, _>>()?
@@ -462,6 +471,28 @@ pub(super) fn on_action_finished(
                  'an automatic action finished', ?3, ?3)",
         )?
         .execute(params![episode_id, action_id, now])?;
+    Ok(())
+}
+
+/// An action's outcome is unknown: its incident goes to a human whatever its paging policy
+/// (a page already open is sent again with the news).
+pub(super) fn on_action_uncertain(
+    transaction: &Transaction<'_>,
+    action_id: i64,
+    now: Millis,
+) -> Result<(), rusqlite::Error> {
+    let found: Option<(String, String, String)> = transaction
+        .query_row(
+            "SELECT a.episode_id, a.action, a.target FROM actions a
+             JOIN incident_pages p ON p.episode_id = a.episode_id WHERE a.id = ?1",
+            params![action_id],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .optional()?;
+    if let Some((episode_id, action, target)) = found {
+        let reason = format!("{action} on {target}: outcome unknown; escalated, not retried");
+        page_incident(transaction, &episode_id, &reason, now)?;
+    }
     Ok(())
 }
 
@@ -809,3 +840,7 @@ impl Reader {
         Ok(found.map(|a| (episode, a)))
     }
 }
+
+#[cfg(test)]
+#[path = "paging_tests.rs"]
+mod tests;

@@ -722,6 +722,9 @@ impl Writer {
             if matches!(state, "done" | "failed" | "uncertain") {
                 super::paging::on_action_finished(&transaction, id, now)?;
             }
+            if state == "uncertain" {
+                super::paging::on_action_uncertain(&transaction, id, now)?;
+            }
             transaction.commit()?;
             changed
         };

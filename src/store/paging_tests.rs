@@ -1,0 +1,680 @@
+//! Tests of the store's paging steps with a hand-moved clock: decisions in, incident pages,
+//! pages and outbox rows out. No network: delivery is simulated by recording attempts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::TimeZone;
+
+use super::{Attempt, OutboxRow, PageRequest};
+use crate::clock::{Clock, ManualClock, Millis};
+use crate::config::{ReconcileConfig, StoreConfig};
+use crate::governor::{Limits, Mode};
+use crate::paging::DedupMode;
+use crate::store::{
+    ActionPlan, DecisionRecord, IngestRecord, PagingDone, PagingOp, Reader, Store, StoreSettings,
+    WriterThread,
+};
+use crate::telemetry::Metrics;
+
+const T0: &str = "2026-11-28T02:59:00Z";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    writer: Option<WriterThread>,
+    clock: Arc<ManualClock>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(
+            chrono::Utc.with_ymd_and_hms(2026, 11, 28, 3, 0, 0).unwrap(),
+        ));
+        let settings = StoreSettings {
+            store: StoreConfig {
+                dir: dir.path().join("var"),
+                max_unreconciled: 1000,
+                ..StoreConfig::default()
+            },
+            reconcile: ReconcileConfig {
+                gone_grace: Duration::from_secs(600),
+                ..ReconcileConfig::default()
+            },
+            heartbeat_alertname: Some("Watchdog".to_owned()),
+        };
+        let (store, writer) =
+            Store::open(settings, 64, clock.clone(), Arc::new(Metrics::new())).unwrap();
+        Fixture {
+            _dir: dir,
+            store,
+            writer: Some(writer),
+            clock,
+        }
+    }
+
+    fn now(&self) -> Millis {
+        self.clock.now_millis()
+    }
+
+    fn reader(&self) -> Reader {
+        self.store.reader().unwrap()
+    }
+
+    /// Submit a snapshot of `(instance, status)` alerts of `group` and wait until it is
+    /// durable and reconciled.
+    async fn send(&self, group: &str, alerts: &[(&str, &str)]) {
+        let alerts: Vec<serde_json::Value> = alerts
+            .iter()
+            .map(|(instance, status)| {
+                serde_json::json!({
+                    "status": status,
+                    "labels": {"alertname": group, "instance": instance},
+                    "annotations": {},
+                    "startsAt": T0,
+                    "endsAt": "0001-01-01T00:00:00Z",
+                })
+            })
+            .collect();
+        let count = alerts.len();
+        let body = serde_json::json!({
+            "version": "4", "status": "firing", "groupKey": group, "truncatedAlerts": 0,
+            "alerts": alerts,
+        })
+        .to_string();
+        let record = IngestRecord {
+            received_at: self.now(),
+            remote: "test".to_owned(),
+            group_key: group.to_owned(),
+            alert_count: count,
+            body: Bytes::from(body),
+        };
+        self.store
+            .try_submit(record)
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+        for _ in 0..1000 {
+            if self.store.unreconciled() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("not reconciled");
+    }
+
+    /// The episode id of `instance` in `group` (the latest one).
+    fn episode(&self, group: &str, instance: &str) -> String {
+        self.reader()
+            .incidents(None, 1000)
+            .unwrap()
+            .into_iter()
+            .find(|i| {
+                i.labels["alertname"].as_str() == Some(group)
+                    && i.labels["instance"].as_str() == Some(instance)
+            })
+            .unwrap_or_else(|| panic!("no incident {group}/{instance}"))
+            .id
+    }
+
+    /// Record a decision for the episode of `instance` in `group`, with its page request.
+    async fn decide(&self, group: &str, instance: &str, severity: &str, policy: &str) -> String {
+        let id = self.episode(group, instance);
+        let request = PageRequest {
+            dedup_key: crate::paging::dedup_key(DedupMode::Group, group, &id),
+            group_key: group.to_owned(),
+            rule: "rule-a".to_owned(),
+            severity: severity.to_owned(),
+            policy: policy.to_owned(),
+            channels: Vec::new(),
+        };
+        self.store
+            .record_decision(DecisionRecord {
+                episode_id: id.clone(),
+                transition_seq: None,
+                kind: "initial".to_owned(),
+                rule: "rule-a".to_owned(),
+                severity: severity.to_owned(),
+                branch: "b".to_owned(),
+                trace: serde_json::json!({"summary": format!("{group} {instance} is down")})
+                    .to_string(),
+                at: self.now(),
+                next_evaluation_at: None,
+                page: Some(request),
+            })
+            .await
+            .unwrap();
+        id
+    }
+
+    async fn paging(&self, op: PagingOp) -> PagingDone {
+        self.store.paging(op).await.unwrap()
+    }
+
+    fn due(&self) -> Vec<OutboxRow> {
+        self.reader().due_outbox(self.now(), 1000).unwrap()
+    }
+
+    /// `(channel, kind, state)` of every outbox row of the incident's page, oldest first.
+    fn events(&self, episode_id: &str) -> Vec<(String, String, String)> {
+        let paging = self.reader().incident_paging(episode_id).unwrap();
+        paging["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["channel"].as_str().unwrap().to_owned(),
+                    e["kind"].as_str().unwrap().to_owned(),
+                    e["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn paging_state(&self, episode_id: &str) -> (String, String) {
+        let paging = self.reader().incident_paging(episode_id).unwrap();
+        (
+            paging["state"].as_str().unwrap().to_owned(),
+            paging["reason"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Plan an action on the episode and carry it out to `final_state` (`None`: leave it
+    /// planned). Returns the action id.
+    async fn act(
+        &self,
+        episode_id: &str,
+        target: &str,
+        mode: Mode,
+        final_state: Option<&str>,
+    ) -> (i64, String) {
+        let planned = self
+            .store
+            .plan_action(ActionPlan {
+                key: format!("{episode_id}|restart-rule|restart|{target}"),
+                episode_id: episode_id.to_owned(),
+                fingerprint: "f".to_owned(),
+                rule: "restart-rule".to_owned(),
+                action: "restart".to_owned(),
+                kind: "kubernetes.rollout_restart".to_owned(),
+                target: target.to_owned(),
+                shadow: false,
+                cooldown: 30 * 60_000,
+                arguments: "{}".to_owned(),
+                mode,
+                limits: Limits { hourly_budget: 10 },
+                hold_items: Vec::new(),
+                defer_on_skip: false,
+                defer_in_flight: false,
+                verify_window: VERIFY_WINDOW,
+            })
+            .await
+            .unwrap();
+        if let Some(state) = final_state {
+            if planned.verdict == "run" {
+                assert!(
+                    self.store
+                        .update_action(planned.id, "started", None)
+                        .await
+                        .unwrap()
+                );
+            }
+            assert!(
+                self.store
+                    .update_action(planned.id, state, Some("{}".to_owned()))
+                    .await
+                    .unwrap()
+            );
+        }
+        (planned.id, planned.verdict)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.store.shutdown();
+        if let Some(writer) = self.writer.take() {
+            writer.join_within(Duration::from_secs(5));
+        }
+    }
+}
+
+const VERIFY_WINDOW: Millis = 600_000;
+
+fn group_key(group: &str) -> String {
+    crate::paging::dedup_key(DedupMode::Group, group, "")
+}
+
+fn triggers(rows: &[OutboxRow]) -> Vec<&OutboxRow> {
+    rows.iter()
+        .filter(|r| r.channel == "pagerduty" && r.kind == "trigger")
+        .collect()
+}
+
+#[tokio::test]
+async fn immediate_pages_coalesce_per_group_and_order_by_severity() {
+    let f = Fixture::new();
+    f.send("g1", &[("a", "firing"), ("b", "firing")]).await;
+    f.send("g2", &[("c", "firing")]).await;
+    f.send("g3", &[("d", "firing"), ("e", "firing")]).await;
+
+    let a = f.decide("g1", "a", "P1", "immediate").await;
+    let due = f.due();
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(
+        (
+            due[0].channel.as_str(),
+            due[0].kind.as_str(),
+            due[0].priority
+        ),
+        ("pagerduty", "trigger", 1)
+    );
+    assert_eq!(due[0].dedup_key.as_deref(), Some(group_key("g1").as_str()));
+    assert_eq!(due[0].episode_id.as_deref(), Some(a.as_str()));
+    assert_eq!(f.paging_state(&a).0, "paged");
+
+    // A second incident of the group joins the waiting trigger; the page keeps its P1.
+    let b = f.decide("g1", "b", "P2", "immediate").await;
+    let due = f.due();
+    assert_eq!(due.len(), 1, "coalesced: {due:?}");
+    assert_eq!(due[0].priority, 1);
+    assert_eq!(f.paging_state(&b).0, "paged");
+    let page = f.reader().page(&group_key("g1")).unwrap().unwrap();
+    assert_eq!((page.1.as_str(), page.2.as_str()), ("rule-a", "P1"));
+    assert_eq!(page.3, None, "no routing key before the first send");
+    assert_eq!(page.4, "triggered");
+    let (paged, more) = f.reader().paged_incidents(&group_key("g1"), 10).unwrap();
+    assert_eq!(more, 0);
+    assert_eq!(
+        paged.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
+        vec![a.clone(), b.clone()],
+        "most severe first"
+    );
+
+    // A P3 group pages at priority 3.
+    f.decide("g2", "c", "P3", "immediate").await;
+    // A P2 page raised by a P1 incident takes the higher priority and severity.
+    f.decide("g3", "d", "P2", "immediate").await;
+    let g3 = group_key("g3");
+    let due = f.due();
+    let row = due
+        .iter()
+        .find(|r| r.dedup_key.as_deref() == Some(g3.as_str()))
+        .unwrap();
+    assert_eq!(row.priority, 2);
+    f.decide("g3", "e", "P1", "immediate").await;
+    assert_eq!(f.reader().page(&g3).unwrap().unwrap().2, "P1");
+
+    let due = f.due();
+    assert_eq!(triggers(&due).len(), 3, "{due:?}");
+    assert_eq!(due.len(), 3);
+    let order: Vec<(String, i64)> = due
+        .iter()
+        .map(|r| (r.dedup_key.clone().unwrap(), r.priority))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            (group_key("g1"), 1),
+            (group_key("g3"), 1),
+            (group_key("g2"), 3)
+        ],
+        "P1 first, then by age"
+    );
+    // One outbox row per page, whatever number of incidents.
+    assert_eq!(f.events(&a).len(), 1);
+    assert_eq!(f.events(&b), f.events(&a));
+}
+
+#[tokio::test]
+async fn never_records_but_does_not_page() {
+    let f = Fixture::new();
+    f.send("g", &[("a", "firing")]).await;
+    let a = f.decide("g", "a", "P4", "never").await;
+    assert!(f.due().is_empty());
+    let (state, reason) = f.paging_state(&a);
+    assert_eq!(state, "not_paged");
+    assert!(reason.contains("never paged"), "{reason}");
+    assert!(f.events(&a).is_empty());
+    assert_eq!(f.reader().page(&group_key("g")).unwrap(), None);
+    // Nothing to resolve either.
+    f.send("g", &[("a", "resolved")]).await;
+    assert_eq!(f.paging(PagingOp::Close(vec![a.clone()])).await.count, 0);
+    assert!(f.due().is_empty());
+    assert_eq!(f.paging_state(&a).0, "not_paged");
+}
+
+#[tokio::test]
+async fn after_verify_waits_for_the_mitigation() {
+    let f = Fixture::new();
+    f.send(
+        "g",
+        &[
+            ("none", "firing"),
+            ("fixed", "firing"),
+            ("helped", "firing"),
+        ],
+    )
+    .await;
+    let none = f.decide("g", "none", "P2", "after_verify").await;
+    let failing = f.decide("g", "fixed", "P2", "after_verify").await;
+    let helped = f.decide("g", "helped", "P2", "after_verify").await;
+    for id in [&none, &failing, &helped] {
+        let (state, reason) = f.paging_state(id);
+        assert_eq!(state, "waiting");
+        assert!(
+            reason.contains("only if its mitigation does not help"),
+            "{reason}"
+        );
+    }
+    assert!(f.due().is_empty(), "nothing pages while waiting");
+
+    // Nothing to do for the first: it pages as soon as the act stage is done.
+    assert_eq!(f.paging(PagingOp::Acted(none.clone())).await.count, 1);
+    let (state, reason) = f.paging_state(&none);
+    assert_eq!(state, "paged");
+    assert!(reason.contains("no automatic action"), "{reason}");
+    assert_eq!(triggers(&f.due()).len(), 1);
+
+    // The others ran an action that is done but not yet judged: they wait.
+    let (action, verdict) = f
+        .act(
+            &failing,
+            "deployment/vastai/one",
+            Mode::Enforce,
+            Some("done"),
+        )
+        .await;
+    assert_eq!(verdict, "run");
+    let (_, verdict) = f
+        .act(
+            &helped,
+            "deployment/vastai/two",
+            Mode::Enforce,
+            Some("done"),
+        )
+        .await;
+    assert_eq!(verdict, "run");
+    assert_eq!(f.paging(PagingOp::Acted(failing.clone())).await.count, 0);
+    assert_eq!(f.paging(PagingOp::Acted(helped.clone())).await.count, 0);
+    assert_eq!(
+        f.paging(PagingOp::Evaluate { settle: 60_000 }).await.count,
+        0
+    );
+    assert_eq!(f.paging_state(&failing).0, "waiting");
+    assert_eq!(f.paging_state(&helped).0, "waiting");
+
+    // Before the verify window ends nothing is judged.
+    f.clock
+        .advance(Duration::from_millis(VERIFY_WINDOW as u64 - 1000));
+    assert!(f.store.verify_actions(f.now()).await.unwrap().is_empty());
+
+    // The third stops firing; the window passes while the second still fires.
+    f.send(
+        "g",
+        &[
+            ("none", "firing"),
+            ("fixed", "firing"),
+            ("helped", "resolved"),
+        ],
+    )
+    .await;
+    f.clock.advance(Duration::from_secs(2));
+    let verified = f.store.verify_actions(f.now()).await.unwrap();
+    assert_eq!(verified.len(), 2, "{verified:?}");
+    assert!(verified.contains(&(action, failing.clone(), "restart".to_owned(), false)));
+    let done = f.paging(PagingOp::Evaluate { settle: 60_000 }).await;
+    assert_eq!(done.count, 1, "only the one whose mitigation did not help");
+    let (state, reason) = f.paging_state(&failing);
+    assert_eq!(state, "paged");
+    assert!(reason.contains("did not help"), "{reason}");
+    let (state, reason) = f.paging_state(&helped);
+    assert_eq!(state, "not_paged");
+    assert!(reason.contains("stopped firing"), "{reason}");
+    // Both paged incidents are in the group's one waiting trigger.
+    let due = f.due();
+    assert_eq!(triggers(&due).len(), 1, "{due:?}");
+    // Besides it, only the two actions' change events.
+    assert_eq!(due.len(), 3, "{due:?}");
+    assert_eq!(due.iter().filter(|r| r.kind == "change").count(), 2);
+    let (paged, _) = f.reader().paged_incidents(&group_key("g"), 10).unwrap();
+    assert_eq!(paged.len(), 2);
+    // Judged once: evaluating again changes nothing.
+    assert_eq!(
+        f.paging(PagingOp::Evaluate { settle: 60_000 }).await.count,
+        0
+    );
+}
+
+#[tokio::test]
+async fn after_verify_pages_when_the_act_stage_never_reports() {
+    let f = Fixture::new();
+    f.send("g", &[("a", "firing")]).await;
+    let a = f.decide("g", "a", "P2", "after_verify").await;
+    assert_eq!(
+        f.paging(PagingOp::Evaluate { settle: 60_000 }).await.count,
+        0
+    );
+    f.clock.advance(Duration::from_secs(61));
+    assert_eq!(
+        f.paging(PagingOp::Evaluate { settle: 60_000 }).await.count,
+        1
+    );
+    let (state, reason) = f.paging_state(&a);
+    assert_eq!(state, "paged");
+    assert!(reason.contains("did not settle"), "{reason}");
+}
+
+#[tokio::test]
+async fn the_last_paged_incident_of_a_group_resolves_its_page_after_the_trigger() {
+    let f = Fixture::new();
+    f.send("g", &[("a", "firing"), ("b", "firing")]).await;
+    let a = f.decide("g", "a", "P1", "immediate").await;
+    let b = f.decide("g", "b", "P1", "immediate").await;
+    let key = group_key("g");
+
+    // One of two closes: the page stays open.
+    f.send("g", &[("a", "resolved"), ("b", "firing")]).await;
+    assert_eq!(f.paging(PagingOp::Close(vec![a.clone()])).await.count, 0);
+    assert_eq!(f.paging_state(&a).0, "resolved");
+    assert_eq!(
+        f.events(&a),
+        vec![(
+            "pagerduty".to_owned(),
+            "trigger".to_owned(),
+            "pending".to_owned()
+        )]
+    );
+    assert_eq!(f.reader().page(&key).unwrap().unwrap().4, "triggered");
+
+    // The last one closes: exactly one resolve, once.
+    f.send("g", &[("a", "resolved"), ("b", "resolved")]).await;
+    assert_eq!(f.paging(PagingOp::Close(vec![b.clone()])).await.count, 1);
+    assert_eq!(f.paging(PagingOp::Close(vec![b.clone()])).await.count, 0);
+    assert_eq!(f.reader().page(&key).unwrap().unwrap().4, "resolved");
+    let kinds: Vec<String> = f.events(&b).into_iter().map(|e| e.1).collect();
+    assert_eq!(kinds, vec!["trigger", "resolve"]);
+
+    // The resolve waits for its trigger.
+    let due = f.due();
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(due[0].kind, "trigger");
+    f.paging(PagingOp::Attempt(
+        due[0].id,
+        Attempt::Delivered {
+            sent: "{}".to_owned(),
+        },
+    ))
+    .await;
+    let due = f.due();
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(
+        (due[0].kind.as_str(), due[0].priority),
+        ("resolve", 5),
+        "{due:?}"
+    );
+    assert_eq!(due[0].dedup_key.as_deref(), Some(key.as_str()));
+}
+
+#[tokio::test]
+async fn a_resolve_also_waits_for_a_trigger_in_backoff() {
+    let f = Fixture::new();
+    f.send("g", &[("a", "firing")]).await;
+    let a = f.decide("g", "a", "P2", "immediate").await;
+    let trigger = f.due().remove(0);
+    let next_at = f.now() + 30_000;
+    f.paging(PagingOp::Attempt(
+        trigger.id,
+        Attempt::Retry {
+            error: "PagerDuty error 500".to_owned(),
+            next_at,
+            failure: true,
+        },
+    ))
+    .await;
+    f.send("g", &[("a", "resolved")]).await;
+    assert_eq!(f.paging(PagingOp::Close(vec![a.clone()])).await.count, 1);
+    // Neither is due: the trigger backs off, the resolve waits behind it.
+    assert!(f.due().is_empty(), "{:?}", f.due());
+    f.clock.advance(Duration::from_secs(30));
+    let due = f.due();
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!((due[0].kind.as_str(), due[0].attempts), ("trigger", 1));
+    assert_eq!(due[0].last_error.as_deref(), Some("PagerDuty error 500"));
+}
+
+#[tokio::test]
+async fn the_first_routing_key_fixed_for_a_page_stays() {
+    let f = Fixture::new();
+    f.send("g", &[("a", "firing")]).await;
+    f.decide("g", "a", "P1", "immediate").await;
+    let key = group_key("g");
+    let first = f
+        .paging(PagingOp::FixRoutingKey {
+            dedup_key: key.clone(),
+            routing_key: "key-one".to_owned(),
+        })
+        .await;
+    assert_eq!(first.routing_key.as_deref(), Some("key-one"));
+    let second = f
+        .paging(PagingOp::FixRoutingKey {
+            dedup_key: key.clone(),
+            routing_key: "key-two".to_owned(),
+        })
+        .await;
+    assert_eq!(second.routing_key.as_deref(), Some("key-one"));
+    assert_eq!(
+        f.reader().page(&key).unwrap().unwrap().3.as_deref(),
+        Some("key-one")
+    );
+}
+
+#[tokio::test]
+async fn a_fallback_is_queued_once_on_each_channel() {
+    let f = Fixture::new();
+    f.send("g", &[("a", "firing")]).await;
+    let a = f.decide("g", "a", "P2", "immediate").await;
+    let trigger = f.due().remove(0);
+    let channels = vec!["ops".to_owned(), "oncall".to_owned()];
+    let done = f
+        .paging(PagingOp::FallBack {
+            id: trigger.id,
+            channels: channels.clone(),
+            reason: "PagerDuty rejected the page".to_owned(),
+        })
+        .await;
+    assert_eq!(done.count, 2);
+    let again = f
+        .paging(PagingOp::FallBack {
+            id: trigger.id,
+            channels,
+            reason: "PagerDuty rejected the page".to_owned(),
+        })
+        .await;
+    assert_eq!(again.count, 0);
+    let due = f.due();
+    assert_eq!(due.len(), 3, "{due:?}");
+    let mut fallbacks: Vec<(String, String, i64, String)> = due
+        .iter()
+        .filter(|r| r.channel != "pagerduty")
+        .map(|r| {
+            (
+                r.channel.clone(),
+                r.kind.clone(),
+                r.priority,
+                r.reason.clone(),
+            )
+        })
+        .collect();
+    fallbacks.sort();
+    let reason = "fallback: PagerDuty rejected the page".to_owned();
+    assert_eq!(
+        fallbacks,
+        vec![
+            ("oncall".to_owned(), "trigger".to_owned(), 2, reason.clone()),
+            ("ops".to_owned(), "trigger".to_owned(), 2, reason),
+        ]
+    );
+    let row = due.iter().find(|r| r.channel == "pagerduty").unwrap();
+    assert!(row.fallback_at.is_some());
+    assert_eq!(f.events(&a).len(), 3);
+}
+
+#[tokio::test]
+async fn an_action_that_ran_goes_on_the_timeline_once_and_a_dry_run_does_not() {
+    let f = Fixture::new();
+    f.send("g", &[("a", "firing"), ("b", "firing")]).await;
+    let a = f.episode("g", "a");
+    let b = f.episode("g", "b");
+    let changes = |f: &Fixture| -> Vec<OutboxRow> {
+        f.due().into_iter().filter(|r| r.kind == "change").collect()
+    };
+
+    let (planned, verdict) = f
+        .act(&a, "deployment/vastai/api", Mode::Enforce, None)
+        .await;
+    assert_eq!(verdict, "run");
+    assert!(
+        f.store
+            .update_action(planned, "started", None)
+            .await
+            .unwrap()
+    );
+    assert!(changes(&f).is_empty(), "nothing before it finished");
+    assert!(
+        f.store
+            .update_action(planned, "done", Some("{}".to_owned()))
+            .await
+            .unwrap()
+    );
+    let rows = changes(&f);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (
+            rows[0].channel.as_str(),
+            rows[0].action_id,
+            rows[0].episode_id.as_deref(),
+            rows[0].priority,
+            rows[0].dedup_key.as_deref(),
+        ),
+        ("pagerduty", Some(planned), Some(a.as_str()), 6, None)
+    );
+    // Recording the end again does not queue it twice.
+    f.store
+        .update_action(planned, "done", Some("{}".to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(changes(&f).len(), 1);
+
+    let (dry, verdict) = f
+        .act(&b, "deployment/vastai/web", Mode::DryRun, Some("done"))
+        .await;
+    assert_eq!(verdict, "dry_run");
+    let rows = changes(&f);
+    assert_eq!(rows.len(), 1, "a dry run changed nothing: {rows:?}");
+    assert_ne!(rows[0].action_id, Some(dry));
+}
