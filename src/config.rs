@@ -1130,6 +1130,12 @@ fn validate_paging(config: &Config, fail: &mut impl FnMut(&str, String)) {
     }
     for (name, notifier) in &config.notifiers {
         let key = format!("notifiers.{name}");
+        if name == "pagerduty" {
+            fail(
+                &key,
+                "\"pagerduty\" names PagerDuty itself; choose another name".to_owned(),
+            );
+        }
         if let Err(error) = std::fs::metadata(&notifier.url_file) {
             fail(
                 &key,
@@ -1212,6 +1218,55 @@ mod tests {
                     .map(|e| e.to_string().replace(&path.display().to_string(), "F"))
                     .collect()
             })
+    }
+
+    #[test]
+    fn paging_names_must_exist_and_keys_must_be_pagerduty_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short.key");
+        std::fs::write(&short, "abc\n").unwrap();
+        let good = dir.path().join("good.key");
+        std::fs::write(&good, format!("{}\n", "k".repeat(32))).unwrap();
+        let url = dir.path().join("slack.url");
+        std::fs::write(&url, "https://hooks.slack.invalid/x\n").unwrap();
+        let text = format!(
+            "[pagerduty]\nrouting_keys = {{ short = {short:?}, good = {good:?} }}\n\
+             default_routing_key = \"good\"\nrule_routing_keys = {{ vastai = \"nope\" }}\n\
+             [notifiers.ops]\nkind = \"slack\"\nurl_file = {url:?}\ntemplate = \"{{{{ nope( }}}}\"\n\
+             [paging]\nfallback = [\"pager\"]\n\
+             [severities.P2]\nnotify = [\"ops\", \"missing\"]\nrouting_key = \"good\"\n"
+        );
+        let errors = load_text(&text, &[]).unwrap_err();
+        let all = errors.join("\n");
+        assert!(all.contains("pagerduty.routing_keys.short: "), "{all}");
+        assert!(
+            all.contains("holds 3 characters; a PagerDuty routing key has 32"),
+            "{all}"
+        );
+        assert!(all.contains("rule vastai names \"nope\""), "{all}");
+        assert!(all.contains("notifiers.ops: template: "), "{all}");
+        assert!(
+            all.contains("paging.fallback: \"pager\" is not a notifier"),
+            "{all}"
+        );
+        assert!(
+            all.contains("notify: \"missing\" is not a notifier"),
+            "{all}"
+        );
+        // Each error points at its line.
+        assert!(errors.iter().all(|e| e.starts_with("F:")), "{errors:?}");
+        assert_eq!(errors.len(), 5, "{all}");
+        // The same file with the mistakes fixed loads.
+        let fixed = text
+            .replace("short = ", "other = ")
+            .replace(&format!("{short:?}"), &format!("{good:?}"))
+            .replace("\"nope\"", "\"good\"")
+            .replace("{{ nope( }}", "{{ title }}")
+            .replace("\"pager\"", "\"ops\"")
+            .replace(", \"missing\"", "");
+        let config = load_text(&fixed, &[]).unwrap();
+        assert_eq!(config.severities.get(2).notify, vec!["ops".to_owned()]);
+        assert_eq!(config.paging.fallback_after, Duration::from_secs(120));
     }
 
     #[test]

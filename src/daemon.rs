@@ -190,6 +190,13 @@ async fn run_async(
     let tls = server::load_tls(&config.server).map_err(|e| anyhow::anyhow!(e))?;
     let delivery_settings = crate::notify::deliver::DeliverySettings::from_config(&config)
         .map_err(|error| anyhow::anyhow!("cannot load paging settings: {error}"))?;
+    if delivery_settings.routing_keys.is_empty() {
+        tracing::warn!(
+            fallback = ?delivery_settings.fallback,
+            "no PagerDuty routing keys ([pagerduty] routing_keys): pages are recorded and go \
+             only to the fallback notifiers, if any"
+        );
+    }
     let (store, writer) = Store::open(
         StoreSettings::from_config(&config),
         config.server.commit_queue,

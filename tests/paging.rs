@@ -353,14 +353,26 @@ fn pages_in_the_outbox_survive_kill_9_and_are_delivered_once() {
         );
         assert_eq!(post(&setup, &body).status, 200);
     }
-    // Each page was tried and refused: they wait in the outbox.
+    // PagerDuty refused what was tried; every page waits in the outbox.
     assert!(
-        wait_pd(&setup, 20, |pd| groups
-            .iter()
-            .all(|g| pd.attempts_for(&dedup(g)) >= 1)),
+        wait_pd(&setup, 20, |pd| !pd.attempts().is_empty()),
         "{}",
         setup.daemon.log()
     );
+    let queued = wait_for(Duration::from_secs(20), || {
+        let list = incidents(&setup);
+        (list.len() == groups.len()
+            && list.iter().all(|i| {
+                let detail = incident(&setup, i["id"].as_str().unwrap());
+                detail["paging"]["state"] == "paged"
+                    && detail["paging"]["events"]
+                        .as_array()
+                        .is_some_and(|events| events.iter().any(|e| e["state"] == "pending"))
+            }))
+        .then_some(())
+    });
+    assert!(queued.is_some(), "{}", setup.daemon.log());
+    assert!(setup.pd.accepted().is_empty());
     setup.daemon.kill9();
     setup.pd.set_mode(Mode::Accept);
     setup.daemon.spawn();
