@@ -7,11 +7,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
+use crate::bundle::request::CollectorRequest;
 use crate::config;
 use crate::decide::{self, GivenProbes};
 use crate::ingest::webhook;
 use crate::probes::{ProbeSettings, Prober, kubernetes::ClientSlot};
 use crate::rules::{self, AlertInput, Decision, LoadOptions, RuleSet};
+
+/// A decision's bundle plan: the rendered collectors, and those that could not be rendered
+/// (name, why).
+type Plan = Vec<Result<CollectorRequest, (String, String)>>;
 
 pub fn run(
     config_path: Option<PathBuf>,
@@ -68,24 +73,35 @@ pub fn run(
             annotations: alert.annotations,
         };
         let decision = runtime.block_on(decide::decide(&set, &input, &prober, &given));
-        explained.push((input, decision));
+        // The bundle plan as if the incident opened now.
+        let plan = set.collector_requests(&decision, &input, chrono::Utc::now().timestamp_millis());
+        explained.push((input, decision, plan));
     }
     if json {
         let out: Vec<serde_json::Value> = explained
             .iter()
-            .map(|(input, decision)| {
+            .map(|(input, decision, plan)| {
+                let bundle: Vec<&CollectorRequest> =
+                    plan.iter().filter_map(|r| r.as_ref().ok()).collect();
+                let errors: Vec<serde_json::Value> = plan
+                    .iter()
+                    .filter_map(|r| r.as_ref().err())
+                    .map(|(name, error)| serde_json::json!({"name": name, "error": error}))
+                    .collect();
                 serde_json::json!({
                     "incident_id": input.incident_id,
                     "labels": input.labels,
                     "decision": decision,
                     "given_probes": given.keys().collect::<Vec<_>>(),
+                    "bundle": bundle,
+                    "bundle_errors": errors,
                 })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        for (input, decision) in &explained {
-            print!("{}", render(&set, input, decision, &given));
+        for (input, decision, plan) in &explained {
+            print!("{}", render(&set, input, decision, plan, &given));
         }
     }
     Ok(0)
@@ -119,7 +135,13 @@ fn given_probes(set: &RuleSet, args: &[String]) -> anyhow::Result<GivenProbes> {
     Ok(given)
 }
 
-fn render(set: &RuleSet, input: &AlertInput, decision: &Decision, given: &GivenProbes) -> String {
+fn render(
+    set: &RuleSet,
+    input: &AlertInput,
+    decision: &Decision,
+    plan: &Plan,
+    given: &GivenProbes,
+) -> String {
     let mut out = String::new();
     let labels: Vec<String> = input
         .labels
@@ -213,9 +235,52 @@ fn render(set: &RuleSet, input: &AlertInput, decision: &Decision, given: &GivenP
         page.policy,
         page.respond_within
     );
+    render_plan(&mut out, plan);
+    out.push('\n');
+    out
+}
+
+/// The bundle section: what every bundle holds, then each collector with its rendered request.
+fn render_plan(out: &mut String, plan: &Plan) {
+    if plan.is_empty() {
+        let _ = writeln!(
+            out,
+            "  bundle    alert, decision trace and timeline; no collectors"
+        );
+        return;
+    }
     let _ = writeln!(
         out,
-        "  bundle    alert, decision trace and timeline (collectors come with bundles)\n"
+        "  bundle    alert, decision trace, timeline and {} collector(s) under collectors/NAME/:",
+        plan.len()
     );
-    out
+    for entry in plan {
+        match entry {
+            Ok(request) => {
+                let mut flags = vec![request.kind.label().to_owned()];
+                if request.before_action {
+                    flags.push("before_action".to_owned());
+                }
+                if request.on_resolve {
+                    flags.push("on_resolve".to_owned());
+                }
+                flags.push(format!(
+                    "timeout {}",
+                    humantime::format_duration(request.timeout)
+                ));
+                flags.push(format!("max {} bytes", request.max_bytes));
+                let _ = writeln!(
+                    out,
+                    "    collector {} ({}; rule {}): {}",
+                    request.name,
+                    flags.join(", "),
+                    request.rule,
+                    rules::collect::describe(request)
+                );
+            }
+            Err((name, error)) => {
+                let _ = writeln!(out, "    collector {name}: CANNOT RENDER: {error}");
+            }
+        }
+    }
 }

@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod alertmanager;
 pub mod auth;
+pub mod bundle;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -12,6 +12,7 @@ use serde_json::{Map, Value as Json, json};
 use toml::de::{DeTable, DeValue};
 
 use super::action::ActionSpec;
+use super::collect::{self, CollectorSpec};
 use super::expr::{Condition, Variables};
 use super::matcher::{self, MatchType};
 use super::template::Template;
@@ -25,7 +26,7 @@ use crate::probes::{self, ProbeRequest};
 pub struct LoadError {
     pub file: PathBuf,
     pub line: Option<usize>,
-    /// The rule, probe, action or test concerned; empty for the file as a whole.
+    /// The rule, probe, action, collector or test concerned; empty for the file as a whole.
     pub context: String,
     pub message: String,
 }
@@ -108,6 +109,8 @@ struct RawRule {
     continue_matching: bool,
     #[serde(default)]
     probes: Vec<String>,
+    #[serde(default)]
+    collect: Vec<String>,
     summary: Option<String>,
     #[serde(default = "default_reevaluate", with = "humantime_serde")]
     reevaluate_every: Duration,
@@ -286,6 +289,39 @@ impl FileContext<'_> {
     }
 }
 
+impl FileContext<'_> {
+    /// As [`FileContext::parse`], for a table deserialized through an internally tagged enum:
+    /// serde loses the position of the field then, so an unknown field is pointed at by name.
+    fn parse_table<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        value: &serde_toml_value::Spanned<'_>,
+        keys: &BTreeMap<String, usize>,
+        context: &str,
+    ) -> Option<T> {
+        match T::deserialize(toml::de::ValueDeserializer::from(value.clone())) {
+            Ok(parsed) => Some(parsed),
+            Err(error) => {
+                let message = error.message().trim().to_owned();
+                let unknown_field = message
+                    .strip_prefix("unknown field `")
+                    .and_then(|rest| rest.split('`').next())
+                    .and_then(|field| keys.get(field).copied());
+                // An unknown variant is a value: the key holding that string.
+                let unknown_variant = message
+                    .strip_prefix("unknown variant `")
+                    .and_then(|rest| rest.split('`').next())
+                    .and_then(|variant| string_key_offset(value, variant));
+                let offset = unknown_field
+                    .or(unknown_variant)
+                    .or(error.span().map(|s| s.start))
+                    .or(Some(value.span().start));
+                self.error(offset, context, message);
+                None
+            }
+        }
+    }
+}
+
 /// Names for the spanned TOML value type.
 mod serde_toml_value {
     pub type Spanned<'i> = serde_spanned::Spanned<toml::de::DeValue<'i>>;
@@ -328,6 +364,10 @@ fn load_file(
     let mut raw_rules = Vec::new();
     let mut raw_probes = Vec::new();
     let mut raw_actions = Vec::new();
+    let mut raw_collectors = Vec::new();
+    // Every collector name written in the file, parsed or not, so that a rule naming a
+    // collector with a mistake in it is not also told that it does not exist.
+    let mut collector_names = HashSet::new();
     let mut raw_tests = Vec::new();
     for (key, value) in document.get_ref() {
         let offset = key.span().start;
@@ -339,14 +379,32 @@ fn load_file(
             }
             ("rule", DeValue::Array(items)) => {
                 for item in items.iter() {
-                    let context = element_name(item).map_or_else(
-                        || "rule".to_owned(),
-                        |name| format!("rule {name}"),
-                    );
+                    let context = element_name(item)
+                        .map_or_else(|| "rule".to_owned(), |name| format!("rule {name}"));
                     let branch_lines = branch_offsets(item);
                     let keys = key_offsets(item);
                     if let Some(parsed) = file.parse::<RawRule>(item, &context) {
                         raw_rules.push((item.span().start, branch_lines, keys, parsed));
+                    }
+                }
+            }
+            ("collector", DeValue::Table(table)) => {
+                for (name, item) in table.iter() {
+                    let name_text = name.get_ref().to_string();
+                    let context = format!("collector {name_text}");
+                    collector_names.insert(name_text.clone());
+                    if !collect::is_collector_name(&name_text) {
+                        file.error(
+                            Some(name.span().start),
+                            &context,
+                            "a collector name must be letters, digits, '-', '_' and '.', \
+                             starting with a letter or digit, at most 64 characters \
+                             (it names the bundle directory collectors/NAME/)",
+                        );
+                    }
+                    let keys = key_offsets(item);
+                    if let Some(parsed) = file.parse_table::<CollectorSpec>(item, &keys, &context) {
+                        raw_collectors.push((name.span().start, name_text, parsed));
                     }
                 }
             }
@@ -380,15 +438,16 @@ fn load_file(
                 key.get_ref(),
                 "expected an array of tables: write [[rule]] / [[test]]",
             ),
-            ("probe" | "action", _) => file.error(
+            ("probe" | "action" | "collector", _) => file.error(
                 Some(offset),
                 key.get_ref(),
-                "expected tables: write [probe.NAME] / [action.NAME]",
+                "expected tables: write [probe.NAME] / [action.NAME] / [collector.NAME]",
             ),
             (other, _) => file.error(
                 Some(offset),
                 other,
-                "unknown key; a rule file holds runbook, [[rule]], [probe.NAME], [action.NAME] and [[test]]",
+                "unknown key; a rule file holds runbook, [[rule]], [probe.NAME], [action.NAME], \
+                 [collector.NAME] and [[test]]",
             ),
         }
     }
@@ -431,6 +490,25 @@ fn load_file(
         }
         actions.insert(name, spec);
     }
+    let mut collectors = BTreeMap::new();
+    for (offset, name, spec) in raw_collectors {
+        let sample = sample_context(&[], &[]);
+        for problem in spec.validate(&sample) {
+            file.error(Some(offset), &format!("collector {name}"), problem);
+        }
+        if let Some(namespace) = spec.literal_namespace()
+            && super::is_rfc1123_label(namespace)
+            && !options.namespaces.iter().any(|n| n == namespace)
+        {
+            set.warnings.push(format!(
+                "{}:{}: collector {name}: namespace {namespace:?} is not in \
+                 kubernetes.namespaces; the collector will be refused until it is",
+                path.display(),
+                file.line(offset)
+            ));
+        }
+        collectors.insert(name, spec);
+    }
     let mut rules = Vec::new();
     for (offset, branch_offsets, keys, raw) in raw_rules {
         if !names.insert(raw.name.clone()) {
@@ -449,6 +527,7 @@ fn load_file(
             raw,
             &probes,
             &actions,
+            &collector_names,
             file_index,
         ) {
             rules.push(rule);
@@ -466,6 +545,7 @@ fn load_file(
         runbook,
         probes,
         actions,
+        collectors,
         tests,
     });
     set.rules.extend(rules);
@@ -493,6 +573,17 @@ fn key_offsets(item: &serde_toml_value::Spanned<'_>) -> BTreeMap<String, usize> 
         .iter()
         .map(|(key, _)| (key.get_ref().to_string(), key.span().start))
         .collect()
+}
+
+/// Where the key of a table element whose value is the string `text` is written.
+fn string_key_offset(item: &serde_toml_value::Spanned<'_>, text: &str) -> Option<usize> {
+    let DeValue::Table(table) = item.get_ref() else {
+        return None;
+    };
+    table.iter().find_map(|(key, value)| match value.get_ref() {
+        DeValue::String(value) if value.as_ref() == text => Some(key.span().start),
+        _ => None,
+    })
 }
 
 /// Where each `[[rule.branch]]` of a rule starts.
@@ -667,6 +758,7 @@ fn compile_rule(
     raw: RawRule,
     probes: &BTreeMap<String, ProbeDef>,
     actions: &BTreeMap<String, ActionSpec>,
+    collectors: &HashSet<String>,
     file_index: usize,
 ) -> Option<Rule> {
     let context = format!("rule {}", raw.name);
@@ -696,6 +788,15 @@ fn compile_rule(
                 Some(at("probes")),
                 &context,
                 format!("probe {name:?} is not defined in this file ([probe.{name}])"),
+            );
+        }
+    }
+    for name in &raw.collect {
+        if !collectors.contains(name) {
+            file.error(
+                Some(at("collect")),
+                &context,
+                format!("collector {name:?} is not defined in this file ([collector.{name}])"),
             );
         }
     }
@@ -839,6 +940,7 @@ fn compile_rule(
         shadow: raw.shadow,
         branches,
         on_probe_failure,
+        collect: raw.collect,
         file_index,
     })
 }

@@ -9,6 +9,7 @@
 //! `on_probe_failure` branch is. Confirm, then act.
 
 pub mod action;
+pub mod collect;
 pub mod expr;
 pub mod load;
 pub mod matcher;
@@ -26,6 +27,7 @@ use crate::config::{DefaultRuleConfig, SeveritiesConfig};
 use crate::ingest::webhook::LabelSet;
 use crate::probes::{ProbeRequest, ProbeResult};
 use action::ActionSpec;
+use collect::CollectorSpec;
 use expr::{Condition, Variables};
 use matcher::Matcher;
 use template::Template;
@@ -157,17 +159,20 @@ pub struct Rule {
     pub shadow: bool,
     pub branches: Vec<Branch>,
     pub on_probe_failure: Branch,
+    /// The `[collector.NAME]`s of its file that go into the incident's bundle, in order.
+    pub collect: Vec<String>,
     /// Index of the rule's file in [`RuleSet::files`].
     pub file_index: usize,
 }
 
-/// A rule file: a runbook, its probes, actions and tests.
+/// A rule file: a runbook, its probes, actions, collectors and tests.
 #[derive(Debug)]
 pub struct RuleFile {
     pub path: PathBuf,
     pub runbook: String,
     pub probes: BTreeMap<String, ProbeDef>,
     pub actions: BTreeMap<String, ActionSpec>,
+    pub collectors: BTreeMap<String, CollectorSpec>,
     pub tests: Vec<testing::TestCase>,
 }
 
@@ -515,6 +520,61 @@ impl RuleSet {
             .find(|r| r.name == rule_name)
             .map_or_else(BTreeMap::new, |rule| self.local_probes(rule, probes));
         alert.template_context(&local, rule_name, severity)
+    }
+
+    /// The bundle plan of a decision: the collectors of every matched rule (the first and
+    /// those reached through `continue`), in rule order and then `collect` order, each once
+    /// per (rule, name), rendered with the context the rule's actions get. One that cannot be
+    /// rendered is `Err((name, message))`: reported in the bundle, never fatal. `now` is unix
+    /// milliseconds; `alert.starts_at` is RFC 3339.
+    pub fn collector_requests(
+        &self,
+        decision: &Decision,
+        alert: &AlertInput,
+        now: crate::clock::Millis,
+    ) -> Vec<Result<crate::bundle::request::CollectorRequest, (String, String)>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut requests = Vec::new();
+        for matched in &decision.classification.matched {
+            // The decision may come from an earlier rule set: find the rule by name.
+            let rule = match self.rules.get(matched.index) {
+                Some(rule) if rule.name == matched.rule => rule,
+                _ => match self.rules.iter().find(|r| r.name == matched.rule) {
+                    Some(rule) => rule,
+                    None => continue,
+                },
+            };
+            if rule.collect.is_empty() {
+                continue;
+            }
+            let file = self.file_of(rule);
+            let context = alert.template_context(
+                &self.local_probes(rule, &decision.probes),
+                &rule.name,
+                decision.severity,
+            );
+            let input = collect::RenderInput {
+                context: &context,
+                alert,
+                rule: &rule.name,
+                severity: decision.severity,
+                now,
+            };
+            for name in &rule.collect {
+                if !seen.insert((rule.name.as_str(), name.as_str())) {
+                    continue;
+                }
+                let rendered = match file.collectors.get(name) {
+                    Some(spec) => spec.render(name, &input),
+                    None => Err(format!(
+                        "collector {name:?} is not defined in {}",
+                        file.path.display()
+                    )),
+                };
+                requests.push(rendered.map_err(|error| (name.clone(), error)));
+            }
+        }
+        requests
     }
 
     /// The results a rule sees as `probe.<name>`: those of its own file's probes.

@@ -19,6 +19,16 @@
 //!   Any other content type: 415. A JSON merge patch that touches `containers`,
 //!   `initContainers` or `env` is applied as the server would, but also noted as unexpected:
 //!   nightshift must never send one.
+//! * `GET …/namespaces/{ns}/{plural}?fieldSelector=…`: equality (`=`, `==`) and `!=` on
+//!   `metadata.name`, `metadata.namespace` and, for events, `involvedObject.{kind,name,
+//!   namespace,uid,apiVersion}`, `reason`, `type` (comma-separated, all must hold); another
+//!   field is a 400, as the real server answers. `limit` and `continue` page a list.
+//! * `GET /api/v1/namespaces/{ns}/pods/{pod}/log?container=…&tailLines=…&previous=…`: the log
+//!   registered with [`FakeKube::set_log`] (empty when none), `text/plain`; `tailLines` keeps
+//!   the last lines and `limitBytes` the first bytes (`sinceSeconds` is recorded, not
+//!   applied). As the real server: 404 for an unknown pod, 400 when `container` is missing
+//!   on a pod with several containers or names none of its containers, and 400 for
+//!   `previous=true` when the container never restarted or no previous log is registered.
 //! * `GET` / `PATCH …/{deployments|statefulsets}/{name}/scale`: the `autoscaling/v1` `Scale`
 //!   view of the workload (`spec.replicas` omitted when 0, as Go's `omitempty` does;
 //!   `status.selector` as a string); a PATCH (merge, strategic or JSON patch, applied by
@@ -105,6 +115,8 @@ struct State {
     resource_version: u64,
     /// Requests answered with a Secret's data (a full GET or LIST of secrets).
     secret_data_served: Vec<String>,
+    /// Pod logs by (namespace, pod, container, previous).
+    logs: BTreeMap<(String, String, String, bool), String>,
 }
 
 /// The shared parts a request handler needs.
@@ -322,6 +334,49 @@ impl FakeKube {
     /// Requests that were answered with Secret data (should stay empty for nightshift).
     pub fn secret_data_served(&self) -> Vec<String> {
         self.lock().secret_data_served.clone()
+    }
+
+    /// The log of one container of a pod: its current one, or with `previous` the one of
+    /// the container that ran before its last restart.
+    pub fn set_log(&self, namespace: &str, pod: &str, container: &str, previous: bool, text: &str) {
+        self.lock().logs.insert(
+            (
+                namespace.to_owned(),
+                pod.to_owned(),
+                container.to_owned(),
+                previous,
+            ),
+            text.to_owned(),
+        );
+    }
+
+    /// Store an event about the stored object at `key` (its kind, name, namespace and uid
+    /// as `involvedObject`), last seen at `time` (RFC 3339).
+    pub fn event_for(
+        &self,
+        key: &ObjectKey,
+        event_type: &str,
+        reason: &str,
+        message: &str,
+        time: &str,
+    ) -> ObjectKey {
+        let object = self.get(key).expect("event_for: no such object");
+        // Named as the API server names events: the object's name and a unique suffix.
+        let suffix = self.lock().resource_version + 1;
+        let name = format!("{}.{suffix:016x}", key.name);
+        let mut event = event(
+            &key.namespace,
+            &name,
+            object["kind"].as_str().unwrap_or_default(),
+            &key.name,
+            event_type,
+            reason,
+            message,
+            time,
+        );
+        event["involvedObject"]["uid"] = object["metadata"]["uid"].clone();
+        event["involvedObject"]["apiVersion"] = object["apiVersion"].clone();
+        self.put(event)
     }
 }
 
@@ -578,6 +633,80 @@ impl PodFixture {
     }
 }
 
+/// A core/v1 Event about `involved_kind/involved_name` (which need not exist any more), seen
+/// once at `time`, as the API lists it.
+#[allow(clippy::too_many_arguments)]
+pub fn event(
+    namespace: &str,
+    name: &str,
+    involved_kind: &str,
+    involved_name: &str,
+    event_type: &str,
+    reason: &str,
+    message: &str,
+    time: &str,
+) -> Value {
+    let api_version = match involved_kind {
+        "Pod" | "Node" | "Service" | "PersistentVolumeClaim" => "v1",
+        _ => "apps/v1",
+    };
+    json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": namespace},
+        "involvedObject": {
+            "kind": involved_kind,
+            "namespace": namespace,
+            "name": involved_name,
+            "apiVersion": api_version
+        },
+        "reason": reason,
+        "message": message,
+        "source": {"component": "fake-controller"},
+        "firstTimestamp": time,
+        "lastTimestamp": time,
+        "count": 1,
+        "type": event_type,
+        "eventTime": null,
+        "reportingComponent": "fake-controller",
+        "reportingInstance": ""
+    })
+}
+
+/// A ReplicaSet owned by `owner` (a stored Deployment: its name and uid), selecting `labels`.
+pub fn replica_set(namespace: &str, name: &str, owner: &Value, labels: &[(&str, &str)]) -> Value {
+    let labels: Map<String, Value> = labels
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), json!(value)))
+        .collect();
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [{
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": owner["metadata"]["name"],
+                "uid": owner["metadata"]["uid"],
+                "controller": true,
+                "blockOwnerDeletion": true
+            }]
+        },
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": "registry.example/app:1.2.3"}]}
+            }
+        },
+        "status": {"replicas": 2}
+    })
+}
+
 /// A Secret with data and the given `managedFields` times.
 pub fn secret(namespace: &str, name: &str, created: &str, managed_times: &[&str]) -> Value {
     json!({
@@ -752,8 +881,11 @@ async fn dispatch(shared: &Shared, request: &Recorded) -> Response {
         (&Method::PATCH, Some(name), Some("scale")) if scalable => {
             patch_scale(shared, request, &resource, name).await
         }
+        (&Method::GET, Some(name), Some("log")) if resource.plural == "pods" => {
+            pod_log(shared, request, &resource, name)
+        }
         (_, _, Some(_)) => {
-            // Other subresources (log, status, …), or scale of a daemonset: not served.
+            // Other subresources (status, …), or scale of a daemonset: not served.
             journal.unexpected(request);
             no_such_resource()
         }
@@ -825,8 +957,35 @@ fn list_objects(
             None,
         );
     };
+    let fields = request.query_param("fieldSelector").unwrap_or_default();
+    let fields = match FieldSelector::parse(&fields, &resource.plural) {
+        Ok(fields) => fields,
+        Err(message) => return status_response(400, "BadRequest", &message, None),
+    };
+    let limit = request
+        .query_param("limit")
+        .and_then(|limit| limit.parse::<usize>().ok())
+        .filter(|limit| *limit > 0);
+    let offset = match request.query_param("continue") {
+        None => 0,
+        Some(token) if token.is_empty() => 0,
+        Some(token) => match token
+            .strip_prefix("fake-continue-")
+            .map(str::parse::<usize>)
+        {
+            Some(Ok(offset)) => offset,
+            _ => {
+                return status_response(
+                    400,
+                    "BadRequest",
+                    &format!("invalid continue token {token:?}"),
+                    None,
+                );
+            }
+        },
+    };
     let mut state = shared.lock();
-    let items: Vec<Value> = state
+    let matching: Vec<&Value> = state
         .objects
         .iter()
         .filter(|(key, _)| {
@@ -836,6 +995,16 @@ fn list_objects(
         })
         .map(|(_, object)| object)
         .filter(|object| selector.matches(&object["metadata"]["labels"]))
+        .filter(|object| fields.matches(object))
+        .collect();
+    let end = limit.map_or(matching.len(), |limit| {
+        offset.saturating_add(limit).min(matching.len())
+    });
+    let continue_token = (end < matching.len()).then(|| format!("fake-continue-{end}"));
+    let items: Vec<Value> = matching
+        .into_iter()
+        .skip(offset)
+        .take(end.saturating_sub(offset))
         .map(|object| {
             if metadata_only {
                 json!({"metadata": object["metadata"]})
@@ -868,15 +1037,113 @@ fn list_objects(
                 .to_owned(),
         )
     };
+    let mut metadata = json!({"resourceVersion": state.resource_version.to_string()});
+    if let Some(token) = continue_token {
+        metadata["continue"] = json!(token);
+    }
     json_response(
         200,
         json!({
             "kind": list_kind,
             "apiVersion": api_version,
-            "metadata": {"resourceVersion": state.resource_version.to_string()},
+            "metadata": metadata,
             "items": items
         }),
     )
+}
+
+/// `GET …/pods/{name}/log`, as the kubelet (through the API server) answers it.
+fn pod_log(shared: &Shared, request: &Recorded, resource: &ResourcePath, name: &str) -> Response {
+    let state = shared.lock();
+    let Some(pod) = state.objects.get(&object_key(resource, name)) else {
+        return not_found(resource, name);
+    };
+    let containers: Vec<String> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|list| pod["spec"][*list].as_array().cloned().unwrap_or_default())
+        .filter_map(|container| container["name"].as_str().map(str::to_owned))
+        .collect();
+    let container = match request.query_param("container") {
+        Some(container) if !container.is_empty() => container,
+        _ if containers.len() == 1 => containers[0].clone(),
+        _ => {
+            return status_response(
+                400,
+                "BadRequest",
+                &format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    containers.join(" ")
+                ),
+                None,
+            );
+        }
+    };
+    if !containers.contains(&container) {
+        return status_response(
+            400,
+            "BadRequest",
+            &format!("container {container} is not valid for pod {name}"),
+            None,
+        );
+    }
+    let previous = request.query_param("previous").as_deref() == Some("true");
+    let restarts = ["containerStatuses", "initContainerStatuses"]
+        .iter()
+        .flat_map(|list| pod["status"][*list].as_array().cloned().unwrap_or_default())
+        .find(|status| status["name"].as_str() == Some(container.as_str()))
+        .and_then(|status| status["restartCount"].as_i64())
+        .unwrap_or(0);
+    let key = (
+        resource.namespace.clone(),
+        name.to_owned(),
+        container.clone(),
+        previous,
+    );
+    let text = match state.logs.get(&key) {
+        Some(text) if !previous || restarts > 0 => text.clone(),
+        None if !previous => String::new(),
+        _ => {
+            return status_response(
+                400,
+                "BadRequest",
+                &format!("previous terminated container {container:?} in pod {name:?} not found"),
+                None,
+            );
+        }
+    };
+    drop(state);
+    let mut text = match request
+        .query_param("tailLines")
+        .and_then(|lines| lines.parse::<usize>().ok())
+    {
+        Some(lines) => tail_lines(&text, lines),
+        None => text,
+    };
+    if let Some(limit) = request
+        .query_param("limitBytes")
+        .and_then(|limit| limit.parse::<usize>().ok())
+        && text.len() > limit
+    {
+        let mut cut = limit;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], text).into_response()
+}
+
+/// The last `lines` lines of `text` (each with its newline).
+fn tail_lines(text: &str, lines: usize) -> String {
+    if lines == 0 {
+        return String::new();
+    }
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    let start = body
+        .rmatch_indices('\n')
+        .nth(lines - 1)
+        .map_or(0, |(index, _)| index + 1);
+    text[start..].to_owned()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1425,9 +1692,107 @@ impl Selector {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Field selectors
+
+/// The fields a list may be filtered on (per resource, as the real server allows them).
+fn selectable_fields(plural: &str) -> &'static [&'static str] {
+    match plural {
+        "events" => &[
+            "metadata.name",
+            "metadata.namespace",
+            "involvedObject.kind",
+            "involvedObject.name",
+            "involvedObject.namespace",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "reason",
+            "type",
+        ],
+        _ => &["metadata.name", "metadata.namespace"],
+    }
+}
+
+#[derive(Debug)]
+struct FieldSelector(Vec<(String, bool, String)>);
+
+impl FieldSelector {
+    /// `a.b=x,c!=y`; a field the resource does not support is refused, as by the server.
+    fn parse(text: &str, plural: &str) -> Result<FieldSelector, String> {
+        let mut terms = Vec::new();
+        for term in text
+            .split(',')
+            .map(str::trim)
+            .filter(|term| !term.is_empty())
+        {
+            let (field, equal, value) = if let Some((field, value)) = term.split_once("!=") {
+                (field, false, value)
+            } else if let Some((field, value)) = term.split_once("==") {
+                (field, true, value)
+            } else if let Some((field, value)) = term.split_once('=') {
+                (field, true, value)
+            } else {
+                return Err(format!(
+                    "invalid selector: '{text}'; can't understand '{term}'"
+                ));
+            };
+            let field = field.trim();
+            if !selectable_fields(plural).contains(&field) {
+                return Err(format!("field label not supported: {field}"));
+            }
+            terms.push((field.to_owned(), equal, value.trim().to_owned()));
+        }
+        Ok(FieldSelector(terms))
+    }
+
+    fn matches(&self, object: &Value) -> bool {
+        self.0.iter().all(|(field, equal, value)| {
+            let found = field
+                .split('.')
+                .try_fold(object, |value, segment| value.get(segment))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            (found == value) == *equal
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn field_selectors_match_like_the_api() {
+        let event = event(
+            "apps",
+            "e1",
+            "Pod",
+            "web-1",
+            "Warning",
+            "BackOff",
+            "m",
+            "2026-03-01T10:00:00Z",
+        );
+        let matches = |text: &str| {
+            FieldSelector::parse(text, "events")
+                .unwrap()
+                .matches(&event)
+        };
+        assert!(matches("involvedObject.kind=Pod,involvedObject.name=web-1"));
+        assert!(matches("involvedObject.namespace==apps,type!=Normal"));
+        assert!(!matches("involvedObject.name=web-2"));
+        assert!(matches(""));
+        assert!(FieldSelector::parse("spec.nodeName=x", "events").is_err());
+        assert!(FieldSelector::parse("involvedObject.name=x", "pods").is_err());
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail_lines("a\nb\nc\n", 2), "b\nc\n");
+        assert_eq!(tail_lines("a\nb\nc", 2), "b\nc");
+        assert_eq!(tail_lines("a\nb\n", 5), "a\nb\n");
+        assert_eq!(tail_lines("a\n", 0), "");
+    }
 
     #[test]
     fn selectors_match_like_the_api() {

@@ -4,8 +4,9 @@
 //! built to answer (so a test can fail on it: `assert_no_unexpected`).
 //!
 //! * [`statuspage::FakeStatuspage`] — `/api/v2/status.json`.
-//! * [`prometheus::FakePrometheus`] — `/api/v1/query`.
-//! * [`kube::FakeKube`] — the Kubernetes API server paths nightshift uses.
+//! * [`prometheus::FakePrometheus`] — `/api/v1/query` and `/api/v1/query_range`.
+//! * [`kube::FakeKube`] — the Kubernetes API server paths nightshift uses (objects, lists,
+//!   patches, scale, pod logs, events).
 //! * [`web::FakeWeb`] — any HTTP answer, for the `http` probe.
 //! * [`pagerduty::FakePagerDuty`] — the Events API v2; [`pagerduty::FakeChat`] — a chat webhook.
 #![allow(dead_code)]

@@ -1,9 +1,13 @@
 //! A fake Prometheus HTTP API: `GET /api/v1/query?query=…` answers the API envelope
 //! (`{"status":"success","data":{"resultType":…,"result":…}}`) with the result set for that
 //! query (an empty vector for any other), or an injected error envelope / raw proxy error,
-//! optionally after a delay. Any other request is unexpected.
+//! optionally after a delay. `GET /api/v1/query_range?query=…&start=…&end=…&step=…` answers
+//! the matrix set for that query with [`FakePrometheus::set_range_result`] (an empty matrix
+//! for any other; 400 `bad_data` when a parameter is missing), with the same faults and
+//! delay; [`FakePrometheus::range_params`] gives the parameters each one was asked with.
+//! Any other request is unexpected.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,9 +17,10 @@ use axum::http::{Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{Journal, Server, pause};
+use super::{Journal, Server, pause, query_pairs};
 
 pub const PATH: &str = "/api/v1/query";
+pub const RANGE_PATH: &str = "/api/v1/query_range";
 
 #[derive(Debug, Clone)]
 enum Failure {
@@ -32,6 +37,8 @@ enum Failure {
 #[derive(Debug, Default, Clone)]
 struct State {
     results: HashMap<String, (String, Value)>,
+    /// Matrix results of range queries, by query.
+    ranges: HashMap<String, Value>,
     failure: Option<Failure>,
     delay: Duration,
 }
@@ -93,6 +100,27 @@ impl FakePrometheus {
         });
     }
 
+    /// Answer the range query `query` with this matrix (`[{"metric": {...}, "values":
+    /// [[ts, "v"], ...]}, ...]`; see [`series`]).
+    pub fn set_range_result(&self, query: &str, matrix: Value) {
+        self.state
+            .lock()
+            .unwrap()
+            .ranges
+            .insert(query.to_owned(), matrix);
+    }
+
+    /// The parameters of every range query received, percent-decoded, in order.
+    pub fn range_params(&self) -> Vec<BTreeMap<String, String>> {
+        self.journal
+            .requests()
+            .iter()
+            .filter(|request| request.path == RANGE_PATH)
+            .map(|request| query_pairs(&request.query).into_iter().collect())
+            .collect()
+    }
+
+    /// Delay every answer (instant and range queries) by this much.
     pub fn set_delay(&self, delay: Duration) {
         self.state.lock().unwrap().delay = delay;
     }
@@ -112,9 +140,19 @@ pub fn sample(labels: Value, value: &str) -> Value {
     json!({"metric": labels, "value": [1_435_781_451.781, value]})
 }
 
+/// A matrix series as Prometheus writes it: `{"metric": {...}, "values": [[ts, "v"], ...]}`.
+pub fn series(labels: Value, values: &[(f64, &str)]) -> Value {
+    let values: Vec<Value> = values
+        .iter()
+        .map(|(timestamp, value)| json!([timestamp, value]))
+        .collect();
+    json!({"metric": labels, "values": values})
+}
+
 async fn handle(journal: Journal, state: Arc<Mutex<State>>, request: Request<Body>) -> Response {
     let request = journal.record(request).await;
-    if request.method != Method::GET || request.path != PATH {
+    let range = request.path == RANGE_PATH;
+    if request.method != Method::GET || !(request.path == PATH || range) {
         journal.unexpected(&request);
         return (StatusCode::NOT_FOUND, "404 page not found\n").into_response();
     }
@@ -122,6 +160,17 @@ async fn handle(journal: Journal, state: Arc<Mutex<State>>, request: Request<Bod
         journal.unexpected(&request);
         return bad_data("invalid parameter \"query\": missing");
     };
+    if range {
+        for name in ["start", "end", "step"] {
+            if request
+                .query_param(name)
+                .is_none_or(|value| value.is_empty())
+            {
+                journal.unexpected(&request);
+                return bad_data(&format!("invalid parameter \"{name}\": missing"));
+            }
+        }
+    }
     let state = state.lock().unwrap().clone();
     pause(state.delay).await;
     match state.failure {
@@ -146,11 +195,20 @@ async fn handle(journal: Journal, state: Arc<Mutex<State>>, request: Request<Bod
         }
         None => {}
     }
-    let (result_type, result) = state
-        .results
-        .get(&query)
-        .cloned()
-        .unwrap_or_else(|| ("vector".to_owned(), json!([])));
+    let (result_type, result) = if range {
+        let matrix = state
+            .ranges
+            .get(&query)
+            .cloned()
+            .unwrap_or_else(|| json!([]));
+        ("matrix".to_owned(), matrix)
+    } else {
+        state
+            .results
+            .get(&query)
+            .cloned()
+            .unwrap_or_else(|| ("vector".to_owned(), json!([])))
+    };
     axum::Json(json!({
         "status": "success",
         "data": {"resultType": result_type, "result": result}

@@ -1,0 +1,10 @@
+//! bundle: one archive per incident with the evidence, the timeline and a drafted postmortem.
+//!
+//! - `request` — what a collector is asked to fetch (rendered from the rule file) and what it
+//!   brings back.
+//! - `collect` — the collector executors (Prometheus, Kubernetes logs/events/objects, HTTP,
+//!   exec), with timeouts, size caps, a global concurrency cap and sharing of identical
+//!   requests in a storm.
+
+pub mod collect;
+pub mod request;
