@@ -20,6 +20,7 @@ pub mod paging;
 pub mod probes;
 pub mod reconcile;
 pub mod redact;
+pub mod report;
 pub mod rules;
 pub mod server;
 pub mod store;

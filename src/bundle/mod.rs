@@ -5,6 +5,10 @@
 //! - `collect` — the collector executors (Prometheus, Kubernetes logs/events/objects, HTTP,
 //!   exec), with timeouts, size caps, a global concurrency cap and sharing of identical
 //!   requests in a storm.
+//! - `facts` — everything known about an incident, as the documents need it.
+//! - `docs` — `timeline.md`, `comms.md` and `postmortem.md`, rendered from the facts.
 
 pub mod collect;
+pub mod docs;
+pub mod facts;
 pub mod request;
