@@ -67,6 +67,39 @@ pub enum Command {
         #[command(subcommand)]
         command: IncidentsCommand,
     },
+    /// Debug bundles, from the store.
+    Bundles {
+        #[command(subcommand)]
+        command: BundlesCommand,
+    },
+    /// The night in one report: incidents by severity, what was done and whether it helped,
+    /// who was paged, what waits for the next business day.
+    Report {
+        /// How far back, e.g. 24h, 3d.
+        #[arg(long, default_value = "24h")]
+        since: String,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
+        format: ReportFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ReportFormat {
+    Md,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundlesCommand {
+    /// List bundles, newest first.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a bundle's manifest: its files, each collector's outcome, redactions.
+    Show { id: String },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -136,6 +169,8 @@ pub fn main() -> i32 {
         }
         Command::Resume => admin_call(cli.config, &env, "/-/resume", &[]).map(|()| 0),
         Command::Incidents { command } => incidents(cli.config, &env, command).map(|()| 0),
+        Command::Bundles { command } => bundles(cli.config, &env, command).map(|()| 0),
+        Command::Report { since, format } => report(cli.config, &env, &since, format).map(|()| 0),
     };
     match result {
         Ok(code) => code,
@@ -310,6 +345,90 @@ fn open_reader(path: Option<PathBuf>, env: &[(String, String)]) -> anyhow::Resul
         .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
     let database = store::database_path(&loaded.config.store.dir);
     Reader::open(&database).context("cannot open the store")
+}
+
+fn bundles(
+    path: Option<PathBuf>,
+    env: &[(String, String)],
+    command: BundlesCommand,
+) -> anyhow::Result<()> {
+    let loaded = config::load(path.as_deref(), env)
+        .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+    let state_dir = loaded.config.store.dir.clone();
+    let reader = open_reader(path, env)?;
+    match command {
+        BundlesCommand::List { limit, json } => {
+            let rows = reader.bundles(limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            println!(
+                "{:<48} {:<8} {:<9} {:>10}  PATH",
+                "INCIDENT", "STATE", "STATUS", "BYTES"
+            );
+            for row in rows {
+                println!(
+                    "{:<48} {:<8} {:<9} {:>10}  {}",
+                    row.episode_id,
+                    row.state,
+                    row.status,
+                    row.bytes,
+                    row.path.unwrap_or_default()
+                );
+            }
+        }
+        BundlesCommand::Show { id } => {
+            let row = reader
+                .bundle(&id)?
+                .with_context(|| format!("no bundle for incident {id}"))?;
+            let path = row
+                .path
+                .filter(|_| matches!(row.state.as_str(), "written" | "final"))
+                .with_context(|| format!("the bundle of {id} is {}", row.state))?;
+            let file =
+                crate::bundle::bundler::resolve_path(&state_dir, &path).with_context(|| {
+                    format!("bundle path {path:?} is outside the bundles directory")
+                })?;
+            let manifest = crate::bundle::archive::read_one(&file, "manifest.json")
+                .with_context(|| format!("cannot read {}", file.display()))?
+                .with_context(|| format!("{} has no manifest.json", file.display()))?;
+            println!("{}", String::from_utf8_lossy(&manifest));
+        }
+    }
+    Ok(())
+}
+
+fn report(
+    path: Option<PathBuf>,
+    env: &[(String, String)],
+    since: &str,
+    format: ReportFormat,
+) -> anyhow::Result<()> {
+    let since = humantime::parse_duration(since).with_context(|| format!("--since {since:?}"))?;
+    let loaded = config::load(path.as_deref(), env)
+        .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+    let options = crate::bundle::bundler::ReportOptions {
+        severities: loaded.config.severities.clone(),
+        external_url: loaded.config.paging.external_url.clone(),
+        state_dir: loaded.config.store.dir.clone(),
+    };
+    let reader = open_reader(path, env)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let facts = crate::bundle::bundler::report_facts(
+        &reader,
+        &options,
+        now - crate::clock::duration_millis(since),
+        now,
+    )?;
+    match format {
+        ReportFormat::Md => print!("{}", crate::report::markdown(&facts)),
+        ReportFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&crate::report::json(&facts))?
+        ),
+    }
+    Ok(())
 }
 
 fn incidents(

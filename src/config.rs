@@ -36,6 +36,7 @@ pub struct Config {
     pub pagerduty: PagerDutyConfig,
     pub notifiers: BTreeMap<String, NotifierConfig>,
     pub watchdog: WatchdogConfig,
+    pub bundles: BundlesConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -585,6 +586,44 @@ impl NotifierKind {
     }
 }
 
+/// Debug bundles: one archive per incident under `<store.dir>/bundles/`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BundlesConfig {
+    pub enabled: bool,
+    /// Collectors running at once, across all incidents.
+    pub concurrency: usize,
+    /// An identical collector request (same query, workload and window) within this long
+    /// reuses the first one's result: a storm does not mean thousands of log downloads.
+    #[serde(with = "humantime_serde")]
+    pub share_for: Duration,
+    /// How long a disruptive action (restart, scale, set env) waits for its incident's
+    /// `before_action` collectors before it goes ahead anyway.
+    #[serde(with = "humantime_serde")]
+    pub before_action_wait: Duration,
+    /// Bundles of closed incidents older than this are deleted.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Past this many bytes in all, the oldest bundles of closed incidents are deleted.
+    pub max_total_bytes: u64,
+    /// Regexes whose matches are redacted from every file, besides the built-in patterns.
+    pub redact: Vec<String>,
+}
+
+impl Default for BundlesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            concurrency: 8,
+            share_for: Duration::from_secs(300),
+            before_action_wait: Duration::from_secs(20),
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            max_total_bytes: 10 * 1024 * 1024 * 1024,
+            redact: Vec::new(),
+        }
+    }
+}
+
 /// The always-firing heartbeat alert of the alerting pipeline.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -828,6 +867,7 @@ fn check_file(file: &str, text: &str, origins: &mut Origins, errors: &mut Vec<Co
                 "pagerduty" => |d| PagerDutyConfig::deserialize(d).map(drop),
                 "notifiers" => |d| BTreeMap::<String, NotifierConfig>::deserialize(d).map(drop),
                 "watchdog" => |d| WatchdogConfig::deserialize(d).map(drop),
+                "bundles" => |d| BundlesConfig::deserialize(d).map(drop),
                 _ => {
                     errors.push(ConfigError {
                         origin: format!("{file}:{section_line}"),
@@ -835,7 +875,7 @@ fn check_file(file: &str, text: &str, origins: &mut Origins, errors: &mut Vec<Co
                         message: "unknown section; expected one of server, auth, store, \
                                   reconcile, alertmanager, log, rules, severities, default_rule, \
                                   prometheus, kubernetes, actions, paging, pagerduty, \
-                                  notifiers, watchdog"
+                                  notifiers, watchdog, bundles"
                             .to_owned(),
                     });
                     continue;
@@ -1191,6 +1231,12 @@ fn validate_paging(config: &Config, fail: &mut impl FnMut(&str, String)) {
         {
             fail(key, format!("{url:?} is not an http(s) URL"));
         }
+    }
+    if let Err(error) = crate::redact::Patterns::new(&config.bundles.redact) {
+        fail("bundles.redact", error);
+    }
+    if config.bundles.concurrency == 0 {
+        fail("bundles.concurrency", "must be greater than 0".to_owned());
     }
     if config.watchdog.enabled && config.watchdog.timeout < Duration::from_secs(1) {
         fail("watchdog.timeout", "must be at least 1s".to_owned());

@@ -288,6 +288,11 @@ async fn run_async(
         rules_degraded,
         actions_note: actions_note.clone(),
         heartbeat: heartbeat.clone(),
+        report: Arc::new(crate::bundle::bundler::ReportOptions {
+            severities: config.severities.clone(),
+            external_url: config.paging.external_url.clone(),
+            state_dir: config.store.dir.clone(),
+        }),
     };
     let deadline = config.server.shutdown_timeout;
     let server_task = tokio::spawn(server::serve(
@@ -326,6 +331,33 @@ async fn run_async(
     metrics
         .actions_enforced
         .set(i64::from(mode == crate::governor::Mode::Enforce));
+    let redactor: Arc<std::sync::Mutex<crate::redact::Redactor>> = Arc::default();
+    let bundler = if config.bundles.enabled {
+        let collectors = crate::bundle::collect::Collectors::new(
+            crate::bundle::collect::CollectEnv {
+                prometheus_urls: config.prometheus.urls.clone(),
+                http: crate::actions::http::client().map_err(|e| anyhow::anyhow!(e))?,
+                kubernetes: crate::probes::kubernetes::ClientSlot::new(&config.kubernetes),
+            },
+            config.bundles.concurrency,
+            config.bundles.share_for,
+        );
+        let bundler = crate::bundle::bundler::Bundler::new(
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            collectors,
+            config.store.dir.clone(),
+            config.bundles.clone(),
+            redactor.clone(),
+            config.severities.clone(),
+            config.paging.external_url.clone(),
+        )
+        .map_err(|error| anyhow::anyhow!("cannot start the bundler: {error}"))?;
+        Some(Arc::new(bundler))
+    } else {
+        None
+    };
     let mitigator = Arc::new(crate::mitigate::Mitigator {
         store: store.clone(),
         clock: clock.clone(),
@@ -340,8 +372,10 @@ async fn run_async(
         max_attempts: config.actions.max_attempts.max(1),
         min_hold: config.actions.min_hold,
         secrets: crate::redact::SecretFiles::new(config.actions.secrets_dir(&config.store.dir)),
-        redactor: std::sync::Mutex::default(),
+        redactor: redactor.clone(),
         last_verify: std::sync::Mutex::default(),
+        evidence: bundler.clone(),
+        evidence_wait: config.bundles.before_action_wait,
     });
     mitigator.recover().await;
     let worker = Arc::new(Worker {
@@ -356,9 +390,14 @@ async fn run_async(
         dedup: config.paging.dedup,
         settle_within: config.paging.settle_within,
         last_page_check: Mutex::default(),
+        bundler: bundler.clone(),
+        namespaces: config.kubernetes.namespaces.clone(),
     });
     let worker_task = tokio::spawn(worker.run(shutdown.clone()));
     let delivery_task = tokio::spawn(deliverer.clone().run(shutdown.clone()));
+    if let Some(bundler) = &bundler {
+        tokio::spawn(bundler.clone().run(shutdown.clone()));
+    }
     let self_pager = Arc::new(crate::notify::selfpage::SelfPager::new(
         deliverer.clone(),
         store.clone(),

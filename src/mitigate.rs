@@ -37,9 +37,13 @@ pub struct Mitigator {
     /// Where `secret("name")` reads from.
     pub secrets: crate::redact::SecretFiles,
     /// Learns every secret read, and scrubs results before they are stored or logged.
-    pub redactor: std::sync::Mutex<crate::redact::Redactor>,
+    pub redactor: Arc<std::sync::Mutex<crate::redact::Redactor>>,
     /// When actions were last verified.
     pub last_verify: std::sync::Mutex<crate::clock::Millis>,
+    /// The bundler's evidence gate: a disruptive action waits for its incident's
+    /// `before_action` collectors, up to `evidence_wait`.
+    pub evidence: Option<Arc<crate::bundle::bundler::Bundler>>,
+    pub evidence_wait: Duration,
 }
 
 /// An action ready to run: its target and the request for its executor.
@@ -166,6 +170,14 @@ impl Mitigator {
         tracing::info!(action = %chosen.name, %target, verdict = %planned.verdict, "action judged");
         if planned.verdict != "run" {
             return Ok(());
+        }
+        // Evidence before disruption: logs and events of pods about to be restarted, scaled or
+        // re-configured are collected first (bounded; what was missed goes in the bundle).
+        if let (Prepared::Kubernetes { .. }, Some(evidence)) = (&prepared, &self.evidence) {
+            let action = format!("{} on {target}", chosen.name);
+            evidence
+                .evidence_ready(&alert.incident_id, &action, self.evidence_wait)
+                .await;
         }
         // Retries only for what provably did not take effect: exponential backoff with jitter
         // from backon (the design card's `backoff` crate is unmaintained, RUSTSEC-2025-0012).

@@ -76,6 +76,76 @@ impl Redactor {
     }
 }
 
+/// Patterns of secrets nightshift never saw being read: what collected evidence (logs, env
+/// dumps, HTTP answers, Kubernetes objects) may carry. Built in, plus the operator's regexes.
+/// Each built-in pattern keeps its key (`Authorization: `, `?token=`, `"password": "`) and
+/// replaces only the value, so the evidence still says what was there.
+#[derive(Debug, Clone)]
+pub struct Patterns {
+    /// (pattern, whether it has groups to keep: a prefix (group 1), and with three groups a
+    /// suffix (group 3) around the secret (group 2))
+    list: Vec<(regex::Regex, bool)>,
+}
+
+const BUILTIN_PATTERNS: &[&str] = &[
+    // Private key blocks, whole.
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+    // Authorization headers, whatever the scheme.
+    r#"(?i)((?:proxy-)?authorization["']?\s*[:=]\s*["']?)(?:(?:bearer|basic|token|digest)\s+)?[^\s"',;]+"#,
+    // Bearer tokens anywhere else.
+    r"(?i)(\bbearer\s+)[A-Za-z0-9\-._~+/]+=*",
+    // PagerDuty routing keys and integration keys in JSON or forms.
+    r#"(?i)("?(?:routing_key|integration_key|service_key)"?\s*[:=]\s*"?)[A-Za-z0-9]{20,}"#,
+    // Credentials in URLs: user:password@ and secret query parameters.
+    r"(?i)(\b[a-z][a-z0-9+.\-]*://[^/\s:@]+:)([^@\s/]+)(@)",
+    r#"(?i)([?&](?:api[_-]?key|apikey|key|token|access[_-]?token|auth|secret|password|passwd|pwd|signature|sig|client[_-]?secret)=)[^&\s"'#]+"#,
+    // JSON fields that hold secrets.
+    r#"(?i)("[a-z0-9_\-]*(?:password|passwd|secret|token|api[_-]?key|apikey|private[_-]?key|credential)[a-z0-9_\-]*"\s*:\s*")[^"]*"#,
+    // Environment dumps: NAME=value where the name says key, token, secret, password.
+    r"(?im)^(\s*(?:export\s+)?[a-z0-9_]*(?:key|token|secret|password|passwd|credential)[a-z0-9_]*\s*[=:]\s*)\S.*$",
+];
+
+impl Patterns {
+    /// The built-in patterns and `extra` (regexes from the configuration; each whole match is
+    /// replaced).
+    pub fn new(extra: &[String]) -> Result<Patterns, String> {
+        let mut list = Vec::new();
+        for pattern in BUILTIN_PATTERNS {
+            let regex = regex::Regex::new(pattern).map_err(|e| e.to_string())?;
+            let keeps = regex.captures_len() > 1;
+            list.push((regex, keeps));
+        }
+        for pattern in extra {
+            let regex = regex::Regex::new(pattern)
+                .map_err(|error| format!("redaction pattern {pattern:?}: {error}"))?;
+            list.push((regex, false));
+        }
+        Ok(Patterns { list })
+    }
+
+    /// The text with every match replaced by `<redacted>`, and how many there were.
+    pub fn scrub(&self, text: &str) -> (String, usize) {
+        let mut out = text.to_owned();
+        let mut count = 0;
+        for (regex, keeps) in &self.list {
+            let found = regex.find_iter(&out).count();
+            if found == 0 {
+                continue;
+            }
+            count += found;
+            out = if *keeps && regex.captures_len() == 4 {
+                // prefix, secret, suffix
+                regex.replace_all(&out, "${1}<redacted>${3}").into_owned()
+            } else if *keeps {
+                regex.replace_all(&out, "${1}<redacted>").into_owned()
+            } else {
+                regex.replace_all(&out, "<redacted>").into_owned()
+            };
+        }
+        (out, count)
+    }
+}
+
 /// A template rendered twice: the value to use, and the value to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
@@ -180,6 +250,64 @@ mod tests {
         let context = serde_json::json!({"labels": {"leak": "sk-live-0123456789"}});
         let rendered = render("{{ labels.leak }}", &context, &files, &mut redactor).unwrap();
         assert_eq!(rendered.shown, "<secret:vastai_api_key>");
+    }
+
+    #[test]
+    fn evidence_patterns_keep_the_key_and_drop_the_value() {
+        let patterns = Patterns::new(&["acct-[0-9]{6}".to_owned()]).unwrap();
+        let cases = [
+            (
+                "Authorization: Bearer abc.def-123",
+                "Authorization: <redacted>",
+            ),
+            (
+                "curl -H 'authorization: Basic dXNlcjpwdw=='",
+                "curl -H 'authorization: <redacted>'",
+            ),
+            (
+                "token was bearer eyJhbGciOi.x",
+                "token was bearer <redacted>",
+            ),
+            (
+                r#"{"routing_key":"R0UT1NGKEY0123456789abcdef012345"}"#,
+                r#"{"routing_key":"<redacted>"}"#,
+            ),
+            (
+                "GET /v1/x?api_key=sk-live-1&n=2 HTTP/1.1",
+                "GET /v1/x?api_key=<redacted>&n=2 HTTP/1.1",
+            ),
+            (
+                "postgres://app:hunter2@db:5432/x",
+                "postgres://app:<redacted>@db:5432/x",
+            ),
+            (
+                r#"{"db_password": "hunter2", "user": "app"}"#,
+                r#"{"db_password": "<redacted>", "user": "app"}"#,
+            ),
+            (
+                "VASTAI_API_KEY=sk-live-0123\nPATH=/usr/bin",
+                "VASTAI_API_KEY=<redacted>\nPATH=/usr/bin",
+            ),
+            (
+                "account acct-123456 over quota",
+                "account <redacted> over quota",
+            ),
+        ];
+        for (text, expected) in cases {
+            let (scrubbed, count) = patterns.scrub(text);
+            assert_eq!(scrubbed, expected, "{text}");
+            assert!(count >= 1, "{text}");
+        }
+        let key = "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----";
+        assert_eq!(patterns.scrub(key).0, "<redacted>");
+        // Ordinary evidence is left alone.
+        let plain = "2026-11-28T03:02:11Z ERROR vast.ai answered 503 for /api/v0/instances";
+        assert_eq!(patterns.scrub(plain), (plain.to_owned(), 0));
+        assert!(
+            Patterns::new(&["(".to_owned()])
+                .unwrap_err()
+                .contains("redaction pattern")
+        );
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct AppState {
     pub actions_note: Arc<RwLock<Option<String>>>,
     /// The Watchdog heartbeat, fed by ingest.
     pub heartbeat: Arc<crate::notify::selfpage::Heartbeat>,
+    /// What the night report needs besides the store.
+    pub report: Arc<crate::bundle::bundler::ReportOptions>,
 }
 
 impl AppState {
@@ -115,6 +117,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(show_incident))
+        .route("/api/v1/incidents/{id}/bundle", get(download_bundle))
+        .route("/api/v1/report", get(report))
         .route("/-/reload", post(reload))
         .route("/-/pause", post(pause))
         .route("/-/resume", post(resume))
@@ -243,6 +247,134 @@ async fn show_incident(
             "not found",
             &format!("no incident {id}"),
         ),
+        Ok(Err(error)) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store unavailable",
+            &error.to_string(),
+        ),
+        Err(error) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error",
+            &error.to_string(),
+        ),
+    }
+}
+
+/// The incident's bundle as written (`tar.gz`), *read* credential.
+async fn download_bundle(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(response) = state.authorize(Role::Read, &headers) {
+        return response;
+    }
+    let store = state.store.clone();
+    let state_dir = state.state_dir.clone();
+    let lookup = id.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let row = store.reader().map_err(|e| e.to_string())?.bundle(&lookup);
+        let row = row.map_err(|e| e.to_string())?;
+        let Some(path) = row
+            .filter(|row| matches!(row.state.as_str(), "written" | "final"))
+            .and_then(|row| row.path)
+        else {
+            return Ok(None);
+        };
+        let file = crate::bundle::bundler::resolve_path(&state_dir, &path)
+            .ok_or_else(|| format!("bundle path {path:?} is outside the bundles directory"))?;
+        std::fs::read(&file)
+            .map(Some)
+            .map_err(|error| format!("cannot read {}: {error}", file.display()))
+    })
+    .await;
+    match result {
+        Ok(Ok(Some(bytes))) => {
+            let disposition = format!("attachment; filename=\"{id}.tar.gz\"");
+            let mut response = (StatusCode::OK, bytes).into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/gzip"),
+            );
+            if let Ok(value) = axum::http::HeaderValue::from_str(&disposition) {
+                headers.insert(axum::http::header::CONTENT_DISPOSITION, value);
+            }
+            response
+        }
+        Ok(Ok(None)) => json_error(
+            StatusCode::NOT_FOUND,
+            "not found",
+            &format!("no bundle for incident {id} (yet)"),
+        ),
+        Ok(Err(error)) => json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &error),
+        Err(error) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error",
+            &error.to_string(),
+        ),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ReportQuery {
+    since: Option<String>,
+    format: Option<String>,
+}
+
+/// The night in one report, *read* credential: `?since=24h&format=md|json` (JSON default).
+async fn report(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<ReportQuery>,
+) -> Response {
+    if let Some(response) = state.authorize(Role::Read, &headers) {
+        return response;
+    }
+    let since = match humantime::parse_duration(query.since.as_deref().unwrap_or("24h")) {
+        Ok(since) => since,
+        Err(error) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad request",
+                &format!("since: {error}"),
+            );
+        }
+    };
+    let markdown = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("md") => true,
+        Some(other) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad request",
+                &format!("format {other:?}: expected md or json"),
+            );
+        }
+    };
+    let store = state.store.clone();
+    let now = state.clock.now_millis();
+    let options = state.report.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let reader = store.reader()?;
+        crate::bundle::bundler::report_facts(
+            &reader,
+            &options,
+            now - crate::clock::duration_millis(since),
+            now,
+        )
+    })
+    .await;
+    match result {
+        Ok(Ok(facts)) if markdown => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/markdown; charset=utf-8",
+            )],
+            crate::report::markdown(&facts),
+        )
+            .into_response(),
+        Ok(Ok(facts)) => axum::Json(crate::report::json(&facts)).into_response(),
         Ok(Err(error)) => json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "store unavailable",

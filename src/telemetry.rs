@@ -92,6 +92,17 @@ pub struct Metrics {
     pub self_page_active: IntGaugeVec,
     /// When the last Watchdog heartbeat arrived (unix seconds; 0: none yet).
     pub watchdog_last_seen_timestamp_seconds: IntGauge,
+    /// Bundles written, by version (initial, final) or failed.
+    pub bundles_written_total: IntCounterVec,
+    /// Collector runs by kind and status (ok, truncated, failed, timed_out, skipped).
+    pub bundle_collectors_total: IntCounterVec,
+    /// Bundles on disk, and their bytes (refreshed by retention).
+    pub bundles_on_disk: IntGauge,
+    pub bundles_bytes: IntGauge,
+    /// Bundles deleted by retention.
+    pub bundles_deleted_total: IntCounter,
+    /// Values redacted from bundle files.
+    pub bundle_redactions_total: IntCounter,
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -367,6 +378,38 @@ impl Metrics {
                 r,
                 "nightshift_watchdog_last_seen_timestamp_seconds",
                 "Unix time of the last Watchdog heartbeat alert received (0: none yet).",
+            ),
+            bundles_written_total: counter_vec(
+                r,
+                "nightshift_bundles_written_total",
+                "Bundles written, by version (initial, final), or failed attempts.",
+                &["version"],
+            ),
+            bundle_collectors_total: counter_vec(
+                r,
+                "nightshift_bundle_collectors_total",
+                "Collector runs by kind and status (ok, truncated, failed, timed_out, skipped).",
+                &["kind", "status"],
+            ),
+            bundles_on_disk: gauge(
+                r,
+                "nightshift_bundles",
+                "Bundles on disk (refreshed by retention).",
+            ),
+            bundles_bytes: gauge(
+                r,
+                "nightshift_bundles_bytes",
+                "Bytes of the bundles on disk (refreshed by retention).",
+            ),
+            bundles_deleted_total: counter(
+                r,
+                "nightshift_bundles_deleted_total",
+                "Bundles deleted by retention.",
+            ),
+            bundle_redactions_total: counter(
+                r,
+                "nightshift_bundle_redactions_total",
+                "Values redacted from bundle files before they were written.",
             ),
             registry,
         }

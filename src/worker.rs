@@ -48,6 +48,10 @@ pub struct Worker {
     pub settle_within: Duration,
     /// When waiting incidents were last judged.
     pub last_page_check: Mutex<Millis>,
+    /// Writes a bundle for every incident that opens; `None` when bundles are off.
+    pub bundler: Option<Arc<crate::bundle::bundler::Bundler>>,
+    /// Namespaces Kubernetes collectors may read (`kubernetes.namespaces`).
+    pub namespaces: Vec<String>,
 }
 
 impl Worker {
@@ -239,6 +243,53 @@ impl Worker {
         }
     }
 
+    /// The incident's collectors rendered as a bundle plan (JSON); a Kubernetes collector
+    /// outside `kubernetes.namespaces` is refused like an action would be.
+    fn bundle_plan(
+        &self,
+        rules: &RuleSet,
+        decision: &Decision,
+        input: &AlertInput,
+        now: Millis,
+    ) -> String {
+        use crate::bundle::request::RequestKind;
+        let mut plan = crate::bundle::bundler::BundlePlan::default();
+        for rendered in rules.collector_requests(decision, input, now) {
+            match rendered {
+                // Two rules joined by `continue` may name the same collector: the bundle has
+                // one directory per name.
+                Ok(request) if plan.requests.iter().any(|r| r.name == request.name) => {
+                    plan.errors.push((
+                        request.name.clone(),
+                        format!(
+                            "collector name also used by an earlier rule; rule {}'s is skipped",
+                            request.rule
+                        ),
+                    ));
+                }
+                Ok(request) => {
+                    let namespace = match &request.kind {
+                        RequestKind::KubernetesLogs { namespace, .. }
+                        | RequestKind::KubernetesEvents { namespace, .. }
+                        | RequestKind::KubernetesObject { namespace, .. } => Some(namespace),
+                        _ => None,
+                    };
+                    match namespace {
+                        Some(namespace) if !self.namespaces.contains(namespace) => {
+                            plan.errors.push((
+                                request.name.clone(),
+                                format!("namespace {namespace:?} is not in kubernetes.namespaces"),
+                            ));
+                        }
+                        _ => plan.requests.push(request),
+                    }
+                }
+                Err(error) => plan.errors.push(error),
+            }
+        }
+        serde_json::to_string(&plan).unwrap_or_else(|_| "{}".to_owned())
+    }
+
     fn read<T>(
         &self,
         query: impl FnOnce(&crate::store::Reader) -> Result<T, crate::store::StoreError>,
@@ -294,6 +345,8 @@ impl Worker {
             trace: serde_json::to_string(&decision).unwrap_or_else(|_| "{}".to_owned()),
             at: now,
             next_evaluation_at: next,
+            bundle_plan: (kind == "initial" && self.bundler.is_some())
+                .then(|| self.bundle_plan(&rules, &decision, &input, now)),
             page: Some(crate::store::PageRequest {
                 dedup_key: crate::paging::dedup_key(self.dedup, &row.group_key, &row.id),
                 group_key: row.group_key.clone(),
@@ -303,8 +356,13 @@ impl Worker {
                 channels: rules.severities.get(decision.severity.level()).notify,
             }),
         };
+        let plan = record.bundle_plan.clone();
         match self.store.record_decision(record).await {
             Ok(Recorded::Recorded { changed }) => {
+                // Evidence collection starts before any action, which may wait for it.
+                if let (Some(bundler), Some(plan)) = (&self.bundler, &plan) {
+                    bundler.start(episode_id, plan);
+                }
                 if changed {
                     self.metrics.decision_branch_changes_total.inc();
                 }

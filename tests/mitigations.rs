@@ -41,7 +41,9 @@ fn setup(extra: &str, ingest_token: bool) -> Setup {
     };
     let mut daemon = Daemon::prepare(
         &format!(
-            "[rules]\ndir = \"{{dir}}/rules\"\n[kubernetes]\nkubeconfig = \"{{dir}}/kubeconfig\"\nnamespaces = [\"vastai\"]\n{auth}{extra}"
+            // Bundles have their own tests (tests/bundles.rs); here the API server's requests
+            // are the actions' alone.
+            "[rules]\ndir = \"{{dir}}/rules\"\n[kubernetes]\nkubeconfig = \"{{dir}}/kubeconfig\"\nnamespaces = [\"vastai\"]\n[bundles]\nenabled = false\n{auth}{extra}"
         ),
         &[],
     );

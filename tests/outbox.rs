@@ -73,6 +73,7 @@ fn settings(pd: &FakePagerDuty, chat: &FakeChat, default_key: &str) -> DeliveryS
         alertmanager_url: None,
         max_incidents: 20,
         severities: SeveritiesConfig::default(),
+        state_dir: std::path::PathBuf::from("/var/lib/nightshift"),
     }
 }
 
@@ -208,6 +209,7 @@ impl Pipeline {
                 trace: serde_json::json!({"summary": summary, "branch": "page"}).to_string(),
                 at: self.now(),
                 next_evaluation_at: None,
+                bundle_plan: None,
                 page: Some(PageRequest {
                     dedup_key: key.clone(),
                     group_key: group.to_owned(),
@@ -463,6 +465,7 @@ async fn storm() {
                             .to_string(),
                         at,
                         next_evaluation_at: None,
+                        bundle_plan: None,
                         page: Some(PageRequest {
                             dedup_key: key,
                             group_key: group,

@@ -7,7 +7,12 @@
 //!   requests in a storm.
 //! - `facts` — everything known about an incident, as the documents need it.
 //! - `docs` — `timeline.md`, `comms.md` and `postmortem.md`, rendered from the facts.
+//! - `archive` — `tar.gz` written atomically (temporary name, fsync, rename).
+//! - `bundler` — the work: collect, gather the facts, redact, write, rewrite at close,
+//!   retention, and the evidence gate disruptive actions wait on.
 
+pub mod archive;
+pub mod bundler;
 pub mod collect;
 pub mod docs;
 pub mod facts;

@@ -57,6 +57,8 @@ pub struct DeliverySettings {
     pub alertmanager_url: Option<String>,
     pub max_incidents: usize,
     pub severities: SeveritiesConfig,
+    /// Where bundles are, for their links when there is no `external_url`.
+    pub state_dir: std::path::PathBuf,
 }
 
 impl DeliverySettings {
@@ -105,6 +107,7 @@ impl DeliverySettings {
                 .or_else(|| config.alertmanager.url.clone()),
             max_incidents: config.paging.max_incidents_per_page.max(1),
             severities: config.severities.clone(),
+            state_dir: config.store.dir.clone(),
         })
     }
 
@@ -793,6 +796,22 @@ pub fn page_view(
             .iter()
             .map(action_line)
             .collect();
+        let bundle = reader
+            .bundle(&episode_id)?
+            .filter(|b| matches!(b.state.as_str(), "written" | "final"));
+        let recent_errors = bundle
+            .as_ref()
+            .and_then(|b| serde_json::from_value(b.highlights.clone()).ok())
+            .unwrap_or_default();
+        let bundle = bundle
+            .and_then(|b| b.path)
+            .map(|path| match &settings.external_url {
+                Some(base) => format!(
+                    "{}/api/v1/incidents/{episode_id}/bundle",
+                    base.trim_end_matches('/')
+                ),
+                None => settings.state_dir.join(path).display().to_string(),
+            });
         view.incidents.push(IncidentView {
             id: episode_id.clone(),
             rule: trace["classification"]["matched"][0]["rule"]
@@ -811,7 +830,8 @@ pub fn page_view(
             page_reason: reason,
             probes,
             actions,
-            bundle: None,
+            bundle,
+            recent_errors,
         });
     }
     Ok(Some(view))

@@ -547,6 +547,9 @@ fn incident_details(incident: &IncidentView) -> Value {
         "probes": probes,
         "actions": actions,
     });
+    if !incident.recent_errors.is_empty() {
+        detail["recent_errors"] = json!(incident.recent_errors);
+    }
     if let Some(bundle) = &incident.bundle {
         detail["bundle"] = Value::String(bundle.clone());
     }
@@ -776,6 +779,7 @@ mod tests {
             ],
             actions: vec![restart(Some("did_not_help"))],
             bundle: None,
+            recent_errors: Vec::new(),
         }
     }
 

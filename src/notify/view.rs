@@ -54,8 +54,10 @@ pub struct IncidentView {
     pub page_reason: String,
     pub probes: Vec<ProbeLine>,
     pub actions: Vec<ActionLine>,
-    /// Where its debug bundle is, once bundles exist.
+    /// Where its debug bundle is, once it is written.
     pub bundle: Option<String>,
+    /// The most recent error lines of the logs its bundle collected (redacted).
+    pub recent_errors: Vec<String>,
 }
 
 /// What one probe returned.

@@ -8,6 +8,7 @@
 //!
 //! Invariant: an `Ok` from [`Store::try_submit`]'s receiver means the notification is durable.
 
+mod bundles;
 mod paging;
 mod reader;
 mod writer;
@@ -23,6 +24,7 @@ use bytes::Bytes;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+pub use bundles::{BundleRow, BundleWork, BundleWritten};
 pub use paging::{Attempt, OutboxRow, PageFacts, PageRequest, PagedIncident};
 pub use reader::{
     DecisionEntry, DueRevert, EpisodeRow, IncidentDetail, IncidentSummary, PendingTransition,
@@ -146,6 +148,17 @@ pub struct DecisionRecord {
     pub next_evaluation_at: Option<Millis>,
     /// What the decision means for paging, recorded in the same transaction.
     pub page: Option<PageRequest>,
+    /// The incident's bundle plan (its rendered collectors, JSON), on the decision that opens
+    /// it; the bundle is then owed, even across a crash.
+    pub bundle_plan: Option<String>,
+}
+
+/// A bundle step for the writer.
+#[derive(Debug, Clone)]
+pub enum BundleOp {
+    Written(BundleWritten),
+    /// Retention removed its file.
+    Deleted(String),
 }
 
 /// A paging step for the writer; each runs in one transaction.
@@ -274,6 +287,7 @@ enum Command {
         oneshot::Sender<Result<Recorded, String>>,
     ),
     Paging(PagingOp, oneshot::Sender<Result<PagingDone, String>>),
+    Bundle(BundleOp, oneshot::Sender<Result<bool, String>>),
     Ingest(IngestRecord, oneshot::Sender<Result<i64, String>>),
     ApiSync(Vec<ApiAlert>, oneshot::Sender<Result<SyncSummary, String>>),
     CompleteTransitions(Vec<i64>, oneshot::Sender<Result<usize, String>>),
@@ -499,6 +513,12 @@ impl Store {
     pub async fn record_decision(&self, record: DecisionRecord) -> Result<Recorded, StoreError> {
         self.ask(|reply| Command::RecordDecision(Box::new(record), reply))
             .await
+    }
+
+    /// One bundle step; `Written` returns whether the incident's page was queued again with
+    /// the bundle's link.
+    pub async fn bundle(&self, op: BundleOp) -> Result<bool, StoreError> {
+        self.ask(|reply| Command::Bundle(op, reply)).await
     }
 
     /// One paging step (see [`PagingOp`]).

@@ -377,6 +377,7 @@ pub(super) fn on_close(
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .optional()?;
+    super::bundles::close(transaction, episode_id)?;
     let Some((state, dedup_key)) = row else {
         return Ok(false);
     };
@@ -472,6 +473,42 @@ pub(super) fn on_action_finished(
         )?
         .execute(params![episode_id, action_id, now])?;
     Ok(())
+}
+
+/// Send an open page again (same dedup key) because what it says changed, e.g. its bundle
+/// is ready; only when PagerDuty already has the page, else the news goes with the first
+/// trigger anyway. Returns whether a trigger was queued.
+pub(super) fn refresh(
+    transaction: &Transaction<'_>,
+    episode_id: &str,
+    reason: &str,
+    now: Millis,
+) -> Result<bool, rusqlite::Error> {
+    let found: Option<(String, String)> = transaction
+        .query_row(
+            "SELECT p.dedup_key, g.severity FROM incident_pages p
+             JOIN pages g ON g.dedup_key = p.dedup_key
+             WHERE p.episode_id = ?1 AND p.state = 'paged' AND g.status = 'triggered'
+               AND EXISTS (SELECT 1 FROM outbox o WHERE o.dedup_key = p.dedup_key
+                   AND o.channel = 'pagerduty' AND o.kind = 'trigger' AND o.state = 'delivered')",
+            params![episode_id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    let Some((dedup_key, severity)) = found else {
+        return Ok(false);
+    };
+    enqueue(
+        transaction,
+        "pagerduty",
+        "trigger",
+        &dedup_key,
+        episode_id,
+        priority("trigger", &severity),
+        reason,
+        now,
+    )?;
+    Ok(true)
 }
 
 /// An action's outcome is unknown: its incident goes to a human whatever its paging policy

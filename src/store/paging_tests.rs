@@ -143,6 +143,7 @@ impl Fixture {
                     .to_string(),
                 at: self.now(),
                 next_evaluation_at: None,
+                bundle_plan: None,
                 page: Some(request),
             })
             .await

@@ -24,14 +24,15 @@ use crate::telemetry::Metrics;
 const SCHEMA: &str = include_str!("schema.sql");
 /// Migrations from the previous version, applied in order; the index is the version it
 /// migrates from, minus one.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     include_str!("migrate_v2.sql"),
     include_str!("migrate_v3.sql"),
     include_str!("migrate_v4.sql"),
     include_str!("migrate_v5.sql"),
     include_str!("migrate_v6.sql"),
+    include_str!("migrate_v7.sql"),
 ];
-const SCHEMA_VERSION: &str = "6";
+const SCHEMA_VERSION: &str = "7";
 
 /// Most notifications committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -249,6 +250,10 @@ impl Writer {
                 let result = self
                     .api_sync(&alerts)
                     .map_err(|e| self.failed("api_sync", e));
+                let _ = reply.send(result);
+            }
+            Command::Bundle(op, reply) => {
+                let result = self.bundle(&op).map_err(|e| self.failed("bundle", e));
                 let _ = reply.send(result);
             }
             Command::Paging(op, reply) => {
@@ -918,9 +923,28 @@ impl Writer {
         if let Some(page) = &record.page {
             super::paging::on_decision(&transaction, &record.episode_id, page, now)?;
         }
+        if let Some(plan) = &record.bundle_plan {
+            super::bundles::plan(&transaction, &record.episode_id, plan, now)?;
+        }
         transaction.commit()?;
         self.succeeded();
         Ok(Recorded::Recorded { changed })
+    }
+
+    fn bundle(&mut self, op: &super::BundleOp) -> Result<bool, rusqlite::Error> {
+        let now = self.clock.now_millis();
+        self.set_synchronous("FULL")?;
+        let transaction = self.connection.transaction()?;
+        let refreshed = match op {
+            super::BundleOp::Written(done) => super::bundles::written(&transaction, done, now)?,
+            super::BundleOp::Deleted(episode_id) => {
+                super::bundles::deleted(&transaction, episode_id)?;
+                false
+            }
+        };
+        transaction.commit()?;
+        self.succeeded();
+        Ok(refreshed)
     }
 
     fn paging(&mut self, op: &super::PagingOp) -> Result<super::PagingDone, rusqlite::Error> {

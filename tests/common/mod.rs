@@ -223,9 +223,15 @@ pub mod http_client {
         pub status: u16,
         pub headers: Vec<(String, String)>,
         pub body: String,
+        /// The body as received (after de-chunking), for binary answers.
+        pub bytes: Vec<u8>,
     }
 
     impl Response {
+        pub fn body_bytes(&self) -> &[u8] {
+            &self.bytes
+        }
+
         pub fn json(&self) -> serde_json::Value {
             serde_json::from_str(&self.body)
                 .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
@@ -272,6 +278,7 @@ pub mod http_client {
                         status: 0,
                         headers: Vec::new(),
                         body: error.to_string(),
+                        bytes: Vec::new(),
                     };
                 }
             };
@@ -296,8 +303,12 @@ pub mod http_client {
     pub fn read_response(stream: &mut TcpStream) -> Response {
         let mut raw = Vec::new();
         let _ = stream.read_to_end(&mut raw);
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(raw.len());
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let body = raw.get(split + 4..).unwrap_or_default();
         let mut lines = head.lines();
         let status_line = lines.next().unwrap_or_default();
         let status = status_line
@@ -312,29 +323,32 @@ pub mod http_client {
         let chunked = headers
             .iter()
             .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-        let body = if chunked {
+        let bytes = if chunked {
             dechunk(body)
         } else {
-            body.to_owned()
+            body.to_vec()
         };
         Response {
             status,
             headers,
-            body,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+            bytes,
         }
     }
 
-    fn dechunk(mut body: &str) -> String {
-        let mut out = String::new();
-        while let Some((size, rest)) = body.split_once("\r\n") {
-            let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+    fn dechunk(mut body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
+            let size = String::from_utf8_lossy(&body[..line_end]).trim().to_owned();
+            let Ok(size) = usize::from_str_radix(&size, 16) else {
                 break;
             };
+            let rest = &body[line_end + 2..];
             if size == 0 || rest.len() < size {
                 break;
             }
-            out.push_str(&rest[..size]);
-            body = rest[size..].trim_start_matches("\r\n");
+            out.extend_from_slice(&rest[..size]);
+            body = rest[size..].strip_prefix(b"\r\n").unwrap_or(&rest[size..]);
         }
         out
     }

@@ -1,0 +1,830 @@
+//! The bundler: for every incident that opens, run its collectors and write its bundle; when
+//! it closes, write it again with the final timeline and the `on_resolve` collectors. The work
+//! is owed durably (a `bundles` row written with the decision that opens the incident), so a
+//! crash only delays it. Disruptive actions wait for the incident's `before_action` evidence
+//! ([`Bundler::evidence_ready`]), up to a bound.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::collect::Collectors;
+use super::facts::{
+    BundleFacts, CollectorFacts, DecisionFacts, IncidentFacts, PageEventFacts, TransitionFacts,
+};
+use super::request::{CollectorOutput, CollectorRequest, CollectorStatus, RequestKind};
+use super::{archive, docs};
+use crate::clock::{Millis, SharedClock, millis_to_datetime};
+use crate::config::{BundlesConfig, SeveritiesConfig};
+use crate::redact::{Patterns, Redactor};
+use crate::store::{BundleOp, BundleWork, BundleWritten, Reader, Store, StoreError};
+use crate::telemetry::Metrics;
+
+/// What a bundle is to collect, rendered when the incident opened.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BundlePlan {
+    pub requests: Vec<CollectorRequest>,
+    /// Collectors that could not be rendered: (name, why).
+    pub errors: Vec<(String, String)>,
+}
+
+/// Where bundles live under the state directory.
+pub const BUNDLES_DIR: &str = "bundles";
+
+pub struct Bundler {
+    pub store: Store,
+    pub clock: SharedClock,
+    pub metrics: Arc<Metrics>,
+    pub collectors: Collectors,
+    pub state_dir: PathBuf,
+    pub settings: BundlesConfig,
+    pub patterns: Patterns,
+    /// The one redactor: every secret an action read is scrubbed from bundles too.
+    pub redactor: Arc<Mutex<Redactor>>,
+    pub severities: SeveritiesConfig,
+    pub external_url: Option<String>,
+    reader: Mutex<Option<Reader>>,
+    /// Incidents whose bundle is being written, with their evidence gate (true once every
+    /// `before_action` collector finished).
+    running: Mutex<HashMap<String, watch::Receiver<bool>>>,
+    /// Disruptive actions that went ahead before the evidence was in: incident → notes.
+    missed: Mutex<HashMap<String, Vec<String>>>,
+    last_retention: Mutex<Option<Instant>>,
+}
+
+impl Bundler {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        collectors: Collectors,
+        state_dir: PathBuf,
+        settings: BundlesConfig,
+        redactor: Arc<Mutex<Redactor>>,
+        severities: SeveritiesConfig,
+        external_url: Option<String>,
+    ) -> Result<Bundler, String> {
+        let patterns = Patterns::new(&settings.redact)?;
+        for removed in archive::remove_partials(&state_dir.join(BUNDLES_DIR)) {
+            tracing::warn!(path = %removed.display(), "removed a bundle left half-written by a crash");
+        }
+        Ok(Bundler {
+            store,
+            clock,
+            metrics,
+            collectors,
+            state_dir,
+            settings,
+            patterns,
+            redactor,
+            severities,
+            external_url,
+            reader: Mutex::default(),
+            running: Mutex::default(),
+            missed: Mutex::default(),
+            last_retention: Mutex::default(),
+        })
+    }
+
+    /// The link to an incident's bundle: under `paging.external_url` when set, else its path.
+    pub fn link(&self, episode_id: &str, path: &str) -> String {
+        match &self.external_url {
+            Some(base) => format!(
+                "{}/api/v1/incidents/{episode_id}/bundle",
+                base.trim_end_matches('/')
+            ),
+            None => self.state_dir.join(path).display().to_string(),
+        }
+    }
+
+    fn read<T>(
+        &self,
+        query: impl FnOnce(&Reader) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut slot = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(self.store.reader()?);
+        }
+        let Some(reader) = slot.as_ref() else {
+            return Err(StoreError::Stopped);
+        };
+        let result = query(reader);
+        if result.is_err() {
+            *slot = None;
+        }
+        result
+    }
+
+    /// Poll for owed bundles (after a restart, or closed incidents) and keep retention.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            match self.read(|r| r.bundle_work(64)) {
+                Ok(work) => {
+                    for item in work {
+                        self.spawn(item);
+                    }
+                }
+                Err(error) => tracing::error!(%error, "cannot read the bundle queue"),
+            }
+            let due = {
+                let mut last = self
+                    .last_retention
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let due = last.is_none_or(|at| at.elapsed() >= Duration::from_secs(600));
+                if due {
+                    *last = Some(Instant::now());
+                }
+                due
+            };
+            if due {
+                self.retention().await;
+            }
+        }
+    }
+
+    /// Start the bundle of an incident that has just opened (the worker calls this right after
+    /// recording the decision, before acting, so evidence collection starts first).
+    pub fn start(self: &Arc<Self>, episode_id: &str, plan: &str) {
+        self.spawn(BundleWork {
+            episode_id: episode_id.to_owned(),
+            plan: plan.to_owned(),
+            state: "pending".to_owned(),
+            closed: false,
+            path: None,
+        });
+    }
+
+    fn spawn(self: &Arc<Self>, work: BundleWork) {
+        let (ready, gate) = watch::channel(false);
+        {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if running.contains_key(&work.episode_id) {
+                return;
+            }
+            running.insert(work.episode_id.clone(), gate);
+        }
+        let bundler = self.clone();
+        tokio::spawn(async move {
+            let episode_id = work.episode_id.clone();
+            if let Err(error) = bundler.job(work, ready).await {
+                tracing::error!(episode = %episode_id, %error, "cannot write the bundle; retried");
+                bundler
+                    .metrics
+                    .bundles_written_total
+                    .with_label_values(&["failed"])
+                    .inc();
+            }
+            let mut running = bundler.running.lock().unwrap_or_else(|p| p.into_inner());
+            running.remove(&episode_id);
+        });
+    }
+
+    /// Wait, at most `bound`, for the incident's `before_action` collectors. Returns the
+    /// collectors still running when the bound passed (empty: the evidence is in, or none was
+    /// asked for). The action goes ahead either way; what was missed goes in the manifest.
+    pub async fn evidence_ready(&self, episode_id: &str, action: &str, bound: Duration) -> bool {
+        let gate = {
+            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            running.get(episode_id).cloned()
+        };
+        let Some(mut gate) = gate else {
+            return true;
+        };
+        let waited = tokio::time::timeout(bound, gate.wait_for(|ready| *ready)).await;
+        let ready = matches!(waited, Ok(Ok(_)));
+        if !ready {
+            let note = format!(
+                "{action} went ahead at {} before the before_action collectors finished (waited {})",
+                crate::reconcile::canonical_time(millis_to_datetime(self.clock.now_millis())),
+                humantime::format_duration(bound)
+            );
+            tracing::warn!(episode = episode_id, %note, "evidence before disruption: bound reached");
+            self.missed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(episode_id.to_owned())
+                .or_default()
+                .push(note);
+        }
+        ready
+    }
+
+    async fn job(&self, work: BundleWork, ready: watch::Sender<bool>) -> Result<(), String> {
+        let plan: BundlePlan = serde_json::from_str(&work.plan).unwrap_or_default();
+        let episode_id = work.episode_id.clone();
+        let first = work.state == "pending";
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut collected: Vec<CollectorFacts> = Vec::new();
+        if first {
+            // Evidence that disruption would destroy comes first; the rest at the same time.
+            let (before, rest): (Vec<_>, Vec<_>) =
+                plan.requests.iter().cloned().partition(|r| r.before_action);
+            let before_run = async {
+                let outputs = self.collectors.run_all(&before).await;
+                let _ = ready.send(true);
+                outputs
+            };
+            let (before, rest) = tokio::join!(before_run, self.collectors.run_all(&rest));
+            for output in before.into_iter().chain(rest) {
+                self.take(output, "open", &mut files, &mut collected);
+            }
+        } else {
+            let _ = ready.send(true);
+            // The incident closed: keep what was collected at open, add the on_resolve ones.
+            let path = work.path.clone().unwrap_or_default();
+            let previous = archive::read(&self.state_dir.join(&path))
+                .map_err(|error| format!("cannot read {path}: {error}"))?;
+            files.extend(
+                previous
+                    .into_iter()
+                    .filter(|(name, _)| name.starts_with("collectors/")),
+            );
+            let row = self
+                .read(|r| r.bundle(&episode_id))
+                .map_err(|e| e.to_string())?;
+            if let Some(row) = row {
+                collected = serde_json::from_value(row.collectors).unwrap_or_default();
+            }
+            // Asked again now: a query's window ends (or its instant is) at the resolve.
+            let now = self.clock.now_millis();
+            let again: Vec<CollectorRequest> = plan
+                .requests
+                .iter()
+                .filter(|r| r.on_resolve)
+                .cloned()
+                .map(|mut request| {
+                    match &mut request.kind {
+                        RequestKind::PrometheusRange {
+                            start, end, step, ..
+                        } => {
+                            let step = crate::clock::duration_millis(*step).max(1);
+                            *end = (now / step) * step;
+                            // Within Prometheus' 11,000 points however long it lasted.
+                            *start = (*start).max(*end - 10_000 * step);
+                        }
+                        RequestKind::PrometheusQuery { at, .. } => *at = now,
+                        _ => {}
+                    }
+                    request
+                })
+                .collect();
+            for output in self.collectors.run_all(&again).await {
+                self.take(output, "resolve", &mut files, &mut collected);
+            }
+        }
+        let last = work.closed;
+        let facts = self.facts(&episode_id, &collected)?;
+        let Some(facts) = facts else {
+            return Err(format!("incident {episode_id} is not in the store"));
+        };
+        let notification = self
+            .read(|r| {
+                let first_notification = r
+                    .incident(&episode_id)?
+                    .map(|i| i.first_notification)
+                    .unwrap_or_default();
+                r.notification(first_notification)
+            })
+            .map_err(|e| e.to_string())?;
+        let alert = json!({
+            "incident": facts.incident,
+            "notification": notification.map(|(received_at, remote, group_key, body)| json!({
+                "received_at": crate::reconcile::canonical_time(millis_to_datetime(received_at)),
+                "remote": remote,
+                "group_key": group_key,
+                "body": serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+            })),
+        });
+        let pretty = |value: &Value| serde_json::to_vec_pretty(value).unwrap_or_default();
+        let mut documents = vec![
+            ("alert.json".to_owned(), pretty(&alert)),
+            (
+                "decision.json".to_owned(),
+                pretty(&docs::decision_json(&facts)),
+            ),
+            (
+                "actions.json".to_owned(),
+                pretty(&docs::actions_json(&facts)),
+            ),
+            ("pages.json".to_owned(), pretty(&docs::pages_json(&facts))),
+            (
+                "timeline.md".to_owned(),
+                docs::timeline(&facts).into_bytes(),
+            ),
+            ("comms.md".to_owned(), docs::comms(&facts).into_bytes()),
+            (
+                "postmortem.md".to_owned(),
+                docs::postmortem(&facts).into_bytes(),
+            ),
+        ];
+        documents.append(&mut files);
+        // Redact everything before it is written: known secrets, then the patterns.
+        let mut redactions = BTreeMap::new();
+        let mut total_redactions = 0;
+        let redacted: Vec<(String, Vec<u8>)> = documents
+            .into_iter()
+            .map(|(name, bytes)| {
+                let (bytes, count) = self.scrub(&bytes);
+                if count > 0 {
+                    redactions.insert(name.clone(), count);
+                    total_redactions += count;
+                }
+                (name, bytes)
+            })
+            .collect();
+        let highlights = highlights(&redacted);
+        let missed = self
+            .missed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&episode_id)
+            .cloned()
+            .unwrap_or_default();
+        let manifest = json!({
+            "incident": episode_id,
+            "version": if last { "final" } else { "initial" },
+            "generated_at": facts.generated_at,
+            "files": redacted.iter().map(|(name, bytes)| json!({
+                "path": name,
+                "bytes": bytes.len(),
+                "sha256": hex::encode(Sha256::digest(bytes)),
+            })).collect::<Vec<_>>(),
+            "collectors": collected,
+            "plan_errors": plan.errors.iter().map(|(name, error)| json!({"collector": name, "error": error})).collect::<Vec<_>>(),
+            "evidence_missed": missed,
+            "redactions": redactions,
+            "highlights": highlights,
+        });
+        let mut all = redacted;
+        all.push(("manifest.json".to_owned(), pretty(&manifest)));
+        let path = match &work.path {
+            Some(path) => path.clone(),
+            None => bundle_path(
+                &episode_id,
+                &facts.incident.starts_at,
+                self.clock.now_millis(),
+            ),
+        };
+        let mtime = (self.clock.now_millis() / 1000).max(0) as u64;
+        let absolute = self.state_dir.join(&path);
+        let bytes =
+            tokio::task::spawn_blocking(move || archive::write_atomic(&absolute, &all, mtime))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|error| format!("cannot write {path}: {error}"))?;
+        let refreshed = self
+            .store
+            .bundle(BundleOp::Written(BundleWritten {
+                episode_id: episode_id.clone(),
+                path: path.clone(),
+                bytes: bytes as i64,
+                collectors: serde_json::to_string(&collected).unwrap_or_else(|_| "[]".to_owned()),
+                highlights: serde_json::to_string(&highlights).unwrap_or_else(|_| "[]".to_owned()),
+                last,
+            }))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.metrics
+            .bundles_written_total
+            .with_label_values(&[if last { "final" } else { "initial" }])
+            .inc();
+        self.metrics
+            .bundle_redactions_total
+            .inc_by(total_redactions as u64);
+        if last {
+            self.missed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&episode_id);
+            // A bundle just became deletable: keep the totals within bounds now.
+            self.retention().await;
+        }
+        tracing::info!(episode = %episode_id, %path, bytes, last, page_updated = refreshed, "bundle written");
+        Ok(())
+    }
+
+    /// File a collector's output under `collectors/NAME/` (`collectors/NAME/resolve/` when run
+    /// again at resolve) and note its outcome.
+    fn take(
+        &self,
+        output: CollectorOutput,
+        phase: &str,
+        files: &mut Vec<(String, Vec<u8>)>,
+        collected: &mut Vec<CollectorFacts>,
+    ) {
+        let base = if phase == "resolve" {
+            format!("collectors/{}/resolve", output.name)
+        } else {
+            format!("collectors/{}", output.name)
+        };
+        let status = serde_json::to_value(output.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.metrics
+            .bundle_collectors_total
+            .with_label_values(&[output.kind.as_str(), status.as_str()])
+            .inc();
+        let mut names = Vec::new();
+        for file in output.files {
+            let name = format!("{base}/{}", file.path.trim_start_matches('/'));
+            names.push(name.clone());
+            files.push((name, file.bytes));
+        }
+        if output.status != CollectorStatus::Ok {
+            tracing::warn!(collector = %output.name, status, error = ?output.error, "collector did not finish cleanly");
+        }
+        collected.push(CollectorFacts {
+            name: output.name,
+            kind: output.kind,
+            status,
+            error: output.error,
+            duration_ms: output.duration_ms,
+            files: names,
+            shared: output.shared,
+            phase: phase.to_owned(),
+        });
+    }
+
+    fn scrub(&self, bytes: &[u8]) -> (Vec<u8>, usize) {
+        // Binary evidence is kept as is; text is scrubbed.
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return (bytes.to_vec(), 0);
+        };
+        let (text, known) = self
+            .redactor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .redact(text);
+        let (text, patterns) = self.patterns.scrub(&text);
+        (text.into_bytes(), known + patterns)
+    }
+
+    /// Everything the store knows about the incident, in the documents' shape.
+    fn facts(
+        &self,
+        episode_id: &str,
+        collected: &[CollectorFacts],
+    ) -> Result<Option<BundleFacts>, String> {
+        let detail = self
+            .read(|r| r.incident(episode_id))
+            .map_err(|e| e.to_string())?;
+        let Some(detail) = detail else {
+            return Ok(None);
+        };
+        let path = self
+            .read(|r| r.bundle(episode_id))
+            .map_err(|e| e.to_string())?
+            .and_then(|row| row.path);
+        Ok(Some(incident_facts(
+            &detail,
+            &self.severities,
+            self.external_url.as_deref(),
+            collected,
+            path.as_deref(),
+            self.clock.now_millis(),
+            |path| self.link(episode_id, path),
+        )))
+    }
+
+    /// Delete bundles of closed incidents past `max_age`, and the oldest while the total is
+    /// over `max_total_bytes`. An open incident's bundle is never deleted.
+    pub async fn retention(&self) {
+        let Ok(rows) = self.read(|r| r.bundles_on_disk()) else {
+            return;
+        };
+        let now = self.clock.now_millis();
+        let max_age = crate::clock::duration_millis(self.settings.max_age);
+        let mut total: i64 = rows.iter().map(|r| r.bytes).sum();
+        let mut kept = 0;
+        for row in &rows {
+            let open = matches!(row.status.as_str(), "firing" | "silenced") || !row.closed;
+            let too_old = now - row.created_at > max_age;
+            let over = total as u64 > self.settings.max_total_bytes;
+            if open || !(too_old || over) {
+                kept += 1;
+                continue;
+            }
+            let Some(path) = &row.path else { continue };
+            match std::fs::remove_file(self.state_dir.join(path)) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    tracing::error!(%path, %error, "cannot delete a bundle");
+                    kept += 1;
+                    continue;
+                }
+            }
+            total -= row.bytes;
+            if let Err(error) = self
+                .store
+                .bundle(BundleOp::Deleted(row.episode_id.clone()))
+                .await
+            {
+                tracing::error!(%error, "cannot record a deleted bundle");
+            }
+            self.metrics.bundles_deleted_total.inc();
+            tracing::info!(%path, reason = if too_old { "age" } else { "size" }, "bundle deleted by retention");
+        }
+        self.metrics.bundles_on_disk.set(kept);
+        self.metrics.bundles_bytes.set(total.max(0));
+    }
+}
+
+/// `bundles/YYYY-MM-DD/<incident>.tar.gz`, dated by the incident's start.
+fn bundle_path(episode_id: &str, starts_at: &str, now: Millis) -> String {
+    let day = chrono::DateTime::parse_from_rfc3339(starts_at)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|_| millis_to_datetime(now))
+        .format("%Y-%m-%d");
+    format!("{BUNDLES_DIR}/{day}/{episode_id}.tar.gz")
+}
+
+/// The most recent lines of the collected logs that look like errors (at most five).
+fn highlights(files: &[(String, Vec<u8>)]) -> Vec<String> {
+    let pattern = regex::Regex::new(r"(?i)\b(error|fatal|panic|exception|failed|5\d\d)\b")
+        .expect("valid regex");
+    let mut lines = Vec::new();
+    for (name, bytes) in files {
+        if !name.ends_with(".log") {
+            continue;
+        }
+        let text = String::from_utf8_lossy(bytes);
+        for line in text.lines().filter(|l| pattern.is_match(l)) {
+            lines.push(crate::notify::pagerduty::truncate_chars(line.trim(), 200).to_owned());
+        }
+    }
+    let skip = lines.len().saturating_sub(5);
+    lines.into_iter().skip(skip).collect()
+}
+
+/// The store's incident detail as bundle facts.
+pub fn incident_facts(
+    detail: &crate::store::IncidentDetail,
+    severities: &SeveritiesConfig,
+    external_url: Option<&str>,
+    collected: &[CollectorFacts],
+    bundle_path: Option<&str>,
+    now: Millis,
+    link: impl Fn(&str) -> String,
+) -> BundleFacts {
+    let summary = &detail.summary;
+    let latest = detail.decisions.last();
+    let severity = summary.severity.clone().unwrap_or_default();
+    let level = crate::paging::rank(&severity).clamp(1, 4) as u8;
+    let config = severities.get(level);
+    let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+    let map = |value: &Value| -> BTreeMap<String, String> {
+        value
+            .as_object()
+            .map(|o| o.iter().map(|(k, v)| (k.clone(), text(v))).collect())
+            .unwrap_or_default()
+    };
+    // Alertmanager's endsAt when it resolved; when it was seen gone, the time nightshift saw it.
+    let ended_at = detail
+        .ends_at
+        .clone()
+        .filter(|end| !end.starts_with("0001-"))
+        .or_else(|| {
+            detail
+                .transitions
+                .iter()
+                .rev()
+                .find(|t| matches!(t.kind.as_str(), "resolved" | "gone"))
+                .map(|t| t.at.clone())
+        })
+        .filter(|_| !matches!(summary.status.as_str(), "firing" | "silenced"));
+    let duration = ended_at.as_ref().and_then(|end| {
+        let start = chrono::DateTime::parse_from_rfc3339(&summary.starts_at).ok()?;
+        let end = chrono::DateTime::parse_from_rfc3339(end).ok()?;
+        let seconds = (end - start).num_seconds().max(0) as u64;
+        Some(humantime::format_duration(Duration::from_secs(seconds)).to_string())
+    });
+    let incident = IncidentFacts {
+        id: summary.id.clone(),
+        alertname: summary.alertname.clone().unwrap_or_default(),
+        summary: latest
+            .map(|d| text(&d.trace["summary"]))
+            .unwrap_or_default(),
+        status: summary.status.clone(),
+        severity: severity.clone(),
+        meaning: config.meaning.clone(),
+        respond_within: humantime::format_duration(config.respond_within).to_string(),
+        rule: summary.rule.clone().unwrap_or_default(),
+        branch: summary.branch.clone().unwrap_or_default(),
+        note: latest.map(|d| text(&d.trace["note"])).unwrap_or_default(),
+        labels: map(&summary.labels),
+        annotations: map(&detail.annotations),
+        generator_url: detail.generator_url.clone(),
+        starts_at: summary.starts_at.clone(),
+        ended_at,
+        duration,
+        paging_state: text(&detail.paging["state"]),
+        paging_reason: text(&detail.paging["reason"]),
+        incident_commander: config.incident_commander.clone(),
+        url: external_url.map(|base| {
+            format!(
+                "{}/api/v1/incidents/{}",
+                base.trim_end_matches('/'),
+                summary.id
+            )
+        }),
+    };
+    let decisions = detail
+        .decisions
+        .iter()
+        .map(|d| DecisionFacts {
+            at: d.at.clone(),
+            kind: d.kind.clone(),
+            rule: d.rule.clone(),
+            severity: d.severity.clone(),
+            branch: d.branch.clone(),
+            changed: d.changed,
+            note: text(&d.trace["note"]),
+            why: text(&d.trace["classification"]["reason"]),
+            probes: d.trace["probes"]
+                .as_object()
+                .map(|probes| {
+                    probes
+                        .iter()
+                        .map(|(name, result)| {
+                            let line = if result["ok"].as_bool().unwrap_or(false) {
+                                format!("ok: {}", result["fields"])
+                            } else {
+                                format!("failed: {}", text(&result["error"]))
+                            };
+                            (name.clone(), line)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            trace: d.trace.clone(),
+        })
+        .collect();
+    let pages = detail.paging["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .map(|e| PageEventFacts {
+                    at: text(&e["created_at"]),
+                    channel: text(&e["channel"]),
+                    kind: text(&e["kind"]),
+                    state: text(&e["state"]),
+                    reason: text(&e["reason"]),
+                    attempts: e["attempts"].as_i64().unwrap_or_default(),
+                    delivered_at: e["delivered_at"].as_str().map(str::to_owned),
+                    error: e["last_error"].as_str().map(str::to_owned),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    BundleFacts {
+        incident,
+        decisions,
+        actions: detail
+            .actions
+            .iter()
+            .map(crate::notify::deliver::action_line)
+            .collect(),
+        pages,
+        transitions: detail
+            .transitions
+            .iter()
+            .map(|t| TransitionFacts {
+                at: t.at.clone(),
+                kind: t.kind.clone(),
+            })
+            .collect(),
+        collectors: collected.to_vec(),
+        generated_at: crate::reconcile::canonical_time(millis_to_datetime(now)),
+        bundle_path: bundle_path.unwrap_or_default().to_owned(),
+        bundle_url: bundle_path.map(link),
+    }
+}
+
+/// What the night report needs besides the store.
+#[derive(Debug, Clone, Default)]
+pub struct ReportOptions {
+    pub severities: SeveritiesConfig,
+    pub external_url: Option<String>,
+    pub state_dir: PathBuf,
+}
+
+/// Incidents seen, open or closed between `since` and `until` (at most 2,000), for the report.
+pub fn report_facts(
+    reader: &Reader,
+    options: &ReportOptions,
+    since: Millis,
+    until: Millis,
+) -> Result<crate::report::ReportFacts, StoreError> {
+    let time = |millis| crate::reconcile::canonical_time(millis_to_datetime(millis));
+    let mut incidents = Vec::new();
+    for id in reader.incident_ids_since(since, 2_000)? {
+        let Some(detail) = reader.incident(&id)? else {
+            continue;
+        };
+        let bundle = reader
+            .bundle(&id)?
+            .filter(|b| matches!(b.state.as_str(), "written" | "final"))
+            .and_then(|b| b.path);
+        let link = |path: &str| match &options.external_url {
+            Some(base) => format!(
+                "{}/api/v1/incidents/{id}/bundle",
+                base.trim_end_matches('/')
+            ),
+            None => options.state_dir.join(path).display().to_string(),
+        };
+        let facts = incident_facts(
+            &detail,
+            &options.severities,
+            options.external_url.as_deref(),
+            &[],
+            bundle.as_deref(),
+            until,
+            link,
+        );
+        let incident = facts.incident;
+        incidents.push(crate::report::ReportIncident {
+            id: incident.id,
+            summary: incident.summary,
+            alertname: incident.alertname,
+            severity: incident.severity,
+            meaning: incident.meaning,
+            respond_within: incident.respond_within,
+            status: incident.status,
+            started_at: incident.starts_at,
+            ended_at: incident.ended_at,
+            duration: incident.duration,
+            rule: incident.rule,
+            branch: incident.branch,
+            actions: facts.actions,
+            paging_state: incident.paging_state,
+            paging_reason: incident.paging_reason,
+            pages: facts.pages,
+            bundle: facts.bundle_url,
+        });
+    }
+    Ok(crate::report::ReportFacts {
+        since: time(since),
+        until: time(until),
+        incidents,
+    })
+}
+
+/// The path of a bundle's file under the state directory, refusing anything that would leave
+/// the bundles directory.
+pub fn resolve_path(state_dir: &Path, relative: &str) -> Option<PathBuf> {
+    let inside = relative.starts_with(&format!("{BUNDLES_DIR}/"))
+        && !relative
+            .split('/')
+            .any(|part| part == ".." || part.is_empty());
+    inside.then(|| state_dir.join(relative))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundles_are_dated_by_the_incident_start() {
+        assert_eq!(
+            bundle_path("abc-1", "2026-11-28T03:00:00Z", 0),
+            "bundles/2026-11-28/abc-1.tar.gz"
+        );
+        assert!(resolve_path(Path::new("/var"), "bundles/2026-11-28/a.tar.gz").is_some());
+        assert!(resolve_path(Path::new("/var"), "bundles/../etc/passwd").is_none());
+        assert!(resolve_path(Path::new("/var"), "/etc/passwd").is_none());
+    }
+
+    #[test]
+    fn highlights_are_the_last_error_lines_of_the_logs() {
+        let log = (0..10)
+            .map(|n| format!("line {n} ok\nline {n} ERROR upstream answered 503"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let files = vec![
+            ("collectors/logs/p/app.log".to_owned(), log.into_bytes()),
+            (
+                "collectors/status/body".to_owned(),
+                b"error everywhere".to_vec(),
+            ),
+        ];
+        let lines = highlights(&files);
+        assert_eq!(lines.len(), 5);
+        assert_eq!(lines[4], "line 9 ERROR upstream answered 503");
+    }
+}

@@ -1,0 +1,557 @@
+//! Debug bundles end to end through the daemon binary, with the shipped Vast.ai runbook and
+//! fakes for the Kubernetes API, Prometheus, the status page, the health endpoint and
+//! PagerDuty: what a bundle holds, that no planted secret reaches it, evidence before
+//! disruption, the rewrite at resolve, retention, and crashes mid-write.
+
+mod common;
+mod fakes;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use fakes::kube::{FakeKube, PodFixture};
+use fakes::pagerduty::{FakePagerDuty, ROUTING_KEY};
+use fakes::prometheus::FakePrometheus;
+use fakes::statuspage::FakeStatuspage;
+use fakes::web::FakeWeb;
+use serde_json::{Value, json};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const TOKEN: &str = "Bearer e2e-ingest";
+/// Planted in the logs, an env dump and the health answer: must never reach a bundle file.
+const PLANTED: [&str; 3] = [
+    "planted-bearer-7f3a9c",
+    "sk-planted-api-key-42",
+    "hunter2-planted",
+];
+
+struct Setup {
+    runtime: tokio::runtime::Runtime,
+    kube: FakeKube,
+    prometheus: FakePrometheus,
+    _status: FakeStatuspage,
+    _health: FakeWeb,
+    pd: FakePagerDuty,
+    daemon: Daemon,
+}
+
+fn setup(extra: &str) -> Setup {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let kube = runtime.block_on(FakeKube::start());
+    let deployment = fakes::kube::workload(
+        "Deployment",
+        "vastai",
+        "vastai-integration",
+        &[("app", "vastai")],
+    );
+    let deployment_key = kube.put(deployment);
+    let stored = kube.get(&deployment_key).unwrap();
+    let rs_key = kube.put(fakes::kube::replica_set(
+        "vastai",
+        "vastai-integration-5d9c",
+        &stored,
+        &[("app", "vastai")],
+    ));
+    for (pod, restarts) in [
+        ("vastai-integration-5d9c-a1", 0),
+        ("vastai-integration-5d9c-b2", 3),
+    ] {
+        let fixture = PodFixture::new("vastai", pod, &[("app", "vastai")]).container(
+            "app",
+            restarts,
+            (restarts > 0).then_some("2026-11-28T02:58:00Z"),
+            None,
+        );
+        let key = kube.put(fixture.to_json());
+        kube.set_log(
+            "vastai",
+            pod,
+            "app",
+            false,
+            &format!(
+                "03:01:10 INFO polling Vast.ai\n03:01:11 ERROR Vast.ai answered 503 (Authorization: Bearer {})\n03:01:12 ERROR retry failed\n",
+                PLANTED[0]
+            ),
+        );
+        if restarts > 0 {
+            kube.set_log(
+                "vastai",
+                pod,
+                "app",
+                true,
+                &format!("VASTAI_API_KEY={}\npanic: upstream 503\n", PLANTED[1]),
+            );
+        }
+        kube.event_for(
+            &key,
+            "Warning",
+            "BackOff",
+            "Back-off restarting failed container",
+            "2026-11-28T02:59:00Z",
+        );
+    }
+    kube.event_for(
+        &rs_key,
+        "Normal",
+        "SuccessfulCreate",
+        "Created pod",
+        "2026-11-28T02:00:00Z",
+    );
+    let prometheus = runtime.block_on(FakePrometheus::start());
+    let status = runtime.block_on(FakeStatuspage::start());
+    status.set_indicator("none", "All Systems Operational");
+    let health = runtime.block_on(FakeWeb::start("/healthz"));
+    health.reply(
+        503,
+        &[("content-type", "application/json")],
+        format!(
+            r#"{{"ok":false,"upstream":"vast.ai 503","db_password":"{}"}}"#,
+            PLANTED[2]
+        ),
+    );
+    let pd = runtime.block_on(FakePagerDuty::start());
+    let config = format!(
+        r#"[rules]
+dir = "{{dir}}/rules"
+[kubernetes]
+kubeconfig = "{{dir}}/kubeconfig"
+namespaces = ["vastai"]
+[prometheus]
+urls = ["{prometheus}"]
+[auth]
+ingest_token_file = "{{dir}}/ingest"
+read_token_file = "{{dir}}/read"
+[pagerduty]
+url = "{pd}"
+routing_keys = {{ primary = "{{dir}}/pd-primary" }}
+default_routing_key = "primary"
+[paging]
+external_url = "https://nightshift.example"
+{extra}"#,
+        prometheus = prometheus.url(),
+        pd = pd.url(),
+    );
+    let mut daemon = Daemon::prepare(&config, &[]);
+    daemon.write_file("ingest", "e2e-ingest\n");
+    daemon.write_file("read", "e2e-read\n");
+    daemon.write_file("pd-primary", &format!("{ROUTING_KEY}\n"));
+    let kubeconfig = kube.write_kubeconfig(daemon.dir.path());
+    std::fs::rename(kubeconfig, daemon.path("kubeconfig")).unwrap();
+    std::fs::create_dir_all(daemon.path("rules/payloads")).unwrap();
+    let runbook = std::fs::read_to_string(Path::new(ROOT).join("rules/vastai.toml"))
+        .unwrap()
+        .replace("https://status.vast.ai", &status.base())
+        .replace(
+            "http://vastai-integration.vastai.svc:8080/healthz",
+            &health.url(),
+        );
+    daemon.write_file("rules/vastai.toml", &runbook);
+    for entry in std::fs::read_dir(Path::new(ROOT).join("rules/payloads")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(
+            entry.path(),
+            daemon.path("rules/payloads").join(entry.file_name()),
+        )
+        .unwrap();
+    }
+    daemon.spawn();
+    Setup {
+        runtime,
+        kube,
+        prometheus,
+        _status: status,
+        _health: health,
+        pd,
+        daemon,
+    }
+}
+
+fn payload(name: &str) -> String {
+    std::fs::read_to_string(Path::new(ROOT).join("rules/payloads").join(name)).unwrap()
+}
+
+fn post(setup: &Setup, body: &str) {
+    let response = client().post(
+        &format!("{}/webhook", setup.daemon.base),
+        &[JSON, ("Authorization", TOKEN)],
+        body.as_bytes(),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+}
+
+fn read_get(setup: &Setup, path: &str) -> http_client::Response {
+    client().get(
+        &format!("{}{path}", setup.daemon.base),
+        &[("Authorization", "Bearer e2e-read")],
+    )
+}
+
+fn only_incident(setup: &Setup) -> String {
+    wait_for(Duration::from_secs(20), || {
+        read_get(setup, "/api/v1/incidents").json()["incidents"][0]["id"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .expect("an incident")
+}
+
+/// The bundle's files once its manifest says `version`.
+fn bundle(setup: &Setup, id: &str, version: &str) -> BTreeMap<String, Vec<u8>> {
+    wait_for(Duration::from_secs(60), || {
+        let response = read_get(setup, &format!("/api/v1/incidents/{id}/bundle"));
+        if response.status != 200 {
+            return None;
+        }
+        let files = untar(response.body_bytes());
+        let manifest: Value = serde_json::from_slice(files.get("manifest.json")?).ok()?;
+        (manifest["version"] == version).then_some(files)
+    })
+    .unwrap_or_else(|| panic!("no {version} bundle for {id}:\n{}", setup.daemon.log()))
+}
+
+fn untar(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    let mut files = BTreeMap::new();
+    for entry in archive.entries().expect("a tar.gz") {
+        let mut entry = entry.expect("an entry");
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut content = Vec::new();
+        entry.read_to_end(&mut content).unwrap();
+        files.insert(name, content);
+    }
+    files
+}
+
+fn text(files: &BTreeMap<String, Vec<u8>>, name: &str) -> String {
+    String::from_utf8_lossy(files.get(name).unwrap_or_else(|| {
+        panic!(
+            "{name} missing; files: {:?}",
+            files.keys().collect::<Vec<_>>()
+        )
+    }))
+    .into_owned()
+}
+
+fn range_matrix() -> Value {
+    json!([{
+        "metric": {"code": "503"},
+        "values": [[1_764_298_800, "0.12"], [1_764_298_860, "0.4"]],
+    }])
+}
+
+#[test]
+fn the_vastai_5xx_bundle_holds_the_evidence_and_a_useful_postmortem() {
+    let setup = setup("");
+    for query in [
+        r#"sum(rate(vastai_api_requests_total{job="vastai-integration",code=~"5.."}[5m])) / sum(rate(vastai_api_requests_total{job="vastai-integration"}[5m]))"#,
+        r#"sum by (code) (rate(vastai_api_requests_total{job="vastai-integration"}[5m]))"#,
+    ] {
+        setup.prometheus.set_range_result(query, range_matrix());
+    }
+    post(&setup, &payload("vastai-server-errors.json"));
+    let id = only_incident(&setup);
+    let files = bundle(&setup, &id, "initial");
+    for name in [
+        "alert.json",
+        "decision.json",
+        "actions.json",
+        "pages.json",
+        "timeline.md",
+        "comms.md",
+        "postmortem.md",
+        "manifest.json",
+        "collectors/server-error-ratio/range.json",
+        "collectors/server-error-ratio/range.csv",
+        "collectors/requests-by-code/range.csv",
+        "collectors/logs/vastai-integration-5d9c-a1/app.log",
+        "collectors/logs/vastai-integration-5d9c-b2/app.log",
+        "collectors/logs/vastai-integration-5d9c-b2/app.previous.log",
+        "collectors/events/events.json",
+        "collectors/status-page/body",
+        "collectors/health/body",
+        "collectors/health/response.json",
+    ] {
+        assert!(
+            files.contains_key(name),
+            "{name} missing: {:?}",
+            files.keys().collect::<Vec<_>>()
+        );
+    }
+    // The restarted pod's previous logs only; not for the one that never restarted.
+    assert!(!files.contains_key("collectors/logs/vastai-integration-5d9c-a1/app.previous.log"));
+    assert!(text(&files, "collectors/server-error-ratio/range.csv").contains("0.4"));
+    assert!(text(&files, "collectors/status-page/body").contains("All Systems Operational"));
+    assert!(text(&files, "collectors/events/events.json").contains("BackOff"));
+    assert!(text(&files, "alert.json").contains("VastaiServerErrors"));
+    // The manifest tells each file's size and digest, and each collector's outcome.
+    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    for file in manifest["files"].as_array().unwrap() {
+        let name = file["path"].as_str().unwrap();
+        let bytes = &files[name];
+        assert_eq!(
+            file["bytes"].as_u64().unwrap() as usize,
+            bytes.len(),
+            "{name}"
+        );
+        use sha2::Digest;
+        assert_eq!(
+            file["sha256"],
+            hex::encode(sha2::Sha256::digest(bytes)),
+            "{name}"
+        );
+    }
+    let collectors = manifest["collectors"].as_array().unwrap();
+    assert_eq!(collectors.len(), 6, "{collectors:#?}");
+    for collector in collectors {
+        assert_eq!(collector["status"], "ok", "{collector:#}");
+    }
+    // No planted secret anywhere, and the manifest counts what was redacted.
+    for (name, bytes) in &files {
+        let content = String::from_utf8_lossy(bytes);
+        for secret in PLANTED {
+            assert!(!content.contains(secret), "{secret} leaked into {name}");
+        }
+    }
+    assert!(
+        manifest["redactions"]
+            .as_object()
+            .is_some_and(|r| !r.is_empty()),
+        "{manifest:#}"
+    );
+    // A first draft a human can work from.
+    let postmortem = text(&files, "postmortem.md");
+    for expected in [
+        "Vast.ai API server errors (5xx)",
+        "P2",
+        "Root cause",
+        "_to be written_",
+        "status-page",
+    ] {
+        assert!(
+            postmortem.contains(expected),
+            "{expected} not in:\n{postmortem}"
+        );
+    }
+    assert!(text(&files, "timeline.md").contains("UTC"));
+    assert!(text(&files, "comms.md").contains("INCIDENT"));
+    // The open page is sent again with the bundle's link and the latest error lines.
+    let link = format!("https://nightshift.example/api/v1/incidents/{id}/bundle");
+    let updated = setup.runtime.block_on(setup.pd.wait_for(
+        |pd| {
+            pd.accepted_triggers().iter().any(|e| {
+                e.body["payload"]["custom_details"]
+                    .to_string()
+                    .contains(&link)
+            })
+        },
+        Duration::from_secs(30),
+    ));
+    assert!(updated, "{}", setup.daemon.log());
+    let page = setup
+        .pd
+        .accepted_triggers()
+        .into_iter()
+        .find(|e| {
+            e.body["payload"]["custom_details"]
+                .to_string()
+                .contains(&link)
+        })
+        .unwrap();
+    let details = page.body["payload"]["custom_details"].to_string();
+    assert!(details.contains("retry failed"), "{details}");
+    for secret in PLANTED {
+        assert!(!details.contains(secret), "{secret} reached PagerDuty");
+    }
+    // The CLI lists and shows it.
+    let listed = setup.daemon.cli(&["bundles", "list"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(&id),
+        "{listed:?}"
+    );
+    let shown = setup.daemon.cli(&["bundles", "show", &id]);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("\"collectors\""),
+        "{shown:?}"
+    );
+
+    // It resolves: the bundle is written again with the final timeline, and the status page
+    // is asked again.
+    let resolved = payload("vastai-server-errors.json")
+        .replace("\"status\": \"firing\"", "\"status\": \"resolved\"")
+        .replace("0001-01-01T00:00:00Z", "2026-03-14T03:29:31.204Z");
+    post(&setup, &resolved);
+    let last = bundle(&setup, &id, "final");
+    assert!(
+        last.contains_key("collectors/status-page/resolve/body"),
+        "{:?}",
+        last.keys()
+    );
+    assert!(last.contains_key("collectors/logs/vastai-integration-5d9c-b2/app.log"));
+    let postmortem = text(&last, "postmortem.md");
+    assert!(postmortem.contains("42m"), "{postmortem}");
+    // The night's report names it with its bundle.
+    let report = setup.daemon.cli(&["report", "--since", "2000days"]);
+    let report = String::from_utf8_lossy(&report.stdout).into_owned();
+    assert!(
+        report.contains("Vast.ai API server errors (5xx)"),
+        "{report}"
+    );
+    assert!(report.contains(&link), "{report}");
+    let json = read_get(&setup, "/api/v1/report?since=2000days").json();
+    assert_eq!(
+        json["incidents"].as_array().map(Vec::len),
+        Some(1),
+        "{json:#}"
+    );
+    setup.kube.journal.assert_no_unexpected();
+    setup.pd.assert_no_unexpected();
+}
+
+#[test]
+fn disruptive_actions_wait_for_the_evidence_and_go_ahead_past_the_bound() {
+    for (log_delay, wait, expect_missed) in [
+        (Duration::from_millis(1500), "20s", false),
+        (Duration::from_secs(6), "1s", true),
+    ] {
+        let setup = setup(&format!(
+            "[actions]\nmode = \"enforce\"\n[bundles]\nbefore_action_wait = \"{wait}\"\n"
+        ));
+        let log_path = "/api/v1/namespaces/vastai/pods/vastai-integration-5d9c-b2/log";
+        setup
+            .kube
+            .delay(axum::http::Method::GET, log_path, log_delay);
+        let posted = Instant::now();
+        post(&setup, &payload("vastai-api-unreachable.json"));
+        let seen = |prefix: &str| {
+            wait_for(Duration::from_secs(30), || {
+                setup
+                    .kube
+                    .calls()
+                    .iter()
+                    .any(|c| c.starts_with(prefix))
+                    .then(|| posted.elapsed())
+            })
+        };
+        let logs_asked = seen(&format!("GET {log_path}")).expect("the logs were asked for");
+        let restarted =
+            seen("PATCH").unwrap_or_else(|| panic!("no restart:\n{}", setup.daemon.log()));
+        let waited = restarted.saturating_sub(logs_asked);
+        if expect_missed {
+            // The bound passed: the restart went ahead, and the bundle says what was missed.
+            assert!(waited < log_delay, "{waited:?}");
+            let id = only_incident(&setup);
+            let files = bundle(&setup, &id, "initial");
+            let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+            let missed = manifest["evidence_missed"].to_string();
+            assert!(missed.contains("went ahead"), "{manifest:#}");
+        } else {
+            assert!(
+                waited >= log_delay - Duration::from_millis(100),
+                "restart after {waited:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_crash_while_bundles_are_written_leaves_no_partial_archive_and_the_work_resumes() {
+    let mut setup = setup("");
+    setup.prometheus.set_delay(Duration::from_millis(300));
+    let base = payload("vastai-server-errors.json");
+    for round in 0..4 {
+        for n in 0..5 {
+            let body = base
+                .replace(
+                    "\"cluster\": \"prod-eu-1\"",
+                    &format!("\"cluster\": \"prod-{round}-{n}\""),
+                )
+                .replace("5e1b3a7c9d2f4e60", &format!("00000000000000{round}{n}"));
+            post(&setup, &body);
+        }
+        std::thread::sleep(Duration::from_millis(150 + 100 * round));
+        setup.daemon.kill9();
+        setup.daemon.spawn();
+    }
+    // Every incident gets its bundle in the end.
+    let ids: Vec<String> = wait_for(Duration::from_secs(30), || {
+        let list = read_get(&setup, "/api/v1/incidents?limit=100").json();
+        let ids: Vec<String> = list["incidents"]
+            .as_array()?
+            .iter()
+            .filter_map(|i| i["id"].as_str().map(str::to_owned))
+            .collect();
+        (ids.len() == 20).then_some(ids)
+    })
+    .expect("20 incidents");
+    for id in &ids {
+        bundle(&setup, id, "initial");
+    }
+    // And nothing half-written is left anywhere.
+    let mut archives = 0;
+    for day in std::fs::read_dir(setup.daemon.state_dir().join("bundles")).unwrap() {
+        for entry in std::fs::read_dir(day.unwrap().path()).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(name.ends_with(".tar.gz"), "left over: {name}");
+            untar(&std::fs::read(&path).unwrap());
+            archives += 1;
+        }
+    }
+    assert_eq!(archives, 20);
+}
+
+#[test]
+fn retention_deletes_closed_incidents_bundles_never_open_ones() {
+    let setup = setup("[bundles]\nmax_total_bytes = 1\n");
+    let base = payload("vastai-server-errors.json");
+    let first = base
+        .replace("\"cluster\": \"prod-eu-1\"", "\"cluster\": \"first\"")
+        .replace("5e1b3a7c9d2f4e60", "00000000000000a1");
+    let second = base
+        .replace("\"cluster\": \"prod-eu-1\"", "\"cluster\": \"second\"")
+        .replace("5e1b3a7c9d2f4e60", "00000000000000a2")
+        .replace("\"groupKey\": \"", "\"groupKey\": \"second-");
+    post(&setup, &first);
+    let first_id = only_incident(&setup);
+    bundle(&setup, &first_id, "initial");
+    post(&setup, &second);
+    let second_id = wait_for(Duration::from_secs(20), || {
+        read_get(&setup, "/api/v1/incidents").json()["incidents"]
+            .as_array()?
+            .iter()
+            .filter_map(|i| i["id"].as_str())
+            .find(|id| *id != first_id)
+            .map(str::to_owned)
+    })
+    .unwrap();
+    bundle(&setup, &second_id, "initial");
+    // Over the cap, but both incidents are open: both kept.
+    assert_eq!(
+        read_get(&setup, &format!("/api/v1/incidents/{first_id}/bundle")).status,
+        200
+    );
+    // The first closes: once its final bundle is written it is the one deleted.
+    let resolved = first
+        .replace("\"status\": \"firing\"", "\"status\": \"resolved\"")
+        .replace("0001-01-01T00:00:00Z", "2026-03-14T03:29:31.204Z");
+    post(&setup, &resolved);
+    let gone = wait_for(Duration::from_secs(30), || {
+        (read_get(&setup, &format!("/api/v1/incidents/{first_id}/bundle")).status == 404)
+            .then_some(())
+    });
+    assert!(gone.is_some(), "{}", setup.daemon.log());
+    assert_eq!(
+        read_get(&setup, &format!("/api/v1/incidents/{second_id}/bundle")).status,
+        200
+    );
+    let metrics = client()
+        .get(&format!("{}/metrics", setup.daemon.base), &[])
+        .body;
+    assert!(
+        metrics.contains("nightshift_bundles_deleted_total 1"),
+        "{metrics}"
+    );
+}
