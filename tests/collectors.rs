@@ -1004,13 +1004,16 @@ async fn exec_saves_output_and_exit_code() {
     let output = collectors
         .run(&request(
             "check",
-            exec(&["/bin/sh", "-c", "echo bad disk >&2; exit 3"]),
+            exec(&["/bin/sh", "-c", "echo sda1 94%; echo bad disk >&2; exit 3"]),
         ))
         .await;
     assert_eq!(output.status, CollectorStatus::Ok, "{:?}", output.error);
+    assert_eq!(paths(&output), ["stdout.txt", "stderr.txt", "exit.json"]);
+    assert_eq!(text(&output, "stdout.txt"), "sda1 94%\n");
+    assert_eq!(text(&output, "stderr.txt"), "bad disk\n");
     let exit = json_file(&output, "exit.json");
     assert_eq!(exit["exit_code"], 3);
-    assert_eq!(exit["error"], "exit code 3: bad disk");
+    assert_eq!(output.error.as_deref(), Some("exit code 3"));
 
     let output = collectors
         .run(&request("missing", exec(&["/nonexistent/tool"])))

@@ -247,11 +247,59 @@ fn human(duration: Duration) -> String {
 /// * the timeout passed → its process group is killed and the child reaped; `Unknown`, since
 ///   it may have done part of its work.
 pub async fn run(request: &ExecRequest) -> Outcome {
+    match run_to_end(request).await {
+        Ok(ran) => ran.outcome(),
+        Err(outcome) => outcome,
+    }
+}
+
+/// How a command that ran ended, with what it printed, whatever its exit code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ran {
+    /// `None` when a signal killed it.
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub truncated: bool,
+    pub duration_ms: u64,
+}
+
+impl Ran {
+    /// As an action's outcome: exit 0 is done, anything else failed (it ran; not retried).
+    pub fn outcome(self) -> Outcome {
+        match self.exit_code {
+            Some(0) => Outcome::Done {
+                detail: json!({
+                    "exit_code": 0,
+                    "stdout": self.stdout,
+                    "stderr": self.stderr,
+                    "truncated": self.truncated,
+                    "duration_ms": self.duration_ms,
+                }),
+            },
+            Some(code) => Outcome::Failed {
+                error: with_line(format!("exit code {code}"), &self.stderr),
+            },
+            None => Outcome::Failed {
+                error: with_line(
+                    format!("killed by signal {}", self.signal.unwrap_or_default()),
+                    &self.stderr,
+                ),
+            },
+        }
+    }
+}
+
+/// Run the command once and keep its output whatever its exit code (diagnostic commands,
+/// which often exit non-zero with the evidence on stdout). `Err` holds the outcome when it did
+/// not run to an exit: not started (`NotApplied`), timed out or lost (`Unknown`).
+pub async fn run_to_end(request: &ExecRequest) -> Result<Ran, Outcome> {
     let Some(program) = request.argv.first() else {
-        return Outcome::NotApplied {
+        return Err(Outcome::NotApplied {
             error: "argv is empty".to_owned(),
             retryable: false,
-        };
+        });
     };
     let mut command = tokio::process::Command::new(program);
     command
@@ -267,10 +315,10 @@ pub async fn run(request: &ExecRequest) -> Outcome {
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {
-            return Outcome::NotApplied {
+            return Err(Outcome::NotApplied {
                 error: format!("could not start {program}: {error}"),
                 retryable: false,
-            };
+            });
         }
     };
     // With process_group(0) the child leads a new group whose id is its pid. The pid stays
@@ -296,12 +344,12 @@ pub async fn run(request: &ExecRequest) -> Outcome {
             let _ = child.wait().await;
             group.disarm();
             let _ = collect(readers).await;
-            return Outcome::Unknown {
+            return Err(Outcome::Unknown {
                 error: format!(
                     "timed out after {}; killed its process group",
                     human(request.timeout)
                 ),
-            };
+            });
         }
     };
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -314,34 +362,22 @@ pub async fn run(request: &ExecRequest) -> Outcome {
             // The child was started; what it did is not known. Stop whatever is left of it.
             group.kill();
             let _ = collect(readers).await;
-            return Outcome::Unknown {
+            return Err(Outcome::Unknown {
                 error: format!("waiting for {program} failed: {error}"),
-            };
+            });
         }
     };
     let mut captured = collect(readers).await.into_iter();
     let (stdout, stdout_truncated) = captured.next().unwrap_or_default();
     let (stderr, stderr_truncated) = captured.next().unwrap_or_default();
-    match status.code() {
-        Some(0) => Outcome::Done {
-            detail: json!({
-                "exit_code": 0,
-                "stdout": stdout,
-                "stderr": stderr,
-                "truncated": stdout_truncated || stderr_truncated,
-                "duration_ms": duration_ms,
-            }),
-        },
-        Some(code) => Outcome::Failed {
-            error: with_line(format!("exit code {code}"), &stderr),
-        },
-        None => Outcome::Failed {
-            error: with_line(
-                format!("killed by signal {}", status.signal().unwrap_or_default()),
-                &stderr,
-            ),
-        },
-    }
+    Ok(Ran {
+        exit_code: status.code(),
+        signal: status.signal(),
+        stdout,
+        stderr,
+        truncated: stdout_truncated || stderr_truncated,
+        duration_ms,
+    })
 }
 
 /// Kills the command's process group when dropped while armed (the child not reaped yet).

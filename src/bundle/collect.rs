@@ -31,10 +31,10 @@
 //! * `http`: `response.json` (`{"status": N, "headers": {...}}`, repeated headers joined with
 //!   ", ") and `body` (the bytes as received). Redirects are not followed, and any status is
 //!   `ok`: the answer is the evidence.
-//! * `exec`: `stdout.txt`, `stderr.txt` and `exit.json` (`{"exit_code": 0, "duration_ms": …}`)
-//!   for a command that exited 0. For a non-zero exit `actions::exec::run` keeps no output, so
-//!   only `exit.json` is written (`exit_code` or `signal`, and `error` with the first line of
-//!   stderr); the collector is still `ok`. A command that could not start is `failed`.
+//! * `exec`: `stdout.txt`, `stderr.txt` and `exit.json` (`{"exit_code", "signal",
+//!   "duration_ms"}`), whatever the exit code: a diagnostic that exits non-zero is evidence
+//!   too, so the collector is still `ok` (its `error` notes the exit). A command that could not
+//!   start is `failed`; one that ran out of time is `timed_out`.
 //!
 //! Limits: the whole collector runs under `tokio::time::timeout(request.timeout)` from the
 //! moment it has a slot (on timeout the files already complete are kept, status
@@ -1610,86 +1610,46 @@ async fn run_exec(
         timeout: left,
         max_output_bytes: bound,
     };
-    let started = Instant::now();
-    let outcome = exec::run(&request).await;
-    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    match outcome {
-        Outcome::Done { detail } => {
-            let stdout = detail["stdout"]
-                .as_str()
-                .unwrap_or_default()
-                .as_bytes()
-                .to_vec();
-            let stderr = detail["stderr"]
-                .as_str()
-                .unwrap_or_default()
-                .as_bytes()
-                .to_vec();
-            let incomplete = detail["truncated"].as_bool().unwrap_or(false);
-            let mut note = None;
-            for (path, bytes) in [("stdout.txt", stdout), ("stderr.txt", stderr)] {
-                if incomplete && bytes.len() >= bound {
-                    files.add_cut(path, bytes, Keep::Head, None);
-                } else {
-                    files.add(path, bytes, Keep::Head);
-                }
-            }
-            if incomplete && files.cut_summary().is_none() {
-                note = Some(
-                    "output may be incomplete: a process kept the output open after the command \
-                     exited"
-                        .to_owned(),
-                );
-            }
-            files.add(
-                "exit.json",
-                pretty_json(&json!({
-                    "exit_code": detail["exit_code"],
-                    "duration_ms": detail.get("duration_ms").cloned().unwrap_or(json!(duration_ms)),
-                })),
-                Keep::Head,
-            );
-            Ok(note)
+    let ran = match exec::run_to_end(&request).await {
+        Ok(ran) => ran,
+        Err(Outcome::Unknown { error }) if error.starts_with("timed out") => {
+            return Err(Failure::TimedOut(error));
         }
-        Outcome::Failed { error } => {
-            // It ran and did not exit 0: diagnostics often do, so this is evidence, not a
-            // failure. `run` keeps no output in this case, only stderr's first line.
-            let (code, signal) = exit_of(&error);
-            files.add(
-                "exit.json",
-                pretty_json(&json!({
-                    "exit_code": code,
-                    "signal": signal,
-                    "duration_ms": duration_ms,
-                    "error": error,
-                })),
-                Keep::Head,
-            );
-            Ok(Some(format!("{error} (stdout and stderr not kept)")))
-        }
-        Outcome::NotApplied { error, .. } => Err(Failure::Failed(error)),
-        Outcome::Unknown { error } if error.starts_with("timed out") => {
-            Err(Failure::TimedOut(error))
-        }
-        Outcome::Unknown { error } => Err(Failure::Failed(error)),
-    }
-}
-
-/// `exit code N: …` or `killed by signal N: …`, as `exec::run` words a command that ran.
-fn exit_of(error: &str) -> (Value, Value) {
-    let number = |rest: &str| -> Value {
-        rest.split(|c: char| !c.is_ascii_digit() && c != '-')
-            .next()
-            .and_then(|digits| digits.parse::<i64>().ok())
-            .map_or(Value::Null, Value::from)
+        Err(Outcome::NotApplied { error, .. } | Outcome::Unknown { error })
+        | Err(Outcome::Failed { error }) => return Err(Failure::Failed(error)),
+        Err(Outcome::Done { .. }) => return Err(Failure::Failed("no output".to_owned())),
     };
-    if let Some(rest) = error.strip_prefix("exit code ") {
-        (number(rest), Value::Null)
-    } else if let Some(rest) = error.strip_prefix("killed by signal ") {
-        (Value::Null, number(rest))
-    } else {
-        (Value::Null, Value::Null)
+    let mut note = None;
+    for (path, text) in [("stdout.txt", &ran.stdout), ("stderr.txt", &ran.stderr)] {
+        let bytes = text.as_bytes().to_vec();
+        if ran.truncated && bytes.len() >= bound {
+            files.add_cut(path, bytes, Keep::Head, None);
+        } else {
+            files.add(path, bytes, Keep::Head);
+        }
     }
+    if ran.truncated && files.cut_summary().is_none() {
+        note = Some(
+            "output may be incomplete: a process kept the output open after the command exited"
+                .to_owned(),
+        );
+    }
+    // A diagnostic that exits non-zero is evidence too; the manifest says how it ended.
+    match (ran.exit_code, ran.signal) {
+        (Some(0), _) => {}
+        (Some(code), _) => note = Some(format!("exit code {code}")),
+        (None, signal) => note = Some(format!("killed by signal {}", signal.unwrap_or_default())),
+    }
+    files.add(
+        "exit.json",
+        pretty_json(&json!({
+            "exit_code": ran.exit_code,
+            "signal": ran.signal,
+            "duration_ms": ran.duration_ms,
+        })),
+        Keep::Head,
+    );
+    Ok(note)
 }
 
 #[cfg(test)]
@@ -1838,14 +1798,6 @@ mod tests {
         assert_eq!(event_time(&new_style).0, "2026-03-01T09:00:00.000001Z");
         assert!(event_time(&new_style).1 < event_time(&event).1);
         assert_eq!(event_time(&json!({})), ("-".to_owned(), i64::MIN));
-    }
-
-    #[test]
-    fn exit_codes_from_exec_errors() {
-        assert_eq!(exit_of("exit code 3: boom"), (json!(3), Value::Null));
-        assert_eq!(exit_of("exit code 1"), (json!(1), Value::Null));
-        assert_eq!(exit_of("killed by signal 9"), (Value::Null, json!(9)));
-        assert_eq!(exit_of("other"), (Value::Null, Value::Null));
     }
 
     #[test]
