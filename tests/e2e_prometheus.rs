@@ -149,3 +149,94 @@ fn the_probe_skips_a_dead_prometheus_and_decides_on_the_real_one() {
         format!("Prometheus at {} answers up=1", prometheus.url)
     );
 }
+
+const COLLECTING_RULES: &str = r#"
+[[rule]]
+name = "prometheus-down"
+matchers = ['alertname="PrometheusDown"']
+severity = "P2"
+collect = ["up-graph", "up-now"]
+
+[collector.up-graph]
+kind = "prometheus_range"
+query = 'up{job="prometheus"}'
+look_back = "10m"
+step = "1s"
+
+[collector.up-now]
+kind = "prometheus_query"
+query = 'up{job="prometheus"}'
+at = "now"
+"#;
+
+#[test]
+fn a_bundle_holds_a_real_series_from_a_real_prometheus() {
+    let prometheus = start_prometheus();
+    // Let it gather a few samples.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut daemon = Daemon::prepare(
+        &format!(
+            "[rules]\ndir = \"{{dir}}/rules\"\n[prometheus]\nurls = [\"{}\"]\n",
+            prometheus.url
+        ),
+        &[],
+    );
+    std::fs::create_dir_all(daemon.path("rules")).unwrap();
+    daemon.write_file("rules/selfwatch.toml", COLLECTING_RULES);
+    daemon.spawn();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let body = webhook("g", &[("PrometheusDown", "p", "firing", &now)], 0);
+    let response = client().post(
+        &format!("{}/webhook", daemon.base),
+        &[JSON],
+        body.as_bytes(),
+    );
+    assert_eq!(response.status, 200);
+    let files = wait_for(Duration::from_secs(30), || {
+        let list = client()
+            .get(&format!("{}/api/v1/incidents", daemon.base), &[])
+            .json();
+        let id = list["incidents"].as_array()?.first()?["id"]
+            .as_str()?
+            .to_owned();
+        let response = client().get(
+            &format!("{}/api/v1/incidents/{id}/bundle", daemon.base),
+            &[],
+        );
+        (response.status == 200).then(|| {
+            let mut archive =
+                tar::Archive::new(flate2::read::GzDecoder::new(response.body_bytes()));
+            let mut files = std::collections::BTreeMap::new();
+            for entry in archive.entries().unwrap() {
+                let mut entry = entry.unwrap();
+                let name = entry.path().unwrap().to_string_lossy().into_owned();
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+                files.insert(name, text);
+            }
+            files
+        })
+    })
+    .unwrap_or_else(|| panic!("no bundle:\n{}", daemon.log()));
+    // The range as Prometheus returned it, and as CSV: several samples of up = 1.
+    let range: serde_json::Value =
+        serde_json::from_str(&files["collectors/up-graph/range.json"]).unwrap();
+    assert_eq!(range["status"], "success", "{range}");
+    let csv = &files["collectors/up-graph/range.csv"];
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert!(rows.len() >= 2, "{csv}");
+    // CSV quotes the label set, doubling its quotes.
+    assert!(
+        rows.iter()
+            .all(|row| row.contains("job=\"\"prometheus\"\"") && row.ends_with(",1")),
+        "{csv}"
+    );
+    assert!(
+        files["collectors/up-now/query.csv"].contains(",1"),
+        "{files:?}"
+    );
+    let manifest: serde_json::Value = serde_json::from_str(&files["manifest.json"]).unwrap();
+    for collector in manifest["collectors"].as_array().unwrap() {
+        assert_eq!(collector["status"], "ok", "{collector}");
+    }
+}
