@@ -57,7 +57,13 @@ pub struct Bundler {
     /// Disruptive actions that went ahead before the evidence was in: incident → notes.
     missed: Mutex<HashMap<String, Vec<String>>>,
     last_retention: Mutex<Option<Instant>>,
+    /// Bundles gathered and written at once: in a storm thousands are owed, and each reads the
+    /// store, compresses and fsyncs.
+    writing: tokio::sync::Semaphore,
 }
+
+/// Bundles gathered and written at once.
+const WRITERS: usize = 4;
 
 impl Bundler {
     #[allow(clippy::too_many_arguments)]
@@ -91,6 +97,7 @@ impl Bundler {
             running: Mutex::default(),
             missed: Mutex::default(),
             last_retention: Mutex::default(),
+            writing: tokio::sync::Semaphore::new(WRITERS),
         })
     }
 
@@ -226,7 +233,8 @@ impl Bundler {
         let plan: BundlePlan = serde_json::from_str(&work.plan).unwrap_or_default();
         let episode_id = work.episode_id.clone();
         let first = work.state == "pending";
-        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        // Shared with other incidents' bundles until written (a storm shares its evidence).
+        let mut files: Vec<(String, bytes::Bytes)> = Vec::new();
         let mut collected: Vec<CollectorFacts> = Vec::new();
         if first {
             // Evidence that disruption would destroy comes first; the rest at the same time.
@@ -250,7 +258,8 @@ impl Bundler {
             files.extend(
                 previous
                     .into_iter()
-                    .filter(|(name, _)| name.starts_with("collectors/")),
+                    .filter(|(name, _)| name.starts_with("collectors/"))
+                    .map(|(name, bytes)| (name, bytes::Bytes::from(bytes))),
             );
             let row = self
                 .read(|r| r.bundle(&episode_id))
@@ -286,6 +295,12 @@ impl Bundler {
             }
         }
         let last = work.closed;
+        // Collection is bounded by the collectors' own cap; writing by this one.
+        let _slot = self
+            .writing
+            .acquire()
+            .await
+            .map_err(|_| "the bundler is shutting down".to_owned())?;
         let facts = self.facts(&episode_id, &collected)?;
         let Some(facts) = facts else {
             return Err(format!("incident {episode_id} is not in the store"));
@@ -309,7 +324,7 @@ impl Bundler {
             })),
         });
         let pretty = |value: &Value| serde_json::to_vec_pretty(value).unwrap_or_default();
-        let mut documents = vec![
+        let documents = vec![
             ("alert.json".to_owned(), pretty(&alert)),
             (
                 "decision.json".to_owned(),
@@ -330,12 +345,13 @@ impl Bundler {
                 docs::postmortem(&facts).into_bytes(),
             ),
         ];
-        documents.append(&mut files);
         // Redact everything before it is written: known secrets, then the patterns.
         let mut redactions = BTreeMap::new();
         let mut total_redactions = 0;
         let redacted: Vec<(String, Vec<u8>)> = documents
             .into_iter()
+            .map(|(name, bytes)| (name, bytes::Bytes::from(bytes)))
+            .chain(files)
             .map(|(name, bytes)| {
                 let (bytes, count) = self.scrub(&bytes);
                 if count > 0 {
@@ -422,7 +438,7 @@ impl Bundler {
         &self,
         output: CollectorOutput,
         phase: &str,
-        files: &mut Vec<(String, Vec<u8>)>,
+        files: &mut Vec<(String, bytes::Bytes)>,
         collected: &mut Vec<CollectorFacts>,
     ) {
         let base = if phase == "resolve" {

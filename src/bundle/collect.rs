@@ -87,6 +87,9 @@ const MAX_API_BODY: usize = 64 * 1024 * 1024;
 const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Results remembered for sharing; beyond it, finished ones are forgotten oldest first.
 const MAX_SHARED_RESULTS: usize = 1024;
+/// Bytes kept for sharing, all results together: past it, the oldest finished are forgotten
+/// (whoever holds one keeps it; only the cache lets go).
+const MAX_SHARED_BYTES: usize = 128 * 1024 * 1024;
 /// Prometheus URLs after the first get at least this long each, however little is left.
 const MIN_ATTEMPT: Duration = Duration::from_millis(100);
 /// What `exit.json` may need, kept out of the output bound of an exec collector.
@@ -200,6 +203,34 @@ impl Collectors {
         results.retain(|_, result| {
             !stale(result) && (result.initialized() || Arc::strong_count(result) > 1)
         });
+        let size = |result: &SharedResult| {
+            result.get().map_or(0, |done| {
+                done.output
+                    .files
+                    .iter()
+                    .map(|f| f.bytes.len())
+                    .sum::<usize>()
+            })
+        };
+        let mut total: usize = results.values().map(size).sum();
+        if total > MAX_SHARED_BYTES {
+            let mut finished: Vec<(Instant, String, usize)> = results
+                .iter()
+                .filter_map(|(key, result)| {
+                    result
+                        .get()
+                        .map(|done| (done.at, key.clone(), size(result)))
+                })
+                .collect();
+            finished.sort();
+            for (_, key, bytes) in finished {
+                if total <= MAX_SHARED_BYTES {
+                    break;
+                }
+                results.remove(&key);
+                total -= bytes;
+            }
+        }
         if results.len() >= MAX_SHARED_RESULTS {
             let mut finished: Vec<(Instant, String)> = results
                 .iter()
@@ -549,7 +580,7 @@ impl Files {
             .into_iter()
             .map(|entry| CollectedFile {
                 path: entry.path,
-                bytes: entry.bytes,
+                bytes: entry.bytes.into(),
             })
             .collect()
     }

@@ -126,8 +126,9 @@ pub enum CollectorStatus {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CollectedFile {
     pub path: String,
+    /// Shared, not copied, when a storm's incidents share one request's output.
     #[serde(skip)]
-    pub bytes: Vec<u8>,
+    pub bytes: bytes::Bytes,
 }
 
 /// What one collector brought back.
