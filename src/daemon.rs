@@ -87,7 +87,16 @@ impl Reloader {
                 .rules_loads_total
                 .with_label_values(&["failure"])
                 .inc();
-            errors.iter().map(ToString::to_string).collect::<Vec<_>>()
+            let errors = errors.iter().map(ToString::to_string).collect::<Vec<_>>();
+            // The files on disk are not the rules in use any more: say so until fixed.
+            self.metrics.rules_last_load_successful.set(0);
+            if let Ok(mut degraded) = self.rules_degraded.write() {
+                *degraded = Some(format!(
+                    "rule files do not load; running the previous set: {}",
+                    errors.first().cloned().unwrap_or_default()
+                ));
+            }
+            errors
         })?;
         let mut current = self
             .current

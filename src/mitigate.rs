@@ -246,8 +246,17 @@ impl Mitigator {
                 .actions_total
                 .with_label_values(&[spec.kind(), state])
                 .inc();
-            if state == "uncertain" {
-                tracing::error!(action = %chosen.name, %target, "action outcome unknown; escalating, not retrying");
+            match (state, &outcome) {
+                ("uncertain", _) => {
+                    tracing::error!(action = %chosen.name, %target, "action outcome unknown; escalating, not retrying")
+                }
+                ("failed", Outcome::Failed { error } | Outcome::NotApplied { error, .. }) => {
+                    tracing::error!(action = %chosen.name, %target, attempt, error = %self.scrub(error), "action failed")
+                }
+                ("not_applied", Outcome::NotApplied { error, .. }) => {
+                    tracing::warn!(action = %chosen.name, %target, attempt, error = %self.scrub(error), "action not applied; retrying with backoff")
+                }
+                _ => {}
             }
             if !retry {
                 return Ok(());

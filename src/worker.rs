@@ -299,8 +299,21 @@ impl Worker {
 
     /// Classify, probe and decide one episode, and record the decision.
     async fn decide_episode(&self, episode_id: &str, transition_seq: Option<i64>, kind: &str) {
+        use tracing::Instrument;
+        // Instrumented, not entered: an entered span held across an await leaks into
+        // whichever task runs next on the thread.
         let span = tracing::info_span!("episode", episode = episode_id, kind);
-        let _enter = span.enter();
+        self.decide_episode_in_span(episode_id, transition_seq, kind)
+            .instrument(span)
+            .await
+    }
+
+    async fn decide_episode_in_span(
+        &self,
+        episode_id: &str,
+        transition_seq: Option<i64>,
+        kind: &str,
+    ) {
         let started = Instant::now();
         let reader = self.reader.clone();
         let store = self.store.clone();
@@ -427,7 +440,10 @@ impl Worker {
         self.metrics
             .decision_duration_seconds
             .observe(started.elapsed().as_secs_f64());
-        for result in decision.probes.values() {
+        for (name, result) in &decision.probes {
+            if !result.ok {
+                tracing::warn!(probe = %name, error = %result.error, cached = result.cached, "probe failed");
+            }
             let outcome = match (result.ok, result.cached) {
                 (false, _) => "failed",
                 (true, true) => "cached",

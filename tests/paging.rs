@@ -488,16 +488,16 @@ fn a_failing_store_still_pages_from_memory_and_recovers_by_itself() {
         "{}",
         page.summary()
     );
-    // The fallback channel hears of it too.
-    assert!(
-        setup
-            .chat
-            .texts()
-            .iter()
-            .any(|t| t.contains("nightshift store failing")),
-        "{:?}",
-        setup.chat.texts()
-    );
+    // The fallback channel hears of it too (sent right after PagerDuty).
+    let heard = setup.runtime.block_on(setup.chat.wait_for(
+        |chat| {
+            chat.texts()
+                .iter()
+                .any(|t| t.contains("nightshift store failing"))
+        },
+        Duration::from_secs(10),
+    ));
+    assert!(heard, "{:?}", setup.chat.texts());
     // Space comes back: Alertmanager's retry goes through, and the page resolves.
     reload("[store]\nmax_size_bytes = 0\n");
     let accepted = wait_for(Duration::from_secs(10), || {

@@ -188,10 +188,16 @@ impl Collectors {
             .results
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A failure is shared only with those that waited for it in flight: a later incident
+        // asks again, since the dependency may be back.
         let stale = |result: &SharedResult| {
-            result
-                .get()
-                .is_some_and(|finished| finished.at.elapsed() >= self.share_for)
+            result.get().is_some_and(|finished| {
+                finished.at.elapsed() >= self.share_for
+                    || matches!(
+                        finished.output.status,
+                        CollectorStatus::Failed | CollectorStatus::TimedOut
+                    )
+            })
         };
         if let Some(result) = results.get(key)
             && !stale(result)

@@ -116,6 +116,8 @@ pub(super) struct Writer {
     durability: Option<Durability>,
     /// The size cap in force (`store.max_size_bytes`), once applied.
     size_cap: Option<u64>,
+    /// SQLite's count of rows changed, as of the last commit or failure.
+    changes_seen: std::cell::Cell<u64>,
 }
 
 /// One stored notification waiting for reconciliation; identical consecutive snapshots of a
@@ -145,6 +147,7 @@ impl Writer {
             last_maintenance: None,
             durability: None,
             size_cap: None,
+            changes_seen: std::cell::Cell::new(0),
         }
     }
 
@@ -284,6 +287,8 @@ impl Writer {
             .with_label_values(&[operation])
             .inc();
         self.metrics.store_writable.set(0);
+        // Rows of the failed transaction do not count as proof of writing later.
+        self.changes_seen.set(self.connection.total_changes());
         tracing::error!(operation, error = %message, "store write failed");
         if let Ok(mut last) = self.shared.last_error.lock() {
             *last = Some(message.clone());
@@ -291,10 +296,19 @@ impl Writer {
         message
     }
 
+    /// A commit went through. Only one that wrote something proves the store writable again:
+    /// a transaction that changed nothing (a sweep that found no work) commits even on a full
+    /// or read-only disk.
     fn succeeded(&self) {
-        if let Ok(mut last) = self.shared.last_error.lock()
-            && last.take().is_some()
-        {
+        let total = self.connection.total_changes();
+        let wrote = total != self.changes_seen.replace(total);
+        let Ok(mut last) = self.shared.last_error.lock() else {
+            return;
+        };
+        if last.is_some() && !wrote {
+            return;
+        }
+        if last.take().is_some() {
             tracing::info!("store is writable again");
         }
         self.metrics.store_writable.set(1);
