@@ -51,6 +51,10 @@ pub struct ServerConfig {
     pub tls_key_file: Option<PathBuf>,
     /// Largest accepted request body.
     pub max_body_bytes: u64,
+    /// Webhook body bytes held at once across all requests (read, parsed, waiting for their
+    /// commit); beyond it ingest answers 503 with Retry-After, which Alertmanager retries.
+    /// Never less than `max_body_bytes` in effect.
+    pub max_inflight_body_bytes: u64,
     /// How long a client may take to send its request headers.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
@@ -77,6 +81,7 @@ impl Default for ServerConfig {
             tls_cert_file: None,
             tls_key_file: None,
             max_body_bytes: 8 * 1024 * 1024,
+            max_inflight_body_bytes: 64 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),

@@ -71,8 +71,15 @@ impl AppState {
         Some(unauthorized(role))
     }
 
-    /// Keep a rejected body for forensics, off the request path.
-    pub fn keep_rejected(&self, received_at: Millis, reason: &'static str, body: Bytes) {
+    /// Keep a rejected body for forensics, off the request path. `reservation` (the body's
+    /// share of the in-flight budget) is released once the body is written.
+    pub fn keep_rejected(
+        &self,
+        received_at: Millis,
+        reason: &'static str,
+        body: Bytes,
+        reservation: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
         let dir = self.state_dir.clone();
         let keep = self.store.settings().store.rejected_keep;
         let metrics = self.metrics.clone();
@@ -80,6 +87,7 @@ impl AppState {
             return;
         }
         tokio::task::spawn_blocking(move || {
+            let _reservation = reservation;
             match crate::ingest::rejected::keep(&dir, received_at, reason, &body, keep) {
                 Ok(path) => {
                     metrics.rejected_bodies_kept_total.inc();
@@ -123,6 +131,9 @@ pub fn router(state: AppState) -> Router {
         .route("/-/pause", post(pause))
         .route("/-/resume", post(resume))
         .fallback(not_found)
+        .layer(axum::Extension(crate::ingest::InflightBudget::new(
+            &state.server,
+        )))
         .with_state(state)
 }
 
@@ -540,7 +551,11 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
-        .max_headers(100);
+        .max_headers(100)
+        // The request head must fit in this (431 beyond): what a connection that trickles its
+        // headers can make the daemon hold. hyper's default, ~400 KiB, let 1024 such
+        // connections hold ~400 MB; Alertmanager's headers take well under 1 KiB.
+        .max_buf_size(MAX_HEAD_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -575,17 +590,34 @@ pub async fn serve(
         let tls = tls.clone();
         let watcher = graceful.watcher();
         let handshake_timeout = config.tls_handshake_timeout;
+        let idle_timeout = config.header_read_timeout;
         tokio::spawn(async move {
             let _permit = permit;
+            let activity = Arc::new(Activity::new());
+            let requests = activity.clone();
             let service = hyper::service::service_fn(
                 move |mut request: hyper::Request<hyper::body::Incoming>| {
                     request.extensions_mut().insert(RemoteAddr(remote));
                     let mut router = router.clone();
-                    async move { router.call(request).await }
+                    let busy = requests.begin();
+                    async move {
+                        let response = router.call(request).await?;
+                        // Busy until the answer's body is sent (or dropped).
+                        Ok::<_, std::convert::Infallible>(response.map(|body| {
+                            axum::body::Body::new(http_body_util::BodyExt::map_frame(
+                                body,
+                                move |frame| {
+                                    let _ = &busy;
+                                    frame
+                                },
+                            ))
+                        }))
+                    }
                 },
             );
             match tls {
                 None => {
+                    let stream = IdleCutoff::new(stream, activity, idle_timeout);
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     if let Err(error) = watcher.watch(connection.into_owned()).await {
                         tracing::debug!(%remote, %error, "connection ended with an error");
@@ -608,6 +640,7 @@ pub async fn serve(
                             return;
                         }
                     };
+                    let stream = IdleCutoff::new(stream, activity, idle_timeout);
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     if let Err(error) = watcher.watch(connection.into_owned()).await {
                         tracing::debug!(%remote, %error, "connection ended with an error");
@@ -625,5 +658,167 @@ pub async fn serve(
             ?drain,
             "connections still open after the drain deadline; closing them"
         );
+    }
+}
+
+/// Largest request head (request line and headers) a connection may send.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Whether a connection has a request in flight, and since when it has had none.
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Milliseconds from `start` to the last time a request began or ended.
+    last: std::sync::atomic::AtomicU64,
+    start: tokio::time::Instant,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            last: std::sync::atomic::AtomicU64::new(0),
+            start: tokio::time::Instant::now(),
+        }
+    }
+
+    fn touch(&self) {
+        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last
+            .store(elapsed, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A request began; it ends when the guard is dropped.
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.touch();
+        Busy(self.clone())
+    }
+
+    /// When the connection will have been idle for `idle`, or `None` while a request is in
+    /// flight.
+    fn idle_deadline(&self, idle: Duration) -> Option<tokio::time::Instant> {
+        if self.in_flight.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = self.last.load(std::sync::atomic::Ordering::Relaxed);
+        Some(self.start + Duration::from_millis(last) + idle)
+    }
+}
+
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A connection's stream that reads as closed once the connection has had no request in flight
+/// for `idle` (`server.header_read_timeout`). hyper's own header timeout covers HTTP/1 only once
+/// it knows the connection is HTTP/1: a client that connected and sent nothing (or half the
+/// HTTP/2 preface), or an HTTP/2 client idling between requests, held its `max_connections`
+/// slot for ever, and 32 such connections shut everyone out.
+struct IdleCutoff<I> {
+    inner: I,
+    activity: Arc<Activity>,
+    idle: Duration,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    cut: bool,
+}
+
+impl<I> IdleCutoff<I> {
+    fn new(inner: I, activity: Arc<Activity>, idle: Duration) -> IdleCutoff<I> {
+        // Counted from now: after the TLS handshake, if any.
+        activity.touch();
+        let timer = Box::pin(tokio::time::sleep(idle));
+        IdleCutoff {
+            inner,
+            activity,
+            idle,
+            timer,
+            cut: false,
+        }
+    }
+
+    /// Whether the idle time is over; otherwise the timer will wake the reader when it may be.
+    fn expired(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        use std::future::Future;
+        loop {
+            let now = tokio::time::Instant::now();
+            let deadline = match self.activity.idle_deadline(self.idle) {
+                Some(deadline) if deadline <= now => return true,
+                Some(deadline) => deadline,
+                // Look again later: the request may end meanwhile.
+                None => now + self.idle,
+            };
+            if self.timer.deadline() != deadline {
+                self.timer.as_mut().reset(deadline);
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+        }
+    }
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for IdleCutoff<I> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.cut {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        match std::pin::Pin::new(&mut this.inner).poll_read(cx, buf) {
+            std::task::Poll::Pending if this.expired(cx) => {
+                // End of stream: the protocol closes the connection as if the client had.
+                this.cut = true;
+                tracing::debug!(idle = ?this.idle, "idle connection closed");
+                std::task::Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleCutoff<I> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
