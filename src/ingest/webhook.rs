@@ -159,7 +159,14 @@ fn explain_invalid(body: &[u8]) -> PayloadError {
         path => path,
     };
     let inner = error.into_inner();
-    let reason = if inner.is_syntax() || inner.is_eof() {
+    // serde_json files a value of the wrong type for an enum (`"status": null`) as a syntax
+    // error too; only a body that is not JSON at all is invalid JSON. Skipping a value does not
+    // check its UTF-8, hence the separate check.
+    let not_json = || {
+        std::str::from_utf8(body).is_err()
+            || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err()
+    };
+    let reason = if (inner.is_syntax() || inner.is_eof()) && not_json() {
         "invalid_json"
     } else {
         "invalid_field"

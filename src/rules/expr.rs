@@ -44,10 +44,33 @@ impl std::fmt::Debug for Condition {
     }
 }
 
+/// The longest condition accepted, in bytes. Far above any real condition (the runbooks'
+/// longest is under 100), and short enough that parsing and dropping its tree stay shallow.
+const MAX_SOURCE_BYTES: usize = 4096;
+
+/// The deepest syntax tree accepted. The interpreter evaluates (and drops) a tree by recursion,
+/// with no limit of its own: `1 + 1 + ... + 1` with 1,600 terms overflowed a 2 MiB thread
+/// (tokio's, where reloads and decisions run) and aborted the daemon. Real conditions are
+/// under 10 deep, macros such as `exists` included.
+const MAX_DEPTH: usize = 32;
+
 impl Condition {
     pub fn compile(source: &str) -> Result<Condition, String> {
+        if source.len() > MAX_SOURCE_BYTES {
+            return Err(format!(
+                "the condition is {} bytes long; at most {MAX_SOURCE_BYTES} are accepted",
+                source.len()
+            ));
+        }
         let program = cel::Program::compile(source)
             .map_err(|errors| format!("invalid CEL: {}", errors.to_string().trim()))?;
+        let depth = depth(program.expression());
+        if depth > MAX_DEPTH {
+            return Err(format!(
+                "the condition nests {depth} levels deep; at most {MAX_DEPTH} are accepted \
+                 (split it, or use `in [...]` rather than a long chain of ||)"
+            ));
+        }
         Ok(Condition {
             source: source.to_owned(),
             program,
@@ -102,6 +125,45 @@ impl Condition {
         }
         Err("too many distinct label keys to check".to_owned())
     }
+}
+
+/// The depth of a syntax tree, measured with a list rather than by recursion, so that
+/// measuring a deep tree cannot exhaust the stack itself.
+fn depth(root: &cel::IdedExpr) -> usize {
+    use cel::common::ast::{EntryExpr, Expr};
+    let mut deepest = 0;
+    let mut pending = vec![(root, 1)];
+    while let Some((node, depth)) = pending.pop() {
+        deepest = deepest.max(depth);
+        let mut children: Vec<&cel::IdedExpr> = Vec::new();
+        match &node.expr {
+            Expr::Call(call) => {
+                children.extend(call.target.as_deref());
+                children.extend(&call.args);
+            }
+            Expr::Comprehension(comprehension) => children.extend([
+                &comprehension.iter_range,
+                &comprehension.accu_init,
+                &comprehension.loop_cond,
+                &comprehension.loop_step,
+                &comprehension.result,
+            ]),
+            Expr::List(list) => children.extend(&list.elements),
+            Expr::Map(cel::common::ast::MapExpr { entries })
+            | Expr::Struct(cel::common::ast::StructExpr { entries, .. }) => {
+                for entry in entries {
+                    match &entry.expr {
+                        EntryExpr::StructField(field) => children.push(&field.value),
+                        EntryExpr::MapEntry(entry) => children.extend([&entry.key, &entry.value]),
+                    }
+                }
+            }
+            Expr::Select(select) => children.push(&select.operand),
+            Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+        }
+        pending.extend(children.into_iter().map(|child| (child, depth + 1)));
+    }
+    deepest
 }
 
 fn describe(value: &cel::Value) -> String {

@@ -3,7 +3,7 @@
 //! is missing equals the empty string (so `team=""` matches alerts without a `team` label).
 
 use std::collections::HashMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::sync::Mutex;
 
 use regex::Regex;
@@ -59,8 +59,11 @@ fn compile_anchored(value: &str) -> Result<Regex, String> {
     if let Some(regex) = cache.get(value) {
         return Ok(regex.clone());
     }
-    let regex = Regex::new(&format!("^(?:{value})$"))
-        .map_err(|error| format!("invalid regular expression {value:?}: {error}"))?;
+    let invalid = |error: regex::Error| format!("invalid regular expression {value:?}: {error}");
+    // The value must be a regex on its own: wrapped in the anchors, `a)|(b` would compile as
+    // `^(?:a)|(b)$`, one alternative no longer anchored at its end. Alertmanager refuses it.
+    Regex::new(value).map_err(invalid)?;
+    let regex = Regex::new(&format!("^(?:{value})$")).map_err(invalid)?;
     if cache.len() >= 10_000 {
         cache.clear();
     }
@@ -90,8 +93,19 @@ impl PartialEq for Matcher {
 }
 
 impl fmt::Display for Matcher {
+    /// Quoted as Alertmanager quotes: only `\`, `"` and a newline are escaped, which is exactly
+    /// what [`parse`] reads back (Rust's `{:?}` would escape a tab as `\t`, which it does not).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}{:?}", self.name, self.kind.operator(), self.value)
+        write!(f, "{}{}\"", self.name, self.kind.operator())?;
+        for c in self.value.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '"' => f.write_str("\\\"")?,
+                '\n' => f.write_str("\\n")?,
+                c => f.write_char(c)?,
+            }
+        }
+        f.write_char('"')
     }
 }
 

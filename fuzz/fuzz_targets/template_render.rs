@@ -1,0 +1,34 @@
+//! A template's source, compiled (which renders it once against the sample) and rendered
+//! against a bounded context. Neither panics; libFuzzer's -timeout and -rss_limit_mb catch a
+//! render that does not end or grows without bound.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use nightshift::rules::template::Template;
+use serde_json::{Value, json};
+
+fn context() -> &'static Value {
+    static CONTEXT: OnceLock<Value> = OnceLock::new();
+    CONTEXT.get_or_init(|| {
+        json!({
+            "labels": {"alertname": "VastaiApiUnreachable", "namespace": "vastai", "team": "gpu"},
+            "annotations": {"summary": "the API is down", "description": "5xx everywhere"},
+            "alert": {"status": "firing", "fingerprint": "5bf9c395693611e8", "age_seconds": 120},
+            "probe": {"status": {"ok": true, "indicator": "major", "items": [1, 2, 3]}},
+            "rule": "vastai-api-unreachable",
+            "severity": "P1",
+            "incident_id": "5bf9c395693611e8-20261128T030000Z",
+        })
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(source) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(template) = Template::compile(source, context()) {
+        let _ = template.render(context());
+    }
+});
