@@ -67,7 +67,15 @@ impl Worker {
                     0
                 }
             };
-            if dispatched == 0 {
+            if dispatched == 0 && slots.available_permits() == 0 {
+                // Every slot is busy: go again as soon as one frees, not after a rest (a
+                // storm would otherwise start at most `concurrency` decisions per rest).
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = slots.acquire() => {}
+                    _ = tokio::time::sleep(IDLE) => {}
+                }
+            } else if dispatched == 0 {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(IDLE) => {}
