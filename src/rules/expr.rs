@@ -51,7 +51,8 @@ const MAX_SOURCE_BYTES: usize = 4096;
 /// The deepest syntax tree accepted. The interpreter evaluates (and drops) a tree by recursion,
 /// with no limit of its own: `1 + 1 + ... + 1` with 1,600 terms overflowed a 2 MiB thread
 /// (tokio's, where reloads and decisions run) and aborted the daemon. Real conditions are
-/// under 10 deep, macros such as `exists` included.
+/// under 10 deep, macros such as `exists` included; chains of `&&` and `||` are balanced by the
+/// parser, so even long ones stay shallow.
 const MAX_DEPTH: usize = 32;
 
 impl Condition {
@@ -62,13 +63,11 @@ impl Condition {
                 source.len()
             ));
         }
-        let program = cel::Program::compile(source)
-            .map_err(|errors| format!("invalid CEL: {}", errors.to_string().trim()))?;
+        let program = parse(source)?;
         let depth = depth(program.expression());
         if depth > MAX_DEPTH {
             return Err(format!(
-                "the condition nests {depth} levels deep; at most {MAX_DEPTH} are accepted \
-                 (split it, or use `in [...]` rather than a long chain of ||)"
+                "the condition nests {depth} levels deep; at most {MAX_DEPTH} are accepted"
             ));
         }
         Ok(Condition {
@@ -125,6 +124,28 @@ impl Condition {
         }
         Err("too many distinct label keys to check".to_owned())
     }
+}
+
+/// The stack of the thread a condition is parsed on. The generated parser recurses for every
+/// bracket with large frames: in a debug build 20 nested parentheses overflowed a 2 MiB stack,
+/// before the parser's own limit of 96 levels (which a release build reaches in under 1 MiB).
+const PARSER_STACK_BYTES: usize = 64 << 20;
+
+/// Parse on a thread of its own, with a stack large enough for the parser's deepest nesting.
+/// Conditions are parsed only when rules load, so the thread costs nothing per decision.
+fn parse(source: &str) -> Result<cel::Program, String> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("cel-parse".to_owned())
+            .stack_size(PARSER_STACK_BYTES)
+            .spawn_scoped(scope, || {
+                cel::Program::compile(source)
+                    .map_err(|errors| format!("invalid CEL: {}", errors.to_string().trim()))
+            })
+            .map_err(|error| format!("cannot start the CEL parser: {error}"))?
+            .join()
+            .unwrap_or_else(|_| Err("invalid CEL: the parser failed".to_owned()))
+    })
 }
 
 /// The depth of a syntax tree, measured with a list rather than by recursion, so that

@@ -63,7 +63,7 @@ impl Template {
 
     /// Whether the source contains template syntax at all.
     pub fn is_literal(source: &str) -> bool {
-        !source.contains("{{") && !source.contains("{%")
+        !source.contains("{{") && !source.contains("{%") && !source.contains("{#")
     }
 
     pub fn render(&self, context: &impl Serialize) -> Result<String, String> {
