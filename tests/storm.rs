@@ -149,7 +149,7 @@ impl Params {
             seed,
             budget: 2,
             settle: Duration::from_secs(90),
-            keep: None,
+            keep: std::env::var("STORM_KEEP_DIR").ok().map(PathBuf::from),
         }
     }
 }
@@ -1215,12 +1215,16 @@ const BUG_RATE_RESTART: &str = "the PagerDuty token bucket lives in memory only 
     full (a burst of events_per_minute/10) at every start: each restart within a minute lets \
     up to 10 more events through than the limit";
 const BUG_P1_ORDER: &str = "nothing orders a storm's first pages by severity: decisions are \
-    made in arrival order (slowly, see the dispatch bug) and the delivery worker sends each \
+    made in arrival order (at a few hundred a second) and the delivery worker sends each \
     page as soon as it is queued, with the limiter's burst of 10, so P2/P3 pages decided first \
     reach PagerDuty before the P1 pages of groups that started at the same moment";
-const BUG_DISPATCH: &str = "decisions start at most rules.concurrency (16) per 250 ms: \
-    src/worker.rs Worker::run sleeps IDLE whenever dispatch could start nothing because every \
-    slot was busy, instead of waiting for a slot; a storm is decided at 64 incidents/s";
+const BUG_LATENCY: &str = "a storm is decided at ~150 incidents/s on average (335/s at \
+    best) in release on this 2-core VM, so p99 webhook→decision is seconds: every step is its own synchronous=FULL \
+    transaction on the one writer thread (src/store/writer.rs Writer::handle: the decision, the \
+    act stage's paging and action updates, each bundle step; ~3.4 store fsyncs and 2 archive \
+    fsyncs per alert), a decision holds its slot (rules.concurrency = 16) through its act stage, \
+    and bundles take ~40 % of the daemon's ~6-7 ms of CPU per alert. (The 250 ms rest when \
+    every slot was busy, 64 decisions/s, was fixed in 0d43164.)";
 
 #[derive(Default)]
 struct Report {
@@ -1612,7 +1616,7 @@ fn run(params: Params) -> Report {
             ms(decision_latency.iter().max().copied()),
             decision_latency.len()
         ),
-        BUG_DISPATCH,
+        BUG_LATENCY,
     );
     report.check_bug(
         "webhook received → page queued (per incident)",
@@ -1624,7 +1628,7 @@ fn run(params: Params) -> Report {
             ms(page_latency.iter().max().copied()),
             page_latency.len()
         ),
-        BUG_DISPATCH,
+        BUG_LATENCY,
     );
     report.figure(
         "webhook received → first trigger queued",
@@ -1778,19 +1782,30 @@ fn run(params: Params) -> Report {
         .map(Result::unwrap)
         .collect();
     drop(statement);
-    // A less urgent trigger delivered while a P1 trigger had been waiting for more than one
-    // delivery round (500 ms) is a priority inversion.
-    let slack = 500;
+    // A priority inversion: a trigger queued after a more urgent one, yet delivered before it.
+    // (A trigger queued while a delivery round is under way waits for the next round, so a
+    // less urgent one of the current round may still go first: that is counted apart, as the
+    // longest such overlap.)
     let inversions: Vec<(i64, i64, i64)> = delivered
         .iter()
-        .filter(|(priority, _, at)| {
-            *priority > 1
-                && delivered
-                    .iter()
-                    .any(|(p, created, done)| *p == 1 && *created + slack < *at && *done > *at)
+        .filter(|(priority, created, at)| {
+            delivered
+                .iter()
+                .any(|(p, c, done)| p < priority && c < created && done > at)
         })
         .copied()
         .collect();
+    let p1_overtaken = inversions.iter().filter(|(p, _, _)| *p > 1).count();
+    let overlap = delivered
+        .iter()
+        .filter(|(priority, _, _)| *priority > 1)
+        .flat_map(|(_, _, at)| {
+            delivered
+                .iter()
+                .filter(move |(p, c, done)| *p == 1 && c < at && done > at)
+                .map(move |(_, c, _)| at - c)
+        })
+        .max();
     let first = delivered.first().copied();
     let p1_waiting_at_first = first.is_some_and(|(_, _, at)| {
         delivered
@@ -1819,18 +1834,23 @@ fn run(params: Params) -> Report {
         BUG_P1_ORDER,
     );
     report.check(
-        "P1 before others while both wait",
+        "more urgent triggers first",
         inversions.is_empty(),
         format!(
-            "{} P1 triggers delivered, {} others; {} less urgent triggers delivered while a P1 trigger had waited > {slack} ms{}",
+            "{} P1 triggers delivered, {} others; {} triggers delivered before a more urgent one queued earlier ({p1_overtaken} of them before a P1); a less urgent trigger of a round under way went out at most {} after a P1 was queued{}",
             p1_delivered.len(),
             delivered.len() - p1_delivered.len(),
             inversions.len(),
+            ms(overlap),
             match (p1_delivered.iter().max(), first_other) {
                 (Some(last_p1), Some(first_other)) => format!(
                     "; last P1 trigger delivered {} ms {} the first other",
                     (last_p1 - first_other).abs(),
-                    if *last_p1 <= first_other { "before" } else { "after" }
+                    if *last_p1 <= first_other {
+                        "before"
+                    } else {
+                        "after"
+                    }
                 ),
                 _ => String::new(),
             }
@@ -1911,12 +1931,25 @@ fn run(params: Params) -> Report {
         })
         .collect();
     let trigger_keys = at_fake.keys().filter(|(_, k)| k == "trigger").count();
+    let mut per_key: Vec<i64> = at_fake
+        .iter()
+        .filter(|((_, kind), _)| kind == "trigger")
+        .map(|(_, n)| *n)
+        .collect();
+    per_key.sort_unstable();
+    let resent_keys = at_fake
+        .iter()
+        .filter(|(key, n)| **n > in_store.get(*key).copied().unwrap_or(0))
+        .count();
     report.check(
         "every page delivered once per outbox event",
         unseen.is_empty() && last.outbox_pending == 0,
         format!(
-            "{} dedup keys triggered at PagerDuty; {} events accepted beyond the outbox's delivered rows (a crash between send and record re-sends under the same key; allowed only with kill -9); {} outbox rows marked delivered that PagerDuty never accepted {:?}; {} still pending",
+            "{} dedup keys triggered at PagerDuty, {}-{} accepted triggers per key (median {}); {} events accepted beyond the outbox's delivered rows, under {resent_keys} keys (a crash between send and record re-sends under the same key; allowed only with kill -9); {} outbox rows marked delivered that PagerDuty never accepted {:?}; {} still pending",
             trigger_keys,
+            per_key.first().copied().unwrap_or(0),
+            per_key.last().copied().unwrap_or(0),
+            per_key.get(per_key.len() / 2).copied().unwrap_or(0),
             resent,
             unseen.len(),
             &unseen[..unseen.len().min(5)],
@@ -2164,21 +2197,20 @@ fn assert_report(report: &Report, strict: bool) {
 // The tests
 
 #[test]
-#[ignore = "open (issue 7): p99 webhook→decision is seconds (target < 1 s) and a less urgent trigger can overtake a waiting P1; run with --ignored --nocapture for every check and figure"]
 fn storm_short() {
     assert_report(&run(Params::short(0)), false);
 }
 
 /// The same storm, failing on the latency targets too.
 #[test]
-#[ignore = "bug: decisions start at most 16 per 250 ms (src/worker.rs Worker::run sleeps IDLE \
-            when every slot is busy): p99 webhook→decision is seconds, not < 1 s"]
+#[ignore = "bug: p99 webhook→decision and →page queued are seconds in a storm, not < 1 s \
+            (one fsync'd writer transaction per step, decision slots held through the act \
+            stage, bundles' CPU); see BUG_LATENCY"]
 fn storm_short_latency() {
     assert_report(&run(Params::short(0)), true);
 }
 
 #[test]
-#[ignore = "open (issue 7): under kill -9 rounds, p99 webhook→decision is seconds, less urgent triggers overtake waiting P1s, and the in-memory token bucket starts full at each restart; run with --ignored to see the checks"]
 fn crash_short() {
     assert_report(&run(Params::short(5)), false);
 }
