@@ -65,9 +65,12 @@ for target in "${targets[@]}"; do
         -print_final_stats=1 "${dictionary[@]}" "$work" "$fuzz/corpus/$target" \
         </dev/null >"$log" 2>&1 || status=$?
     executions="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)"
-    corpus="$(find "$work" -type f | wc -l)"
+    # libFuzzer's last status line: coverage and the corpus it kept (inputs/size).
+    coverage="$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)"
+    corpus="$(grep -oE 'corp: [0-9]+/[0-9]+[a-zA-Z]*' "$log" | tail -1 | cut -d' ' -f2)"
     artifacts="$(find "$fuzz/artifacts/$target" -type f | wc -l)"
-    line="$target: ${seconds}s, ${executions:-?} executions, corpus $corpus, artifacts $artifacts, exit $status"
+    line="$target: ${seconds}s, ${executions:-?} executions, coverage ${coverage:-?}"
+    line+=", corpus ${corpus:-?}, artifacts $artifacts, exit $status"
     summary+=("$line")
     echo "  $line"
     if [ "$status" -ne 0 ]; then
