@@ -302,7 +302,7 @@ impl Worker {
         &self,
         query: impl FnOnce(&crate::store::Reader) -> Result<T, crate::store::StoreError>,
     ) -> Result<T, crate::store::StoreError> {
-        with_reader(&self.reader, &self.store, query)
+        crate::store::with_reader(&self.reader, &self.store, query)
     }
 
     /// Classify, probe and decide one episode, and record the decision.
@@ -327,7 +327,7 @@ impl Worker {
         let store = self.store.clone();
         let id = episode_id.to_owned();
         let row = match tokio::task::spawn_blocking(move || {
-            with_reader(&reader, &store, |r| r.episode(&id))
+            crate::store::with_reader(&reader, &store, |r| r.episode(&id))
         })
         .await
         {
@@ -463,27 +463,6 @@ impl Worker {
                 .inc();
         }
     }
-}
-
-/// Run `query` on the shared read connection, opening it if needed; a failed query drops the
-/// connection so the next one starts afresh.
-fn with_reader<T>(
-    slot: &Mutex<Option<crate::store::Reader>>,
-    store: &Store,
-    query: impl FnOnce(&crate::store::Reader) -> Result<T, crate::store::StoreError>,
-) -> Result<T, crate::store::StoreError> {
-    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-    if slot.is_none() {
-        *slot = Some(store.reader()?);
-    }
-    let Some(reader) = slot.as_ref() else {
-        return Err(crate::store::StoreError::Stopped);
-    };
-    let result = query(reader);
-    if result.is_err() {
-        *slot = None;
-    }
-    result
 }
 
 /// The next re-evaluation: the first matched rule's interval; never for the default rule or

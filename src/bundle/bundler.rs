@@ -103,31 +103,19 @@ impl Bundler {
 
     /// The link to an incident's bundle: under `paging.external_url` when set, else its path.
     pub fn link(&self, episode_id: &str, path: &str) -> String {
-        match &self.external_url {
-            Some(base) => format!(
-                "{}/api/v1/incidents/{episode_id}/bundle",
-                base.trim_end_matches('/')
-            ),
-            None => self.state_dir.join(path).display().to_string(),
-        }
+        bundle_link(
+            self.external_url.as_deref(),
+            &self.state_dir,
+            episode_id,
+            path,
+        )
     }
 
     fn read<T>(
         &self,
         query: impl FnOnce(&Reader) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut slot = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            *slot = Some(self.store.reader()?);
-        }
-        let Some(reader) = slot.as_ref() else {
-            return Err(StoreError::Stopped);
-        };
-        let result = query(reader);
-        if result.is_err() {
-            *slot = None;
-        }
-        result
+        crate::store::with_reader(&self.reader, &self.store, query)
     }
 
     /// Poll for owed bundles (after a restart, or closed incidents) and keep retention.
@@ -301,19 +289,36 @@ impl Bundler {
             .acquire()
             .await
             .map_err(|_| "the bundler is shutting down".to_owned())?;
-        let facts = self.facts(&episode_id, &collected)?;
-        let Some(facts) = facts else {
-            return Err(format!("incident {episode_id} is not in the store"));
-        };
-        let notification = self
+        // One read for the incident and the notification it came in.
+        let (detail, notification) = self
             .read(|r| {
-                let first_notification = r
-                    .incident(&episode_id)?
-                    .map(|i| i.first_notification)
-                    .unwrap_or_default();
-                r.notification(first_notification)
+                let Some(detail) = r.incident(&episode_id)? else {
+                    return Ok((None, None));
+                };
+                let notification = r.notification(detail.first_notification)?;
+                Ok((Some(detail), notification))
             })
             .map_err(|e| e.to_string())?;
+        let Some(detail) = detail else {
+            return Err(format!("incident {episode_id} is not in the store"));
+        };
+        let path = match &work.path {
+            Some(path) => path.clone(),
+            None => bundle_path(
+                &episode_id,
+                &detail.summary.starts_at,
+                self.clock.now_millis(),
+            ),
+        };
+        let facts = incident_facts(
+            &detail,
+            &self.severities,
+            self.external_url.as_deref(),
+            &collected,
+            Some(&path),
+            self.clock.now_millis(),
+            |path| self.link(&episode_id, path),
+        );
         let alert = json!({
             "incident": facts.incident,
             "notification": notification.map(|(received_at, remote, group_key, body)| json!({
@@ -386,14 +391,6 @@ impl Bundler {
         });
         let mut all = redacted;
         all.push(("manifest.json".to_owned(), pretty(&manifest)));
-        let path = match &work.path {
-            Some(path) => path.clone(),
-            None => bundle_path(
-                &episode_id,
-                &facts.incident.starts_at,
-                self.clock.now_millis(),
-            ),
-        };
         let mtime = (self.clock.now_millis() / 1000).max(0) as u64;
         let absolute = self.state_dir.join(&path);
         let bytes =
@@ -489,33 +486,6 @@ impl Bundler {
         (text.into_bytes(), known + patterns)
     }
 
-    /// Everything the store knows about the incident, in the documents' shape.
-    fn facts(
-        &self,
-        episode_id: &str,
-        collected: &[CollectorFacts],
-    ) -> Result<Option<BundleFacts>, String> {
-        let detail = self
-            .read(|r| r.incident(episode_id))
-            .map_err(|e| e.to_string())?;
-        let Some(detail) = detail else {
-            return Ok(None);
-        };
-        let path = self
-            .read(|r| r.bundle(episode_id))
-            .map_err(|e| e.to_string())?
-            .and_then(|row| row.path);
-        Ok(Some(incident_facts(
-            &detail,
-            &self.severities,
-            self.external_url.as_deref(),
-            collected,
-            path.as_deref(),
-            self.clock.now_millis(),
-            |path| self.link(episode_id, path),
-        )))
-    }
-
     /// Delete bundles of closed incidents past `max_age`, and the oldest while the total is
     /// over `max_total_bytes`. An open incident's bundle is never deleted.
     pub async fn retention(&self) {
@@ -560,6 +530,23 @@ impl Bundler {
     }
 }
 
+/// Where a person finds an incident's bundle: under `paging.external_url` when set, else its
+/// path on the host.
+pub fn bundle_link(
+    external_url: Option<&str>,
+    state_dir: &Path,
+    episode_id: &str,
+    path: &str,
+) -> String {
+    match external_url {
+        Some(base) => format!(
+            "{}/api/v1/incidents/{episode_id}/bundle",
+            base.trim_end_matches('/')
+        ),
+        None => state_dir.join(path).display().to_string(),
+    }
+}
+
 /// `bundles/YYYY-MM-DD/<incident>.tar.gz`, dated by the incident's start.
 fn bundle_path(episode_id: &str, starts_at: &str, now: Millis) -> String {
     let day = chrono::DateTime::parse_from_rfc3339(starts_at)
@@ -571,8 +558,11 @@ fn bundle_path(episode_id: &str, starts_at: &str, now: Millis) -> String {
 
 /// The most recent lines of the collected logs that look like errors (at most five).
 fn highlights(files: &[(String, Vec<u8>)]) -> Vec<String> {
-    let pattern = regex::Regex::new(r"(?i)\b(error|fatal|panic|exception|failed|5\d\d)\b")
-        .expect("valid regex");
+    static ERROR_LINE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?i)\b(error|fatal|panic|exception|failed|5\d\d)\b")
+            .expect("valid regex")
+    });
+    let pattern = &*ERROR_LINE;
     let mut lines = Vec::new();
     for (name, bytes) in files {
         if !name.ends_with(".log") {
@@ -757,12 +747,13 @@ pub fn report_facts(
             .bundle(&id)?
             .filter(|b| matches!(b.state.as_str(), "written" | "final"))
             .and_then(|b| b.path);
-        let link = |path: &str| match &options.external_url {
-            Some(base) => format!(
-                "{}/api/v1/incidents/{id}/bundle",
-                base.trim_end_matches('/')
-            ),
-            None => options.state_dir.join(path).display().to_string(),
+        let link = |path: &str| {
+            bundle_link(
+                options.external_url.as_deref(),
+                &options.state_dir,
+                &id,
+                path,
+            )
         };
         let facts = incident_facts(
             &detail,

@@ -247,18 +247,7 @@ impl Deliverer {
         &self,
         query: impl FnOnce(&Reader) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut slot = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            *slot = Some(self.store.reader()?);
-        }
-        let Some(reader) = slot.as_ref() else {
-            return Err(StoreError::Stopped);
-        };
-        let result = query(reader);
-        if result.is_err() {
-            *slot = None;
-        }
-        result
+        crate::store::with_reader(&self.reader, &self.store, query)
     }
 
     fn take_token(&self, bucket: &str, per_minute: u32, now: Millis) -> bool {
@@ -721,23 +710,29 @@ fn notifier_kind(settings: &DeliverySettings, channel: &str) -> &'static str {
 /// POST one event and read the answer as PagerDuty's (notifiers answer in the same terms:
 /// 2xx taken, 429/5xx/no answer retried, other 4xx refused).
 async fn send(http: &reqwest::Client, event: &Outgoing) -> Delivery {
-    let request = http
-        .post(&event.url)
-        .json(&event.body)
-        .timeout(event.timeout)
-        .send();
-    match request.await {
+    post_json(http, &event.url, &event.body, event.timeout, event.notifier).await
+}
+
+/// POST a JSON body and read the answer in PagerDuty's terms (notifiers answer in the same:
+/// 2xx taken, 429/5xx/no answer retried, other 4xx refused). `destination` names it in errors.
+pub(crate) async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    body: &Value,
+    timeout: Duration,
+    destination: &str,
+) -> Delivery {
+    match http.post(url).json(body).timeout(timeout).send().await {
         Ok(response) => {
             let status = response.status().as_u16();
             let body = response.text().await.unwrap_or_default();
             pagerduty::interpret(status, &body)
         }
         Err(error) if error.is_timeout() => {
-            Delivery::Retry(format!("no answer within {:?}", event.timeout))
+            Delivery::Retry(format!("no answer within {timeout:?}"))
         }
         Err(error) => Delivery::Retry(format!(
-            "cannot reach {}: {}",
-            event.notifier,
+            "cannot reach {destination}: {}",
             root_cause(&error)
         )),
     }
@@ -803,15 +798,14 @@ pub fn page_view(
             .as_ref()
             .and_then(|b| serde_json::from_value(b.highlights.clone()).ok())
             .unwrap_or_default();
-        let bundle = bundle
-            .and_then(|b| b.path)
-            .map(|path| match &settings.external_url {
-                Some(base) => format!(
-                    "{}/api/v1/incidents/{episode_id}/bundle",
-                    base.trim_end_matches('/')
-                ),
-                None => settings.state_dir.join(path).display().to_string(),
-            });
+        let bundle = bundle.and_then(|b| b.path).map(|path| {
+            crate::bundle::bundler::bundle_link(
+                settings.external_url.as_deref(),
+                &settings.state_dir,
+                &episode_id,
+                &path,
+            )
+        });
         view.incidents.push(IncidentView {
             id: episode_id.clone(),
             rule: trace["classification"]["matched"][0]["rule"]

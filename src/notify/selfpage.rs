@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 use tokio_util::sync::CancellationToken;
 
 use super::deliver::Deliverer;
@@ -257,7 +257,14 @@ impl SelfPager {
             None => pagerduty::resolve_event(&key, &dedup_key),
         };
         let url = format!("{}/v2/enqueue", settings.pagerduty_url);
-        let delivery = post(&self.deliverer.http, &url, &event, settings.timeout).await;
+        let delivery = super::deliver::post_json(
+            &self.deliverer.http,
+            &url,
+            &event,
+            settings.timeout,
+            "pagerduty",
+        )
+        .await;
         self.record("pagerduty", &delivery);
         match delivery {
             Delivery::Accepted => true,
@@ -297,7 +304,14 @@ impl SelfPager {
                     "self_page": reason,
                 }),
             };
-            let delivery = post(&self.deliverer.http, &notifier.url, &body, notifier.timeout).await;
+            let delivery = super::deliver::post_json(
+                &self.deliverer.http,
+                &notifier.url,
+                &body,
+                notifier.timeout,
+                notifier.kind.as_str(),
+            )
+            .await;
             self.record(notifier.kind.as_str(), &delivery);
             if let Delivery::Retry(error) = delivery {
                 tracing::error!(reason, notifier = %name, %error, "self-page not delivered to a notifier; retrying");
@@ -318,16 +332,5 @@ impl SelfPager {
             .notify_events_total
             .with_label_values(&[notifier, outcome])
             .inc();
-    }
-}
-
-async fn post(http: &reqwest::Client, url: &str, body: &Value, timeout: Duration) -> Delivery {
-    match http.post(url).json(body).timeout(timeout).send().await {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            let text = response.text().await.unwrap_or_default();
-            pagerduty::interpret(status, &text)
-        }
-        Err(error) => Delivery::Retry(error.to_string()),
     }
 }

@@ -590,5 +590,26 @@ impl Store {
     }
 }
 
+/// Run `query` on the shared read connection, opening it if needed; a failed query drops the
+/// connection so the next one starts afresh.
+pub fn with_reader<T>(
+    slot: &Mutex<Option<Reader>>,
+    store: &Store,
+    query: impl FnOnce(&Reader) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        *slot = Some(store.reader()?);
+    }
+    let Some(reader) = slot.as_ref() else {
+        return Err(StoreError::Stopped);
+    };
+    let result = query(reader);
+    if result.is_err() {
+        *slot = None;
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests;
