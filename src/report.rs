@@ -573,6 +573,7 @@ fn paging_lines(incident: &ReportIncident) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bundle::docs::text::{assert_in_order, section};
 
     fn restart(state: &str, verified: Option<&str>) -> ActionLine {
         ActionLine {
@@ -701,30 +702,6 @@ mod tests {
             // Deliberately out of order: the report sorts them.
             incidents: vec![metrics_absent, vastai_5xx(), rate_limited, unreachable],
         }
-    }
-
-    fn position(text: &str, needle: &str) -> usize {
-        text.find(needle)
-            .unwrap_or_else(|| panic!("{needle:?} not in:\n{text}"))
-    }
-
-    fn assert_in_order(text: &str, needles: &[&str]) {
-        let positions: Vec<usize> = needles
-            .iter()
-            .map(|needle| position(text, needle))
-            .collect();
-        assert!(
-            positions.windows(2).all(|pair| pair[0] < pair[1]),
-            "{needles:?} out of order in:\n{text}"
-        );
-    }
-
-    /// The text of the section that starts with `heading`, up to the next `## `.
-    fn section<'a>(text: &'a str, heading: &str) -> &'a str {
-        let start = position(text, heading);
-        let rest = &text[start + heading.len()..];
-        let end = rest.find("\n## ").unwrap_or(rest.len());
-        &rest[..end]
     }
 
     #[test]

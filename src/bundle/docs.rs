@@ -1691,8 +1691,37 @@ fn full_stop(text: &str) -> String {
     }
 }
 
+/// Helpers for tests of rendered Markdown (here and in `report`).
+#[cfg(test)]
+pub(crate) mod text {
+    pub(crate) fn position(text: &str, needle: &str) -> usize {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not in:\n{text}"))
+    }
+
+    pub(crate) fn assert_in_order(text: &str, needles: &[&str]) {
+        let positions: Vec<usize> = needles
+            .iter()
+            .map(|needle| position(text, needle))
+            .collect();
+        assert!(
+            positions.windows(2).all(|pair| pair[0] < pair[1]),
+            "{needles:?} out of order in:\n{text}"
+        );
+    }
+
+    /// The text of the section that starts with `heading`, up to the next `## `.
+    pub(crate) fn section<'a>(text: &'a str, heading: &str) -> &'a str {
+        let start = position(text, heading);
+        let rest = &text[start + heading.len()..];
+        let end = rest.find("\n## ").unwrap_or(rest.len());
+        &rest[..end]
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::text::{assert_in_order, section};
     use std::collections::BTreeMap;
 
     use super::*;
@@ -1865,30 +1894,6 @@ mod tests {
                     .into(),
             ),
         }
-    }
-
-    fn position(text: &str, needle: &str) -> usize {
-        text.find(needle)
-            .unwrap_or_else(|| panic!("{needle:?} not in:\n{text}"))
-    }
-
-    fn assert_in_order(text: &str, needles: &[&str]) {
-        let positions: Vec<usize> = needles
-            .iter()
-            .map(|needle| position(text, needle))
-            .collect();
-        assert!(
-            positions.windows(2).all(|pair| pair[0] < pair[1]),
-            "{needles:?} out of order in:\n{text}"
-        );
-    }
-
-    /// The text of the section that starts with `heading`, up to the next `## `.
-    fn section<'a>(text: &'a str, heading: &str) -> &'a str {
-        let start = position(text, heading);
-        let rest = &text[start + heading.len()..];
-        let end = rest.find("\n## ").unwrap_or(rest.len());
-        &rest[..end]
     }
 
     #[test]
