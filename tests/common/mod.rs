@@ -282,8 +282,10 @@ pub mod http_client {
                     };
                 }
             };
+            // Generous: a debug build parsing several 8 MiB bodies in turn on a loaded 2-core
+            // machine has taken more than 20 s; only a hung server should hit this.
             stream
-                .set_read_timeout(Some(Duration::from_secs(20)))
+                .set_read_timeout(Some(Duration::from_secs(90)))
                 .unwrap();
             let mut request = format!(
                 "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
