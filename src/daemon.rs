@@ -399,6 +399,7 @@ async fn run_async(
         dedup: config.paging.dedup,
         settle_within: config.paging.settle_within,
         last_page_check: Mutex::default(),
+        started_at: clock.now_millis(),
         bundler: bundler.clone(),
         namespaces: config.kubernetes.namespaces.clone(),
     });

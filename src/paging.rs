@@ -7,10 +7,13 @@
 //!   be done (no action, dry-run, paused, budget spent, failed, outcome unknown), waits while
 //!   an action runs or its verify window is open, pages when it did not help, and stays quiet
 //!   when the incident stopped firing. A cooldown skip follows the verify outcome of the action
-//!   it shares.
+//!   it shares. The act stage itself is waited for at most `settle_within`, and not at all
+//!   when a restart came between the decision and its act stage (which is not run again).
 //! - `never` records and reports only.
 
 use serde::{Deserialize, Serialize};
+
+use crate::clock::Millis;
 
 /// How pages are keyed.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -65,13 +68,67 @@ pub enum Judgement {
     Quiet(String),
 }
 
-/// Judge an incident waiting under `after_verify`. `status` is the episode's; `acted` says
-/// the act stage finished with its decision; `overdue` that it has waited for that longer than
-/// it should (a crash between deciding and acting). `shared` looks up a shared action.
+/// How long an `after_verify` incident waits for its act stage to report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settle {
+    /// At most this long after its decision (`paging.settle_within`): the process may have
+    /// died between deciding and acting.
+    pub within: Millis,
+    /// When this process started, if known. An incident decided before it whose act stage
+    /// planned nothing never gets one (the act stage is not run again after a restart), so
+    /// it waits no longer.
+    pub started_at: Option<Millis>,
+}
+
+impl From<Millis> for Settle {
+    fn from(within: Millis) -> Settle {
+        Settle {
+            within,
+            started_at: None,
+        }
+    }
+}
+
+impl Settle {
+    /// Where the act stage of an incident decided at `decided_at` stands at `now`: `acted`
+    /// says it finished, `planned` that it planned an action since the decision.
+    pub fn act_stage(
+        &self,
+        acted: bool,
+        planned: bool,
+        decided_at: Millis,
+        now: Millis,
+    ) -> ActStage {
+        if acted {
+            ActStage::Finished
+        } else if !planned && self.started_at.is_some_and(|started| decided_at < started) {
+            ActStage::Interrupted
+        } else if now.saturating_sub(decided_at) >= self.within {
+            ActStage::Late
+        } else {
+            ActStage::Pending
+        }
+    }
+}
+
+/// Where the act stage of an incident's decision stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActStage {
+    /// Still to come, or running.
+    Pending,
+    /// Finished with the decision.
+    Finished,
+    /// Not finished within `settle_within`.
+    Late,
+    /// A restart came after the decision, before the act stage planned anything.
+    Interrupted,
+}
+
+/// Judge an incident waiting under `after_verify`. `status` is the episode's; `stage` where
+/// its act stage stands. `shared` looks up a shared action.
 pub fn judge_waiting(
     status: &str,
-    acted: bool,
-    overdue: bool,
+    stage: ActStage,
     actions: &[ActionFacts],
     shared: &dyn Fn(i64) -> Option<ActionFacts>,
 ) -> Judgement {
@@ -84,14 +141,19 @@ pub fn judge_waiting(
             );
         }
     }
-    if !acted {
-        return if overdue {
-            Judgement::Page(
+    match stage {
+        ActStage::Finished => {}
+        ActStage::Pending => return Judgement::Wait,
+        ActStage::Late => {
+            return Judgement::Page(
                 "its actions did not settle in time; paging rather than waiting".to_owned(),
-            )
-        } else {
-            Judgement::Wait
-        };
+            );
+        }
+        ActStage::Interrupted => {
+            return Judgement::Page(
+                "a restart came between its decision and its actions; nothing was done".to_owned(),
+            );
+        }
     }
     if actions.is_empty() {
         return Judgement::Page("no automatic action applies; a human is needed".to_owned());
@@ -195,20 +257,20 @@ mod tests {
     fn a_mitigation_that_helps_lets_people_sleep() {
         let running = [action("run", "done", None)];
         assert_eq!(
-            judge_waiting("firing", true, false, &running, &none),
+            judge_waiting("firing", ActStage::Finished, &running, &none),
             Judgement::Wait
         );
         let helped = [action("run", "done", Some("helped"))];
         assert!(matches!(
-            judge_waiting("firing", true, false, &helped, &none),
+            judge_waiting("firing", ActStage::Finished, &helped, &none),
             Judgement::Quiet(_)
         ));
         assert!(matches!(
-            judge_waiting("resolved", true, false, &running, &none),
+            judge_waiting("resolved", ActStage::Finished, &running, &none),
             Judgement::Quiet(_)
         ));
         let failed = [action("run", "done", Some("did_not_help"))];
-        let judgement = judge_waiting("firing", true, false, &failed, &none);
+        let judgement = judge_waiting("firing", ActStage::Finished, &failed, &none);
         assert_eq!(
             judgement,
             Judgement::Page("restart on deployment/vastai/api did not help".to_owned())
@@ -217,7 +279,12 @@ mod tests {
 
     #[test]
     fn nothing_done_pages_at_once() {
-        assert!(is_page(&judge_waiting("firing", true, false, &[], &none)));
+        assert!(is_page(&judge_waiting(
+            "firing",
+            ActStage::Finished,
+            &[],
+            &none
+        )));
         for (verdict, state) in [
             ("dry_run", "skipped"),
             ("paused", "skipped"),
@@ -228,8 +295,7 @@ mod tests {
         ] {
             let judgement = judge_waiting(
                 "firing",
-                true,
-                false,
+                ActStage::Finished,
                 &[action(verdict, state, None)],
                 &none,
             );
@@ -240,10 +306,56 @@ mod tests {
     #[test]
     fn waiting_for_the_act_stage_is_bounded() {
         assert_eq!(
-            judge_waiting("firing", false, false, &[], &none),
+            judge_waiting("firing", ActStage::Pending, &[], &none),
             Judgement::Wait
         );
-        assert!(is_page(&judge_waiting("firing", false, true, &[], &none)));
+        assert!(is_page(&judge_waiting(
+            "firing",
+            ActStage::Late,
+            &[],
+            &none
+        )));
+        let interrupted = judge_waiting("firing", ActStage::Interrupted, &[], &none);
+        assert!(
+            matches!(&interrupted, Judgement::Page(reason) if reason.contains("restart")),
+            "{interrupted:?}"
+        );
+        // An incident that stopped firing stays quiet however its act stage went.
+        assert!(matches!(
+            judge_waiting("resolved", ActStage::Interrupted, &[], &none),
+            Judgement::Quiet(_)
+        ));
+    }
+
+    #[test]
+    fn a_decision_from_before_the_start_waits_for_no_act_stage() {
+        let started = 1_000_000;
+        let settle = Settle {
+            within: 300_000,
+            started_at: Some(started),
+        };
+        // (acted, planned, decided at, now) → stage.
+        let cases = [
+            ((false, false, started - 1, started), ActStage::Interrupted),
+            ((false, true, started - 1, started), ActStage::Pending),
+            ((false, true, started - 300_000, started), ActStage::Late),
+            ((true, false, started - 1, started), ActStage::Finished),
+            ((false, false, started, started + 1), ActStage::Pending),
+            ((false, false, started, started + 300_000), ActStage::Late),
+        ];
+        for ((acted, planned, decided_at, now), expected) in cases {
+            assert_eq!(
+                settle.act_stage(acted, planned, decided_at, now),
+                expected,
+                "{acted} {planned} {decided_at} {now}"
+            );
+        }
+        // Without a start known, only the time bound counts.
+        let bare = Settle::from(300_000);
+        assert_eq!(
+            bare.act_stage(false, false, started - 1, started),
+            ActStage::Pending
+        );
     }
 
     #[test]
@@ -263,8 +375,7 @@ mod tests {
         assert_eq!(
             judge_waiting(
                 "firing",
-                true,
-                false,
+                ActStage::Finished,
                 std::slice::from_ref(&skip),
                 &other(None)
             ),
@@ -272,16 +383,14 @@ mod tests {
         );
         assert!(is_page(&judge_waiting(
             "firing",
-            true,
-            false,
+            ActStage::Finished,
             std::slice::from_ref(&skip),
             &other(Some("did_not_help"))
         )));
         assert!(matches!(
             judge_waiting(
                 "firing",
-                true,
-                false,
+                ActStage::Finished,
                 std::slice::from_ref(&skip),
                 &other(Some("helped"))
             ),
@@ -290,8 +399,7 @@ mod tests {
         // Nothing to follow: page rather than wait forever.
         assert!(is_page(&judge_waiting(
             "firing",
-            true,
-            false,
+            ActStage::Finished,
             &[skip],
             &none
         )));

@@ -48,6 +48,9 @@ pub struct Worker {
     pub settle_within: Duration,
     /// When waiting incidents were last judged.
     pub last_page_check: Mutex<Millis>,
+    /// When this process started: an incident decided before it whose act stage never ran
+    /// (a crash came in between) is judged at once instead of after `settle_within`.
+    pub started_at: Millis,
     /// Writes a bundle for every incident that opens; `None` when bundles are off.
     pub bundler: Option<Arc<crate::bundle::bundler::Bundler>>,
     /// Namespaces Kubernetes collectors may read (`kubernetes.namespaces`).
@@ -228,6 +231,11 @@ impl Worker {
 
     /// Page the `after_verify` incidents whose mitigation could not or did not help; at
     /// most once a second.
+    ///
+    /// The first judgement of this process (`last_page_check` still at its start, 0) also
+    /// tells the store when the process started: `now` was read before this round started
+    /// any decision, so an incident waiting from before it was decided by a process that is
+    /// gone, and an act stage that planned nothing then never comes (it is not run again).
     async fn judge_waiting_pages(&self, now: Millis) {
         {
             let mut last = self
@@ -240,7 +248,10 @@ impl Worker {
             *last = now;
         }
         let op = crate::store::PagingOp::Evaluate {
-            settle: duration_millis(self.settle_within),
+            settle: crate::paging::Settle {
+                within: duration_millis(self.settle_within),
+                started_at: Some(self.started_at),
+            },
         };
         match self.store.paging(op).await {
             Ok(done) if done.count > 0 => {

@@ -10,6 +10,10 @@
 //!   key, so its resolve goes to the same integration.
 //! - The outbox row is marked delivered after the answer: a crash in between sends it again,
 //!   as the same dedup key, which PagerDuty folds into the same alert.
+//! - Order: first triggers by severity, then updates of pages already open, then resolves and
+//!   change events; each destination's rate limit keeps a reserve for P1 first triggers, and
+//!   is seeded at start with what the outbox recorded as sent in the minute before (see
+//!   [`Limiter`]), so a restart does not start with a full burst.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -19,7 +23,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::pagerduty::{self, Delivery};
-use super::ratelimit::TokenBuckets;
+use super::ratelimit::{TokenBuckets, WINDOW};
 use super::render;
 use super::view::{ActionLine, IncidentView, PageView, ProbeLine};
 use crate::clock::{Millis, SharedClock, duration_millis, millis_to_datetime};
@@ -165,9 +169,32 @@ pub struct Deliverer {
     pub http: reqwest::Client,
     pub settings: RwLock<Arc<DeliverySettings>>,
     reader: Mutex<Option<Reader>>,
-    buckets: Mutex<HashMap<String, TokenBuckets>>,
+    /// When this deliverer started: events queued before it may have been sent by the
+    /// process before.
+    started: Millis,
+    limiter: Mutex<Limiter>,
     /// Per channel: whether its destination is failing, and when to try it again.
     health: Mutex<HashMap<String, Health>>,
+}
+
+/// The rate limits: a token bucket per destination (a routing key, or `notifier:<name>`).
+/// A bucket starts, on first use, as if it had run through the minute before this process
+/// started, from what the store says went out then.
+#[derive(Default)]
+struct Limiter {
+    buckets: HashMap<String, TokenBuckets>,
+    /// Read from the store at the first round; `None` until then.
+    before: Option<SentBefore>,
+}
+
+/// What went out before this process started.
+struct SentBefore {
+    /// By bucket: when each event was sent (or last attempted), within the last minute.
+    sent: HashMap<String, Vec<Millis>>,
+    /// By channel: events queued before the start and still pending. A `kill -9` during a
+    /// round leaves what that round sent unrecorded (and pending); a round takes at most a
+    /// burst per bucket, so up to a burst of them count as sent at the start.
+    in_doubt: HashMap<String, usize>,
 }
 
 /// A destination's health. While it fails, one event at a time (the most urgent) is sent as a
@@ -203,6 +230,7 @@ impl Deliverer {
         metrics: Arc<Metrics>,
         settings: DeliverySettings,
     ) -> Result<Deliverer, String> {
+        let started = clock.now_millis();
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
@@ -216,7 +244,8 @@ impl Deliverer {
             http,
             settings: RwLock::new(Arc::new(settings)),
             reader: Mutex::default(),
-            buckets: Mutex::default(),
+            started,
+            limiter: Mutex::default(),
             health: Mutex::default(),
         })
     }
@@ -250,12 +279,72 @@ impl Deliverer {
         crate::store::with_reader(&self.reader, &self.store, query)
     }
 
-    fn take_token(&self, bucket: &str, per_minute: u32, now: Millis) -> bool {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+    /// Read what went out before this process started, once, before anything is sent.
+    fn learn_history(&self, settings: &DeliverySettings, now: Millis) -> Result<(), StoreError> {
+        if self
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .before
+            .is_some()
+        {
+            return Ok(());
+        }
+        let (events, pending) = self.read(|r| {
+            Ok((
+                r.outbox_sent_since(now - WINDOW)?,
+                r.outbox_pending_before(self.started)?,
+            ))
+        })?;
+        let mut sent: HashMap<String, Vec<Millis>> = HashMap::new();
+        for event in events {
+            let bucket = if event.channel == "pagerduty" {
+                event
+                    .routing_key
+                    .or_else(|| settings.routing_key_for(&event.rule, &event.severity))
+            } else {
+                Some(format!("notifier:{}", event.channel))
+            };
+            if let Some(bucket) = bucket {
+                sent.entry(bucket).or_default().push(event.at);
+            }
+        }
+        let in_doubt = pending.into_iter().collect();
+        self.limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .before = Some(SentBefore { sent, in_doubt });
+        Ok(())
+    }
+
+    /// Take a token from `bucket` (of `channel`) if its rate limit allows; only an `urgent`
+    /// event may take the last tokens.
+    fn take_token(
+        &self,
+        bucket: &str,
+        channel: &str,
+        per_minute: u32,
+        urgent: bool,
+        now: Millis,
+    ) -> bool {
+        let mut limiter = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        let Limiter { buckets, before } = &mut *limiter;
         buckets
             .entry(bucket.to_owned())
-            .or_insert_with(|| TokenBuckets::new(per_minute))
-            .try_take(bucket, now)
+            .or_insert_with(|| {
+                let mut fresh = TokenBuckets::new(per_minute);
+                if let Some(before) = before {
+                    let mut sent = before.sent.get(bucket).cloned().unwrap_or_default();
+                    let in_doubt = before.in_doubt.get(channel).copied().unwrap_or(0);
+                    sent.extend(std::iter::repeat_n(
+                        self.started,
+                        in_doubt.min(fresh.burst()),
+                    ));
+                    fresh.seed(bucket, &sent, now);
+                }
+                fresh
+            })
+            .try_take(bucket, now, urgent)
     }
 
     fn health(&self, channel: &str) -> Health {
@@ -276,6 +365,11 @@ impl Deliverer {
             }
         };
         self.observe_backlog(now);
+        if let Err(error) = self.learn_history(&settings, now) {
+            // Without it a restart could exceed the rate limit: send nothing yet.
+            tracing::error!(%error, "cannot read what was sent before the start");
+            return 0;
+        }
         let mut outgoing = Vec::new();
         let mut exhausted: HashSet<String> = HashSet::new();
         let mut probing: HashSet<String> = HashSet::new();
@@ -311,7 +405,10 @@ impl Deliverer {
                             .get(&row.channel)
                             .map_or(30, |n| n.events_per_minute)
                     };
-                    if !self.take_token(&bucket, per_minute, now) {
+                    // Only a P1 page's first trigger may take the reserve; the rows come in
+                    // that order, so once a bucket refuses one, it refuses the rest.
+                    let urgent = row.kind == "trigger" && row.priority == 1 && !row.update;
+                    if !self.take_token(&bucket, &row.channel, per_minute, urgent, now) {
                         // Waiting on our own limiter is not a failure; the row stays due.
                         exhausted.insert(bucket);
                         continue;
@@ -333,8 +430,8 @@ impl Deliverer {
             }
         }
         let count = outgoing.len();
-        // One priority at a time, so PagerDuty receives P1 pages before any other; within a
-        // priority, up to `concurrency` at once.
+        // One priority at a time (first triggers, then updates), so PagerDuty receives P1
+        // pages before any other; within a priority, up to `concurrency` at once.
         let mut round: BTreeMap<String, (bool, bool)> = BTreeMap::new();
         while !outgoing.is_empty() {
             // A destination that only failed at a more urgent level gets nothing less urgent
@@ -347,10 +444,11 @@ impl Deliverer {
             if outgoing.is_empty() {
                 break;
             }
-            let priority = outgoing[0].row.priority;
+            let rank = |event: &Outgoing| (event.row.update, event.row.priority);
+            let first = rank(&outgoing[0]);
             let split = outgoing
                 .iter()
-                .position(|event| event.row.priority != priority)
+                .position(|event| rank(event) != first)
                 .unwrap_or(outgoing.len());
             let level: Vec<Outgoing> = outgoing.drain(..split).collect();
             let mut tasks = tokio::task::JoinSet::new();

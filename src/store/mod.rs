@@ -167,9 +167,10 @@ pub enum PagingOp {
     /// The act stage finished with this episode's decision: judge it if it waits.
     Acted(String),
     /// Judge every incident waiting under `after_verify`; `settle` bounds how long one waits
-    /// for its actions to be planned.
+    /// for its actions to be planned, and says when this process started (an act stage cut
+    /// off by a restart is not waited for).
     Evaluate {
-        settle: Millis,
+        settle: crate::paging::Settle,
     },
     /// These episodes closed.
     Close(Vec<String>),

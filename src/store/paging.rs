@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{Reader, StoreError};
 use crate::clock::Millis;
-use crate::paging::{self, ActionFacts, Judgement};
+use crate::paging::{self, ActionFacts, Judgement, Settle};
 
 /// What a decision implies for paging; recorded with the decision.
 #[derive(Debug, Clone, PartialEq)]
@@ -291,35 +291,47 @@ pub(super) fn mark_acted(
 }
 
 /// Judge incidents waiting under `after_verify` (one, or all that are due) and page those
-/// whose mitigation could not or did not help. Returns how many were paged.
+/// whose mitigation could not or did not help. Returns how many were paged. `settle` bounds
+/// the wait for the act stage (a bare `Millis` is a bound with no process start known).
 pub(super) fn evaluate_waiting(
     transaction: &Transaction<'_>,
     only: Option<&str>,
     now: Millis,
-    settle: Millis,
+    settle: impl Into<Settle>,
 ) -> Result<usize, rusqlite::Error> {
-    let waiting: Vec<(String, bool, Millis, String)> = {
+    let settle = settle.into();
+    let waiting: Vec<(String, bool, Millis, bool, String)> = {
         let mut statement = transaction.prepare_cached(
-            "SELECT p.episode_id, p.acted, p.created_at, e.status FROM incident_pages p
+            "SELECT p.episode_id, p.acted, p.created_at,
+                 EXISTS (SELECT 1 FROM actions a WHERE a.episode_id = p.episode_id
+                     AND a.created_at >= p.created_at),
+                 e.status
+             FROM incident_pages p
              JOIN episodes e ON e.id = p.episode_id
              WHERE p.state = 'waiting' AND (?1 IS NULL OR p.episode_id = ?1)
              ORDER BY p.created_at LIMIT 512",
         )?;
         let rows = statement.query_map(params![only], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
         })?;
         rows.collect::<Result<_, _>>()?
     };
     let mut paged = 0;
-    for (episode_id, acted, created_at, status) in waiting {
+    for (episode_id, acted, created_at, planned, status) in waiting {
         let actions = action_facts(transaction, "episode_id = ?1", &episode_id)?;
         let shared = |id: i64| {
             action_facts(transaction, "id = ?1", &id.to_string())
                 .ok()
                 .and_then(|mut list| list.pop())
         };
-        let overdue = now.saturating_sub(created_at) >= settle;
-        match paging::judge_waiting(&status, acted, overdue, &actions, &shared) {
+        let stage = settle.act_stage(acted, planned, created_at, now);
+        match paging::judge_waiting(&status, stage, &actions, &shared) {
             Judgement::Wait => {}
             Judgement::Page(reason) => {
                 page_incident(transaction, &episode_id, &reason, now)?;
@@ -666,6 +678,22 @@ pub struct OutboxRow {
     pub first_failure_at: Option<Millis>,
     pub last_error: Option<String>,
     pub fallback_at: Option<Millis>,
+    /// A trigger of a page its channel already has open (the last event delivered there was
+    /// a trigger): an update, which waits for every first trigger.
+    pub update: bool,
+}
+
+/// An event that went out (or may have: attempted, whatever the answer), for seeding the
+/// rate limiter after a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentEvent {
+    /// When it was sent: delivered, or last attempted.
+    pub at: Millis,
+    pub channel: String,
+    /// Its page's routing key; `None` for a change event, routed by rule and severity.
+    pub routing_key: Option<String>,
+    pub rule: String,
+    pub severity: String,
 }
 
 /// A page's facts as stored: (group key, rule, highest severity, routing key, status).
@@ -675,17 +703,23 @@ pub type PageFacts = (String, String, String, Option<String>, String);
 pub type PagedIncident = (String, String, String, String);
 
 impl Reader {
-    /// Pending outbox rows whose time has come, most urgent first; a row waits while an older
-    /// one of the same page and channel is pending, so a resolve never overtakes its trigger.
+    /// Pending outbox rows whose time has come, most urgent first: first triggers by
+    /// priority, then updates of pages already open (by priority), then resolves, then change
+    /// events; oldest first within each. A row waits while an older one of the same page and
+    /// channel is pending, so a resolve never overtakes its trigger.
     pub fn due_outbox(&self, now: Millis, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         let mut statement = self.connection.prepare_cached(
             "SELECT id, channel, kind, dedup_key, episode_id, action_id, priority, reason,
-                 created_at, attempts, first_failure_at, last_error, fallback_at
+                 created_at, attempts, first_failure_at, last_error, fallback_at,
+                 kind = 'trigger' AND coalesce((SELECT d.kind FROM outbox d
+                     WHERE d.dedup_key = o.dedup_key AND d.channel = o.channel
+                       AND d.state = 'delivered'
+                     ORDER BY d.id DESC LIMIT 1) = 'trigger', 0) AS is_update
              FROM outbox o
              WHERE state = 'pending' AND next_attempt_at <= ?1
                AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.state = 'pending'
                    AND p.channel = o.channel AND p.dedup_key = o.dedup_key AND p.id < o.id)
-             ORDER BY priority, id LIMIT ?2",
+             ORDER BY kind <> 'trigger', is_update, priority, id LIMIT ?2",
         )?;
         let rows = statement
             .query_map(params![now, limit as i64], |row| {
@@ -703,6 +737,7 @@ impl Reader {
                     first_failure_at: row.get(10)?,
                     last_error: row.get(11)?,
                     fallback_at: row.get(12)?,
+                    update: row.get(13)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -731,6 +766,55 @@ impl Reader {
             counts.push((channel, count));
         }
         Ok((counts, now - oldest))
+    }
+
+    /// Every event sent (or attempted) at `since` or later, oldest first, with what routes
+    /// it, for seeding the rate limiter after a restart. An event is counted once, at its
+    /// delivery or its last attempt (a retry records the time it failed as its next attempt);
+    /// rows settled without sending anything (no event body recorded) are left out.
+    pub fn outbox_sent_since(&self, since: Millis) -> Result<Vec<SentEvent>, StoreError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT sent_at, channel, routing_key, rule, severity FROM (
+                 SELECT CASE o.state
+                         WHEN 'delivered' THEN o.delivered_at
+                         ELSE max(o.next_attempt_at, coalesce(o.first_failure_at, 0))
+                     END AS sent_at,
+                     o.channel, g.routing_key,
+                     coalesce(g.rule, e.rule, 'default') AS rule,
+                     coalesce(g.severity, e.severity, 'P3') AS severity
+                 FROM outbox o
+                 LEFT JOIN pages g ON g.dedup_key = o.dedup_key AND o.kind <> 'change'
+                 LEFT JOIN episodes e ON e.id = o.episode_id AND o.kind = 'change'
+                 WHERE o.attempts > 0
+                   AND (o.state NOT IN ('delivered', 'rejected') OR o.sent LIKE '{%'))
+             WHERE sent_at >= ?1 ORDER BY sent_at",
+        )?;
+        let rows = statement
+            .query_map(params![since], |row| {
+                Ok(SentEvent {
+                    at: row.get(0)?,
+                    channel: row.get(1)?,
+                    routing_key: row.get(2)?,
+                    rule: row.get(3)?,
+                    severity: row.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Pending rows per channel that were queued before `at`.
+    pub fn outbox_pending_before(&self, at: Millis) -> Result<Vec<(String, usize)>, StoreError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT channel, count(*) FROM outbox WHERE state = 'pending' AND created_at < ?1
+             GROUP BY channel",
+        )?;
+        let rows = statement
+            .query_map(params![at], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as usize))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     pub fn page(&self, dedup_key: &str) -> Result<Option<PageFacts>, StoreError> {

@@ -332,6 +332,53 @@ async fn immediate_pages_coalesce_per_group_and_order_by_severity() {
 }
 
 #[tokio::test]
+async fn first_triggers_go_before_updates_of_open_pages_whatever_their_priority() {
+    let f = Fixture::new();
+    f.send("open", &[("a", "firing"), ("b", "firing")]).await;
+    f.send("new", &[("c", "firing")]).await;
+    f.send("done", &[("d", "firing")]).await;
+    f.decide("open", "a", "P1", "immediate").await;
+    let d = f.decide("done", "d", "P2", "immediate").await;
+    let first = f.due();
+    assert_eq!(first.len(), 2);
+    assert!(first.iter().all(|r| !r.update), "{first:?}");
+    for row in first {
+        let sent = "{}".to_owned();
+        f.paging(PagingOp::Attempt(row.id, Attempt::Delivered { sent }))
+            .await;
+    }
+
+    // A second incident of the open P1 page: an update. Then a new P3 page, and the other
+    // page resolves.
+    f.decide("open", "b", "P1", "immediate").await;
+    f.clock.advance(Duration::from_secs(1));
+    f.decide("new", "c", "P3", "immediate").await;
+    f.send("done", &[("d", "resolved")]).await;
+    assert_eq!(f.paging(PagingOp::Close(vec![d])).await.count, 1);
+    let due = f.due();
+    let order: Vec<(String, String, i64, bool)> = due
+        .iter()
+        .map(|r| {
+            (
+                r.dedup_key.clone().unwrap(),
+                r.kind.clone(),
+                r.priority,
+                r.update,
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            (group_key("new"), "trigger".to_owned(), 3, false),
+            (group_key("open"), "trigger".to_owned(), 1, true),
+            (group_key("done"), "resolve".to_owned(), 5, false),
+        ],
+        "a first trigger, even P3, before the update of an open P1 page; resolves last"
+    );
+}
+
+#[tokio::test]
 async fn never_records_but_does_not_page() {
     let f = Fixture::new();
     f.send("g", &[("a", "firing")]).await;
@@ -403,7 +450,11 @@ async fn after_verify_waits_for_the_mitigation() {
     assert_eq!(f.paging(PagingOp::Acted(failing.clone())).await.count, 0);
     assert_eq!(f.paging(PagingOp::Acted(helped.clone())).await.count, 0);
     assert_eq!(
-        f.paging(PagingOp::Evaluate { settle: 60_000 }).await.count,
+        f.paging(PagingOp::Evaluate {
+            settle: 60_000.into(),
+        })
+        .await
+        .count,
         0
     );
     assert_eq!(f.paging_state(&failing).0, "waiting");
@@ -428,7 +479,11 @@ async fn after_verify_waits_for_the_mitigation() {
     let verified = f.store.verify_actions(f.now()).await.unwrap();
     assert_eq!(verified.len(), 2, "{verified:?}");
     assert!(verified.contains(&(action, failing.clone(), "restart".to_owned(), false)));
-    let done = f.paging(PagingOp::Evaluate { settle: 60_000 }).await;
+    let done = f
+        .paging(PagingOp::Evaluate {
+            settle: 60_000.into(),
+        })
+        .await;
     assert_eq!(done.count, 1, "only the one whose mitigation did not help");
     let (state, reason) = f.paging_state(&failing);
     assert_eq!(state, "paged");
@@ -446,7 +501,11 @@ async fn after_verify_waits_for_the_mitigation() {
     assert_eq!(paged.len(), 2);
     // Judged once: evaluating again changes nothing.
     assert_eq!(
-        f.paging(PagingOp::Evaluate { settle: 60_000 }).await.count,
+        f.paging(PagingOp::Evaluate {
+            settle: 60_000.into(),
+        })
+        .await
+        .count,
         0
     );
 }
@@ -457,17 +516,67 @@ async fn after_verify_pages_when_the_act_stage_never_reports() {
     f.send("g", &[("a", "firing")]).await;
     let a = f.decide("g", "a", "P2", "after_verify").await;
     assert_eq!(
-        f.paging(PagingOp::Evaluate { settle: 60_000 }).await.count,
+        f.paging(PagingOp::Evaluate {
+            settle: 60_000.into(),
+        })
+        .await
+        .count,
         0
     );
     f.clock.advance(Duration::from_secs(61));
     assert_eq!(
-        f.paging(PagingOp::Evaluate { settle: 60_000 }).await.count,
+        f.paging(PagingOp::Evaluate {
+            settle: 60_000.into(),
+        })
+        .await
+        .count,
         1
     );
     let (state, reason) = f.paging_state(&a);
     assert_eq!(state, "paged");
     assert!(reason.contains("did not settle"), "{reason}");
+}
+
+#[tokio::test]
+async fn after_verify_decided_before_a_restart_with_nothing_planned_pages_at_once() {
+    let f = Fixture::new();
+    f.send(
+        "g",
+        &[
+            ("cut", "firing"),
+            ("planned", "firing"),
+            ("later", "firing"),
+        ],
+    )
+    .await;
+    // Decided by the process before, which died before its act stage planned anything for
+    // the first; for the second it had planned an action.
+    let cut = f.decide("g", "cut", "P2", "after_verify").await;
+    let planned = f.decide("g", "planned", "P2", "after_verify").await;
+    f.act(&planned, "deployment/vastai/api", Mode::Enforce, None)
+        .await;
+    // The new process starts two seconds later, well within settle_within.
+    f.clock.advance(Duration::from_secs(2));
+    let started_at = f.now();
+    let settle = crate::paging::Settle {
+        within: 300_000,
+        started_at: Some(started_at),
+    };
+    // Decided by the new process: its act stage is still to come.
+    let later = f.decide("g", "later", "P2", "after_verify").await;
+    assert_eq!(f.paging(PagingOp::Evaluate { settle }).await.count, 1);
+    let (state, reason) = f.paging_state(&cut);
+    assert_eq!(state, "paged");
+    assert!(reason.contains("restart"), "{reason}");
+    assert_eq!(triggers(&f.due()).len(), 1);
+    for id in [&planned, &later] {
+        assert_eq!(f.paging_state(id).0, "waiting", "{id}");
+    }
+    // Judged once; the others still wait for their act stage, up to settle_within.
+    f.clock.advance(Duration::from_secs(10));
+    assert_eq!(f.paging(PagingOp::Evaluate { settle }).await.count, 0);
+    f.clock.advance(Duration::from_secs(300));
+    assert_eq!(f.paging(PagingOp::Evaluate { settle }).await.count, 2);
 }
 
 #[tokio::test]
