@@ -30,6 +30,17 @@ pub fn current(rules: &SharedRules) -> Arc<RuleSet> {
 
 /// How long the loop rests when there is nothing to do.
 const IDLE: Duration = Duration::from_millis(250);
+/// Act stages allowed at once, per decision slot.
+const ACT_SLOTS_PER_SLOT: usize = 4;
+
+/// A recorded decision the act stage still has to carry out.
+struct Act {
+    episode_id: String,
+    firing: bool,
+    rules: Arc<RuleSet>,
+    input: AlertInput,
+    decision: Decision,
+}
 
 pub struct Worker {
     pub store: Store,
@@ -60,10 +71,14 @@ pub struct Worker {
 impl Worker {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let slots = Arc::new(Semaphore::new(self.concurrency.max(1)));
+        // The act stage runs after its decision's slot is freed, under its own, wider cap: a
+        // restart waiting for its evidence (up to `before_action_wait`) or verify must not
+        // stall the decisions of every other incident in a storm.
+        let act_slots = Arc::new(Semaphore::new(self.concurrency.max(1) * ACT_SLOTS_PER_SLOT));
         // Episodes with a decision in flight; never two at once for one episode.
         let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
         loop {
-            let dispatched = match self.dispatch(&slots, &busy, &shutdown).await {
+            let dispatched = match self.dispatch(&slots, &act_slots, &busy, &shutdown).await {
                 Ok(count) => count,
                 Err(error) => {
                     tracing::error!(%error, "cannot read the work queue");
@@ -88,10 +103,12 @@ impl Worker {
             }
         }
         // Let decisions in flight finish (each is short: probes have timeouts).
-        let _ = tokio::time::timeout(
-            Duration::from_secs(10),
-            slots.acquire_many(self.concurrency.max(1) as u32),
-        )
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            let _decisions = slots.acquire_many(self.concurrency.max(1) as u32).await;
+            let _acts = act_slots
+                .acquire_many((self.concurrency.max(1) * ACT_SLOTS_PER_SLOT) as u32)
+                .await;
+        })
         .await;
     }
 
@@ -99,6 +116,7 @@ impl Worker {
     async fn dispatch(
         self: &Arc<Self>,
         slots: &Arc<Semaphore>,
+        act_slots: &Arc<Semaphore>,
         busy: &Arc<Mutex<HashSet<String>>>,
         shutdown: &CancellationToken,
     ) -> Result<usize, String> {
@@ -145,11 +163,13 @@ impl Worker {
                     }
                     let worker = self.clone();
                     let busy = busy.clone();
+                    let act_slots = act_slots.clone();
                     tokio::spawn(async move {
-                        let _permit = permit;
-                        worker
+                        let act = worker
                             .decide_episode(&transition.episode_id, Some(transition.seq), "initial")
                             .await;
+                        drop(permit);
+                        worker.act_stage(act, &act_slots).await;
                         if let Ok(mut b) = busy.lock() {
                             b.remove(&transition.episode_id);
                         }
@@ -215,11 +235,13 @@ impl Worker {
             }
             let worker = self.clone();
             let busy = busy.clone();
+            let act_slots = act_slots.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                worker
+                let act = worker
                     .decide_episode(&episode_id, None, "reevaluation")
                     .await;
+                drop(permit);
+                worker.act_stage(act, &act_slots).await;
                 if let Ok(mut b) = busy.lock() {
                     b.remove(&episode_id);
                 }
@@ -316,8 +338,14 @@ impl Worker {
         crate::store::with_reader(&self.reader, &self.store, query)
     }
 
-    /// Classify, probe and decide one episode, and record the decision.
-    async fn decide_episode(&self, episode_id: &str, transition_seq: Option<i64>, kind: &str) {
+    /// Classify, probe and decide one episode, and record the decision; returns what the act
+    /// stage has to do about it, if anything.
+    async fn decide_episode(
+        &self,
+        episode_id: &str,
+        transition_seq: Option<i64>,
+        kind: &str,
+    ) -> Option<Act> {
         use tracing::Instrument;
         // Instrumented, not entered: an entered span held across an await leaks into
         // whichever task runs next on the thread.
@@ -332,7 +360,7 @@ impl Worker {
         episode_id: &str,
         transition_seq: Option<i64>,
         kind: &str,
-    ) {
+    ) -> Option<Act> {
         let started = Instant::now();
         let reader = self.reader.clone();
         let store = self.store.clone();
@@ -345,15 +373,15 @@ impl Worker {
             Ok(Ok(Some(row))) => row,
             Ok(Ok(None)) => {
                 tracing::error!("episode vanished from the store; transition left pending");
-                return;
+                return None;
             }
             Ok(Err(error)) => {
                 tracing::error!(%error, "cannot read the episode");
-                return;
+                return None;
             }
             Err(error) => {
                 tracing::error!(%error, "episode read task failed");
-                return;
+                return None;
             }
         };
         let rules = current(&self.rules);
@@ -398,32 +426,6 @@ impl Worker {
                 if changed {
                     self.metrics.decision_branch_changes_total.inc();
                 }
-                // Act on the first decision, and on a re-evaluation that changed branch;
-                // a silenced episode takes no new action (it is not re-evaluated either).
-                if (kind == "initial" || changed)
-                    && row.status == "firing"
-                    && let Some(mitigator) = &self.mitigator
-                {
-                    mitigator
-                        .act(
-                            &rules,
-                            &input,
-                            &decision.probes,
-                            &decision.actions,
-                            decision.severity,
-                        )
-                        .await;
-                }
-                // The act stage is done with this decision: an `after_verify` incident whose
-                // mitigation could not run pages now.
-                if (kind == "initial" || changed)
-                    && let Err(error) = self
-                        .store
-                        .paging(crate::store::PagingOp::Acted(episode_id.to_owned()))
-                        .await
-                {
-                    tracing::error!(%error, "cannot judge the incident's page; it pages once settle_within passes");
-                }
                 tracing::info!(
                     rule = %rule_name,
                     severity = decision.severity.as_str(),
@@ -432,14 +434,61 @@ impl Worker {
                     actions = decision.actions.len(),
                     "decision recorded"
                 );
+                // Act on the first decision, and on a re-evaluation that changed branch.
+                (kind == "initial" || changed).then(|| Act {
+                    episode_id: episode_id.to_owned(),
+                    // A silenced episode takes no new action (it is not re-evaluated either).
+                    firing: row.status == "firing",
+                    rules,
+                    input,
+                    decision,
+                })
             }
             Ok(Recorded::AlreadyDone) => {
                 tracing::debug!("transition already handled");
+                None
             }
             Err(error) => {
-                tracing::error!(%error, "cannot record the decision; it will be made again")
+                tracing::error!(%error, "cannot record the decision; it will be made again");
+                None
             }
         }
+    }
+
+    /// Run the decision's actions, then judge its incident's page: an `after_verify`
+    /// incident whose mitigation could not run pages now. The episode stays busy meanwhile,
+    /// so its next transition waits for this.
+    async fn act_stage(&self, act: Option<Act>, act_slots: &Semaphore) {
+        use tracing::Instrument;
+        let Some(act) = act else { return };
+        let Ok(_permit) = act_slots.acquire().await else {
+            return;
+        };
+        let span = tracing::info_span!("episode", episode = %act.episode_id, stage = "act");
+        async {
+            if act.firing
+                && let Some(mitigator) = &self.mitigator
+            {
+                mitigator
+                    .act(
+                        &act.rules,
+                        &act.input,
+                        &act.decision.probes,
+                        &act.decision.actions,
+                        act.decision.severity,
+                    )
+                    .await;
+            }
+            if let Err(error) = self
+                .store
+                .paging(crate::store::PagingOp::Acted(act.episode_id.clone()))
+                .await
+            {
+                tracing::error!(%error, "cannot judge the incident's page; it pages once settle_within passes");
+            }
+        }
+        .instrument(span)
+        .await
     }
 
     fn observe(&self, decision: &Decision, started: Instant) {

@@ -39,6 +39,11 @@ struct Setup {
 }
 
 fn setup(extra: &str) -> Setup {
+    setup_with(extra, &[])
+}
+
+/// The setup with environment overrides too (for settings in sections the base config has).
+fn setup_with(extra: &str, env: &[(&str, &str)]) -> Setup {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let kube = runtime.block_on(FakeKube::start());
     let deployment = fakes::kube::workload(
@@ -134,7 +139,7 @@ external_url = "https://nightshift.example"
         prometheus = prometheus.url(),
         pd = pd.url(),
     );
-    let mut daemon = Daemon::prepare(&config, &[]);
+    let mut daemon = Daemon::prepare(&config, env);
     daemon.write_file("ingest", "e2e-ingest\n");
     daemon.write_file("read", "e2e-read\n");
     daemon.write_file("pd-primary", &format!("{ROUTING_KEY}\n"));
@@ -454,6 +459,65 @@ fn disruptive_actions_wait_for_the_evidence_and_go_ahead_past_the_bound() {
             );
         }
     }
+}
+
+/// A restart waiting for its evidence holds only its own incident: with one decision slot,
+/// the next incident is decided while the first's restart still waits for the logs.
+#[test]
+fn an_action_waiting_for_evidence_does_not_hold_up_other_decisions() {
+    let setup = setup_with(
+        "[actions]\nmode = \"enforce\"\n[bundles]\nbefore_action_wait = \"20s\"\n",
+        &[("NIGHTSHIFT_RULES__CONCURRENCY", "1")],
+    );
+    let log_path = "/api/v1/namespaces/vastai/pods/vastai-integration-5d9c-b2/log";
+    setup
+        .kube
+        .delay(axum::http::Method::GET, log_path, Duration::from_secs(8));
+    post(&setup, &payload("vastai-api-unreachable.json"));
+    // The first incident is decided and its restart is waiting for the slow logs.
+    wait_for(Duration::from_secs(30), || {
+        setup
+            .kube
+            .calls()
+            .iter()
+            .any(|c| c.starts_with(&format!("GET {log_path}")))
+            .then_some(())
+    })
+    .expect("the logs were asked for");
+    post(&setup, &payload("vastai-metrics-absent.json"));
+    let decided = |setup: &Setup| {
+        let listed = read_get(setup, "/api/v1/incidents").json();
+        listed["incidents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|incident| incident["severity"].as_str().is_some_and(|s| !s.is_empty()))
+            .count()
+    };
+    wait_for(Duration::from_secs(30), || {
+        (decided(&setup) == 2).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the second incident was not decided:\n{}",
+            setup.daemon.log()
+        )
+    });
+    let calls = setup.kube.calls();
+    assert!(
+        !calls.iter().any(|c| c.starts_with("PATCH")),
+        "the restart ran before the second incident was decided: {calls:?}"
+    );
+    // The first incident's restart still goes ahead once its evidence is in.
+    wait_for(Duration::from_secs(30), || {
+        setup
+            .kube
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("PATCH"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no restart:\n{}", setup.daemon.log()));
 }
 
 #[test]

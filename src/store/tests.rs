@@ -547,3 +547,87 @@ async fn the_budget_pause_and_dry_run_are_enforced_from_the_store() {
             .unwrap()
     );
 }
+
+fn decision_for(episode: &str) -> DecisionRecord {
+    DecisionRecord {
+        episode_id: episode.to_owned(),
+        transition_seq: None,
+        kind: "initial".to_owned(),
+        rule: "r".to_owned(),
+        severity: "P3".to_owned(),
+        branch: "b".to_owned(),
+        trace: "{}".to_owned(),
+        at: 0,
+        next_evaluation_at: None,
+        page: None,
+        bundle_plan: None,
+    }
+}
+
+/// Commands that queue up while the writer is busy are made durable by one fsync'd commit,
+/// and each is answered, with its own result, only after it.
+#[test]
+fn commands_queued_together_share_one_synced_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock: SharedClock = Arc::new(ManualClock::new(
+        chrono::Utc.with_ymd_and_hms(2026, 11, 28, 3, 0, 0).unwrap(),
+    ));
+    let settings = StoreSettings {
+        store: StoreConfig {
+            dir: dir.path().to_owned(),
+            ..StoreConfig::default()
+        },
+        reconcile: ReconcileConfig::default(),
+        heartbeat_alertname: None,
+    };
+    let connection = connect(&dir.path().join("group.db"), false).unwrap();
+    writer::prepare(&connection).unwrap();
+    let shared = Arc::new(Shared {
+        unreconciled: AtomicU64::new(0),
+        queued: AtomicU64::new(0),
+        last_error: Mutex::new(None),
+        heartbeat: AtomicI64::new(0),
+        settings: RwLock::new(settings),
+    });
+    let (commands, receiver) = std::sync::mpsc::sync_channel(64);
+    let mut answers = Vec::new();
+    for n in 0..20 {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        commands
+            .send(Command::RecordDecision(
+                Box::new(decision_for(&format!("e{n}"))),
+                reply,
+            ))
+            .unwrap();
+        answers.push(answer);
+    }
+    commands.send(Command::Shutdown).unwrap();
+    // Everything is queued before the writer starts, so it takes the lot as one group.
+    writer::Writer::new(
+        connection,
+        receiver,
+        shared,
+        clock,
+        Arc::new(Metrics::new()),
+    )
+    .run();
+    for mut answer in answers {
+        assert!(matches!(
+            answer.try_recv(),
+            Ok(Ok(Recorded::Recorded { changed: false }))
+        ));
+    }
+    let check = connect(&dir.path().join("group.db"), true).unwrap();
+    let decisions: i64 = check
+        .query_row("SELECT count(*) FROM decisions", [], |row| row.get(0))
+        .unwrap();
+    let synced: String = check
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'group_commits'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(decisions, 20);
+    assert_eq!(synced, "1", "one synced commit for the group of 20");
+}

@@ -118,7 +118,15 @@ pub(super) struct Writer {
     size_cap: Option<u64>,
     /// SQLite's count of rows changed, as of the last commit or failure.
     changes_seen: std::cell::Cell<u64>,
+    /// True while a group of commands is handled: their transactions commit without fsync,
+    /// and one fsync'd commit at the end makes the whole group durable.
+    grouping: bool,
+    /// Answers held back until the group is durable.
+    replies: Vec<Reply>,
 }
+
+/// Sends one held-back answer; given the error if the group could not be made durable.
+type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
 
 /// One stored notification waiting for reconciliation; identical consecutive snapshots of a
 /// group are folded into one entry with the latest receipt time.
@@ -148,6 +156,8 @@ impl Writer {
             durability: None,
             size_cap: None,
             changes_seen: std::cell::Cell::new(0),
+            grouping: false,
+            replies: Vec::new(),
         }
     }
 
@@ -181,9 +191,7 @@ impl Writer {
                     if !ingest.is_empty() {
                         self.commit_ingest(ingest);
                     }
-                    for command in others {
-                        self.handle(command);
-                    }
+                    self.handle_group(others);
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     if stopping {
@@ -209,72 +217,72 @@ impl Writer {
                 let result = self
                     .plan_action(&plan)
                     .map_err(|e| self.failed("plan_action", e));
-                let _ = reply.send(result);
+                self.answer(reply, result);
             }
             Command::UpdateAction(id, state, result, reply) => {
                 let outcome = self
                     .update_action(id, &state, result.as_deref())
                     .map_err(|e| self.failed("update_action", e));
-                let _ = reply.send(outcome);
+                self.answer(reply, outcome);
             }
             Command::AddHolds(request, reply) => {
                 let result = self
                     .add_holds(&request)
                     .map_err(|e| self.failed("holds", e));
-                let _ = reply.send(result);
+                self.answer(reply, result);
             }
             Command::ReleaseHolds(episode_id, min_hold, reply) => {
                 let result = self
                     .release_holds(&episode_id, min_hold)
                     .map_err(|e| self.failed("holds", e));
-                let _ = reply.send(result);
+                self.answer(reply, result);
             }
             Command::FinishHold(id, state, result, reply) => {
                 let outcome = self
                     .finish_hold(id, &state, result.as_deref())
                     .map_err(|e| self.failed("holds", e));
-                let _ = reply.send(outcome);
+                self.answer(reply, outcome);
             }
             Command::Verify(now, reply) => {
                 let result = self.verify(now).map_err(|e| self.failed("verify", e));
-                let _ = reply.send(result);
+                self.answer(reply, result);
             }
             Command::SetPause(pause, reply) => {
                 let result = self.set_pause(pause).map_err(|e| self.failed("pause", e));
-                let _ = reply.send(result);
+                self.answer(reply, result);
             }
             Command::RecordDecision(record, reply) => {
                 let result = self
                     .record_decision(&record)
                     .map_err(|e| self.failed("record_decision", e));
-                let _ = reply.send(result);
+                self.answer(reply, result);
             }
             Command::ApiSync(alerts, reply) => {
                 let result = self
                     .api_sync(&alerts)
                     .map_err(|e| self.failed("api_sync", e));
-                let _ = reply.send(result);
+                self.answer(reply, result);
             }
             Command::Bundle(op, reply) => {
                 let result = self.bundle(&op).map_err(|e| self.failed("bundle", e));
-                let _ = reply.send(result);
+                self.answer(reply, result);
             }
             Command::Paging(op, reply) => {
                 let result = self.paging(&op).map_err(|e| self.failed("paging", e));
-                let _ = reply.send(result);
+                self.answer(reply, result);
             }
             Command::CompleteTransitions(seqs, reply) => {
                 let result = self
                     .complete_transitions(&seqs)
                     .map_err(|e| self.failed("complete_transitions", e));
-                let _ = reply.send(result);
+                self.answer(reply, result);
             }
             Command::Inspect(reply) => {
                 let result = match &self.durability {
                     Some(durability) => Ok(durability.clone()),
                     None => Err("no ingest commit has happened yet".to_owned()),
                 };
-                let _ = reply.send(result);
+                self.answer(reply, result);
             }
             Command::Ingest(..) | Command::Shutdown => {}
         }
@@ -315,7 +323,76 @@ impl Writer {
     }
 
     fn set_synchronous(&self, mode: &str) -> Result<(), rusqlite::Error> {
+        let mode = if self.grouping && mode == "FULL" {
+            "NORMAL"
+        } else {
+            mode
+        };
         self.connection.pragma_update(None, "synchronous", mode)
+    }
+
+    /// Answer a command: at once, or, in a group, once the group is durable.
+    fn answer<T: Send + 'static>(
+        &mut self,
+        reply: tokio::sync::oneshot::Sender<Result<T, String>>,
+        result: Result<T, String>,
+    ) {
+        if !self.grouping {
+            let _ = reply.send(result);
+            return;
+        }
+        self.replies.push(Box::new(move |sync_error: Option<&str>| {
+            let result = match (result, sync_error) {
+                (Ok(_), Some(error)) => Err(error.to_owned()),
+                (result, _) => result,
+            };
+            let _ = reply.send(result);
+        }));
+    }
+
+    /// Handle the commands that queued up together with one fsync instead of one each (group
+    /// commit). Each command keeps its own transaction, so one failing rolls back only
+    /// itself; they commit with `synchronous=NORMAL`, which in WAL mode appends to the log
+    /// without syncing it, and a last `synchronous=FULL` commit syncs the log, and with it
+    /// every commit before it. Nobody hears back before that, so an answer still means
+    /// durable. A storm's decisions, pages and action updates take one fsync per group
+    /// rather than one each.
+    fn handle_group(&mut self, commands: Vec<Command>) {
+        if commands.len() < 2 {
+            for command in commands {
+                self.handle(command);
+            }
+            return;
+        }
+        let changes_before = self.connection.total_changes();
+        self.grouping = true;
+        for command in commands {
+            self.handle(command);
+        }
+        self.grouping = false;
+        let wrote = self.connection.total_changes() != changes_before;
+        let sync_error = if wrote {
+            self.sync_group()
+                .err()
+                .map(|e| self.failed("group_commit", e))
+        } else {
+            None
+        };
+        for reply in std::mem::take(&mut self.replies) {
+            reply(sync_error.as_deref());
+        }
+    }
+
+    /// A small synchronous=FULL commit: its fsync of the log covers every commit before it.
+    fn sync_group(&mut self) -> Result<(), rusqlite::Error> {
+        self.set_synchronous("FULL")?;
+        let transaction = self.connection.transaction()?;
+        transaction.execute(
+            "INSERT INTO meta(key, value) VALUES ('group_commits', '1')
+             ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+            [],
+        )?;
+        transaction.commit()
     }
 
     /// Journal a batch in one transaction and answer each request after the fsync.
