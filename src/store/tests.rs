@@ -631,3 +631,109 @@ fn commands_queued_together_share_one_synced_commit() {
     assert_eq!(decisions, 20);
     assert_eq!(synced, "1", "one synced commit for the group of 20");
 }
+
+/// After a restart with a backlog of large notifications, one reconcile batch loads at most
+/// 32 MiB of bodies (so memory stays bounded however big the backlog), folds identical
+/// consecutive snapshots of a group without counting their bodies again, stays a prefix of the
+/// backlog in receipt order, and still takes a single body over the bound on its own.
+#[test]
+fn a_reconcile_batch_is_bounded_by_the_bytes_of_its_bodies() {
+    const MIB: usize = 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let clock: SharedClock = Arc::new(ManualClock::new(
+        chrono::Utc.with_ymd_and_hms(2026, 11, 28, 3, 0, 0).unwrap(),
+    ));
+    let settings = StoreSettings {
+        store: StoreConfig {
+            dir: dir.path().to_owned(),
+            ..StoreConfig::default()
+        },
+        reconcile: ReconcileConfig::default(),
+        heartbeat_alertname: None,
+    };
+    let path = dir.path().join("bytes.db");
+    let connection = connect(&path, false).unwrap();
+    writer::prepare(&connection).unwrap();
+    // A firing snapshot of one alert, padded out to about `size` bytes.
+    let padded = |group: &str, size: usize| {
+        let snapshot = body(group, &[("a", "firing", T0)], 0);
+        format!("{{\"padding\":\"{}\",{}", "x".repeat(size), &snapshot[1..])
+    };
+    let payloads = [
+        ("A", padded("g1", 12 * MIB)),
+        ("B", padded("g2", 12 * MIB)),
+        ("C", padded("g3", 12 * MIB)),
+        // Over the bound on its own.
+        ("D", padded("g4", 33 * MIB)),
+    ];
+    for (hash, payload) in &payloads {
+        connection
+            .execute(
+                "INSERT INTO payloads(hash, body) VALUES (?1, ?2)",
+                rusqlite::params![hash.as_bytes(), payload.as_bytes()],
+            )
+            .unwrap();
+    }
+    // Receipt order: three identical snapshots of g1, then g2, g3 and g4.
+    let journal = [
+        ("g1", "A"),
+        ("g1", "A"),
+        ("g1", "A"),
+        ("g2", "B"),
+        ("g3", "C"),
+        ("g4", "D"),
+    ];
+    let now = clock.now_millis();
+    for (n, (group, hash)) in journal.iter().enumerate() {
+        connection
+            .execute(
+                "INSERT INTO notifications(received_at, remote, group_key, payload_hash, alert_count)
+                 VALUES (?1, 'test', ?2, ?3, 1)",
+                rusqlite::params![now - 1000 + n as i64, group, hash.as_bytes()],
+            )
+            .unwrap();
+    }
+    let shared = Arc::new(Shared {
+        unreconciled: AtomicU64::new(journal.len() as u64),
+        queued: AtomicU64::new(0),
+        last_error: Mutex::new(None),
+        heartbeat: AtomicI64::new(0),
+        settings: RwLock::new(settings),
+    });
+    let (_commands, receiver) = std::sync::mpsc::sync_channel(1);
+    let mut writer = writer::Writer::new(
+        connection,
+        receiver,
+        shared,
+        clock,
+        Arc::new(Metrics::new()),
+    );
+    let check = connect(&path, true).unwrap();
+    let unreconciled = || -> Vec<i64> {
+        let mut statement = check
+            .prepare("SELECT id FROM notifications WHERE reconciled_at IS NULL ORDER BY id")
+            .unwrap();
+        let ids = statement.query_map([], |row| row.get(0)).unwrap();
+        ids.collect::<Result<_, _>>().unwrap()
+    };
+
+    // A (12 MiB, folding its two repeats) and B (12 MiB); C would take it to 36 MiB.
+    assert_eq!(writer.reconcile_inner().unwrap(), 4, "first batch");
+    assert_eq!(unreconciled(), vec![5, 6]);
+    // C (12 MiB); D would take it to 45 MiB.
+    assert_eq!(writer.reconcile_inner().unwrap(), 1, "second batch");
+    assert_eq!(unreconciled(), vec![6]);
+    // D alone, over the bound, still goes through.
+    assert_eq!(writer.reconcile_inner().unwrap(), 1, "third batch");
+    assert_eq!(unreconciled(), Vec::<i64>::new());
+    assert_eq!(writer.reconcile_inner().unwrap(), 0, "nothing left");
+
+    let firing: i64 = check
+        .query_row(
+            "SELECT count(*) FROM episodes WHERE status = 'firing'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(firing, 4, "one firing episode per group");
+}

@@ -504,16 +504,27 @@ impl Writer {
         }
     }
 
-    fn reconcile_inner(&mut self) -> Result<usize, rusqlite::Error> {
+    /// One reconcile transaction over the oldest unreconciled notifications, bounded by
+    /// `reconcile.batch_size` and by `MAX_BATCH_BODY_BYTES` of bodies; returns how many it
+    /// covered. (`pub(super)` for the store's tests, which drive batches one at a time.)
+    pub(super) fn reconcile_inner(&mut self) -> Result<usize, rusqlite::Error> {
         let settings = self.shared.settings.read().map(|s| s.clone());
         let settings = settings.unwrap_or_else(|p| p.into_inner().clone());
         let grace = duration_millis(settings.reconcile.gone_grace);
         let now = self.clock.now_millis();
         let metrics = self.metrics.clone();
         let transaction = self.connection.transaction()?;
-        let (pending, count, max_id) = load_pending(&transaction, settings.reconcile.batch_size)?;
-        for entry in &pending {
-            match webhook::parse(&entry.body) {
+        let (pending, count, max_id) = load_pending(
+            &transaction,
+            settings.reconcile.batch_size,
+            MAX_BATCH_BODY_BYTES,
+        )?;
+        for mut entry in pending {
+            // Each body is let go once parsed: only the batch's unparsed bodies stay loaded.
+            let body = std::mem::take(&mut entry.body);
+            let parsed = webhook::parse(&body);
+            drop(body);
+            match parsed {
                 Ok(mut notification) => {
                     // The pipeline's heartbeat is a sign of life, never an incident.
                     if let Some(name) = &settings.heartbeat_alertname {
@@ -521,7 +532,7 @@ impl Writer {
                             .alerts
                             .retain(|alert| alert.labels.get("alertname") != Some(name));
                     }
-                    apply_snapshot(&transaction, entry, &notification, grace, &metrics)?;
+                    apply_snapshot(&transaction, &entry, &notification, grace, &metrics)?;
                 }
                 Err(error) => {
                     // Only bodies that parsed are journaled, so this means a parser change
@@ -1208,18 +1219,29 @@ impl Writer {
     }
 }
 
+/// Most body bytes one reconcile batch loads into memory. Alertmanager sends a group's full
+/// snapshot every time, so after a restart with a backlog of large notifications a batch bounded
+/// only by count could hold hundreds of MiB of bodies at once. A batch always takes at least one
+/// notification, so a single body over this still makes progress.
+const MAX_BATCH_BODY_BYTES: u64 = 32 * 1024 * 1024;
+
 /// Load up to `limit` unreconciled notifications in receipt order, folding consecutive
-/// identical snapshots of a group into one. Returns the entries, how many notifications they
-/// cover, and the highest id covered.
+/// identical snapshots of a group into one, and stopping before the bodies to load would pass
+/// `max_bytes` (but always taking the first). Returns the entries, how many notifications they
+/// cover, and the highest id covered: every unreconciled notification up to that id is covered,
+/// so the batch is a prefix of the backlog in receipt order.
 fn load_pending(
     transaction: &Transaction<'_>,
     limit: usize,
+    max_bytes: u64,
 ) -> Result<(Vec<Pending>, usize, Option<i64>), rusqlite::Error> {
     // The limit is written into the SQL: SQLite re-plans a statement with a bound LIMIT on
-    // every run, which showed up in the ingest benchmark's profile.
+    // every run, which showed up in the ingest benchmark's profile. `length()` of a BLOB is
+    // read from the record header, without loading the body (or its overflow pages).
     let mut statement = transaction.prepare_cached(&format!(
-        "SELECT n.id, n.received_at, n.group_key, n.payload_hash
-         FROM notifications n WHERE n.reconciled_at IS NULL ORDER BY n.id LIMIT {}",
+        "SELECT n.id, n.received_at, n.group_key, n.payload_hash, length(p.body)
+         FROM notifications n LEFT JOIN payloads p ON p.hash = n.payload_hash
+         WHERE n.reconciled_at IS NULL ORDER BY n.id LIMIT {}",
         limit.max(1)
     ))?;
     let rows = statement.query_map([], |row| {
@@ -1228,24 +1250,35 @@ fn load_pending(
             row.get::<_, i64>(1)?,
             row.get::<_, String>(2)?,
             row.get::<_, Vec<u8>>(3)?,
+            row.get::<_, Option<i64>>(4)?,
         ))
     })?;
     let mut pending: Vec<Pending> = Vec::new();
     let mut last_of_group: HashMap<String, usize> = HashMap::new();
     let mut count = 0;
     let mut max_id = None;
+    let mut bytes: u64 = 0;
     for row in rows {
-        let (id, received_at, group_key, hash) = row?;
-        count += 1;
-        max_id = Some(id);
+        let (id, received_at, group_key, hash, size) = row?;
         if let Some(&index) = last_of_group.get(&group_key)
             && pending[index].hash == hash
         {
+            // Folded into an entry already in the batch: no body of its own to load.
+            count += 1;
+            max_id = Some(id);
             let entry = &mut pending[index];
             entry.last_id = id;
             entry.received_at = entry.received_at.max(received_at);
             continue;
         }
+        let size = size.map_or(0, |size| size.max(0) as u64);
+        if !pending.is_empty() && bytes.saturating_add(size) > max_bytes {
+            // The rest waits for the next batch; stopping here keeps the batch a prefix.
+            break;
+        }
+        bytes = bytes.saturating_add(size);
+        count += 1;
+        max_id = Some(id);
         last_of_group.insert(group_key.clone(), pending.len());
         pending.push(Pending {
             last_id: id,
