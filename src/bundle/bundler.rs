@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::background::Background;
 use super::collect::Collectors;
 use super::facts::{
     BundleFacts, CollectorFacts, DecisionFacts, IncidentFacts, PageEventFacts, TransitionFacts,
@@ -60,6 +61,17 @@ pub struct Bundler {
     /// Bundles gathered and written at once: in a storm thousands are owed, and each reads the
     /// store, compresses and fsyncs.
     writing: tokio::sync::Semaphore,
+    /// Where bundles are rendered and compressed, below the daemon's CPU priority.
+    background: Background,
+}
+
+/// A bundle written: where, how big, and what its manifest says for the store.
+struct Built {
+    path: String,
+    bytes: u64,
+    collectors: String,
+    highlights: Vec<String>,
+    total_redactions: usize,
 }
 
 /// Bundles gathered and written at once.
@@ -98,6 +110,7 @@ impl Bundler {
             missed: Mutex::default(),
             last_retention: Mutex::default(),
             writing: tokio::sync::Semaphore::new(WRITERS),
+            background: Background::start(WRITERS, "bundle"),
         })
     }
 
@@ -217,7 +230,11 @@ impl Bundler {
         ready
     }
 
-    async fn job(&self, work: BundleWork, ready: watch::Sender<bool>) -> Result<(), String> {
+    async fn job(
+        self: &Arc<Self>,
+        work: BundleWork,
+        ready: watch::Sender<bool>,
+    ) -> Result<(), String> {
         let plan: BundlePlan = serde_json::from_str(&work.plan).unwrap_or_default();
         let episode_id = work.episode_id.clone();
         let first = work.state == "pending";
@@ -289,6 +306,65 @@ impl Bundler {
             .acquire()
             .await
             .map_err(|_| "the bundler is shutting down".to_owned())?;
+        // Rendering, scrubbing and compressing are CPU work: on the nicer bundle threads.
+        let bundler = self.clone();
+        let id = episode_id.clone();
+        let work_path = work.path.clone();
+        let plan_errors = plan.errors.clone();
+        let built = self
+            .background
+            .run(move || bundler.build(&id, work_path, collected, files, &plan_errors, last))
+            .await??;
+        let Built {
+            path,
+            bytes,
+            collectors,
+            highlights,
+            total_redactions,
+        } = built;
+        let refreshed = self
+            .store
+            .bundle(BundleOp::Written(BundleWritten {
+                episode_id: episode_id.clone(),
+                path: path.clone(),
+                bytes: bytes as i64,
+                collectors,
+                highlights: serde_json::to_string(&highlights).unwrap_or_else(|_| "[]".to_owned()),
+                last,
+            }))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.metrics
+            .bundles_written_total
+            .with_label_values(&[if last { "final" } else { "initial" }])
+            .inc();
+        self.metrics
+            .bundle_redactions_total
+            .inc_by(total_redactions as u64);
+        if last {
+            self.missed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&episode_id);
+            // A bundle just became deletable: keep the totals within bounds now.
+            self.retention().await;
+        }
+        tracing::info!(episode = %episode_id, %path, bytes, last, page_updated = refreshed, "bundle written");
+        Ok(())
+    }
+
+    /// Gather the facts, render the documents, scrub everything and write the archive; runs on
+    /// a bundle thread.
+    fn build(
+        &self,
+        episode_id: &str,
+        work_path: Option<String>,
+        collected: Vec<CollectorFacts>,
+        files: Vec<(String, bytes::Bytes)>,
+        plan_errors: &[(String, String)],
+        last: bool,
+    ) -> Result<Built, String> {
+        let episode_id = episode_id.to_owned();
         // One read for the incident and the notification it came in.
         let (detail, notification) = self
             .read(|r| {
@@ -302,7 +378,7 @@ impl Bundler {
         let Some(detail) = detail else {
             return Err(format!("incident {episode_id} is not in the store"));
         };
-        let path = match &work.path {
+        let path = match &work_path {
             Some(path) => path.clone(),
             None => bundle_path(
                 &episode_id,
@@ -384,7 +460,7 @@ impl Bundler {
                 "sha256": hex::encode(Sha256::digest(bytes)),
             })).collect::<Vec<_>>(),
             "collectors": collected,
-            "plan_errors": plan.errors.iter().map(|(name, error)| json!({"collector": name, "error": error})).collect::<Vec<_>>(),
+            "plan_errors": plan_errors.iter().map(|(name, error)| json!({"collector": name, "error": error})).collect::<Vec<_>>(),
             "evidence_missed": missed,
             "redactions": redactions,
             "highlights": highlights,
@@ -393,40 +469,15 @@ impl Bundler {
         all.push(("manifest.json".to_owned(), pretty(&manifest)));
         let mtime = (self.clock.now_millis() / 1000).max(0) as u64;
         let absolute = self.state_dir.join(&path);
-        let bytes =
-            tokio::task::spawn_blocking(move || archive::write_atomic(&absolute, &all, mtime))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|error| format!("cannot write {path}: {error}"))?;
-        let refreshed = self
-            .store
-            .bundle(BundleOp::Written(BundleWritten {
-                episode_id: episode_id.clone(),
-                path: path.clone(),
-                bytes: bytes as i64,
-                collectors: serde_json::to_string(&collected).unwrap_or_else(|_| "[]".to_owned()),
-                highlights: serde_json::to_string(&highlights).unwrap_or_else(|_| "[]".to_owned()),
-                last,
-            }))
-            .await
-            .map_err(|e| e.to_string())?;
-        self.metrics
-            .bundles_written_total
-            .with_label_values(&[if last { "final" } else { "initial" }])
-            .inc();
-        self.metrics
-            .bundle_redactions_total
-            .inc_by(total_redactions as u64);
-        if last {
-            self.missed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&episode_id);
-            // A bundle just became deletable: keep the totals within bounds now.
-            self.retention().await;
-        }
-        tracing::info!(episode = %episode_id, %path, bytes, last, page_updated = refreshed, "bundle written");
-        Ok(())
+        let bytes = archive::write_atomic(&absolute, &all, mtime)
+            .map_err(|error| format!("cannot write {path}: {error}"))?;
+        Ok(Built {
+            path,
+            bytes,
+            collectors: serde_json::to_string(&collected).unwrap_or_else(|_| "[]".to_owned()),
+            highlights,
+            total_redactions,
+        })
     }
 
     /// File a collector's output under `collectors/NAME/` (`collectors/NAME/resolve/` when run

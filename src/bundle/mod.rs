@@ -8,10 +8,12 @@
 //! - `facts` — everything known about an incident, as the documents need it.
 //! - `docs` — `timeline.md`, `comms.md` and `postmortem.md`, rendered from the facts.
 //! - `archive` — `tar.gz` written atomically (temporary name, fsync, rename).
+//! - `background` — the low-priority threads that render, scrub and compress bundles.
 //! - `bundler` — the work: collect, gather the facts, redact, write, rewrite at close,
 //!   retention, and the evidence gate disruptive actions wait on.
 
 pub mod archive;
+pub mod background;
 pub mod bundler;
 pub mod collect;
 pub mod docs;
