@@ -22,7 +22,8 @@
 //! Every run prints one summary block (`==== nightshift storm summary ====` … `==== end ====`):
 //! figures, and checks marked PASS / FAIL. A check that fails because of a reported bug is
 //! marked `FAIL*` with the bug's description and fails the test only when strict:
-//! `storm_short_latency` (`#[ignore = "bug: …"]`) is the short storm held to every target.
+//! `storm_short_latency` (`#[ignore = "bug: …"]`, release only) is the short storm held to
+//! every target. A debug build shows the latency figures but does not check them.
 //!
 //! Alertmanager groups alerts by `alertname` and `group` (group_wait 1s, group_interval 5s,
 //! webhook `max_alerts: 0`) and posts to nightshift through a small recording proxy in this
@@ -1210,21 +1211,9 @@ struct Line {
 }
 
 /// Known bugs, by the checks they break.
-const BUG_RATE_RESTART: &str = "the PagerDuty token bucket lives in memory only \
-    (src/notify/ratelimit.rs TokenBuckets, held by src/notify/deliver.rs Deliverer) and starts \
-    full (a burst of events_per_minute/10) at every start: each restart within a minute lets \
-    up to 10 more events through than the limit";
-const BUG_P1_ORDER: &str = "nothing orders a storm's first pages by severity: decisions are \
-    made in arrival order (at a few hundred a second) and the delivery worker sends each \
-    page as soon as it is queued, with the limiter's burst of 10, so P2/P3 pages decided first \
-    reach PagerDuty before the P1 pages of groups that started at the same moment";
-const BUG_LATENCY: &str = "a storm is decided at ~150 incidents/s on average (335/s at \
-    best) in release on this 2-core VM, so p99 webhook→decision is seconds: every step is its own synchronous=FULL \
-    transaction on the one writer thread (src/store/writer.rs Writer::handle: the decision, the \
-    act stage's paging and action updates, each bundle step; ~3.4 store fsyncs and 2 archive \
-    fsyncs per alert), a decision holds its slot (rules.concurrency = 16) through its act stage, \
-    and bundles take ~40 % of the daemon's ~6-7 ms of CPU per alert. (The 250 ms rest when \
-    every slot was busy, 64 decisions/s, was fixed in 0d43164.)";
+const BUG_LATENCY: &str = "decision p99 in a 10,000-alert storm on this 2-core VM is ~2 s in \
+    release: the targets are p99 < 1 s from webhook to decision and to page queued (the \
+    1,000-alert short storm is at ~0.6 s); still being worked on";
 
 #[derive(Default)]
 struct Report {
@@ -1248,6 +1237,19 @@ impl Report {
     /// A check that a known bug makes fail.
     fn check_bug(&mut self, name: &str, ok: bool, value: impl Into<String>, bug: &'static str) {
         self.check_known(name, ok, value, Some(bug));
+    }
+
+    /// A latency target: checked in a release build only (a debug build's figures say
+    /// nothing about it), as a known bug's check.
+    fn check_latency(&mut self, name: &str, ok: bool, value: impl Into<String>, bug: &'static str) {
+        if cfg!(debug_assertions) {
+            self.figure(
+                name,
+                format!("{} (not checked in a debug build)", value.into()),
+            );
+        } else {
+            self.check_bug(name, ok, value, bug);
+        }
     }
 
     fn check_known(
@@ -1606,7 +1608,7 @@ fn run(params: Params) -> Report {
                        AND p.policy = 'immediate')",
     );
     let p99 = |v: &[i64]| percentile(v, 99.0);
-    report.check_bug(
+    report.check_latency(
         "webhook received → decision recorded",
         p99(&decision_latency).is_some_and(|v| v < 1000),
         format!(
@@ -1618,7 +1620,7 @@ fn run(params: Params) -> Report {
         ),
         BUG_LATENCY,
     );
-    report.check_bug(
+    report.check_latency(
         "webhook received → page queued (per incident)",
         p99(&page_latency).is_some_and(|v| v < 1000),
         format!(
@@ -1757,7 +1759,7 @@ fn run(params: Params) -> Report {
     }
     let limited = setup.pd.rate_limited().len();
     let accepted = setup.pd.accepted();
-    report.check_known(
+    report.check(
         "pages within the rate limit",
         sent_max <= EVENTS_PER_MINUTE && limited == 0,
         format!(
@@ -1767,86 +1769,119 @@ fn run(params: Params) -> Report {
             accepted.iter().filter(|e| e.is_resolve()).count(),
             accepted.iter().filter(|e| e.is_change()).count(),
         ),
-        crash.then_some(BUG_RATE_RESTART),
     );
-    // Triggers as the outbox delivered them: (priority, created, delivered).
+    // Triggers as the outbox delivered them. An update is a trigger of a page PagerDuty
+    // already had open (the last event delivered under its dedup key before it was a
+    // trigger, no resolve in between): the delivery worker sends it after every first
+    // trigger, whatever its priority.
     let mut statement = db
         .prepare(
-            "SELECT priority, created_at, delivered_at FROM outbox WHERE channel = 'pagerduty'
-             AND kind = 'trigger' AND state = 'delivered' ORDER BY delivered_at, id",
+            "SELECT priority, created_at, delivered_at,
+                 coalesce((SELECT d.kind FROM outbox d WHERE d.dedup_key = o.dedup_key
+                     AND d.channel = o.channel AND d.state = 'delivered' AND d.id < o.id
+                     ORDER BY d.id DESC LIMIT 1) = 'trigger', 0)
+             FROM outbox o WHERE channel = 'pagerduty' AND kind = 'trigger'
+             AND state = 'delivered' ORDER BY delivered_at, id",
         )
         .unwrap();
-    let delivered: Vec<(i64, i64, i64)> = statement
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+    let delivered: Vec<Trigger> = statement
+        .query_map([], |row| {
+            Ok(Trigger {
+                priority: row.get(0)?,
+                created: row.get(1)?,
+                delivered: row.get(2)?,
+                update: row.get(3)?,
+            })
+        })
         .unwrap()
         .map(Result::unwrap)
         .collect();
     drop(statement);
-    // A priority inversion: a trigger queued after a more urgent one, yet delivered before it.
-    // (A trigger queued while a delivery round is under way waits for the next round, so a
-    // less urgent one of the current round may still go first: that is counted apart, as the
-    // longest such overlap.)
-    let inversions: Vec<(i64, i64, i64)> = delivered
+    let firsts: Vec<&Trigger> = delivered.iter().filter(|t| !t.update).collect();
+    let p1_firsts: Vec<&Trigger> = firsts.iter().filter(|t| t.priority == 1).copied().collect();
+    // Ahead of a P1 first trigger: any other trigger queued after it, yet delivered before it.
+    // (A trigger queued while a delivery round is under way waits for the next round, so one
+    // of the round under way, queued before it, may still go first: that is not counted, but
+    // shown as the longest such overlap.)
+    let ahead_of_p1: Vec<&Trigger> = delivered
         .iter()
-        .filter(|(priority, created, at)| {
-            delivered
+        .filter(|t| t.update || t.priority > 1)
+        .filter(|t| {
+            p1_firsts
                 .iter()
-                .any(|(p, c, done)| p < priority && c < created && done > at)
+                .any(|p| p.created < t.created && p.delivered > t.delivered)
+        })
+        .collect();
+    let overlap = delivered
+        .iter()
+        .filter(|t| t.update || t.priority > 1)
+        .flat_map(|t| {
+            p1_firsts
+                .iter()
+                .filter(move |p| p.created < t.delivered && p.delivered > t.delivered)
+                .map(move |p| t.delivered - p.created)
+        })
+        .max();
+    // The first trigger PagerDuty got need not be P1 (a P2 may be decided before any P1),
+    // but none may go while a P1 first trigger queued before it waits.
+    let first = delivered.first();
+    let p1_queued_before_first = first.is_some_and(|f| {
+        (f.update || f.priority > 1)
+            && p1_firsts
+                .iter()
+                .any(|p| p.created < f.created && p.delivered > f.delivered)
+    });
+    report.check(
+        "no trigger sent while a P1 first trigger waits",
+        ahead_of_p1.is_empty(),
+        format!(
+            "{} triggers ({} updates) delivered before a P1 first trigger queued earlier; a trigger of a round under way went out at most {} after a P1 first trigger was queued; the first trigger PagerDuty got was {} ({} P1 first trigger queued before it)",
+            ahead_of_p1.len(),
+            ahead_of_p1.iter().filter(|t| t.update).count(),
+            ms(overlap),
+            first.map_or("none".to_owned(), |f| format!(
+                "a P{} {}",
+                f.priority,
+                if f.update { "update" } else { "first trigger" }
+            )),
+            if p1_queued_before_first { "a" } else { "no" },
+        ),
+    );
+    // A priority inversion: a first trigger queued after a more urgent first trigger, yet
+    // delivered before it. Updates are not compared: they go after every first trigger.
+    let inversions: Vec<&Trigger> = firsts
+        .iter()
+        .filter(|t| {
+            firsts.iter().any(|u| {
+                u.priority < t.priority && u.created < t.created && u.delivered > t.delivered
+            })
         })
         .copied()
         .collect();
-    let p1_overtaken = inversions.iter().filter(|(p, _, _)| *p > 1).count();
-    let overlap = delivered
+    let p1_overtaken = inversions
         .iter()
-        .filter(|(priority, _, _)| *priority > 1)
-        .flat_map(|(_, _, at)| {
-            delivered
+        .filter(|t| {
+            p1_firsts
                 .iter()
-                .filter(move |(p, c, done)| *p == 1 && c < at && done > at)
-                .map(move |(_, c, _)| at - c)
+                .any(|p| p.created < t.created && p.delivered > t.delivered)
         })
-        .max();
-    let first = delivered.first().copied();
-    let p1_waiting_at_first = first.is_some_and(|(_, _, at)| {
-        delivered
-            .iter()
-            .any(|(p, created, _)| *p == 1 && *created <= at)
-    });
-    let first_ok = first.is_some_and(|(p, _, _)| p == 1 || !p1_waiting_at_first);
-    let p1_delivered: Vec<i64> = delivered
-        .iter()
-        .filter(|(p, _, _)| *p == 1)
-        .map(|(_, _, at)| *at)
-        .collect();
-    let first_other = delivered
-        .iter()
-        .find(|(p, _, _)| *p > 1)
-        .map(|(_, _, at)| *at);
-    let _ = first_ok;
-    report.check_bug(
-        "first delivered trigger is P1",
-        first.is_some_and(|(p, _, _)| p == 1),
-        format!(
-            "the first trigger PagerDuty got was P{} ({} P1 trigger queued by then)",
-            first.map_or(0, |f| f.0),
-            if p1_waiting_at_first { "a" } else { "no" },
-        ),
-        BUG_P1_ORDER,
-    );
+        .count();
+    let last_p1 = p1_firsts.iter().map(|t| t.delivered).max();
+    let first_other = firsts.iter().find(|t| t.priority > 1).map(|t| t.delivered);
     report.check(
-        "more urgent triggers first",
+        "more urgent first triggers first",
         inversions.is_empty(),
         format!(
-            "{} P1 triggers delivered, {} others; {} triggers delivered before a more urgent one queued earlier ({p1_overtaken} of them before a P1); a less urgent trigger of a round under way went out at most {} after a P1 was queued{}",
-            p1_delivered.len(),
-            delivered.len() - p1_delivered.len(),
+            "{} P1 first triggers delivered, {} other first triggers, {} updates; {} first triggers delivered before a more urgent one queued earlier ({p1_overtaken} of them before a P1){}",
+            p1_firsts.len(),
+            firsts.len() - p1_firsts.len(),
+            delivered.len() - firsts.len(),
             inversions.len(),
-            ms(overlap),
-            match (p1_delivered.iter().max(), first_other) {
+            match (last_p1, first_other) {
                 (Some(last_p1), Some(first_other)) => format!(
-                    "; last P1 trigger delivered {} ms {} the first other",
+                    "; last P1 first trigger delivered {} ms {} the first other",
                     (last_p1 - first_other).abs(),
-                    if *last_p1 <= first_other {
+                    if last_p1 <= first_other {
                         "before"
                     } else {
                         "after"
@@ -2174,6 +2209,15 @@ fn run(params: Params) -> Report {
     report
 }
 
+/// A PagerDuty trigger as the outbox delivered it (times in ms since the epoch).
+struct Trigger {
+    priority: i64,
+    created: i64,
+    delivered: i64,
+    /// A trigger of a page PagerDuty already had open.
+    update: bool,
+}
+
 fn column_text(db: &Connection, sql: &str) -> Vec<String> {
     let mut statement = db.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     statement
@@ -2201,12 +2245,15 @@ fn storm_short() {
     assert_report(&run(Params::short(0)), false);
 }
 
-/// The same storm, failing on the latency targets too.
+/// The same storm, failing on the latency targets too; release builds only (a debug build
+/// does not check them).
 #[test]
-#[ignore = "bug: p99 webhook→decision and →page queued are seconds in a storm, not < 1 s \
-            (one fsync'd writer transaction per step, decision slots held through the act \
-            stage, bundles' CPU); see BUG_LATENCY"]
+#[ignore = "bug: p99 webhook→decision is ~2 s in a 10,000-alert storm, not < 1 s; see \
+            BUG_LATENCY (run with --release)"]
 fn storm_short_latency() {
+    if cfg!(debug_assertions) {
+        panic!("storm_short_latency checks release latency: run it with cargo test --release");
+    }
     assert_report(&run(Params::short(0)), true);
 }
 
