@@ -96,6 +96,7 @@ impl Worker {
             } else if dispatched == 0 {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
+                    _ = self.store.work_queued() => {}
                     _ = tokio::time::sleep(IDLE) => {}
                 }
             } else if shutdown.is_cancelled() {

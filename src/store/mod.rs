@@ -304,6 +304,9 @@ struct Shared {
     /// When the writer loop last went round; read by the watchdog.
     heartbeat: AtomicI64,
     settings: RwLock<StoreSettings>,
+    /// Raised by the writer when a reconcile queued new transitions, so the worker starts on
+    /// them at once instead of at its next poll.
+    work: tokio::sync::Notify,
 }
 
 /// Handle to the store; cheap to clone.
@@ -377,6 +380,7 @@ impl Store {
             last_error: Mutex::new(None),
             heartbeat: AtomicI64::new(clock.now_millis()),
             settings: RwLock::new(settings.clone()),
+            work: tokio::sync::Notify::new(),
         });
         let (commands, receiver) = sync_channel(queue_capacity.max(1));
         let writer =
@@ -555,6 +559,12 @@ impl Store {
             ));
         }
         Ok(())
+    }
+
+    /// Resolves when a reconcile has queued work since the last call (at once if it has
+    /// already); the worker polls as well, so a missed signal only costs a poll interval.
+    pub async fn work_queued(&self) {
+        self.shared.work.notified().await
     }
 
     /// When the writer loop last went round.

@@ -588,6 +588,7 @@ fn commands_queued_together_share_one_synced_commit() {
         last_error: Mutex::new(None),
         heartbeat: AtomicI64::new(0),
         settings: RwLock::new(settings),
+        work: tokio::sync::Notify::new(),
     });
     let (commands, receiver) = std::sync::mpsc::sync_channel(64);
     let mut answers = Vec::new();
@@ -699,6 +700,7 @@ fn a_reconcile_batch_is_bounded_by_the_bytes_of_its_bodies() {
         last_error: Mutex::new(None),
         heartbeat: AtomicI64::new(0),
         settings: RwLock::new(settings),
+        work: tokio::sync::Notify::new(),
     });
     let (_commands, receiver) = std::sync::mpsc::sync_channel(1);
     let mut writer = writer::Writer::new(
@@ -736,4 +738,15 @@ fn a_reconcile_batch_is_bounded_by_the_bytes_of_its_bodies() {
         )
         .unwrap();
     assert_eq!(firing, 4, "one firing episode per group");
+}
+
+/// The worker hears of new transitions from the writer instead of waiting for its next poll.
+#[tokio::test]
+async fn a_reconcile_that_queues_work_signals_the_worker() {
+    let f = Fixture::new(1000);
+    let quiet = tokio::time::timeout(Duration::from_millis(100), f.store.work_queued()).await;
+    assert!(quiet.is_err(), "no work, no signal");
+    f.send("g", &[("a", "firing", T0)]).await;
+    let signalled = tokio::time::timeout(Duration::from_secs(10), f.store.work_queued()).await;
+    assert!(signalled.is_ok(), "the reconcile signalled its work");
 }

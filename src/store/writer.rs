@@ -495,6 +495,9 @@ impl Writer {
                 self.metrics
                     .notifications_reconciled_total
                     .inc_by(done as u64);
+                if done > 0 {
+                    self.shared.work.notify_one();
+                }
             }
             Err(error) => {
                 self.failed("reconcile", error);
