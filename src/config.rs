@@ -226,7 +226,10 @@ impl Default for RulesConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("rules"),
-            concurrency: 16,
+            // A decision mostly waits: on probes (cached, single flight) and on the store's
+            // group commit. At 16 a 10,000-alert storm peaked at ~800 decisions/s and
+            // webhook→decision p99 was 1.0 s; at 64, 0.56 s.
+            concurrency: 64,
         }
     }
 }
