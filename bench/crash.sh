@@ -17,7 +17,7 @@
 # Environment (all optional):
 #   STORM_ROUNDS=20                kill -9 rounds, spread over 1.5 x STORM_SECONDS (down 0-0.5 s each)
 #   STORM_ALERTS=10000 STORM_GROUPS=100 STORM_SECONDS=60   the storm
-#   STORM_SEED=N  STORM_BUDGET=12  STORM_SETTLE_SECS=600  STORM_KEEP_DIR=DIR  STORM_STRICT=1
+#   STORM_SEED=N  STORM_BUDGET=12  STORM_SETTLE_SECS=600  STORM_KEEP_DIR=DIR
 #   STORM_TIMEOUT=1800             overall bound, seconds
 set -euo pipefail
 cd "$(dirname "$0")/.."
