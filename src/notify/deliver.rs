@@ -8,12 +8,15 @@
 //!   rate limiter), or rejected, also goes to the fallback notifiers.
 //! - A page's routing key is fixed when its first trigger is sent and stored with its dedup
 //!   key, so its resolve goes to the same integration.
-//! - The outbox row is marked delivered after the answer: a crash in between sends it again,
+//! - The send is write-ahead: before a round sends anything, one store command marks every
+//!   outbox row of the round as being sent now (`sending_at`); if that fails, the round sends
+//!   nothing. The row is marked delivered after the answer: a crash in between sends it again,
 //!   as the same dedup key, which PagerDuty folds into the same alert.
 //! - Order: first triggers by severity, then updates of pages already open, then resolves and
 //!   change events; each destination's rate limit keeps a reserve for P1 first triggers, and
-//!   is seeded at start with what the outbox recorded as sent in the minute before (see
-//!   [`Limiter`]), so a restart does not start with a full burst.
+//!   is seeded at start with what the outbox says was sent in the minute before, counting a
+//!   round a `kill -9` cut off from when it was marked (see [`Limiter`]), so a restart does
+//!   not start with a full burst, and does not lose one either.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -169,9 +172,6 @@ pub struct Deliverer {
     pub http: reqwest::Client,
     pub settings: RwLock<Arc<DeliverySettings>>,
     reader: Mutex<Option<Reader>>,
-    /// When this deliverer started: events queued before it may have been sent by the
-    /// process before.
-    started: Millis,
     limiter: Mutex<Limiter>,
     /// Per channel: whether its destination is failing, and when to try it again.
     health: Mutex<HashMap<String, Health>>,
@@ -179,22 +179,16 @@ pub struct Deliverer {
 
 /// The rate limits: a token bucket per destination (a routing key, or `notifier:<name>`).
 /// A bucket starts, on first use, as if it had run through the minute before this process
-/// started, from what the store says went out then.
+/// started, from what the store says went out then. Every event a round sends is marked in
+/// the store before it goes, so that includes a round a `kill -9` cut off before its answers
+/// were recorded: no margin for events in doubt is needed.
 #[derive(Default)]
 struct Limiter {
     buckets: HashMap<String, TokenBuckets>,
-    /// Read from the store at the first round; `None` until then.
-    before: Option<SentBefore>,
-}
-
-/// What went out before this process started.
-struct SentBefore {
-    /// By bucket: when each event was sent (or last attempted), within the last minute.
-    sent: HashMap<String, Vec<Millis>>,
-    /// By channel: events queued before the start and still pending. A `kill -9` during a
-    /// round leaves what that round sent unrecorded (and pending); a round takes at most a
-    /// burst per bucket, so up to a burst of them count as sent at the start.
-    in_doubt: HashMap<String, usize>,
+    /// What went out before this process started, by bucket: when each event was sent
+    /// (marked as being sent, or last attempted, whichever is later), within the minute
+    /// before the first round. Read from the store at the first round; `None` until then.
+    before: Option<HashMap<String, Vec<Millis>>>,
 }
 
 /// A destination's health. While it fails, one event at a time (the most urgent) is sent as a
@@ -230,7 +224,6 @@ impl Deliverer {
         metrics: Arc<Metrics>,
         settings: DeliverySettings,
     ) -> Result<Deliverer, String> {
-        let started = clock.now_millis();
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
@@ -244,7 +237,6 @@ impl Deliverer {
             http,
             settings: RwLock::new(Arc::new(settings)),
             reader: Mutex::default(),
-            started,
             limiter: Mutex::default(),
             health: Mutex::default(),
         })
@@ -290,12 +282,7 @@ impl Deliverer {
         {
             return Ok(());
         }
-        let (events, pending) = self.read(|r| {
-            Ok((
-                r.outbox_sent_since(now - WINDOW)?,
-                r.outbox_pending_before(self.started)?,
-            ))
-        })?;
+        let events = self.read(|r| r.outbox_sent_since(now - WINDOW))?;
         let mut sent: HashMap<String, Vec<Millis>> = HashMap::new();
         for event in events {
             let bucket = if event.channel == "pagerduty" {
@@ -309,38 +296,24 @@ impl Deliverer {
                 sent.entry(bucket).or_default().push(event.at);
             }
         }
-        let in_doubt = pending.into_iter().collect();
         self.limiter
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .before = Some(SentBefore { sent, in_doubt });
+            .before = Some(sent);
         Ok(())
     }
 
-    /// Take a token from `bucket` (of `channel`) if its rate limit allows; only an `urgent`
-    /// event may take the last tokens.
-    fn take_token(
-        &self,
-        bucket: &str,
-        channel: &str,
-        per_minute: u32,
-        urgent: bool,
-        now: Millis,
-    ) -> bool {
+    /// Take a token from `bucket` if its rate limit allows; only an `urgent` event may take
+    /// the last tokens.
+    fn take_token(&self, bucket: &str, per_minute: u32, urgent: bool, now: Millis) -> bool {
         let mut limiter = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
         let Limiter { buckets, before } = &mut *limiter;
         buckets
             .entry(bucket.to_owned())
             .or_insert_with(|| {
                 let mut fresh = TokenBuckets::new(per_minute);
-                if let Some(before) = before {
-                    let mut sent = before.sent.get(bucket).cloned().unwrap_or_default();
-                    let in_doubt = before.in_doubt.get(channel).copied().unwrap_or(0);
-                    sent.extend(std::iter::repeat_n(
-                        self.started,
-                        in_doubt.min(fresh.burst()),
-                    ));
-                    fresh.seed(bucket, &sent, now);
+                if let Some(sent) = before.as_ref().and_then(|before| before.get(bucket)) {
+                    fresh.seed(bucket, sent, now);
                 }
                 fresh
             })
@@ -408,7 +381,7 @@ impl Deliverer {
                     // Only a P1 page's first trigger may take the reserve; the rows come in
                     // that order, so once a bucket refuses one, it refuses the rest.
                     let urgent = row.kind == "trigger" && row.priority == 1 && !row.update;
-                    if !self.take_token(&bucket, &row.channel, per_minute, urgent, now) {
+                    if !self.take_token(&bucket, per_minute, urgent, now) {
                         // Waiting on our own limiter is not a failure; the row stays due.
                         exhausted.insert(bucket);
                         continue;
@@ -430,6 +403,18 @@ impl Deliverer {
             }
         }
         let count = outgoing.len();
+        // Write-ahead: every event of the round is marked as being sent, in one command,
+        // before any goes, so a crash before the answers are recorded still leaves them
+        // counted against the rate limit at the next start. Not marked, not sent: the rows
+        // stay due for a later round (the tokens they took stay spent, erring low). Events a
+        // failing destination holds back later in the round stay marked, like their tokens.
+        if count > 0 {
+            let ids = outgoing.iter().map(|event| event.row.id).collect();
+            if let Err(error) = self.store.paging(PagingOp::Sending(ids)).await {
+                tracing::error!(%error, "cannot record that events are being sent; sending nothing this round");
+                return 0;
+            }
+        }
         // One priority at a time (first triggers, then updates), so PagerDuty receives P1
         // pages before any other; within a priority, up to `concurrency` at once.
         let mut round: BTreeMap<String, (bool, bool)> = BTreeMap::new();

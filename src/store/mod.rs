@@ -175,6 +175,10 @@ pub enum PagingOp {
     /// These episodes closed.
     Close(Vec<String>),
     Attempt(i64, Attempt),
+    /// These outbox rows are about to be sent (one round of the delivery worker): record
+    /// when, before anything goes, so events a crash cuts off before their answers are
+    /// recorded still count against the rate limit at the next start. `count`: rows marked.
+    Sending(Vec<i64>),
     FallBack {
         id: i64,
         channels: Vec<String>,

@@ -598,6 +598,22 @@ pub(super) fn record_attempt(
     Ok(())
 }
 
+/// Mark outbox rows as being sent from `now` (write-ahead of one delivery round); returns how
+/// many rows were marked. A row settled meanwhile is left as it is.
+pub(super) fn mark_sending(
+    transaction: &Transaction<'_>,
+    ids: &[i64],
+    now: Millis,
+) -> Result<usize, rusqlite::Error> {
+    let mut statement = transaction
+        .prepare_cached("UPDATE outbox SET sending_at = ?2 WHERE id = ?1 AND state = 'pending'")?;
+    let mut marked = 0;
+    for id in ids {
+        marked += statement.execute(params![id, now])?;
+    }
+    Ok(marked)
+}
+
 /// Hand an event to the fallback channels (once).
 pub(super) fn fall_back(
     transaction: &Transaction<'_>,
@@ -683,11 +699,12 @@ pub struct OutboxRow {
     pub update: bool,
 }
 
-/// An event that went out (or may have: attempted, whatever the answer), for seeding the
-/// rate limiter after a restart.
+/// An event that went out (or may have: attempted whatever the answer, or marked as being
+/// sent by a round a crash may have cut off), for seeding the rate limiter after a restart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SentEvent {
-    /// When it was sent: delivered, or last attempted.
+    /// When it was sent: the later of when its last round marked it as being sent and when
+    /// its last attempt was recorded (delivered, rejected or failed).
     pub at: Millis,
     pub channel: String,
     /// Its page's routing key; `None` for a change event, routed by rule and severity.
@@ -769,25 +786,28 @@ impl Reader {
     }
 
     /// Every event sent (or attempted) at `since` or later, oldest first, with what routes
-    /// it, for seeding the rate limiter after a restart. An event is counted once, at its
-    /// delivery or its last attempt (a retry records the time it failed as its next attempt);
-    /// rows settled without sending anything (no event body recorded) are left out.
+    /// it, for seeding the rate limiter after a restart. An event is counted once, at the
+    /// later of its last `sending_at` (written before a round sends, so a round cut off by a
+    /// crash before its answers were recorded still counts) and its delivery or last attempt
+    /// (a retry records the time it failed as its next attempt); rows settled without sending
+    /// anything (never marked sending, no event body recorded) are left out.
     pub fn outbox_sent_since(&self, since: Millis) -> Result<Vec<SentEvent>, StoreError> {
         let mut statement = self.connection.prepare_cached(
             "SELECT sent_at, channel, routing_key, rule, severity FROM (
-                 SELECT CASE o.state
-                         WHEN 'delivered' THEN o.delivered_at
+                 SELECT max(coalesce(o.sending_at, 0), CASE
+                         WHEN o.attempts = 0 OR (o.state IN ('delivered', 'rejected')
+                             AND coalesce(o.sent, '') NOT LIKE '{%') THEN 0
+                         WHEN o.state = 'delivered' THEN coalesce(o.delivered_at, 0)
                          ELSE max(o.next_attempt_at, coalesce(o.first_failure_at, 0))
-                     END AS sent_at,
+                     END) AS sent_at,
                      o.channel, g.routing_key,
                      coalesce(g.rule, e.rule, 'default') AS rule,
                      coalesce(g.severity, e.severity, 'P3') AS severity
                  FROM outbox o
                  LEFT JOIN pages g ON g.dedup_key = o.dedup_key AND o.kind <> 'change'
                  LEFT JOIN episodes e ON e.id = o.episode_id AND o.kind = 'change'
-                 WHERE o.attempts > 0
-                   AND (o.state NOT IN ('delivered', 'rejected') OR o.sent LIKE '{%'))
-             WHERE sent_at >= ?1 ORDER BY sent_at",
+                 WHERE o.attempts > 0 OR o.sending_at IS NOT NULL)
+             WHERE sent_at > 0 AND sent_at >= ?1 ORDER BY sent_at",
         )?;
         let rows = statement
             .query_map(params![since], |row| {
@@ -798,20 +818,6 @@ impl Reader {
                     rule: row.get(3)?,
                     severity: row.get(4)?,
                 })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    }
-
-    /// Pending rows per channel that were queued before `at`.
-    pub fn outbox_pending_before(&self, at: Millis) -> Result<Vec<(String, usize)>, StoreError> {
-        let mut statement = self.connection.prepare_cached(
-            "SELECT channel, count(*) FROM outbox WHERE state = 'pending' AND created_at < ?1
-             GROUP BY channel",
-        )?;
-        let rows = statement
-            .query_map(params![at], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as usize))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)

@@ -788,3 +788,71 @@ async fn an_action_that_ran_goes_on_the_timeline_once_and_a_dry_run_does_not() {
     assert_eq!(rows.len(), 1, "a dry run changed nothing: {rows:?}");
     assert_ne!(rows[0].action_id, Some(dry));
 }
+
+#[tokio::test]
+async fn rows_marked_sending_count_as_sent_from_then_until_a_later_attempt_is_recorded() {
+    let f = Fixture::new();
+    for g in ["g1", "g2", "g3", "g4"] {
+        f.send(g, &[("a", "firing")]).await;
+        f.decide(g, "a", "P2", "immediate").await;
+    }
+    let due: Vec<i64> = triggers(&f.due()).iter().map(|r| r.id).collect();
+    assert_eq!(due.len(), 4);
+    let (delivered, retried, cut, settled) = (due[0], due[1], due[2], due[3]);
+    let t0 = f.now();
+    let sent_since = |since: Millis| -> Vec<(Millis, String)> {
+        f.reader()
+            .outbox_sent_since(since)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.at, format!("{}/{}/{}", e.channel, e.rule, e.severity)))
+            .collect()
+    };
+    // Nothing went out yet.
+    assert!(sent_since(t0 - 60_000).is_empty());
+    // A round of three is about to go: marked first, in one command.
+    let done = f
+        .paging(PagingOp::Sending(vec![delivered, retried, cut]))
+        .await;
+    assert_eq!(done.count, 3);
+    let sent = sent_since(t0 - 60_000);
+    assert_eq!(sent, vec![(t0, "pagerduty/rule-a/P2".to_owned()); 3]);
+    // Two answers are recorded 2 s later; the third never is (the process is killed).
+    f.clock.advance(Duration::from_secs(2));
+    f.paging(PagingOp::Attempt(
+        delivered,
+        Attempt::Delivered {
+            sent: "{}".to_owned(),
+        },
+    ))
+    .await;
+    f.paging(PagingOp::Attempt(
+        retried,
+        Attempt::Retry {
+            error: "PagerDuty error 500".to_owned(),
+            next_at: f.now(),
+            failure: true,
+        },
+    ))
+    .await;
+    // A row settled without sending anything (change events off, say) never counts, and a
+    // settled row is not marked again.
+    f.paging(PagingOp::Attempt(
+        settled,
+        Attempt::Delivered {
+            sent: "change events are off".to_owned(),
+        },
+    ))
+    .await;
+    assert_eq!(f.paging(PagingOp::Sending(vec![delivered])).await.count, 0);
+    // The retry goes again in a later round: counted once, from then.
+    f.clock.advance(Duration::from_secs(3));
+    assert_eq!(f.paging(PagingOp::Sending(vec![retried])).await.count, 1);
+    let times: Vec<Millis> = sent_since(t0 - 60_000).iter().map(|e| e.0).collect();
+    assert_eq!(times, vec![t0, t0 + 2_000, t0 + 5_000]);
+    // A minute after the mark, the cut round's event no longer counts; the others do, from
+    // their later times.
+    f.clock.advance(Duration::from_secs(56));
+    let times: Vec<Millis> = sent_since(f.now() - 60_000).iter().map(|e| e.0).collect();
+    assert_eq!(times, vec![t0 + 2_000, t0 + 5_000]);
+}

@@ -24,15 +24,16 @@ use crate::telemetry::Metrics;
 const SCHEMA: &str = include_str!("schema.sql");
 /// Migrations from the previous version, applied in order; the index is the version it
 /// migrates from, minus one.
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     include_str!("migrate_v2.sql"),
     include_str!("migrate_v3.sql"),
     include_str!("migrate_v4.sql"),
     include_str!("migrate_v5.sql"),
     include_str!("migrate_v6.sql"),
     include_str!("migrate_v7.sql"),
+    include_str!("migrate_v8.sql"),
 ];
-const SCHEMA_VERSION: &str = "7";
+const SCHEMA_VERSION: &str = "8";
 
 /// Most notifications committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -1076,6 +1077,9 @@ impl Writer {
             }
             PagingOp::Attempt(id, attempt) => {
                 super::paging::record_attempt(&transaction, *id, attempt, now)?;
+            }
+            PagingOp::Sending(ids) => {
+                done.count = super::paging::mark_sending(&transaction, ids, now)?;
             }
             PagingOp::FallBack {
                 id,
