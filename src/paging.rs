@@ -74,9 +74,10 @@ pub struct Settle {
     /// At most this long after its decision (`paging.settle_within`): the process may have
     /// died between deciding and acting.
     pub within: Millis,
-    /// When this process started, if known. An incident decided before it whose act stage
-    /// planned nothing never gets one (the act stage is not run again after a restart), so
-    /// it waits no longer.
+    /// When this process started, if known. The act stage of an incident decided before it
+    /// will never report (it is not run again after a restart), so such an incident waits no
+    /// longer: it is judged on the actions it planned, which the start settled (done, or not
+    /// applied, or uncertain), or as interrupted if it planned none.
     pub started_at: Option<Millis>,
 }
 
@@ -101,8 +102,12 @@ impl Settle {
     ) -> ActStage {
         if acted {
             ActStage::Finished
-        } else if !planned && self.started_at.is_some_and(|started| decided_at < started) {
-            ActStage::Interrupted
+        } else if self.started_at.is_some_and(|started| decided_at < started) {
+            if planned {
+                ActStage::Finished
+            } else {
+                ActStage::Interrupted
+            }
         } else if now.saturating_sub(decided_at) >= self.within {
             ActStage::Late
         } else {
@@ -337,8 +342,12 @@ mod tests {
         // (acted, planned, decided at, now) → stage.
         let cases = [
             ((false, false, started - 1, started), ActStage::Interrupted),
-            ((false, true, started - 1, started), ActStage::Pending),
-            ((false, true, started - 300_000, started), ActStage::Late),
+            // Its actions were settled when this process started: judged on them.
+            ((false, true, started - 1, started), ActStage::Finished),
+            (
+                (false, true, started - 300_000, started),
+                ActStage::Finished,
+            ),
             ((true, false, started - 1, started), ActStage::Finished),
             ((false, false, started, started + 1), ActStage::Pending),
             ((false, false, started, started + 300_000), ActStage::Late),

@@ -2040,12 +2040,18 @@ fn run(params: Params) -> Report {
         &db,
         "SELECT count(*) FROM incident_pages WHERE reason LIKE '%did not settle in time%'",
     );
-    if crash {
-        report.figure(
-            "after_verify incidents decided but not acted on at a kill",
-            format!("{settled_late} paged once paging.settle_within (20 s here, 5 min by default) passed"),
-        );
-    }
+    let interrupted = scalar(
+        &db,
+        "SELECT count(*) FROM incident_pages WHERE reason LIKE '%restart came between%'",
+    );
+    report.figure(
+        "after_verify incidents paged for a slow act stage",
+        format!(
+            "{settled_late} paged because their act stage had not reported within \
+             paging.settle_within (20 s here, 5 min by default); {interrupted} judged at once \
+             after a restart cut their act stage before it planned anything"
+        ),
+    );
     let recovered = setup
         .daemon
         .log()

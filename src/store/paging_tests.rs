@@ -538,7 +538,7 @@ async fn after_verify_pages_when_the_act_stage_never_reports() {
 }
 
 #[tokio::test]
-async fn after_verify_decided_before_a_restart_with_nothing_planned_pages_at_once() {
+async fn after_verify_decided_before_a_restart_is_judged_at_once_on_what_the_start_settled() {
     let f = Fixture::new();
     f.send(
         "g",
@@ -553,30 +553,43 @@ async fn after_verify_decided_before_a_restart_with_nothing_planned_pages_at_onc
     // the first; for the second it had planned an action.
     let cut = f.decide("g", "cut", "P2", "after_verify").await;
     let planned = f.decide("g", "planned", "P2", "after_verify").await;
-    f.act(&planned, "deployment/vastai/api", Mode::Enforce, None)
+    let (action, _) = f
+        .act(&planned, "deployment/vastai/api", Mode::Enforce, None)
         .await;
-    // The new process starts two seconds later, well within settle_within.
+    // The new process starts two seconds later, well within settle_within, and settles the
+    // action left planned as it does at every start (`Mitigator::recover`): it never ran.
     f.clock.advance(Duration::from_secs(2));
     let started_at = f.now();
+    assert!(
+        f.store
+            .update_action(
+                action,
+                "failed",
+                Some(r#"{"outcome":"not_applied"}"#.to_owned())
+            )
+            .await
+            .unwrap()
+    );
     let settle = crate::paging::Settle {
         within: 300_000,
         started_at: Some(started_at),
     };
     // Decided by the new process: its act stage is still to come.
     let later = f.decide("g", "later", "P2", "after_verify").await;
-    assert_eq!(f.paging(PagingOp::Evaluate { settle }).await.count, 1);
+    assert_eq!(f.paging(PagingOp::Evaluate { settle }).await.count, 2);
     let (state, reason) = f.paging_state(&cut);
     assert_eq!(state, "paged");
     assert!(reason.contains("restart"), "{reason}");
-    assert_eq!(triggers(&f.due()).len(), 1);
-    for id in [&planned, &later] {
-        assert_eq!(f.paging_state(id).0, "waiting", "{id}");
-    }
-    // Judged once; the others still wait for their act stage, up to settle_within.
+    let (state, reason) = f.paging_state(&planned);
+    assert_eq!(state, "paged");
+    assert!(reason.contains("failed"), "{reason}");
+    assert_eq!(f.paging_state(&later).0, "waiting");
+    // Judged once; the new process's own decision still waits for its act stage, up to
+    // settle_within.
     f.clock.advance(Duration::from_secs(10));
     assert_eq!(f.paging(PagingOp::Evaluate { settle }).await.count, 0);
     f.clock.advance(Duration::from_secs(300));
-    assert_eq!(f.paging(PagingOp::Evaluate { settle }).await.count, 2);
+    assert_eq!(f.paging(PagingOp::Evaluate { settle }).await.count, 1);
 }
 
 #[tokio::test]
