@@ -569,28 +569,7 @@ fn decision_for(episode: &str) -> DecisionRecord {
 #[test]
 fn commands_queued_together_share_one_synced_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let clock: SharedClock = Arc::new(ManualClock::new(
-        chrono::Utc.with_ymd_and_hms(2026, 11, 28, 3, 0, 0).unwrap(),
-    ));
-    let settings = StoreSettings {
-        store: StoreConfig {
-            dir: dir.path().to_owned(),
-            ..StoreConfig::default()
-        },
-        reconcile: ReconcileConfig::default(),
-        heartbeat_alertname: None,
-    };
-    let connection = connect(&dir.path().join("group.db"), false).unwrap();
-    writer::prepare(&connection).unwrap();
-    let shared = Arc::new(Shared {
-        unreconciled: AtomicU64::new(0),
-        queued: AtomicU64::new(0),
-        last_error: Mutex::new(None),
-        heartbeat: AtomicI64::new(0),
-        settings: RwLock::new(settings),
-        work: tokio::sync::Notify::new(),
-    });
-    let (commands, receiver) = std::sync::mpsc::sync_channel(64);
+    let (writer, commands) = bare_writer(&dir.path().join("group.db"), manual_clock(), 0);
     let mut answers = Vec::new();
     for n in 0..20 {
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -604,14 +583,7 @@ fn commands_queued_together_share_one_synced_commit() {
     }
     commands.send(Command::Shutdown).unwrap();
     // Everything is queued before the writer starts, so it takes the lot as one group.
-    writer::Writer::new(
-        connection,
-        receiver,
-        shared,
-        clock,
-        Arc::new(Metrics::new()),
-    )
-    .run();
+    writer.run();
     for mut answer in answers {
         assert!(matches!(
             answer.try_recv(),
@@ -641,17 +613,7 @@ fn commands_queued_together_share_one_synced_commit() {
 fn a_reconcile_batch_is_bounded_by_the_bytes_of_its_bodies() {
     const MIB: usize = 1024 * 1024;
     let dir = tempfile::tempdir().unwrap();
-    let clock: SharedClock = Arc::new(ManualClock::new(
-        chrono::Utc.with_ymd_and_hms(2026, 11, 28, 3, 0, 0).unwrap(),
-    ));
-    let settings = StoreSettings {
-        store: StoreConfig {
-            dir: dir.path().to_owned(),
-            ..StoreConfig::default()
-        },
-        reconcile: ReconcileConfig::default(),
-        heartbeat_alertname: None,
-    };
+    let clock = manual_clock();
     let path = dir.path().join("bytes.db");
     let connection = connect(&path, false).unwrap();
     writer::prepare(&connection).unwrap();
@@ -694,22 +656,8 @@ fn a_reconcile_batch_is_bounded_by_the_bytes_of_its_bodies() {
             )
             .unwrap();
     }
-    let shared = Arc::new(Shared {
-        unreconciled: AtomicU64::new(journal.len() as u64),
-        queued: AtomicU64::new(0),
-        last_error: Mutex::new(None),
-        heartbeat: AtomicI64::new(0),
-        settings: RwLock::new(settings),
-        work: tokio::sync::Notify::new(),
-    });
-    let (_commands, receiver) = std::sync::mpsc::sync_channel(1);
-    let mut writer = writer::Writer::new(
-        connection,
-        receiver,
-        shared,
-        clock,
-        Arc::new(Metrics::new()),
-    );
+    drop(connection);
+    let (mut writer, _commands) = bare_writer(&path, clock, journal.len() as u64);
     let check = connect(&path, true).unwrap();
     let unreconciled = || -> Vec<i64> {
         let mut statement = check
@@ -749,4 +697,46 @@ async fn a_reconcile_that_queues_work_signals_the_worker() {
     f.send("g", &[("a", "firing", T0)]).await;
     let signalled = tokio::time::timeout(Duration::from_secs(10), f.store.work_queued()).await;
     assert!(signalled.is_ok(), "the reconcile signalled its work");
+}
+
+fn manual_clock() -> SharedClock {
+    Arc::new(ManualClock::new(
+        chrono::Utc.with_ymd_and_hms(2026, 11, 28, 3, 0, 0).unwrap(),
+    ))
+}
+
+/// A writer over the store at `path` (created if new), not running: the test drives it, or
+/// queues commands before calling `run`. `unreconciled` is how many notifications it owes.
+fn bare_writer(
+    path: &Path,
+    clock: SharedClock,
+    unreconciled: u64,
+) -> (writer::Writer, std::sync::mpsc::SyncSender<Command>) {
+    let connection = connect(path, false).unwrap();
+    writer::prepare(&connection).unwrap();
+    let settings = StoreSettings {
+        store: StoreConfig {
+            dir: path.parent().unwrap().to_owned(),
+            ..StoreConfig::default()
+        },
+        reconcile: ReconcileConfig::default(),
+        heartbeat_alertname: None,
+    };
+    let shared = Arc::new(Shared {
+        unreconciled: AtomicU64::new(unreconciled),
+        queued: AtomicU64::new(0),
+        last_error: Mutex::new(None),
+        heartbeat: AtomicI64::new(0),
+        settings: RwLock::new(settings),
+        work: tokio::sync::Notify::new(),
+    });
+    let (commands, receiver) = std::sync::mpsc::sync_channel(64);
+    let writer = writer::Writer::new(
+        connection,
+        receiver,
+        shared,
+        clock,
+        Arc::new(Metrics::new()),
+    );
+    (writer, commands)
 }
