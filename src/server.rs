@@ -104,6 +104,26 @@ pub fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// Run a read of the store (SQLite, blocking) off the async workers: its error is a 503 (the
+/// store may be back soon), a task that failed a 500.
+async fn read_store<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+    read: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(read).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store unavailable",
+            &error.to_string(),
+        )),
+        Err(error) => Err(json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error",
+            &error.to_string(),
+        )),
+    }
+}
+
 pub fn unauthorized(role: Role) -> Response {
     let mut response = json_error(
         StatusCode::UNAUTHORIZED,
@@ -221,22 +241,9 @@ async fn list_incidents(
     };
     let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
     let store = state.store.clone();
-    let result =
-        tokio::task::spawn_blocking(move || store.reader()?.incidents(status, limit)).await;
-    match result {
-        Ok(Ok(incidents)) => {
-            axum::Json(serde_json::json!({ "incidents": incidents })).into_response()
-        }
-        Ok(Err(error)) => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store unavailable",
-            &error.to_string(),
-        ),
-        Err(error) => json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal error",
-            &error.to_string(),
-        ),
+    match read_store(move || store.reader()?.incidents(status, limit)).await {
+        Ok(incidents) => axum::Json(serde_json::json!({ "incidents": incidents })).into_response(),
+        Err(response) => response,
     }
 }
 
@@ -250,24 +257,14 @@ async fn show_incident(
     }
     let store = state.store.clone();
     let lookup = id.clone();
-    let result = tokio::task::spawn_blocking(move || store.reader()?.incident(&lookup)).await;
-    match result {
-        Ok(Ok(Some(incident))) => axum::Json(incident).into_response(),
-        Ok(Ok(None)) => json_error(
+    match read_store(move || store.reader()?.incident(&lookup)).await {
+        Ok(Some(incident)) => axum::Json(incident).into_response(),
+        Ok(None) => json_error(
             StatusCode::NOT_FOUND,
             "not found",
             &format!("no incident {id}"),
         ),
-        Ok(Err(error)) => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store unavailable",
-            &error.to_string(),
-        ),
-        Err(error) => json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal error",
-            &error.to_string(),
-        ),
+        Err(response) => response,
     }
 }
 
@@ -283,7 +280,7 @@ async fn download_bundle(
     let store = state.store.clone();
     let state_dir = state.state_dir.clone();
     let lookup = id.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    let result = read_store(move || {
         let row = store.reader().map_err(|e| e.to_string())?.bundle(&lookup);
         let row = row.map_err(|e| e.to_string())?;
         let Some(path) = row
@@ -300,7 +297,7 @@ async fn download_bundle(
     })
     .await;
     match result {
-        Ok(Ok(Some(bytes))) => {
+        Ok(Some(bytes)) => {
             let disposition = format!("attachment; filename=\"{id}.tar.gz\"");
             let mut response = (StatusCode::OK, bytes).into_response();
             let headers = response.headers_mut();
@@ -313,17 +310,12 @@ async fn download_bundle(
             }
             response
         }
-        Ok(Ok(None)) => json_error(
+        Ok(None) => json_error(
             StatusCode::NOT_FOUND,
             "not found",
             &format!("no bundle for incident {id} (yet)"),
         ),
-        Ok(Err(error)) => json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &error),
-        Err(error) => json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal error",
-            &error.to_string(),
-        ),
+        Err(response) => response,
     }
 }
 
@@ -366,7 +358,7 @@ async fn report(
     let store = state.store.clone();
     let now = state.clock.now_millis();
     let options = state.report.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    let result = read_store(move || {
         let reader = store.reader()?;
         crate::bundle::bundler::report_facts(
             &reader,
@@ -377,7 +369,7 @@ async fn report(
     })
     .await;
     match result {
-        Ok(Ok(facts)) if markdown => (
+        Ok(facts) if markdown => (
             [(
                 axum::http::header::CONTENT_TYPE,
                 "text/markdown; charset=utf-8",
@@ -385,17 +377,8 @@ async fn report(
             crate::report::markdown(&facts),
         )
             .into_response(),
-        Ok(Ok(facts)) => axum::Json(crate::report::json(&facts)).into_response(),
-        Ok(Err(error)) => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store unavailable",
-            &error.to_string(),
-        ),
-        Err(error) => json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal error",
-            &error.to_string(),
-        ),
+        Ok(facts) => axum::Json(crate::report::json(&facts)).into_response(),
+        Err(response) => response,
     }
 }
 
