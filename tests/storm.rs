@@ -3,19 +3,19 @@
 //! Prometheus's query API (for the collectors), the status page and a health endpoint; and the
 //! same storm with `kill -9` of the daemon at random moments.
 //!
-//! * `storm_short` / `crash_short` run in CI (1,000 alerts in 20 groups; 5 kill rounds).
-//! * `storm_long` / `crash_long` are `#[ignore]`d and parameterised by environment variables;
-//!   `bench/storm.sh` and `bench/crash.sh` run them in release mode and print the summary:
+//! Two tests, `storm` and `crash`, sized by environment variables. Unset, as in CI, they are
+//! short; `bench/storm.sh` and `bench/crash.sh` run them in release mode at full size and print
+//! the summary:
 //!
-//!   | variable | meaning | storm_long | crash_long |
+//!   | variable | meaning | unset: storm / crash | the scripts |
 //!   | --- | --- | --- | --- |
-//!   | `STORM_ALERTS` | alerts in all | 10000 | 10000 |
-//!   | `STORM_GROUPS` | Alertmanager groups (`group_by: [alertname, group]`) | 100 | 100 |
-//!   | `STORM_SECONDS` | how long the alerts are pushed for | 60 | 60 |
-//!   | `STORM_ROUNDS` | kill -9 rounds (crash only) | - | 20 |
+//!   | `STORM_ALERTS` | alerts in all | 1000 | 10000 |
+//!   | `STORM_GROUPS` | Alertmanager groups (`group_by: [alertname, group]`) | 20 | 100 |
+//!   | `STORM_SECONDS` | how long the alerts are pushed for | 8 / 12 | 60 |
+//!   | `STORM_ROUNDS` | kill -9 rounds (crash only) | 5 | 20 |
 //!   | `STORM_SEED` | the seed of the group layout and the kill moments | time | time |
-//!   | `STORM_BUDGET` | `[actions] hourly_budget` | 12 | 12 |
-//!   | `STORM_SETTLE_SECS` | how long to wait for everything to settle | 600 | 600 |
+//!   | `STORM_BUDGET` | `[actions] hourly_budget` | 2 | 12 |
+//!   | `STORM_SETTLE_SECS` | how long to wait for everything to settle | 90 | 600 |
 //!   | `STORM_KEEP_DIR` | copy the store and the logs there at the end | - | - |
 //!
 //! Every run prints one summary block (`==== nightshift storm summary ====` … `==== end ====`):
@@ -84,7 +84,15 @@ struct Params {
 }
 
 impl Params {
-    fn from_env(alerts: usize, groups: usize, seconds: f64, rounds: usize, budget: u32) -> Self {
+    /// The defaults given, each overridden by its `STORM_*` variable when set.
+    fn from_env(
+        alerts: usize,
+        groups: usize,
+        seconds: f64,
+        rounds: usize,
+        budget: u32,
+        settle_secs: f64,
+    ) -> Self {
         let get = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let number = |name: &str, default: f64| {
             get(name).map_or(default, |v| {
@@ -114,7 +122,7 @@ impl Params {
             },
             seed,
             budget: number("STORM_BUDGET", f64::from(budget)) as u32,
-            settle: Duration::from_secs_f64(number("STORM_SETTLE_SECS", 600.0)),
+            settle: Duration::from_secs_f64(number("STORM_SETTLE_SECS", settle_secs)),
             keep: get("STORM_KEEP_DIR").map(PathBuf::from),
         };
         assert!(
@@ -126,30 +134,6 @@ impl Params {
             "STORM_ALERTS must be at least STORM_GROUPS"
         );
         params
-    }
-
-    fn short(rounds: usize) -> Self {
-        // The CI versions take no environment overrides but the seed.
-        let seed = std::env::var("STORM_SEED")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    % 1_000_000_007
-            });
-        Params {
-            alerts: 1000,
-            groups: 20,
-            seconds: if rounds == 0 { 8.0 } else { 12.0 },
-            rounds,
-            seed,
-            budget: 2,
-            settle: Duration::from_secs(90),
-            keep: std::env::var("STORM_KEEP_DIR").ok().map(PathBuf::from),
-        }
     }
 }
 
@@ -2211,23 +2195,11 @@ fn assert_report(report: &Report) {
 // The tests
 
 #[test]
-fn storm_short() {
-    assert_report(&run(Params::short(0)));
+fn storm() {
+    assert_report(&run(Params::from_env(1000, 20, 8.0, 0, 2, 90.0)));
 }
 
 #[test]
-fn crash_short() {
-    assert_report(&run(Params::short(5)));
-}
-
-#[test]
-#[ignore = "long: bench/storm.sh runs it (STORM_ALERTS, STORM_GROUPS, STORM_SECONDS, STORM_SEED)"]
-fn storm_long() {
-    assert_report(&run(Params::from_env(10_000, 100, 60.0, 0, 12)));
-}
-
-#[test]
-#[ignore = "long: bench/crash.sh runs it (STORM_ROUNDS, STORM_ALERTS, STORM_GROUPS, STORM_SEED)"]
-fn crash_long() {
-    assert_report(&run(Params::from_env(10_000, 100, 60.0, 20, 12)));
+fn crash() {
+    assert_report(&run(Params::from_env(1000, 20, 12.0, 5, 2, 90.0)));
 }
