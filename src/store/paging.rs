@@ -292,14 +292,13 @@ pub(super) fn mark_acted(
 
 /// Judge incidents waiting under `after_verify` (one, or all that are due) and page those
 /// whose mitigation could not or did not help. Returns how many were paged. `settle` bounds
-/// the wait for the act stage (a bare `Millis` is a bound with no process start known).
+/// the wait for the act stage.
 pub(super) fn evaluate_waiting(
     transaction: &Transaction<'_>,
     only: Option<&str>,
     now: Millis,
-    settle: impl Into<Settle>,
+    settle: Settle,
 ) -> Result<usize, rusqlite::Error> {
-    let settle = settle.into();
     let waiting: Vec<(String, bool, Millis, bool, String)> = {
         let mut statement = transaction.prepare_cached(
             "SELECT p.episode_id, p.acted, p.created_at,

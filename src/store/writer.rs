@@ -1063,8 +1063,9 @@ impl Writer {
             PagingOp::Acted(episode_id) => {
                 super::paging::mark_acted(&transaction, episode_id)?;
                 // Marked acted: how long it waited for the act stage no longer matters.
+                let settle = crate::paging::Settle::from(Millis::MAX);
                 done.count =
-                    super::paging::evaluate_waiting(&transaction, Some(episode_id), now, i64::MAX)?;
+                    super::paging::evaluate_waiting(&transaction, Some(episode_id), now, settle)?;
             }
             PagingOp::Evaluate { settle } => {
                 done.count = super::paging::evaluate_waiting(&transaction, None, now, *settle)?;
