@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,8 @@ pub struct Bundler {
     /// Disruptive actions that went ahead before the evidence was in: incident → notes.
     missed: Mutex<HashMap<String, Vec<String>>>,
     last_retention: Mutex<Option<Instant>>,
+    /// A final bundle was written since the last retention pass.
+    retention_wanted: AtomicBool,
     /// Bundles gathered and written at once: in a storm thousands are owed, and each reads the
     /// store, compresses and fsyncs.
     writing: tokio::sync::Semaphore,
@@ -76,6 +79,9 @@ struct Built {
 
 /// Bundles gathered and written at once.
 const WRITERS: usize = 4;
+/// Retention runs this often, and at most this soon after a final bundle made one deletable.
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
+const RETENTION_SOON: Duration = Duration::from_secs(5);
 
 impl Bundler {
     #[allow(clippy::too_many_arguments)]
@@ -109,6 +115,7 @@ impl Bundler {
             running: Mutex::default(),
             missed: Mutex::default(),
             last_retention: Mutex::default(),
+            retention_wanted: AtomicBool::new(false),
             writing: tokio::sync::Semaphore::new(WRITERS),
             background: Background::start(WRITERS, "bundle"),
         })
@@ -138,12 +145,18 @@ impl Bundler {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
-            match self.read(|r| r.bundle_work(64)) {
-                Ok(work) => {
+            let bundler = self.clone();
+            match self
+                .background
+                .run(move || bundler.read(|r| r.bundle_work(64)))
+                .await
+            {
+                Ok(Ok(work)) => {
                     for item in work {
                         self.spawn(item);
                     }
                 }
+                Ok(Err(error)) => tracing::error!(%error, "cannot read the bundle queue"),
                 Err(error) => tracing::error!(%error, "cannot read the bundle queue"),
             }
             let due = {
@@ -151,8 +164,12 @@ impl Bundler {
                     .last_retention
                     .lock()
                     .unwrap_or_else(|p| p.into_inner());
-                let due = last.is_none_or(|at| at.elapsed() >= Duration::from_secs(600));
+                let wanted = self.retention_wanted.load(Ordering::Relaxed);
+                let due = last.is_none_or(|at| {
+                    at.elapsed() >= RETENTION_EVERY || (wanted && at.elapsed() >= RETENTION_SOON)
+                });
                 if due {
+                    self.retention_wanted.store(false, Ordering::Relaxed);
                     *last = Some(Instant::now());
                 }
                 due
@@ -258,17 +275,24 @@ impl Bundler {
             let _ = ready.send(true);
             // The incident closed: keep what was collected at open, add the on_resolve ones.
             let path = work.path.clone().unwrap_or_default();
-            let previous = archive::read(&self.state_dir.join(&path))
-                .map_err(|error| format!("cannot read {path}: {error}"))?;
+            // Unpacking the archive and the store read are blocking: on a bundle thread.
+            let bundler = self.clone();
+            let id = episode_id.clone();
+            let (previous, row) = self
+                .background
+                .run(move || {
+                    let previous = archive::read(&bundler.state_dir.join(&path))
+                        .map_err(|error| format!("cannot read {path}: {error}"))?;
+                    let row = bundler.read(|r| r.bundle(&id)).map_err(|e| e.to_string())?;
+                    Ok::<_, String>((previous, row))
+                })
+                .await??;
             files.extend(
                 previous
                     .into_iter()
                     .filter(|(name, _)| name.starts_with("collectors/"))
                     .map(|(name, bytes)| (name, bytes::Bytes::from(bytes))),
             );
-            let row = self
-                .read(|r| r.bundle(&episode_id))
-                .map_err(|e| e.to_string())?;
             if let Some(row) = row {
                 collected = serde_json::from_value(row.collectors).unwrap_or_default();
             }
@@ -346,8 +370,9 @@ impl Bundler {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&episode_id);
-            // A bundle just became deletable: keep the totals within bounds now.
-            self.retention().await;
+            // A bundle just became deletable: retention runs soon (not once per closed
+            // incident: it reads every bundle's row, and a storm resolves thousands at once).
+            self.retention_wanted.store(true, Ordering::Relaxed);
         }
         tracing::info!(episode = %episode_id, %path, bytes, last, page_updated = refreshed, "bundle written");
         Ok(())
@@ -539,20 +564,40 @@ impl Bundler {
 
     /// Delete bundles of closed incidents past `max_age`, and the oldest while the total is
     /// over `max_total_bytes`. An open incident's bundle is never deleted.
-    pub async fn retention(&self) {
-        let Ok(rows) = self.read(|r| r.bundles_on_disk()) else {
+    /// Delete the bundles of closed incidents past `max_age`, then, oldest first, past
+    /// `max_total_bytes`; never an open incident's. Reading the rows and deleting the files
+    /// happen on a bundle thread.
+    pub async fn retention(self: &Arc<Self>) {
+        let bundler = self.clone();
+        let Ok(Ok(sweep)) = self.background.run(move || bundler.sweep()).await else {
             return;
         };
+        for (episode_id, path, too_old) in sweep.deleted {
+            if let Err(error) = self.store.bundle(BundleOp::Deleted(episode_id)).await {
+                tracing::error!(%error, "cannot record a deleted bundle");
+            }
+            self.metrics.bundles_deleted_total.inc();
+            tracing::info!(%path, reason = if too_old { "age" } else { "size" }, "bundle deleted by retention");
+        }
+        self.metrics.bundles_on_disk.set(sweep.kept);
+        self.metrics.bundles_bytes.set(sweep.total.max(0));
+    }
+
+    /// The blocking half of [`Bundler::retention`].
+    fn sweep(&self) -> Result<Sweep, StoreError> {
+        let rows = self.read(|r| r.bundles_on_disk())?;
         let now = self.clock.now_millis();
         let max_age = crate::clock::duration_millis(self.settings.max_age);
-        let mut total: i64 = rows.iter().map(|r| r.bytes).sum();
-        let mut kept = 0;
+        let mut sweep = Sweep {
+            total: rows.iter().map(|r| r.bytes).sum(),
+            ..Sweep::default()
+        };
         for row in &rows {
             let open = matches!(row.status.as_str(), "firing" | "silenced") || !row.closed;
             let too_old = now - row.created_at > max_age;
-            let over = total as u64 > self.settings.max_total_bytes;
+            let over = sweep.total as u64 > self.settings.max_total_bytes;
             if open || !(too_old || over) {
-                kept += 1;
+                sweep.kept += 1;
                 continue;
             }
             let Some(path) = &row.path else { continue };
@@ -561,24 +606,26 @@ impl Bundler {
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                 Err(error) => {
                     tracing::error!(%path, %error, "cannot delete a bundle");
-                    kept += 1;
+                    sweep.kept += 1;
                     continue;
                 }
             }
-            total -= row.bytes;
-            if let Err(error) = self
-                .store
-                .bundle(BundleOp::Deleted(row.episode_id.clone()))
-                .await
-            {
-                tracing::error!(%error, "cannot record a deleted bundle");
-            }
-            self.metrics.bundles_deleted_total.inc();
-            tracing::info!(%path, reason = if too_old { "age" } else { "size" }, "bundle deleted by retention");
+            sweep.total -= row.bytes;
+            sweep
+                .deleted
+                .push((row.episode_id.clone(), path.clone(), too_old));
         }
-        self.metrics.bundles_on_disk.set(kept);
-        self.metrics.bundles_bytes.set(total.max(0));
+        Ok(sweep)
     }
+}
+
+/// What a retention pass did: (incident, path, deleted for age) per deleted bundle, how many
+/// are kept, and their bytes.
+#[derive(Default)]
+struct Sweep {
+    deleted: Vec<(String, String, bool)>,
+    kept: i64,
+    total: i64,
 }
 
 /// Where a person finds an incident's bundle: under `paging.external_url` when set, else its
