@@ -205,6 +205,23 @@ impl Drop for Daemon {
 }
 
 /// A blocking HTTP client for tests; every call has a timeout.
+/// Stop a helper process (Alertmanager, Prometheus): SIGTERM, up to 5 s to exit, then SIGKILL.
+pub fn stop_child(mut child: Child) {
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 pub fn client() -> http_client::Client {
     http_client::Client::new()
 }
