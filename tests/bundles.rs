@@ -7,7 +7,6 @@ mod common;
 mod fakes;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -215,19 +214,6 @@ fn bundle(setup: &Setup, id: &str, version: &str) -> BTreeMap<String, Vec<u8>> {
         (manifest["version"] == version).then_some(files)
     })
     .unwrap_or_else(|| panic!("no {version} bundle for {id}:\n{}", setup.daemon.log()))
-}
-
-fn untar(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
-    let mut files = BTreeMap::new();
-    for entry in archive.entries().expect("a tar.gz") {
-        let mut entry = entry.expect("an entry");
-        let name = entry.path().unwrap().to_string_lossy().into_owned();
-        let mut content = Vec::new();
-        entry.read_to_end(&mut content).unwrap();
-        files.insert(name, content);
-    }
-    files
 }
 
 fn text(files: &BTreeMap<String, Vec<u8>>, name: &str) -> String {

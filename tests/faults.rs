@@ -15,7 +15,6 @@ mod common;
 mod fakes;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -576,19 +575,6 @@ fn dedup(group: &str) -> String {
 
 fn groups(prefix: &str, count: usize) -> Vec<String> {
     (0..count).map(|n| format!("{prefix}{n}")).collect()
-}
-
-fn untar(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
-    let mut files = BTreeMap::new();
-    for entry in archive.entries().expect("a tar.gz") {
-        let mut entry = entry.expect("an entry");
-        let name = entry.path().unwrap().to_string_lossy().into_owned();
-        let mut content = Vec::new();
-        entry.read_to_end(&mut content).unwrap();
-        files.insert(name, content);
-    }
-    files
 }
 
 /// The manifest's entry for one collector.

@@ -205,6 +205,21 @@ impl Drop for Daemon {
 }
 
 /// A blocking HTTP client for tests; every call has a timeout.
+/// A bundle's files (a `tar.gz` as downloaded), by path.
+pub fn untar(bytes: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use std::io::Read;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    let mut files = std::collections::BTreeMap::new();
+    for entry in archive.entries().expect("a tar.gz") {
+        let mut entry = entry.expect("an entry");
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut content = Vec::new();
+        entry.read_to_end(&mut content).unwrap();
+        files.insert(name, content);
+    }
+    files
+}
+
 /// Stop a helper process (Alertmanager, Prometheus): SIGTERM, up to 5 s to exit, then SIGKILL.
 pub fn stop_child(mut child: Child) {
     // SAFETY: signalling our own child process.
