@@ -4,7 +4,9 @@
 //!
 //! Pure: the facts are read from the store by the caller (`nightshift report`,
 //! `GET /api/v1/report`) and rendered here as Markdown or JSON. Nothing here can panic on its
-//! input.
+//! input. In the Markdown every value from an alert (and every sentence made from one) is
+//! escaped where it is put in (`escape::markdown`), so it never becomes a link, an image or
+//! HTML; the markup around it is nightshift's own.
 
 use std::collections::BTreeMap;
 
@@ -12,10 +14,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::bundle::docs::{
-    ActionOutcome, channel_name, code, one_line, page_failed, page_kind_name, page_summary,
-    parse_time, severity_text, shown, utc,
+    ActionOutcome, channel_name, markdown_location, one_line, page_failed, page_kind_name,
+    page_summary, parse_time, severity_text, shown, utc,
 };
 use crate::bundle::facts::PageEventFacts;
+use crate::escape::{self, markdown_code};
 use crate::notify::render::action_sentence;
 use crate::notify::view::ActionLine;
 
@@ -96,11 +99,14 @@ pub fn markdown(report: &ReportFacts) -> String {
                 "## Waiting for the next business day ({})\n\n",
                 group.incidents.len()
             ));
-            text.push_str(&format!("{}: recorded, not paged.\n", group.heading()));
+            text.push_str(&format!(
+                "{}: recorded, not paged.\n",
+                escape::markdown(&group.heading())
+            ));
         } else {
             text.push_str(&format!(
                 "## {} ({})\n",
-                group.heading(),
+                escape::markdown(&group.heading()),
                 group.incidents.len()
             ));
         }
@@ -221,7 +227,7 @@ impl Counts {
         severities.sort_by_key(|(severity, _)| severity_rank(severity));
         let severities = severities
             .iter()
-            .map(|(severity, count)| format!("{count} {severity}"))
+            .map(|(severity, count)| format!("{count} {}", escape::markdown(severity)))
             .collect::<Vec<_>>()
             .join(", ");
         let plural = if self.incidents == 1 { "" } else { "s" };
@@ -344,6 +350,7 @@ struct Need {
     incident: String,
     /// `uncertain_action`, `failed_action`, `page_not_delivered`, `still_firing`.
     what: &'static str,
+    /// Markdown, its values escaped.
     text: String,
 }
 
@@ -370,20 +377,26 @@ fn needs_a_human(report: &ReportFacts) -> Vec<Need> {
                 needs.push(Need {
                     incident: incident.id.clone(),
                     what,
-                    text: format!("{label} — {name}: {}", action_sentence(action)),
+                    text: format!(
+                        "{label} — {name}: {}",
+                        escape::markdown(&action_sentence(action))
+                    ),
                 });
             }
             for page in incident.pages.iter().filter(|page| page_failed(page)) {
                 needs.push(Need {
                     incident: incident.id.clone(),
                     what: "page_not_delivered",
-                    text: format!("**page not delivered** — {name}: {}", page_summary(page)),
+                    text: format!(
+                        "**page not delivered** — {name}: {}",
+                        escape::markdown(&page_summary(page))
+                    ),
                 });
             }
             if still_firing(incident) && incident.severity != "P4" {
                 let mut text = format!(
                     "**still {}** — {name}, since {}",
-                    shown(&incident.status, "firing"),
+                    escape::markdown(&shown(&incident.status, "firing")),
                     utc(&incident.started_at)
                 );
                 if was_paged(incident) {
@@ -393,7 +406,7 @@ fn needs_a_human(report: &ReportFacts) -> Vec<Need> {
                 } else {
                     text.push_str(&format!(
                         "; not paged ({})",
-                        shown(&incident.paging_reason, "no reason recorded")
+                        escape::markdown(&shown(&incident.paging_reason, "no reason recorded"))
                     ));
                 }
                 needs.push(Need {
@@ -410,7 +423,7 @@ fn needs_a_human(report: &ReportFacts) -> Vec<Need> {
 // ---------------------------------------------------------------------------------------------
 // One incident
 
-/// "Vast.ai API server errors (5xx) in vastai (`id`)".
+/// "Vast.ai API server errors (5xx) in vastai (`id`)", as Markdown.
 fn incident_name(incident: &ReportIncident) -> String {
     let title = [
         incident.summary.as_str(),
@@ -422,9 +435,13 @@ fn incident_name(incident: &ReportIncident) -> String {
     .find(|text| !text.is_empty())
     .unwrap_or_else(|| "incident".to_owned());
     if incident.id.trim().is_empty() {
-        title
+        escape::markdown(&title)
     } else {
-        format!("{title} ({})", code(&one_line(&incident.id)))
+        format!(
+            "{} ({})",
+            escape::markdown(&title),
+            markdown_code(&incident.id)
+        )
     }
 }
 
@@ -441,7 +458,7 @@ fn incident_block(incident: &ReportIncident) -> String {
         about.push(format!("branch {}", one_line(&incident.branch)));
     }
     if !about.is_empty() {
-        text.push_str(&format!("- {}\n", about.join(" · ")));
+        text.push_str(&format!("- {}\n", escape::markdown(&about.join(" · "))));
     }
     text.push_str(&format!("- {}\n", when_line(incident)));
 
@@ -460,19 +477,19 @@ fn incident_block(incident: &ReportIncident) -> String {
         .map(one_line)
         .filter(|bundle| !bundle.is_empty())
     {
-        text.push_str(&format!("- Bundle: {bundle}\n"));
+        text.push_str(&format!("- Bundle: {}\n", markdown_location(&bundle)));
     }
     text
 }
 
-/// "Resolved · 2026-11-28 03:02:00 UTC → 2026-11-28 03:44:00 UTC (42m)".
+/// "Resolved · 2026-11-28 03:02:00 UTC → 2026-11-28 03:44:00 UTC (42m)", as Markdown.
 fn when_line(incident: &ReportIncident) -> String {
     let status = match incident.status.as_str() {
         "firing" => "**Still firing**".to_owned(),
         "silenced" => "**Silenced, still open**".to_owned(),
         "resolved" => "Resolved".to_owned(),
         "gone" => "Gone (vanished without a resolve)".to_owned(),
-        other => shown(other, "Status unknown"),
+        other => escape::markdown(&shown(other, "Status unknown")),
     };
     let ended = incident
         .ended_at
@@ -495,14 +512,14 @@ fn when_line(incident: &ReportIncident) -> String {
             ))
         });
     if let Some(duration) = duration {
-        text.push_str(&format!(" ({duration})"));
+        text.push_str(&format!(" ({})", escape::markdown(&duration)));
     }
     text
 }
 
 /// One action as a line of the report, the doubtful ones flagged.
 fn action_line(action: &ActionLine) -> String {
-    let sentence = action_sentence(action);
+    let sentence = escape::markdown(&action_sentence(action));
     match ActionOutcome::of(action) {
         ActionOutcome::Helped => format!("Done automatically, **helped**: {sentence}"),
         ActionOutcome::DidNotHelp => format!("Done automatically, **did not help**: {sentence}"),
@@ -526,7 +543,7 @@ fn paging_lines(incident: &ReportIncident) -> String {
         if page_failed(page) {
             text.push_str(&format!(
                 "- ⚠️ **Page not delivered**: {}\n",
-                page_summary(page)
+                escape::markdown(&page_summary(page))
             ));
             continue;
         }
@@ -548,11 +565,12 @@ fn paging_lines(incident: &ReportIncident) -> String {
             ),
         };
         let because = one_line(&page.reason);
-        if because.is_empty() {
-            text.push_str(&format!("- {line}\n"));
+        let line = if because.is_empty() {
+            line
         } else {
-            text.push_str(&format!("- {line} ({because})\n"));
-        }
+            format!("{line} ({because})")
+        };
+        text.push_str(&format!("- {}\n", escape::markdown(&line)));
     }
     if text.is_empty() {
         let line = match incident.paging_state.as_str() {
@@ -564,7 +582,7 @@ fn paging_lines(incident: &ReportIncident) -> String {
         if reason.is_empty() {
             text.push_str(&format!("- {line}\n"));
         } else {
-            text.push_str(&format!("- {line}: {reason}\n"));
+            text.push_str(&format!("- {line}: {}\n", escape::markdown(&reason)));
         }
     }
     text
@@ -573,7 +591,7 @@ fn paging_lines(incident: &ReportIncident) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::docs::text::{assert_in_order, section};
+    use crate::bundle::docs::text::{assert_in_order, live_markup, section};
 
     fn restart(state: &str, verified: Option<&str>) -> ActionLine {
         ActionLine {
@@ -743,7 +761,7 @@ mod tests {
                 "- Done automatically, **did not help**: restarted deployment \
                  vastai/vastai-integration at 03:05:00; still failing after 10m",
                 "- Paged: PagerDuty trigger, delivered 2026-11-28 03:15:02 UTC (restart did not help)",
-                "- Bundle: https://nightshift.example/api/v1/incidents/c626/bundle",
+                "- Bundle: <https://nightshift.example/api/v1/incidents/c626/bundle>",
             ],
         );
         let p3 = section(&text, "## P3");
@@ -804,6 +822,52 @@ mod tests {
         assert!(
             p1.contains("- **Still firing** · since 2026-11-28 02:10:00 UTC"),
             "{p1}"
+        );
+    }
+
+    #[test]
+    fn hostile_alert_data_makes_no_link_image_or_html() {
+        let mut hostile = vastai_5xx();
+        hostile.summary = "# evil heading\n![x](https://evil/track.png)".into();
+        hostile.alertname = "Evil_[Acknowledge](https://evil)".into();
+        hostile.rule = "<img src=https://evil/t.png>".into();
+        hostile.status = "firing".into();
+        hostile.actions[0].target = "deployment/evil/[Acknowledge](https://evil)".into();
+        hostile.actions[0].state = "uncertain".into();
+        hostile.pages[0].state = "rejected".into();
+        hostile.pages[0].error = Some("![x](https://evil/track.png)".into());
+        hostile.paging_reason = "<https://evil|Acknowledge>".into();
+        hostile.bundle = Some("https://evil/ [Acknowledge](https://evil)".into());
+        let report = ReportFacts {
+            incidents: vec![hostile],
+            ..night()
+        };
+        let text = markdown(&report);
+        assert_eq!(live_markup(&text), Vec::<&str>::new(), "{text}");
+        assert!(
+            !text.lines().any(|line| line.starts_with("# evil")),
+            "{text}"
+        );
+        for escaped in [
+            "### \\# evil heading !\\[x\\](https://evil/track.png) (`c626d2275ab0f610-20261128T030200Z`)",
+            "- alert Evil\\_\\[Acknowledge\\](https://evil) · rule \\<img src=https://evil/t.png\\>",
+            "- ⚠️ **UNCERTAIN**: restart deployment/evil/\\[Acknowledge\\](https://evil)",
+            "error: !\\[x\\](https://evil/track.png)",
+            "- Bundle: https://evil/ \\[Acknowledge\\](https://evil)\n",
+        ] {
+            assert!(text.contains(escaped), "{escaped:?} not in:\n{text}");
+        }
+        // The JSON carries the values as they are; only its Markdown `text` is escaped.
+        let value = json(&report);
+        assert_eq!(
+            value["incidents"][0]["summary"],
+            report.incidents[0].summary
+        );
+        assert!(
+            value["needs_a_human"][0]["text"]
+                .as_str()
+                .is_some_and(|text| text.contains("!\\[x\\](https://evil/track.png)")),
+            "{value:#}"
         );
     }
 

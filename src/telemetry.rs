@@ -438,20 +438,12 @@ pub fn init_logging(config: &LogConfig) -> LogReload {
     let registry = tracing_subscriber::registry().with(filter);
     let result = match config.format {
         LogFormat::Human => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                    .with_writer(std::io::stderr),
-            )
+            .with(human_layer(
+                std::io::stderr,
+                std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            ))
             .try_init(),
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init(),
+        LogFormat::Json => registry.with(json_layer(std::io::stderr)).try_init(),
     };
     if let Err(error) = result {
         eprintln!("logging was already initialised: {error}");
@@ -459,9 +451,197 @@ pub fn init_logging(config: &LogConfig) -> LogReload {
     handle
 }
 
+/// The human format: tracing-subscriber's, one record per line (`OneLineFields`).
+fn human_layer<S, W>(writer: W, ansi: bool) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .fmt_fields(OneLineFields)
+        .with_ansi(ansi)
+        .with_writer(writer)
+}
+
+/// The JSON format: one object per line; JSON escaping keeps every value inside its string.
+fn json_layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_writer(writer)
+}
+
+/// The fields of a human log line, laid out as tracing-subscriber does, with control characters
+/// in every value, the message's too, escaped (`escape::log_text`). Values carry alert labels:
+/// a raw newline would let one forge a second record, an ESC drive the reader's terminal.
+struct OneLineFields;
+
+impl<'writer> tracing_subscriber::fmt::FormatFields<'writer> for OneLineFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'writer>,
+        fields: R,
+    ) -> std::fmt::Result {
+        use tracing_subscriber::field::VisitOutput;
+        let mut visitor = OneLineVisitor(tracing_subscriber::fmt::format::DefaultVisitor::new(
+            writer, true,
+        ));
+        fields.record(&mut visitor);
+        visitor.0.finish()
+    }
+}
+
+/// Hands every value to tracing-subscriber's own visitor, wrapped in `EscapedValue`; the field
+/// names and their colours stay its own.
+struct OneLineVisitor<'writer>(tracing_subscriber::fmt::format::DefaultVisitor<'writer>);
+
+impl tracing::field::Visit for OneLineVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        // As tracing-subscriber writes them: the message as it is, other strings quoted.
+        if field.name() == "message" {
+            self.0
+                .record_debug(field, &EscapedValue(format_args!("{value}")));
+        } else {
+            self.0.record_debug(field, &EscapedValue(value));
+        }
+    }
+
+    fn record_error(
+        &mut self,
+        field: &tracing::field::Field,
+        value: &(dyn std::error::Error + 'static),
+    ) {
+        let mut text = value.to_string();
+        let mut source = value.source();
+        while let Some(error) = source {
+            text.push_str(": ");
+            text.push_str(&error.to_string());
+            source = error.source();
+        }
+        self.0
+            .record_debug(field, &EscapedValue(format_args!("{text}")));
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.record_debug(field, &EscapedValue(value));
+    }
+}
+
+/// A value written through `escape::log_text`.
+struct EscapedValue<T>(T);
+
+impl<T: std::fmt::Debug> std::fmt::Debug for EscapedValue<T> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Write::write_fmt(&mut LogTextWriter(formatter), format_args!("{:?}", self.0))
+    }
+}
+
+struct LogTextWriter<'a, 'b>(&'a mut std::fmt::Formatter<'b>);
+
+impl std::fmt::Write for LogTextWriter<'_, '_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.0.write_str(&crate::escape::log_text(text))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    /// A log writer the tests read back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    impl io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'writer> tracing_subscriber::fmt::MakeWriter<'writer> for Captured {
+        type Writer = Captured;
+
+        fn make_writer(&'writer self) -> Captured {
+            self.clone()
+        }
+    }
+
+    /// A label value that would forge a second record and clear the reader's terminal.
+    const HOSTILE: &str = "x\nERROR nightshift: forged record\r\u{1b}[2J\u{85}";
+
+    /// One record carrying `HOSTILE` in every kind of value: a span field, the message, a
+    /// displayed, a debugged and a string field, and an error.
+    fn log_one_hostile_record(subscriber: impl tracing::Subscriber + Send + Sync + 'static) {
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("episode", instance = %HOSTILE);
+            let _entered = span.enter();
+            let error = io::Error::other(HOSTILE);
+            tracing::warn!(
+                label = %HOSTILE,
+                debugged = ?HOSTILE,
+                plain = HOSTILE,
+                error = &error as &(dyn std::error::Error + 'static),
+                "alert {HOSTILE} fired"
+            );
+        });
+    }
+
+    #[test]
+    fn a_human_log_record_is_one_line_whatever_its_values_hold() {
+        let escaped = "x\\nERROR nightshift: forged record\\r\\u{1b}[2J\\u{85}";
+        for ansi in [false, true] {
+            let captured = Captured::default();
+            log_one_hostile_record(
+                tracing_subscriber::registry().with(human_layer(captured.clone(), ansi)),
+            );
+            let text = captured.text();
+            assert_eq!(text.lines().count(), 1, "{text}");
+            assert!(text.ends_with('\n'), "{text:?}");
+            assert!(!text.contains(['\r', '\u{85}']), "{text:?}");
+            for value in [
+                format!("alert {escaped} fired"),
+                format!("\"{escaped}\""),
+                format!("{escaped} fired"),
+            ] {
+                assert!(text.contains(&value), "{value:?} not in {text:?}");
+            }
+            // label=, error= and the span's instance= are written as they display.
+            assert!(text.matches(escaped).count() >= 6, "{text:?}");
+            // Colours are tracing-subscriber's own escapes, never the data's.
+            assert_eq!(text.contains('\u{1b}'), ansi, "{text:?}");
+            assert!(!text.contains("\u{1b}[2J"), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_json_log_record_is_one_line_too() {
+        let captured = Captured::default();
+        log_one_hostile_record(tracing_subscriber::registry().with(json_layer(captured.clone())));
+        let text = captured.text();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(record["message"], format!("alert {HOSTILE} fired"));
+        assert_eq!(record["label"], HOSTILE);
+        assert_eq!(record["plain"], HOSTILE);
+        assert_eq!(record["span"]["instance"], HOSTILE);
+    }
 
     #[test]
     fn every_metric_is_named_by_the_convention() {

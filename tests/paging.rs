@@ -18,15 +18,31 @@ struct Setup {
     runtime: tokio::runtime::Runtime,
     pd: FakePagerDuty,
     chat: FakeChat,
+    /// The Slack notifier `custom`, when `setup_with` was given its template.
+    custom: Option<FakeChat>,
     daemon: Daemon,
 }
 
 /// The daemon paging the fake PagerDuty, with a Slack fallback, an ingest and an admin token,
 /// `rules` (TOML) as its only rule file, and `extra` config.
 fn setup(extra: &str, rules: &str) -> Setup {
+    setup_with(extra, rules, None)
+}
+
+/// `setup`, and with `custom_template` a second Slack notifier, `custom`, that renders it.
+fn setup_with(extra: &str, rules: &str, custom_template: Option<&str>) -> Setup {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let pd = runtime.block_on(FakePagerDuty::start());
     let chat = runtime.block_on(FakeChat::start_slack("/services/T0/B0/x"));
+    let custom =
+        custom_template.map(|_| runtime.block_on(FakeChat::start_slack("/services/T0/B1/y")));
+    // A TOML basic string: Rust's escapes for ASCII are TOML's.
+    let custom_notifier = custom_template.map_or_else(String::new, |template| {
+        format!(
+            "[notifiers.custom]\nkind = \"slack\"\nurl_file = \"{{dir}}/custom-url\"\n\
+             template = {template:?}\n"
+        )
+    });
     let config = format!(
         r#"[auth]
 ingest_token_file = "{{dir}}/ingest"
@@ -38,7 +54,7 @@ default_routing_key = "primary"
 [notifiers.ops]
 kind = "slack"
 url_file = "{{dir}}/slack-url"
-[paging]
+{custom_notifier}[paging]
 fallback = ["ops"]
 external_url = "https://nightshift.example"
 {extra}"#,
@@ -49,6 +65,9 @@ external_url = "https://nightshift.example"
     daemon.write_file("admin", "e2e-admin\n");
     daemon.write_file("pd-primary", &format!("{ROUTING_KEY}\n"));
     daemon.write_file("slack-url", &format!("{}\n", chat.url()));
+    if let Some(custom) = &custom {
+        daemon.write_file("custom-url", &format!("{}\n", custom.url()));
+    }
     std::fs::create_dir_all(daemon.path("rules")).unwrap();
     daemon.write_file("rules/test.toml", rules);
     daemon.spawn();
@@ -56,6 +75,7 @@ external_url = "https://nightshift.example"
         runtime,
         pd,
         chat,
+        custom,
         daemon,
     }
 }
@@ -338,6 +358,75 @@ fn a_page_pagerduty_rejects_goes_to_the_fallback_and_is_shown() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(setup.pd.attempts_for(&dedup("Rejected")), 1);
     assert_eq!(setup.chat.messages().len(), 1);
+}
+
+/// Labels and annotations are whatever the alert's sender wrote. In Slack they must not mention
+/// `@channel` or show a link that says one thing and leads elsewhere: every value from the
+/// alert reaches Slack escaped, in the default status update and in an operator's template,
+/// while what the template itself writes (a link to nightshift) stays Slack markup.
+#[test]
+fn alert_data_reaches_slack_escaped_and_the_templates_own_links_stay_links() {
+    let setup = setup_with(
+        "[severities.P1]\nnotify = [\"ops\", \"custom\"]\n",
+        NO_RULES,
+        Some(
+            "{{ page.incidents[0].labels.instance }} says {{ impact }} \
+             <{{ links[0].href }}|open in nightshift>",
+        ),
+    );
+    let body = serde_json::json!({
+        "version": "4", "status": "firing", "groupKey": group_key("Hostile"),
+        "receiver": "nightshift",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "Hostile", "instance": "<!channel>", "severity": "critical"},
+            "annotations": {
+                "summary": "db down, ask <!channel>",
+                "description": "<https://evil|Acknowledge> & <!here>",
+                "runbook_url": "https://runbooks.example/db?a=1&b=2",
+            },
+            "startsAt": "2026-11-28T03:00:00Z",
+            "generatorURL": "http://prometheus.invalid/graph",
+        }],
+    });
+    assert_eq!(post(&setup, &body.to_string()).status, 200);
+    let custom = setup.custom.as_ref().unwrap();
+    let heard = setup.runtime.block_on(async {
+        setup
+            .chat
+            .wait_for(|chat| !chat.messages().is_empty(), Duration::from_secs(20))
+            .await
+            && custom
+                .wait_for(|chat| !chat.messages().is_empty(), Duration::from_secs(20))
+                .await
+    });
+    assert!(heard, "{}", setup.daemon.log());
+
+    let text = setup.chat.texts()[0].clone();
+    for expected in [
+        "P1 INCIDENT: Hostile: db down, ask &lt;!channel&gt;\n",
+        "Impact: complete outage: &lt;https://evil|Acknowledge&gt; &amp; &lt;!here&gt;\n",
+        "runbook: https://runbooks.example/db?a=1&amp;b=2",
+    ] {
+        assert!(text.contains(expected), "{expected:?} not in:\n{text}");
+    }
+    assert!(!text.contains(['<', '>']), "{text}");
+
+    let text = custom.texts()[0].clone();
+    assert!(
+        text.starts_with(
+            "&lt;!channel&gt; says complete outage: &lt;https://evil|Acknowledge&gt; &amp; \
+             &lt;!here&gt; <https://nightshift.example/api/v1/incidents/"
+        ),
+        "{text}"
+    );
+    assert!(text.ends_with("|open in nightshift>"), "{text}");
+    for raw in ["<!channel>", "<!here>", "<https://evil"] {
+        assert!(!text.contains(raw), "{raw:?} in {text}");
+    }
+    setup.chat.assert_no_unexpected();
+    custom.assert_no_unexpected();
+    setup.pd.assert_no_unexpected();
 }
 
 #[test]

@@ -6,11 +6,17 @@
 //! may fail to parse. Times are shown in UTC as `YYYY-MM-DD HH:MM:SS UTC`; a time that does not
 //! parse reads "time unknown" and sorts last. Prose (the postmortem's summary, the status-page
 //! draft) says `HH:MM UTC`, as a person would write it.
+//!
+//! The Markdown documents are built from plain text: every value, and every sentence made from
+//! one, goes through `escape::markdown` (or `markdown_code`, `markdown_url`) where it is put
+//! into the document, so alert data never becomes a link, an image or HTML; the markup around
+//! it is nightshift's own. The JSON bodies carry the values as they are.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use crate::bundle::facts::{BundleFacts, CollectorFacts, DecisionFacts, PageEventFacts};
+use crate::escape::{markdown, markdown_code, markdown_fenced, markdown_url};
 use crate::notify::render::{
     DEFAULT_STATUS_TEMPLATE, action_sentence, change_summary, status_context,
 };
@@ -28,7 +34,7 @@ const SERVICE_NAME_LIMIT: usize = 80;
 
 /// `timeline.md`: every recorded event with its UTC time, oldest first.
 pub fn timeline(facts: &BundleFacts) -> String {
-    let mut text = format!("# Timeline: {}\n\n", title(facts));
+    let mut text = format!("# Timeline: {}\n\n", markdown(&title(facts)));
     text.push_str(&heading_line(facts));
     text.push_str("\n\n");
     let events = events(facts);
@@ -54,7 +60,9 @@ struct Event {
     /// Orders events recorded at the same instant: an alert is opened before it is decided,
     /// acted on, paged and resolved.
     order: u8,
+    /// Markdown, escaped.
     what: String,
+    /// Markdown, escaped.
     text: String,
     /// Kept in the postmortem's short timeline.
     key: bool,
@@ -71,12 +79,18 @@ const ORDER_CLOSE: u8 = 5;
 const ORDER_BUNDLE: u8 = 6;
 
 impl Event {
+    /// An event told in plain text.
     fn new(at: Option<DateTime<Utc>>, order: u8, what: &str, text: String) -> Self {
+        Self::markdown(at, order, what, markdown(&text))
+    }
+
+    /// An event whose text is already Markdown, its values escaped.
+    fn markdown(at: Option<DateTime<Utc>>, order: u8, what: &str, text: String) -> Self {
         Event {
             at,
             order,
-            what: what.to_owned(),
-            text: one_line(&text),
+            what: markdown(what),
+            text,
             key: false,
             alarm: false,
         }
@@ -144,7 +158,7 @@ fn events(facts: &BundleFacts) -> Vec<Event> {
     let written = parse_time(&facts.generated_at);
     for collector in &facts.collectors {
         events.push(
-            Event::new(
+            Event::markdown(
                 written,
                 ORDER_BUNDLE,
                 "collected",
@@ -401,8 +415,9 @@ fn page_events(page: &PageEventFacts, events: &mut Vec<Event>) {
     }
 }
 
+/// A collector as Markdown: its name, how it went and its files.
 fn collector_text(collector: &CollectorFacts) -> String {
-    let mut text = shown(&collector.name, "collector");
+    let mut text = markdown(&shown(&collector.name, "collector"));
     let mut about: Vec<String> = Vec::new();
     if !collector.kind.trim().is_empty() {
         about.push(one_line(&collector.kind));
@@ -414,9 +429,12 @@ fn collector_text(collector: &CollectorFacts) -> String {
         about.push("shared with another incident".to_owned());
     }
     if !about.is_empty() {
-        text.push_str(&format!(" ({})", about.join(", ")));
+        text.push_str(&format!(" ({})", markdown(&about.join(", "))));
     }
-    text.push_str(&format!(": {}", collector_status(&collector.status)));
+    text.push_str(&format!(
+        ": {}",
+        markdown(&collector_status(&collector.status))
+    ));
     if collector.duration_ms > 0 {
         text.push_str(&format!(" in {}", milliseconds_text(collector.duration_ms)));
     }
@@ -425,7 +443,7 @@ fn collector_text(collector: &CollectorFacts) -> String {
         .as_deref()
         .filter(|error| !error.trim().is_empty())
     {
-        text.push_str(&format!(" — {}", one_line(error)));
+        text.push_str(&format!(" — {}", markdown(error)));
     }
     text.push_str(&format!(" → {}", files_text(&collector.files)));
     text
@@ -458,7 +476,7 @@ fn files_text(files: &[String]) -> String {
     let mut text = files
         .iter()
         .take(FILES_SHOWN)
-        .map(|file| code(file))
+        .map(|file| markdown_code(file))
         .collect::<Vec<_>>()
         .join(", ");
     if files.len() > FILES_SHOWN {
@@ -473,12 +491,13 @@ fn files_text(files: &[String]) -> String {
 /// `comms.md`: the runbook's internal status update, filled in, and a customer-facing
 /// status-page draft that names only the service.
 pub fn comms(facts: &BundleFacts) -> String {
-    let mut text = format!("# Communications: {}\n\n", title(facts));
+    let mut text = format!("# Communications: {}\n\n", markdown(&title(facts)));
     text.push_str("## Internal status update\n\n");
     text.push_str("For the incident channel; copy as it is.\n\n");
-    text.push_str(&fenced(&internal_status(facts)));
+    // A fence shows its content as it is: nothing in it is markup.
+    text.push_str(&markdown_fenced(&internal_status(facts), "text"));
     text.push_str("\n## Status page draft (customer-facing)\n\n");
-    let service = service_name(facts);
+    let service = markdown(&service_name(facts));
     text.push_str(&format!(
         "_Review before posting. It names only the service ({service}) and times: no hosts, pods, \
          labels or internal findings._\n\n"
@@ -675,7 +694,7 @@ pub(crate) fn service_name(facts: &BundleFacts) -> String {
 /// the sections only a person can write clearly marked as such.
 pub fn postmortem(facts: &BundleFacts) -> String {
     let incident = &facts.incident;
-    let mut text = format!("# Postmortem (draft): {}\n\n", title(facts));
+    let mut text = format!("# Postmortem (draft): {}\n\n", markdown(&title(facts)));
     text.push_str(
         "_A blameless first draft written by nightshift from what it recorded. Check it against \
          the evidence, then write the sections marked \"to be written\"._\n\n",
@@ -689,25 +708,28 @@ pub fn postmortem(facts: &BundleFacts) -> String {
             |time| time.format("%Y-%m-%d").to_string(),
         );
     text.push_str(&format!("- **Date:** {date}\n"));
-    text.push_str(&format!("- **Duration:** {}\n", duration_line(facts)));
+    text.push_str(&format!(
+        "- **Duration:** {}\n",
+        markdown(&duration_line(facts))
+    ));
     text.push_str(&format!(
         "- **Severity:** {}\n",
-        severity_text(
+        markdown(&severity_text(
             &incident.severity,
             &incident.meaning,
             &incident.respond_within
-        )
+        ))
     ));
     text.push_str(&format!(
         "- **Status:** {}\n",
-        shown(&incident.status, "unknown")
+        markdown(&shown(&incident.status, "unknown"))
     ));
     text.push_str(&format!(
         "- **Incident:** {} · alert {} · rule {} · branch {}\n",
-        code(&shown(&incident.id, "unknown")),
-        known_alert_name(facts).unwrap_or_else(|| "unknown".to_owned()),
-        shown(&incident.rule, "unknown"),
-        shown(&incident.branch, "none")
+        markdown_code(&shown(&incident.id, "unknown")),
+        markdown(&known_alert_name(facts).unwrap_or_else(|| "unknown".to_owned())),
+        markdown(&shown(&incident.rule, "unknown")),
+        markdown(&shown(&incident.branch, "none"))
     ));
     if let Some(commander) = incident
         .incident_commander
@@ -716,10 +738,10 @@ pub fn postmortem(facts: &BundleFacts) -> String {
     {
         text.push_str(&format!(
             "- **Incident commander:** {}\n",
-            one_line(commander)
+            markdown(commander)
         ));
     }
-    if let Some(bundle) = bundle_location(facts) {
+    if let Some(bundle) = bundle_markdown(facts) {
         text.push_str(&format!("- **Bundle:** {bundle}\n"));
     }
 
@@ -755,7 +777,7 @@ pub fn postmortem(facts: &BundleFacts) -> String {
             .map_or_else(|| UNKNOWN_TIME.to_owned(), utc);
         text.push_str(&format!(
             "- {when} — {}. {}\n",
-            action_sentence(action),
+            markdown(&action_sentence(action)),
             ActionOutcome::of(action).verdict_text()
         ));
     }
@@ -778,7 +800,7 @@ pub fn postmortem(facts: &BundleFacts) -> String {
         };
         text.push_str(&format!("- {flag}{}\n", collector_text(collector)));
     }
-    if let Some(bundle) = bundle_location(facts) {
+    if let Some(bundle) = bundle_markdown(facts) {
         text.push_str(&format!("\nAll of it is in the bundle: {bundle}\n"));
     }
 
@@ -789,7 +811,7 @@ pub fn postmortem(facts: &BundleFacts) -> String {
     if !incident.note.trim().is_empty() {
         text.push_str(&format!(
             "\nThe runbook's guess, to confirm or correct: \"{}\"\n",
-            one_line(&incident.note)
+            markdown(&incident.note)
         ));
     }
 
@@ -814,7 +836,10 @@ pub fn postmortem(facts: &BundleFacts) -> String {
     {
         known.push(format!("the alert said: \"{description}\""));
     }
-    text.push_str(&format!("\nKnown so far: {}.\n", known.join("; ")));
+    text.push_str(&format!(
+        "\nKnown so far: {}.\n",
+        markdown(&known.join("; "))
+    ));
 
     text.push_str("\n## Action items\n\n");
     text.push_str(&format!("Action items: {TO_BE_WRITTEN}\n\n"));
@@ -909,7 +934,7 @@ fn summary_paragraph(facts: &BundleFacts) -> String {
     sentences
         .into_iter()
         .filter(|sentence| !sentence.trim().is_empty())
-        .map(|sentence| capitalise(&full_stop(&sentence)))
+        .map(|sentence| markdown(&capitalise(&full_stop(&sentence))))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -1027,20 +1052,20 @@ fn detection_paragraph(facts: &BundleFacts) -> String {
     }
     let mut text = sentences
         .into_iter()
-        .map(|sentence| capitalise(&full_stop(&sentence)))
+        .map(|sentence| markdown(&capitalise(&full_stop(&sentence))))
         .collect::<Vec<_>>()
         .join(" ");
     if let Some(description) = incident
         .annotations
         .get("description")
-        .map(|text| one_line(text))
+        .map(|text| markdown(text))
         .filter(|text| !text.is_empty())
     {
         text.push_str(&format!("\n\nThe alert said: \"{description}\""));
     }
     let source = incident.generator_url.trim();
     if is_web(source) {
-        text.push_str(&format!("\n\nAlert expression: {source}"));
+        text.push_str(&format!("\n\nAlert expression: {}", markdown_url(source)));
     }
     text
 }
@@ -1057,9 +1082,10 @@ fn probes_section(decisions: &[DecisionFacts]) -> String {
         for (name, result) in &decision.probes {
             let flag = if probe_failed(result) { "⚠️ " } else { "" };
             text.push_str(&format!(
-                "- {flag}{}: {} ({which}, {})\n",
-                shown(name, "probe"),
-                shown(&one_line(result), "no result"),
+                "- {flag}{}: {} ({}, {})\n",
+                markdown(&shown(name, "probe")),
+                markdown(&shown(result, "no result")),
+                markdown(which),
                 utc(&decision.at)
             ));
         }
@@ -1076,10 +1102,10 @@ fn pages_section(facts: &BundleFacts) -> String {
     if !incident.paging_state.trim().is_empty() || !incident.paging_reason.trim().is_empty() {
         text.push_str(&format!(
             "Paging: {}",
-            shown(&incident.paging_state, "unknown")
+            markdown(&shown(&incident.paging_state, "unknown"))
         ));
         if !incident.paging_reason.trim().is_empty() {
-            text.push_str(&format!(" — {}", one_line(&incident.paging_reason)));
+            text.push_str(&format!(" — {}", markdown(&incident.paging_reason)));
         }
         text.push_str("\n\n");
     }
@@ -1089,7 +1115,7 @@ fn pages_section(facts: &BundleFacts) -> String {
         text.push_str(&format!(
             "- {flag}{} — {}\n",
             utc(&page.at),
-            page_summary(page)
+            markdown(&page_summary(page))
         ));
         listed += 1;
     }
@@ -1099,7 +1125,8 @@ fn pages_section(facts: &BundleFacts) -> String {
     text
 }
 
-/// "PagerDuty trigger: delivered at 2026-11-28 03:15:02 UTC (1 attempt); reason: …".
+/// "PagerDuty trigger: delivered at 2026-11-28 03:15:02 UTC (1 attempt); reason: …", as plain
+/// text.
 pub(crate) fn page_summary(page: &PageEventFacts) -> String {
     let channel = channel_name(&page.channel);
     let kind = page_kind_name(&page.kind);
@@ -1584,13 +1611,13 @@ fn heading_line(facts: &BundleFacts) -> String {
     let incident = &facts.incident;
     format!(
         "Incident {} · {} · {} · all times UTC",
-        code(&shown(&incident.id, "unknown")),
-        severity_text(
+        markdown_code(&shown(&incident.id, "unknown")),
+        markdown(&severity_text(
             &incident.severity,
             &incident.meaning,
             &incident.respond_within
-        ),
-        shown(&incident.status, "status unknown")
+        )),
+        markdown(&shown(&incident.status, "status unknown"))
     )
 }
 
@@ -1602,6 +1629,20 @@ pub(crate) fn bundle_location(facts: &BundleFacts) -> Option<String> {
         .map(one_line)
         .filter(|url| !url.is_empty())
         .or_else(|| Some(one_line(&facts.bundle_path)).filter(|path| !path.is_empty()))
+}
+
+/// Where the bundle is, as Markdown: a link to it, else its path as code.
+fn bundle_markdown(facts: &BundleFacts) -> Option<String> {
+    bundle_location(facts).map(|location| markdown_location(&location))
+}
+
+/// A bundle's link as a link, or its path as code (paths are full of `_`).
+pub(crate) fn markdown_location(location: &str) -> String {
+    if is_web(location) {
+        markdown_url(location)
+    } else {
+        markdown_code(location)
+    }
 }
 
 fn is_web(href: &str) -> bool {
@@ -1635,31 +1676,6 @@ fn joined(first: &str, second: &str) -> String {
         (false, true) => first.to_owned(),
         (true, _) => second.to_owned(),
     }
-}
-
-/// Inline code that survives backticks in the text.
-pub(crate) fn code(text: &str) -> String {
-    if text.contains('`') {
-        format!("`` {text} ``")
-    } else {
-        format!("`{text}`")
-    }
-}
-
-/// A fenced block whose fence is longer than any run of backticks inside it.
-fn fenced(text: &str) -> String {
-    let mut longest = 0;
-    let mut run = 0;
-    for character in text.chars() {
-        if character == '`' {
-            run += 1;
-            longest = longest.max(run);
-        } else {
-            run = 0;
-        }
-    }
-    let fence = "`".repeat(longest.max(2) + 1);
-    format!("{fence}text\n{text}\n{fence}\n")
 }
 
 /// `text` within `limit` characters, marked with an ellipsis when cut.
@@ -1710,6 +1726,31 @@ pub(crate) mod text {
         );
     }
 
+    /// The lines outside fenced blocks where an unescaped `[` or `<` would let the hostile data
+    /// in them (which always says "evil") make a link, an image, an autolink or HTML.
+    pub(crate) fn live_markup(text: &str) -> Vec<&str> {
+        let mut fenced = false;
+        let mut found = Vec::new();
+        for line in text.lines() {
+            if line.starts_with("```") {
+                fenced = !fenced;
+                continue;
+            }
+            if fenced || !line.contains("evil") {
+                continue;
+            }
+            let mut previous = ' ';
+            for character in line.chars() {
+                if matches!(character, '[' | '<') && previous != '\\' {
+                    found.push(line);
+                    break;
+                }
+                previous = character;
+            }
+        }
+        found
+    }
+
     /// The text of the section that starts with `heading`, up to the next `## `.
     pub(crate) fn section<'a>(text: &'a str, heading: &str) -> &'a str {
         let start = position(text, heading);
@@ -1721,7 +1762,7 @@ pub(crate) mod text {
 
 #[cfg(test)]
 mod tests {
-    use super::text::{assert_in_order, section};
+    use super::text::{assert_in_order, live_markup, section};
     use std::collections::BTreeMap;
 
     use super::*;
@@ -2130,6 +2171,67 @@ mod tests {
         let text = comms(&firing);
         assert!(text.contains("🟠 P2 INCIDENT: "), "{text}");
         assert!(text.contains("Next update: in 1h"), "{text}");
+    }
+
+    #[test]
+    fn hostile_alert_data_makes_no_link_image_or_html() {
+        let mut facts = vastai_5xx();
+        let incident = &mut facts.incident;
+        incident.summary = "# evil heading\n![x](https://evil/track.png)".into();
+        incident.alertname = "Evil_[Acknowledge](https://evil)".into();
+        incident
+            .labels
+            .insert("service".into(), "[Acknowledge](https://evil)".into());
+        incident.annotations.insert(
+            "description".into(),
+            "<img src=https://evil/t.png> <https://evil> `evil` *evil* | evil |".into(),
+        );
+        incident.note = "1. evil [ref]: https://evil".into();
+        incident.generator_url = "https://prometheus/\"><img src=https://evil/t.png>".into();
+        incident.paging_reason = "[Acknowledge](https://evil)".into();
+        facts.decisions[0].probes = map(&[("status", "ok: [Acknowledge](https://evil)")]);
+        facts.actions[0].target = "deployment/evil/[Acknowledge](https://evil)".into();
+        facts.pages[1].error = Some("![x](https://evil/track.png)".into());
+        facts.collectors[3].error = Some("[evil](https://evil)".into());
+
+        for (name, text) in [
+            ("timeline", timeline(&facts)),
+            ("comms", comms(&facts)),
+            ("postmortem", postmortem(&facts)),
+        ] {
+            assert_eq!(live_markup(&text), Vec::<&str>::new(), "{name}:\n{text}");
+            assert!(
+                !text
+                    .lines()
+                    .any(|line| line.starts_with("# evil") || line.starts_with("1. evil")),
+                "{name}:\n{text}"
+            );
+        }
+        let text = postmortem(&facts);
+        for escaped in [
+            "# Postmortem (draft): \\# evil heading !\\[x\\](https://evil/track.png)\n",
+            "alert Evil\\_\\[Acknowledge\\](https://evil)",
+            "The alert said: \"\\<img src=https://evil/t.png\\> \\<https://evil\\> \\`evil\\` \\*evil\\* \\| \
+             evil \\|\"",
+            "Alert expression: https://prometheus/\"\\>\\<img src=https://evil/t.png\\>",
+            "The runbook's guess, to confirm or correct: \"1\\. evil \\[ref\\]: https://evil\"",
+            "status: ok: \\[Acknowledge\\](https://evil)",
+            // nightshift's own link stays a link.
+            "- **Bundle:** \
+             <https://nightshift.example/api/v1/incidents/c626d2275ab0f610-20261128T030200Z/bundle>",
+        ] {
+            assert!(text.contains(escaped), "{escaped:?} not in:\n{text}");
+        }
+        // The status update is fenced: copied as it is, nothing in it is markup.
+        let text = comms(&facts);
+        assert!(
+            text.contains("\nImpact: degraded: <img src=https://evil/t.png> <https://evil>"),
+            "{text}"
+        );
+        assert!(
+            text.contains("elevated errors with \\[Acknowledge\\](https://evil)."),
+            "{text}"
+        );
     }
 
     #[test]

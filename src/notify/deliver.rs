@@ -700,16 +700,19 @@ impl Deliverer {
         if row.kind == "resolve" {
             view.status = "resolved".to_owned();
         }
-        let text = render::render_status(notifier.template.as_deref(), &view)
+        let text = render::render_chat(notifier.kind, notifier.template.as_deref(), &view)
             .or_else(|error| {
                 tracing::error!(notifier = %row.channel, %error, "notifier template failed; using the default");
-                render::render_status(None, &view)
+                render::render_chat(notifier.kind, None, &view)
             })?;
         let text = if row.reason.starts_with("fallback:") {
-            format!(
-                "{text}\n(nightshift fallback: {})",
-                row.reason.trim_start_matches("fallback: ")
-            )
+            // The reason carries PagerDuty's error text, which may echo alert data back.
+            let reason = row.reason.trim_start_matches("fallback: ");
+            let reason = match notifier.kind {
+                NotifierKind::Slack => crate::escape::slack(reason).into_owned(),
+                NotifierKind::Webhook => reason.to_owned(),
+            };
+            format!("{text}\n(nightshift fallback: {reason})")
         } else {
             text
         };

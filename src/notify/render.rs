@@ -1,7 +1,8 @@
 //! What a page says, rendered from a `PageView`: the PagerDuty trigger (summary, fields,
 //! details and links), the change event after an automatic action, the one-line sentence that
 //! tells a human what an action did, and the chat status update (a minijinja template, the
-//! default one following the runbook's internal status format).
+//! default one following the runbook's internal status format). In a Slack message every value
+//! a template prints is escaped for Slack (`escape::slack`); the template's own text is not.
 //!
 //! Everything here is pure and cannot panic on its input: summaries, sentences and link lists
 //! are bounded so that even a group of thousands of incidents makes an event PagerDuty takes.
@@ -10,6 +11,8 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value, json};
 
+use crate::config::NotifierKind;
+use crate::escape;
 use crate::notify::pagerduty::{SUMMARY_LIMIT, Trigger, truncate_chars};
 use crate::notify::view::{ActionLine, IncidentView, PageView};
 
@@ -139,15 +142,29 @@ pub fn status_context(view: &PageView) -> Value {
     })
 }
 
-/// The chat status update: `template` (from config) or the default, rendered against
-/// `status_context`. A wrong template is an error with minijinja's text, never a panic.
-pub fn render_status(template: Option<&str>, view: &PageView) -> Result<String, String> {
+/// The message for a notifier of `kind`: `template` (from config) or the default, rendered
+/// against `status_context`. For Slack every value the template prints is escaped
+/// (`escape::slack`), so alert data cannot mention `<!channel>` or disguise a link; the
+/// template's own text is the operator's and stays as written, links and mentions included,
+/// and `| safe` prints a value unescaped. A generic webhook's text is plain: its JSON is the
+/// only encoding. A wrong template is an error with minijinja's text, never a panic.
+pub fn render_chat(
+    kind: NotifierKind,
+    template: Option<&str>,
+    view: &PageView,
+) -> Result<String, String> {
     let source = template.unwrap_or(DEFAULT_STATUS_TEMPLATE);
-    let environment = crate::rules::template::base_environment();
     let context = minijinja::Value::from(minijinja::value::Serde(status_context(view)));
-    environment
+    chat_environment(kind)
         .render_str(source, context)
         .map_err(|error| describe(&error))
+}
+
+/// The status update as Slack text (`render_chat` for a Slack notifier). Escaped for Slack
+/// whatever the notifier, so that no caller sends unescaped data to Slack by leaving the kind
+/// out.
+pub fn render_status(template: Option<&str>, view: &PageView) -> Result<String, String> {
+    render_chat(NotifierKind::Slack, template, view)
 }
 
 /// Config validation: the template parses and renders against a sample page (an unknown
@@ -158,6 +175,28 @@ pub fn check_template(source: &str) -> Result<(), String> {
         .template_from_str(source)
         .map_err(|error| describe(&error))?;
     render_status(Some(source), &sample_view()).map(|_| ())
+}
+
+/// minijinja's auto-escape mode for Slack text.
+const SLACK_ESCAPE: &str = "slack";
+
+/// The template environment for a notifier of `kind`.
+fn chat_environment(kind: NotifierKind) -> minijinja::Environment<'static> {
+    let mut environment = crate::rules::template::base_environment();
+    if kind == NotifierKind::Slack {
+        // As auto-escaping, minijinja also keeps a captured block (`{% set %}`) from being
+        // escaped twice and routes `| e` here. The formatter sees each value a template
+        // prints, from whichever path of the context, but never the template's own text.
+        environment
+            .set_auto_escape_callback(|_| minijinja::AutoEscape::Custom(SLACK_ESCAPE.into()));
+        environment.set_formatter(|out, state, value| match state.auto_escape() {
+            minijinja::AutoEscape::Custom(name) if name == SLACK_ESCAPE && !value.is_safe() => out
+                .write_str(&escape::slack(&value.to_string()))
+                .map_err(minijinja::Error::from),
+            _ => minijinja::escape_formatter(out, state, value),
+        });
+    }
+    environment
 }
 
 /// A Slack incoming-webhook body.
@@ -1197,6 +1236,93 @@ mod tests {
         assert_eq!(check_template(DEFAULT_STATUS_TEMPLATE), Ok(()));
         // A runtime error (a loop over a number) is an error, not a panic.
         assert!(render_status(Some("{% for x in 3 %}{% endfor %}"), &view).is_err());
+    }
+
+    /// The Vast.ai page with alert data as a hostile sender writes it.
+    fn hostile_view() -> PageView {
+        let mut view = vastai_view();
+        let incident = &mut view.incidents[0];
+        incident.summary = "db down <!channel>".into();
+        incident
+            .labels
+            .insert("instance".into(), "<!channel>".into());
+        incident.annotations.insert(
+            "description".into(),
+            "<https://evil|Acknowledge> & more".into(),
+        );
+        incident
+            .annotations
+            .insert("runbook_url".into(), "https://evil/?a=1&b=<@U1>".into());
+        view
+    }
+
+    #[test]
+    fn slack_text_escapes_alert_data_but_not_the_template() {
+        let view = hostile_view();
+        let text = render_chat(NotifierKind::Slack, None, &view).unwrap();
+        for expected in [
+            "🔴 P1 INCIDENT: db down &lt;!channel&gt;\n",
+            "Impact: complete outage: &lt;https://evil|Acknowledge&gt; &amp; more\n",
+            "runbook: https://evil/?a=1&amp;b=&lt;@U1&gt;",
+        ] {
+            assert!(text.contains(expected), "{expected:?} not in:\n{text}");
+        }
+        assert!(!text.contains(['<', '>']), "{text}");
+        assert_eq!(render_status(None, &view).unwrap(), text);
+
+        // A user template: its own mention and link stay, every value is escaped, whatever
+        // path it was read from, unless the operator marks it safe.
+        for (template, expected) in [
+            (
+                "<!here> {{ page.incidents[0].labels.instance }} \
+                 <{{ links[0].href }}|{{ links[0].text }}>",
+                "<!here> &lt;!channel&gt; \
+                 <https://nightshift.example.com/api/v1/incidents/01JDXK5|nightshift incident>",
+            ),
+            (
+                "{% for name, value in page.incidents[0].annotations|items %}{{ name }}={{ value }};{% endfor %}",
+                "description=&lt;https://evil|Acknowledge&gt; &amp; more;\
+                 runbook_url=https://evil/?a=1&amp;b=&lt;@U1&gt;;",
+            ),
+            (
+                "{{ page.incidents[0].labels.instance ~ '>' }}",
+                "&lt;!channel&gt;&gt;",
+            ),
+            (
+                "{{ page.incidents[0].labels.instance | safe }}",
+                "<!channel>",
+            ),
+            (
+                "{{ page.incidents[0].labels.instance | e }}",
+                "&lt;!channel&gt;",
+            ),
+            (
+                "{% set said %}<{{ title }}>{% endset %}{{ said }}",
+                "<db down &lt;!channel&gt;>",
+            ),
+            ("{{ nothing }}|{{ none }}|{{ 3 }}", "|None|3"),
+        ] {
+            assert_eq!(
+                render_chat(NotifierKind::Slack, Some(template), &view).as_deref(),
+                Ok(expected),
+                "{template}"
+            );
+        }
+        let json = render_chat(
+            NotifierKind::Slack,
+            Some("{{ page.incidents[0].labels | tojson }}"),
+            &view,
+        )
+        .unwrap();
+        assert!(!json.contains(['<', '>']), "{json}");
+
+        // A generic webhook's text is plain: JSON is its only encoding.
+        let plain = render_chat(NotifierKind::Webhook, None, &view).unwrap();
+        assert!(plain.contains("INCIDENT: db down <!channel>\n"), "{plain}");
+        assert!(
+            plain.contains("<https://evil|Acknowledge> & more"),
+            "{plain}"
+        );
     }
 
     #[test]
