@@ -8,7 +8,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::AlertmanagerConfig;
+use crate::config::{AlertmanagerConfig, HttpConfig};
 use crate::store::{ApiAlert, Store};
 use crate::telemetry::Metrics;
 
@@ -108,14 +108,16 @@ async fn fetch(
 }
 
 /// Sync every `sync_interval` while `alertmanager.url` is set; settings come from `settings`
-/// so a reload applies at the next round.
+/// so a reload applies at the next round. The client, built once from `[http]`, follows no
+/// redirects and reads no proxy from the environment.
 pub async fn run(
     store: Store,
     metrics: std::sync::Arc<Metrics>,
     mut settings: watch::Receiver<AlertmanagerConfig>,
+    http: HttpConfig,
     shutdown: CancellationToken,
 ) {
-    let client = match reqwest::Client::builder().build() {
+    let client = match crate::http_client::client(&http) {
         Ok(client) => client,
         Err(error) => {
             tracing::error!(%error, "cannot build the Alertmanager API client; sync is off");

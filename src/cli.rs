@@ -311,7 +311,10 @@ fn admin_call(
         .enable_all()
         .build()?;
     let body = runtime.block_on(async {
-        let mut request = reqwest::Client::new().post(url.clone());
+        // The daemon's own address: never through a proxy, whatever the environment says.
+        let client = crate::http_client::client(&config::HttpConfig::default())
+            .map_err(|error| anyhow::anyhow!(error))?;
+        let mut request = client.post(url.clone());
         if let Some(file) = &config.auth.admin_token_file {
             let token = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read {}", file.display()))?;

@@ -37,6 +37,7 @@ pub struct Config {
     pub notifiers: BTreeMap<String, NotifierConfig>,
     pub watchdog: WatchdogConfig,
     pub bundles: BundlesConfig,
+    pub http: HttpConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -413,6 +414,16 @@ pub struct PrometheusConfig {
     /// Prometheus base URLs for probes and collectors, tried in order (a backup after the
     /// primary).
     pub urls: Vec<String>,
+}
+
+/// Outbound HTTP, for every client nightshift builds (probes, actions, collectors, the
+/// Alertmanager API, PagerDuty and notifiers). The proxy environment variables (`HTTP_PROXY`
+/// and the like) are never read: a proxy is used only when set here.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// An `http://` or `https://` proxy every outbound request goes through; unset, none.
+    pub proxy: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -876,6 +887,7 @@ fn check_file(file: &str, text: &str, origins: &mut Origins, errors: &mut Vec<Co
                 "notifiers" => |d| BTreeMap::<String, NotifierConfig>::deserialize(d).map(drop),
                 "watchdog" => |d| WatchdogConfig::deserialize(d).map(drop),
                 "bundles" => |d| BundlesConfig::deserialize(d).map(drop),
+                "http" => |d| HttpConfig::deserialize(d).map(drop),
                 _ => {
                     errors.push(ConfigError {
                         origin: format!("{file}:{section_line}"),
@@ -1043,6 +1055,15 @@ fn validate(config: &Config, origins: &Origins, errors: &mut Vec<ConfigError>) {
         match reqwest::Url::parse(url) {
             Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
             _ => fail("prometheus.urls", format!("{url:?} is not an http(s) URL")),
+        }
+    }
+    if let Some(proxy) = &config.http.proxy {
+        match reqwest::Url::parse(proxy) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {}
+            _ => fail(
+                "http.proxy",
+                format!("{proxy:?} is not an http(s) URL such as \"http://proxy:3128\""),
+            ),
         }
     }
     if let Some(path) = &config.kubernetes.kubeconfig

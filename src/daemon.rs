@@ -244,12 +244,13 @@ async fn run_async(
     tracing::info!(rules = boot.set.rules.len(), source = %boot.set.source.display(), "rules loaded");
     let rules: SharedRules = Arc::new(RwLock::new(Arc::new(boot.set)));
     let rules_degraded = Arc::new(RwLock::new(boot.degraded));
-    let prober = Arc::new(Prober::new(
+    let prober = Arc::new(Prober::with_http(
         ProbeSettings {
             prometheus_urls: config.prometheus.urls.clone(),
             kubernetes_namespaces: config.kubernetes.namespaces.clone(),
         },
         crate::probes::kubernetes::ClientSlot::new(&config.kubernetes),
+        &config.http,
     ));
 
     let shutdown = CancellationToken::new();
@@ -258,11 +259,12 @@ async fn run_async(
     let (alertmanager_settings, alertmanager_receiver) =
         watch::channel(config.alertmanager.clone());
     let deliverer = Arc::new(
-        crate::notify::deliver::Deliverer::new(
+        crate::notify::deliver::Deliverer::with_http(
             store.clone(),
             clock.clone(),
             metrics.clone(),
             delivery_settings,
+            &config.http,
         )
         .map_err(|error| anyhow::anyhow!("cannot build the HTTP client for paging: {error}"))?,
     );
@@ -316,6 +318,7 @@ async fn run_async(
         store.clone(),
         metrics.clone(),
         alertmanager_receiver,
+        config.http.clone(),
         shutdown.clone(),
     ));
     // Enforce only when configured, and never while anyone can post a webhook.
@@ -345,7 +348,8 @@ async fn run_async(
         let collectors = crate::bundle::collect::Collectors::new(
             crate::bundle::collect::CollectEnv {
                 prometheus_urls: config.prometheus.urls.clone(),
-                http: crate::actions::http::client().map_err(|e| anyhow::anyhow!(e))?,
+                http: crate::actions::http::client_for(&config.http)
+                    .map_err(|e| anyhow::anyhow!(e))?,
                 kubernetes: crate::probes::kubernetes::ClientSlot::new(&config.kubernetes),
             },
             config.bundles.concurrency,
@@ -372,7 +376,7 @@ async fn run_async(
         clock: clock.clone(),
         metrics: metrics.clone(),
         kubernetes: crate::probes::kubernetes::ClientSlot::new(&config.kubernetes),
-        http: crate::actions::http::client().map_err(|e| anyhow::anyhow!(e))?,
+        http: crate::actions::http::client_for(&config.http).map_err(|e| anyhow::anyhow!(e))?,
         mode,
         limits: crate::governor::Limits {
             hourly_budget: config.actions.hourly_budget,

@@ -48,12 +48,13 @@ pub fn run(
     })?;
     let given = given_probes(&set, probe_args)?;
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let prober = Prober::new(
+    let prober = Prober::with_http(
         ProbeSettings {
             prometheus_urls: config.prometheus.urls.clone(),
             kubernetes_namespaces: config.kubernetes.namespaces.clone(),
         },
         ClientSlot::new(&config.kubernetes),
+        &config.http,
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -14,6 +14,7 @@ pub mod decide;
 pub mod escape;
 pub mod explain;
 pub mod governor;
+pub mod http_client;
 pub mod ingest;
 pub mod mitigate;
 pub mod notify;

@@ -45,7 +45,7 @@ fn env(prometheus_urls: Vec<String>, kubernetes: ClientSlot) -> CollectEnv {
     fakes::init();
     CollectEnv {
         prometheus_urls,
-        http: reqwest::Client::new(),
+        http: nightshift::actions::http::client().unwrap(),
         kubernetes,
     }
 }

@@ -1,17 +1,20 @@
 //! Probes against local fakes of what they ask (no network beyond 127.0.0.1): the Statuspage,
-//! HTTP, Prometheus and Kubernetes probes, and the Prober's timeout, cache and single flight.
+//! HTTP, Prometheus and Kubernetes probes, the Prober's timeout, cache and single flight, and
+//! what alert labels and answers can make a probe ask (templated URLs, redirects, proxies).
 
+mod common;
 mod fakes;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
-use nightshift::config::KubernetesConfig;
+use nightshift::config::{HttpConfig, KubernetesConfig};
 use nightshift::probes::kubernetes::ClientSlot;
 use nightshift::probes::{
     ProbeKind, ProbeRequest, ProbeResult, ProbeSettings, Prober, sample_fields,
 };
+use nightshift::rules::{LoadOptions, ProbeDef, load_dir};
 use serde_json::{Value, json};
 
 use fakes::kube::{FakeKube, PodFixture, is_metadata_only};
@@ -1291,4 +1294,337 @@ async fn kubernetes_bad_token_is_a_failure() {
         )
         .await;
     assert_failure(&result, ProbeKind::Kubernetes, &["HTTP 401 Unauthorized"]);
+}
+
+// =======================================================================================
+// What alert labels and answers can make a probe ask (SSRF): URLs rendered as `http`
+// actions' are, no redirects, no proxy from the environment, valid Kubernetes names.
+
+/// The probe `name` of a rule file holding `text`, loaded as the daemon loads rules.
+fn probe_from_rules(text: &str, name: &str) -> ProbeDef {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("t.toml"), text).expect("write rules");
+    let set = load_dir(dir.path(), &LoadOptions::default())
+        .unwrap_or_else(|errors| panic!("rules refused: {errors:?}"));
+    set.files[0].probes[name].clone()
+}
+
+/// The load errors of a rule file holding `text`, each as `t.toml:LINE: …`.
+fn rule_errors(text: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t.toml");
+    std::fs::write(&path, text).expect("write rules");
+    let Err(errors) = load_dir(dir.path(), &LoadOptions::default()) else {
+        panic!("the rules loaded");
+    };
+    let shown = path.display().to_string();
+    errors
+        .iter()
+        .map(|error| error.to_string().replace(&shown, "t.toml"))
+        .collect()
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Value {
+    let labels: serde_json::Map<String, Value> = pairs
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), json!(value)))
+        .collect();
+    json!({ "labels": labels })
+}
+
+/// Render `probe` for an alert with `service = value` and run it, as the decision stage does.
+async fn render_and_probe(prober: &Prober, probe: &ProbeDef, value: &str) -> ProbeResult {
+    match probe.render(&labels(&[("service", value)])) {
+        Ok(request) => prober.probe(&request, TIMEOUT, NO_CACHE).await,
+        Err(error) => ProbeResult::failure(probe.request.kind(), error),
+    }
+}
+
+#[tokio::test]
+async fn templated_url_values_stay_in_their_path_segment_on_the_rule_host() {
+    let prober = plain_prober();
+    for (value, segment) in [
+        ("@evil:1/", "%40evil%3A1%2F"),
+        ("../", "..%2F"),
+        ("../../admin", "..%2F..%2Fadmin"),
+        ("?x=", "%3Fx%3D"),
+        ("#", "%23"),
+        (
+            "a@127.0.0.1:1/#?x=../",
+            "a%40127.0.0.1%3A1%2F%23%3Fx%3D..%2F",
+        ),
+    ] {
+        let path = format!("/api/{segment}/status");
+        let web = FakeWeb::start(&path).await;
+        let base = web.url().replace(&path, "");
+        let probe = probe_from_rules(
+            &format!(
+                "[probe.web]\nkind = \"http\"\nurl = \"{base}/api/{{{{ labels.service }}}}/status?s={{{{ labels.service }}}}\"\n"
+            ),
+            "web",
+        );
+        let result = render_and_probe(&prober, &probe, value).await;
+        assert!(result.ok, "{value}: {result:?}");
+        let requests = web.journal.requests();
+        assert_eq!(requests.len(), 1, "{value}");
+        assert_eq!(requests[0].query, format!("s={segment}"), "{value}");
+        web.journal.assert_no_unexpected();
+    }
+    // `..` alone cannot be encoded away (the URL parser reads `%2E%2E` as `..`): refused.
+    let web = FakeWeb::start("/api/status").await;
+    let base = web.url().replace("/api/status", "");
+    let probe = probe_from_rules(
+        &format!(
+            "[probe.page]\nkind = \"statuspage\"\nurl = \"{base}/api/{{{{ labels.service }}}}/status\"\n"
+        ),
+        "page",
+    );
+    let result = render_and_probe(&prober, &probe, "..").await;
+    assert_failure(&result, ProbeKind::Statuspage, &["resolved away"]);
+    assert_eq!(web.journal.count(), 0);
+}
+
+#[test]
+fn a_probe_url_that_templates_the_scheme_or_host_is_refused_at_load() {
+    let errors = rule_errors(
+        r#"[probe.host]
+kind = "http"
+url = "http://{{ labels.host }}/x"
+
+[probe.port]
+kind = "http"
+url = "http://127.0.0.1:{{ labels.port }}/x"
+
+[probe.userinfo]
+kind = "statuspage"
+url = "http://{{ labels.user }}@127.0.0.1/api/v2/status.json"
+
+[probe.whole]
+kind = "statuspage"
+url = "{{ labels.url }}"
+
+[probe.scheme]
+kind = "http"
+url = "{{ labels.scheme }}://127.0.0.1/x"
+
+[probe.ok]
+kind = "http"
+url = "http://127.0.0.1:8080/x/{{ labels.host }}?h={{ labels.host }}"
+"#,
+    );
+    let expected = [
+        "t.toml:1: probe host: url \"http://{{ labels.host }}/x\": the host must be written out",
+        "t.toml:5: probe port: url \"http://127.0.0.1:{{ labels.port }}/x\": the host must be written out",
+        "t.toml:9: probe userinfo: url \"http://{{ labels.user }}@127.0.0.1/api/v2/status.json\": the host must be written out",
+        "t.toml:13: probe whole: url \"{{ labels.url }}\" must start with http:// or https://",
+        "t.toml:17: probe scheme: url scheme \"{{ labels.scheme }}\" must be http or https",
+    ];
+    for want in expected {
+        assert!(
+            errors.iter().any(|error| error.starts_with(want)),
+            "missing {want:?} in\n{}",
+            errors.join("\n")
+        );
+    }
+    assert_eq!(errors.len(), expected.len(), "{}", errors.join("\n"));
+}
+
+#[tokio::test]
+async fn a_header_value_with_a_control_character_is_a_failed_probe() {
+    let web = FakeWeb::start("/x").await;
+    let probe = probe_from_rules(
+        &format!(
+            "[probe.web]\nkind = \"http\"\nurl = \"{}\"\nheaders = {{ X-Service = \"{{{{ labels.service }}}}\" }}\n",
+            web.url()
+        ),
+        "web",
+    );
+    let prober = plain_prober();
+    // U+0085 (a C1 control) is the one a header value accepts as bytes; CR and LF are
+    // refused whatever builds the request.
+    for value in ["a\u{85}b", "a\r\nX-Injected: 1", "a\nb", "a\u{7f}"] {
+        let result = render_and_probe(&prober, &probe, value).await;
+        assert_failure(
+            &result,
+            ProbeKind::Http,
+            &["X-Service", "control character"],
+        );
+    }
+    assert_eq!(web.journal.count(), 0, "nothing is sent");
+    let result = render_and_probe(&prober, &probe, "api-1 (eu)").await;
+    assert!(result.ok, "{result:?}");
+    assert_eq!(web.journal.requests()[0].header("x-service"), "api-1 (eu)");
+}
+
+#[tokio::test]
+async fn redirects_are_failures_and_never_followed() {
+    let elsewhere = FakeWeb::start("/landing").await;
+    let prober = plain_prober();
+    for (status, kind, path) in [
+        (302, ProbeKind::Http, "/moved"),
+        (308, ProbeKind::Http, "/moved"),
+        (301, ProbeKind::Statuspage, "/api/v2/status.json"),
+        (307, ProbeKind::Prometheus, "/api/v1/query"),
+    ] {
+        let web = FakeWeb::start(path).await;
+        web.reply(status, &[("location", &elsewhere.url())], "");
+        let request = match kind {
+            ProbeKind::Http => http_request("GET", &web.url(), &[], &[]),
+            ProbeKind::Statuspage => statuspage(&web.url()),
+            _ => prometheus("up", &[web.url().replace(path, "")]),
+        };
+        let result = prober.probe(&request, TIMEOUT, NO_CACHE).await;
+        assert_failure(
+            &result,
+            kind,
+            &[
+                &format!("HTTP {status} redirects to {:?}", elsewhere.url()),
+                "redirects are not followed",
+            ],
+        );
+        assert_eq!(web.journal.count(), 1);
+    }
+    assert_eq!(elsewhere.journal.count(), 0, "a redirect was followed");
+}
+
+#[tokio::test]
+async fn not_modified_is_an_answer_not_a_redirect() {
+    let web = FakeWeb::start("/x").await;
+    web.reply(304, &[], "");
+    let result = plain_prober()
+        .probe(
+            &http_request("GET", &web.url(), &[], &[]),
+            TIMEOUT,
+            NO_CACHE,
+        )
+        .await;
+    assert!(result.ok, "{result:?}");
+    assert_eq!(result.fields["status"], json!(304));
+}
+
+#[tokio::test]
+async fn probes_go_through_the_configured_proxy() {
+    fakes::init();
+    // The proxy answers for the origin, where nothing listens.
+    let proxy = FakeWeb::start("/x").await;
+    let proxy_url = proxy.url().replace("/x", "");
+    let prober = Prober::with_http(
+        ProbeSettings::default(),
+        ClientSlot::new(&KubernetesConfig::default()),
+        &HttpConfig {
+            proxy: Some(proxy_url),
+        },
+    );
+    let origin = format!("{}/x", fakes::dead_url());
+    let result = prober
+        .probe(&http_request("GET", &origin, &[], &[]), TIMEOUT, NO_CACHE)
+        .await;
+    assert!(result.ok, "{result:?}");
+    assert_eq!(proxy.journal.count(), 1);
+}
+
+/// The real binary, with every proxy variable pointing at a recorder: `explain` runs the
+/// probe, which must go straight to its host.
+#[test]
+fn proxy_environment_variables_are_ignored() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let web = runtime.block_on(FakeWeb::start("/healthz"));
+    let proxy = runtime.block_on(FakeWeb::start("/"));
+    let proxy_url = proxy.url();
+    let mut env: Vec<(&str, &str)> = vec![("NO_PROXY", ""), ("no_proxy", "")];
+    for name in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        env.push((name, &proxy_url));
+    }
+    let daemon = common::Daemon::prepare("", &env);
+    std::fs::create_dir_all(daemon.path("rules")).expect("rules dir");
+    daemon.write_file(
+        "rules/proxy.toml",
+        &format!(
+            r#"[[rule]]
+name = "proxy-check"
+matchers = ['alertname="ProxyCheck"']
+severity = "P3"
+probes = ["web"]
+
+[[rule.branch]]
+name = "up"
+when = 'probe.web.status == 200'
+
+[[rule.branch]]
+name = "other"
+otherwise = true
+
+[probe.web]
+kind = "http"
+url = "{}"
+timeout = "5s"
+cache = "0s"
+"#,
+            web.url()
+        ),
+    );
+    let payload = daemon.write_file(
+        "payload.json",
+        &common::webhook(
+            "g",
+            &[("ProxyCheck", "a", "firing", "2026-03-14T02:47:31Z")],
+            0,
+        ),
+    );
+    let output = daemon.cli(&[
+        "explain",
+        "--payload",
+        payload.to_str().expect("UTF-8 path"),
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(proxy.journal.count(), 0, "a probe went through the proxy");
+    assert_eq!(web.journal.count(), 1, "{stdout}\n{stderr}");
+    assert!(stdout.contains("\"up\""), "{stdout}");
+}
+
+#[tokio::test]
+async fn kubernetes_names_must_be_valid_object_names() {
+    let kube = kube().await;
+    seed_web(&kube.fake);
+    for (workload, object) in [
+        (Some("deployment/UPPER"), None),
+        (Some("deployment/a/../b"), None),
+        (Some("deployment/.."), None),
+        (None, Some("secret/..")),
+        (None, Some("secret/x?watch=true")),
+        (None, Some("configmap/a%2F..%2Fb")),
+        (Some("deployment/web"), Some("secret/Tls")),
+    ] {
+        let result = kube
+            .prober
+            .probe(&kubernetes(NS, workload, object), TIMEOUT, NO_CACHE)
+            .await;
+        assert_failure(&result, ProbeKind::Kubernetes, &["kubernetes "]);
+        assert!(
+            result.error.contains("not a valid object name")
+                || result.error.contains("expected KIND/NAME"),
+            "{workload:?} {object:?}: {}",
+            result.error
+        );
+    }
+    assert_eq!(kube.fake.journal.count(), 0, "nothing is asked");
+    // Written out in a rule file, such a name is a load error.
+    let errors = rule_errors(
+        "[probe.kube]\nkind = \"kubernetes\"\nnamespace = \"apps\"\nobject = \"secret/UPPER\"\n",
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("t.toml:1: probe kube: kubernetes object \"secret/UPPER\""),
+        "{errors:?}"
+    );
 }

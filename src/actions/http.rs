@@ -21,7 +21,8 @@
 //! including inside `{% if %}` blocks) is kept as written.
 //!
 //! The client must not follow redirects (a redirect could move the call to another host):
-//! use [`client`], or build one with `redirect::Policy::none()`.
+//! use [`client_for`], whose clients also ignore the proxy environment variables
+//! ([`crate::http_client`]).
 
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::Outcome;
+use crate::config::HttpConfig;
 use crate::rules::template::Template;
 
 /// How much of a response body is kept.
@@ -52,16 +54,20 @@ pub struct HttpActionRequest {
 /// first cannot tell and reports `Unknown`, so keep action timeouts above this.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A client fit for `http` actions: redirects are never followed (a redirect could move the
-/// call to another host), connecting is bounded by [`CONNECT_TIMEOUT`]. The rustls crypto
-/// provider must be installed first, as the daemon does at start.
-pub fn client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .user_agent(concat!("nightshift/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
+/// A client fit for `http` actions and collectors, through the `[http]` proxy if one is set:
+/// redirects are never followed (a redirect could move the call to another host), the proxy
+/// environment variables are ignored, connecting is bounded by [`CONNECT_TIMEOUT`]. The rustls
+/// crypto provider must be installed first, as the daemon does at start.
+pub fn client_for(http: &HttpConfig) -> Result<reqwest::Client, String> {
+    crate::http_client::builder(http)?
         .connect_timeout(CONNECT_TIMEOUT)
         .build()
         .map_err(|error| format!("cannot build the HTTP client: {error}"))
+}
+
+/// [`client_for`] with no proxy at all, for callers that have no configuration.
+pub fn client() -> Result<reqwest::Client, String> {
+    client_for(&HttpConfig::default())
 }
 
 /// Percent-encode everything but the unreserved characters of RFC 3986.

@@ -128,12 +128,13 @@ struct Finished {
 impl Collectors {
     /// `concurrency`: collectors running at once across all incidents (at least 1);
     /// `share_for`: how long a finished result is reused for an identical request (zero:
-    /// only requests in flight are shared). `http` collectors use the client of `http`
-    /// actions ([`crate::actions::http::client`]), which never follows redirects (reqwest
-    /// sets that per client, not per request), whatever `env.http` does.
+    /// only requests in flight are shared). `http` collectors use `env.http` too, which must
+    /// come from [`crate::actions::http::client_for`]: it never follows redirects (reqwest
+    /// sets that per client, not per request).
     pub fn new(env: CollectEnv, concurrency: usize, share_for: Duration) -> Collectors {
-        // The `http` actions' client: redirects never followed, connecting bounded.
-        let direct_http = crate::actions::http::client();
+        // Built by `http_client` like every outbound client (redirects never followed, no
+        // proxy but `[http] proxy`, connecting bounded): the same one serves `http` collectors.
+        let direct_http = Ok(env.http.clone());
         Collectors {
             env,
             direct_http,

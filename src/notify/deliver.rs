@@ -218,16 +218,33 @@ fn backoff(attempts: i64) -> Millis {
 }
 
 impl Deliverer {
+    /// A deliverer that sends with no proxy at all.
     pub fn new(
         store: Store,
         clock: SharedClock,
         metrics: Arc<Metrics>,
         settings: DeliverySettings,
     ) -> Result<Deliverer, String> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
+        Deliverer::with_http(
+            store,
+            clock,
+            metrics,
+            settings,
+            &crate::config::HttpConfig::default(),
+        )
+    }
+
+    /// A deliverer that sends through the `[http]` proxy, if one is set. Its client follows no
+    /// redirects and reads no proxy from the environment ([`crate::http_client`]).
+    pub fn with_http(
+        store: Store,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        settings: DeliverySettings,
+        http: &crate::config::HttpConfig,
+    ) -> Result<Deliverer, String> {
+        let http = crate::http_client::builder(http)?
             .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("nightshift/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Deliverer {

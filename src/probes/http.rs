@@ -1,10 +1,11 @@
 //! `http` probe: send one request, report the status code, chosen response headers and chosen
-//! fields of a JSON body. Any HTTP status is an answer (`ok = true`): whether a 503 or a 429
-//! matters is the rule's call. Only transport failures (connect, TLS, reset, timeout) and
-//! requests that cannot be built are probe failures.
+//! fields of a JSON body. Any HTTP status but a redirect is an answer (`ok = true`): whether a
+//! 503 or a 429 matters is the rule's call. Transport failures (connect, TLS, reset, timeout),
+//! requests that cannot be built (a header value with a control character) and redirects are
+//! probe failures: no probe follows a redirect, which could take it to another host.
 //!
-//! Also home of the small helpers the other HTTP-based probes share: a bounded body reader
-//! and a precise description of a transport error.
+//! Also home of the small helpers the other HTTP-based probes share: a bounded body reader,
+//! the refusal of redirects and a precise description of a transport error.
 
 use std::error::Error as _;
 
@@ -38,10 +39,16 @@ pub async fn probe(
                 "{method_name} {url}: invalid request header name {name:?}"
             ));
         };
-        let Ok(header_value) = HeaderValue::from_str(value) else {
-            return fail(format!(
-                "{method_name} {url}: invalid value for request header {name:?}"
-            ));
+        // A label can put anything in a templated value; a control character (CR and LF
+        // above all) could end the header and start another, so the probe is refused.
+        let header_value = match HeaderValue::from_str(value) {
+            Ok(header_value) if !value.chars().any(char::is_control) => header_value,
+            _ => {
+                return fail(format!(
+                    "{method_name} {url}: the value of request header {name:?} holds a control \
+                     character; refused"
+                ));
+            }
         };
         request_headers.append(header_name, header_value);
     }
@@ -54,6 +61,9 @@ pub async fn probe(
         Ok(response) => response,
         Err(error) => return fail(format!("{method_name} {url}: {}", describe_error(&error))),
     };
+    if let Some(refusal) = redirect_refusal(&response) {
+        return fail(format!("{method_name} {url}: {refusal}"));
+    }
 
     let status = response.status().as_u16();
     let captured: Map<String, Value> = capture_headers
@@ -93,6 +103,28 @@ pub async fn probe(
     fields.insert("headers".to_owned(), Value::Object(captured));
     fields.insert("json".to_owned(), Value::Object(json_values));
     ProbeResult::success(fields)
+}
+
+/// Why an answer is refused, when it is a redirect (any 3xx but 304 Not Modified, which is
+/// not one): probe clients follow none, since a redirect could move the probe to another
+/// host (see [`crate::http_client`]).
+pub(crate) fn redirect_refusal(response: &reqwest::Response) -> Option<String> {
+    let status = response.status();
+    if !status.is_redirection() || status == reqwest::StatusCode::NOT_MODIFIED {
+        return None;
+    }
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+    let target = match location {
+        Some(location) => format!(" to {:?}", snippet(location.as_bytes(), 200)),
+        None => String::new(),
+    };
+    Some(format!(
+        "HTTP {} redirects{target}; redirects are not followed",
+        status.as_u16()
+    ))
 }
 
 /// All values of a response header joined with ", " (as HTTP allows), "" when absent.

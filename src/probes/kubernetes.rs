@@ -6,6 +6,10 @@
 //! a missing workload, a refusal (403), a server error or an unreachable API server is a
 //! failure naming the status and reason.
 //!
+//! Targets are often templated from alert labels, so a rendered name must be a valid object
+//! name (RFC 1123 subdomain, as for actions) and the namespace a valid namespace name: a
+//! value like `..`, `a/../b` or `x?watch=1` would otherwise change the API path asked for.
+//!
 //! The client is built on first use from `[kubernetes]`: the named kubeconfig file (and
 //! context), or else the usual inference (in-cluster service account, `$KUBECONFIG`,
 //! `~/.kube/config`). A client that cannot be built is a failure, and the next probe tries
@@ -30,6 +34,7 @@ use serde_json::{Map, Value, json};
 
 use super::{ProbeKind, ProbeResult};
 use crate::config::KubernetesConfig;
+use crate::rules::{is_rfc1123_label, is_rfc1123_name};
 
 /// The Kubernetes client, built on first use from `[kubernetes]`.
 pub struct ClientSlot {
@@ -109,6 +114,26 @@ async fn build_client(config: &KubernetesConfig) -> Result<kube::Client, String>
             )
         })?,
     };
+    let mut kube_config = kube_config;
+    // kube-client takes HTTPS_PROXY from the environment when the kubeconfig names no proxy;
+    // nightshift uses no proxy from the environment (see `http_client`), so only the
+    // kubeconfig's own `proxy-url` stays.
+    let named = match &config.kubeconfig {
+        Some(path) => Kubeconfig::read_from(path).ok(),
+        None => Kubeconfig::read().ok(),
+    }
+    .is_some_and(|kubeconfig| {
+        kubeconfig.clusters.iter().any(|named| {
+            named
+                .cluster
+                .as_ref()
+                .and_then(|cluster| cluster.proxy_url.as_deref())
+                .is_some_and(|url| !url.is_empty())
+        })
+    });
+    if !named {
+        kube_config.proxy_url = None;
+    }
     kube::Client::try_from(kube_config)
         .map_err(|error| format!("Kubernetes client: {}", error_text(&error)))
 }
@@ -129,8 +154,11 @@ pub async fn probe(
         Ok(object) => object,
         Err(error) => return fail(error),
     };
-    if namespace.is_empty() {
-        return fail("kubernetes probe: empty namespace".to_owned());
+    if !is_rfc1123_label(namespace) {
+        return fail(format!(
+            "kubernetes namespace {namespace:?} is not a valid namespace name (RFC 1123 label: \
+             lower case letters, digits and '-', at most 63)"
+        ));
     }
     let client = match slot.client().await {
         Ok(client) => client,
@@ -234,7 +262,21 @@ fn split_reference<'a>(what: &str, reference: &'a str) -> Result<(String, &'a st
             "kubernetes {what} {reference:?}: expected KIND/NAME, e.g. deployment/web"
         ));
     }
-    Ok((kind.trim().to_ascii_lowercase(), name.trim()))
+    let name = name.trim();
+    if !is_rfc1123_name(name) {
+        return Err(format!(
+            "kubernetes {what} {reference:?}: {name:?} is not a valid object name (RFC 1123: \
+             lower case letters, digits, '-' and '.', at most 253)"
+        ));
+    }
+    Ok((kind.trim().to_ascii_lowercase(), name))
+}
+
+/// Check a probe's targets as they would be asked for (see [`probe`]), sending nothing.
+pub fn check_targets(workload: Option<&str>, object: Option<&str>) -> Result<(), String> {
+    workload.map(parse_workload).transpose()?;
+    object.map(parse_object).transpose()?;
+    Ok(())
 }
 
 fn workload_kind(kind: &str) -> Option<WorkloadKind> {
@@ -648,6 +690,31 @@ mod tests {
             )
         );
         assert!(parse_object("node/x").is_err());
+    }
+
+    #[test]
+    fn names_must_be_rfc_1123() {
+        for name in [
+            "UPPER",
+            "..",
+            ".",
+            "a/../b",
+            "a?watch=1",
+            "a%2Fb",
+            "-a",
+            "a b",
+            "",
+        ] {
+            let reference = format!("deployment/{name}");
+            assert!(parse_workload(&reference).is_err(), "{reference}");
+            let reference = format!("secret/{name}");
+            assert!(parse_object(&reference).is_err(), "{reference}");
+            assert!(
+                check_targets(None, Some(&reference)).is_err(),
+                "{reference}"
+            );
+        }
+        assert!(check_targets(Some("deployment/web-1"), Some("secret/tls.v2")).is_ok());
     }
 
     #[test]

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use crate::config::HttpConfig;
+
 /// The kinds of probe a rule file can declare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -207,20 +209,28 @@ type CacheEntry = Arc<tokio::sync::Mutex<Option<(Instant, ProbeResult)>>>;
 
 /// Runs probes with timeouts, caching and single flight.
 pub struct Prober {
-    http: reqwest::Client,
+    /// Follows no redirects and reads no proxy from the environment
+    /// ([`crate::http_client`]); a client that could not be built fails each HTTP probe.
+    http: Result<reqwest::Client, String>,
     kubernetes: kubernetes::ClientSlot,
     settings: ProbeSettings,
     cache: Mutex<HashMap<String, CacheEntry>>,
 }
 
 impl Prober {
+    /// A prober whose HTTP probes use no proxy at all.
     pub fn new(settings: ProbeSettings, kubernetes: kubernetes::ClientSlot) -> Prober {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("nightshift/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
+        Prober::with_http(settings, kubernetes, &HttpConfig::default())
+    }
+
+    /// A prober whose HTTP probes go through the `[http]` proxy, if one is set.
+    pub fn with_http(
+        settings: ProbeSettings,
+        kubernetes: kubernetes::ClientSlot,
+        http: &HttpConfig,
+    ) -> Prober {
         Prober {
-            http,
+            http: crate::http_client::client(http),
             kubernetes,
             settings,
             cache: Mutex::new(HashMap::new()),
@@ -272,38 +282,18 @@ impl Prober {
     }
 
     async fn run(&self, request: &ProbeRequest, timeout: Duration) -> ProbeResult {
-        match request {
-            ProbeRequest::Statuspage { url } => statuspage::probe(&self.http, url).await,
-            ProbeRequest::Http {
-                method,
-                url,
-                headers,
-                capture_headers,
-                json_fields,
-            } => {
-                http::probe(
-                    &self.http,
-                    method,
-                    url,
-                    headers,
-                    capture_headers,
-                    json_fields,
-                )
-                .await
-            }
-            ProbeRequest::Prometheus { query, urls } => {
-                let urls = if urls.is_empty() {
-                    &self.settings.prometheus_urls
-                } else {
-                    urls
-                };
-                prometheus::probe(&self.http, query, urls, timeout).await
-            }
-            ProbeRequest::Kubernetes {
-                namespace,
-                workload,
-                object,
-            } => {
+        let http = self.http.as_ref().map_err(|error| {
+            ProbeResult::failure(request.kind(), format!("no HTTP client: {error}"))
+        });
+        match (request, http) {
+            (
+                ProbeRequest::Kubernetes {
+                    namespace,
+                    workload,
+                    object,
+                },
+                _,
+            ) => {
                 if !self
                     .settings
                     .kubernetes_namespaces
@@ -322,6 +312,26 @@ impl Prober {
                     object.as_deref(),
                 )
                 .await
+            }
+            (_, Err(failure)) => failure,
+            (ProbeRequest::Statuspage { url }, Ok(client)) => statuspage::probe(client, url).await,
+            (
+                ProbeRequest::Http {
+                    method,
+                    url,
+                    headers,
+                    capture_headers,
+                    json_fields,
+                },
+                Ok(client),
+            ) => http::probe(client, method, url, headers, capture_headers, json_fields).await,
+            (ProbeRequest::Prometheus { query, urls }, Ok(client)) => {
+                let urls = if urls.is_empty() {
+                    &self.settings.prometheus_urls
+                } else {
+                    urls
+                };
+                prometheus::probe(client, query, urls, timeout).await
             }
         }
     }

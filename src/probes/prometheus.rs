@@ -1,7 +1,8 @@
 //! `prometheus` probe: an instant query (`GET <url>/api/v1/query?query=…`), tried against each
 //! URL in order until one answers `"status": "success"`. A connection error, a timeout, a
-//! non-2xx answer, a body that is not the API envelope or `"status": "error"` moves on to the
-//! next URL; when every URL fails the error names what each one said.
+//! non-2xx answer (a redirect included: none is followed), a body that is not the API envelope
+//! or `"status": "error"` moves on to the next URL; when every URL fails the error names what
+//! each one said.
 //!
 //! Fields: `value` (the scalar, or the first sample of a vector, 0.0 when the vector is
 //! empty), `empty`, `vector` (`[{labels, value}]`) and `url` (the URL that answered).
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::http::{MAX_BODY_BYTES, describe_error, read_body, snippet};
+use super::http::{MAX_BODY_BYTES, describe_error, read_body, redirect_refusal, snippet};
 use super::{ProbeKind, ProbeResult};
 
 /// The least time an attempt is given, however little of the budget is left.
@@ -111,6 +112,9 @@ async fn query_one(
         .send()
         .await
         .map_err(|error| describe_error(&error))?;
+    if let Some(refusal) = redirect_refusal(&response) {
+        return Err(refusal);
+    }
     let status = response.status();
     let body = match read_body(response, MAX_BODY_BYTES).await {
         Ok(body) => body,

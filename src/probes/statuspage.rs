@@ -1,12 +1,12 @@
 //! `statuspage` probe: GET an Atlassian Statuspage `/api/v2/status.json` and report its
 //! rollup `indicator` (`none`, `minor`, `major`, `critical`, `maintenance`, anything else
-//! reported as `unknown`) and `description`. A non-2xx answer or a body that is not a
-//! status document is a failure.
+//! reported as `unknown`) and `description`. A non-2xx answer (a redirect included: none is
+//! followed) or a body that is not a status document is a failure.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::http::{MAX_BODY_BYTES, describe_error, read_body, snippet};
+use super::http::{MAX_BODY_BYTES, describe_error, read_body, redirect_refusal, snippet};
 use super::{ProbeKind, ProbeResult};
 
 /// Indicator values reported as they are; any other is `unknown`.
@@ -36,6 +36,9 @@ pub async fn probe(client: &reqwest::Client, url: &str) -> ProbeResult {
         Ok(response) => response,
         Err(error) => return fail(format!("GET {url}: {}", describe_error(&error))),
     };
+    if let Some(refusal) = redirect_refusal(&response) {
+        return fail(format!("GET {url}: {refusal}"));
+    }
     let status = response.status();
     let body = match read_body(response, MAX_BODY_BYTES).await {
         Ok(body) => body,

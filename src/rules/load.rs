@@ -635,6 +635,15 @@ fn compile_probe(
                     format!("method {method:?} must be GET, HEAD or POST"),
                 );
             }
+            for name in headers.keys() {
+                if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    file.error(
+                        Some(offset),
+                        &context,
+                        format!("headers: {name:?} is not a valid header name"),
+                    );
+                }
+            }
             (
                 ProbeRequest::Http {
                     method,
@@ -652,7 +661,19 @@ fn compile_probe(
             urls,
             timeout,
             cache,
-        } => (ProbeRequest::Prometheus { query, urls }, timeout, cache),
+        } => {
+            for url in &urls {
+                match reqwest::Url::parse(url) {
+                    Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                    _ => file.error(
+                        Some(offset),
+                        &context,
+                        format!("{url:?} is not an http(s) URL"),
+                    ),
+                }
+            }
+            (ProbeRequest::Prometheus { query, urls }, timeout, cache)
+        }
         RawProbe::Kubernetes {
             namespace,
             workload,
@@ -662,6 +683,18 @@ fn compile_probe(
         } => {
             if workload.is_none() && object.is_none() {
                 file.error(Some(offset), &context, "needs workload, object, or both");
+            }
+            // A target written out is checked now, one with templates once rendered (and one
+            // without a `/` is reported below).
+            fn written(target: &Option<String>) -> Option<&str> {
+                target
+                    .as_deref()
+                    .filter(|target| Template::is_literal(target) && target.contains('/'))
+            }
+            if let Err(error) =
+                probes::kubernetes::check_targets(written(&workload), written(&object))
+            {
+                file.error(Some(offset), &context, error);
             }
             if Template::is_literal(&namespace) && !options.namespaces.contains(&namespace) {
                 warnings.push(format!(
@@ -694,24 +727,14 @@ fn compile_probe(
         timeout,
         cache,
     };
+    // Rendering a URL also refuses one whose scheme or host is templated.
     let sample = sample_context(&[], &[]);
     match definition.render(&sample) {
-        Ok(ProbeRequest::Statuspage { url } | ProbeRequest::Http { url, .. }) => {
-            if let Err(error) = reqwest::Url::parse(&url) {
-                file.error(
-                    Some(offset),
-                    &context,
-                    format!("url {url:?} is not a URL: {error}"),
-                );
-            }
-        }
-        Ok(ProbeRequest::Prometheus { urls, .. }) => {
-            for url in urls {
-                if reqwest::Url::parse(&url).is_err() {
-                    file.error(Some(offset), &context, format!("{url:?} is not a URL"));
-                }
-            }
-        }
+        Ok(
+            ProbeRequest::Statuspage { .. }
+            | ProbeRequest::Http { .. }
+            | ProbeRequest::Prometheus { .. },
+        ) => {}
         Ok(ProbeRequest::Kubernetes {
             workload, object, ..
         }) => {

@@ -87,7 +87,10 @@ pub struct ProbeDef {
 }
 
 impl ProbeDef {
-    /// Render every templated string of the request with the incident's context.
+    /// Render every templated string of the request with the incident's context. URLs are
+    /// rendered as `http` actions' are ([`crate::actions::http::render_url`]): the origin is
+    /// the one written in the rule, every value printed into them is percent-encoded, and a
+    /// `.` or `..` path segment is refused.
     pub fn render(&self, context: &impl Serialize) -> Result<ProbeRequest, String> {
         let render = |source: &str| {
             Template {
@@ -95,8 +98,13 @@ impl ProbeDef {
             }
             .render(context)
         };
+        let render_url = |source: &str| {
+            crate::actions::http::render_url(source, context).map(|url| url.to_string())
+        };
         Ok(match &self.request {
-            ProbeRequest::Statuspage { url } => ProbeRequest::Statuspage { url: render(url)? },
+            ProbeRequest::Statuspage { url } => ProbeRequest::Statuspage {
+                url: render_url(url)?,
+            },
             ProbeRequest::Http {
                 method,
                 url,
@@ -105,7 +113,7 @@ impl ProbeDef {
                 json_fields,
             } => ProbeRequest::Http {
                 method: method.clone(),
-                url: render(url)?,
+                url: render_url(url)?,
                 headers: headers
                     .iter()
                     .map(|(name, value)| Ok((name.clone(), render(value)?)))
