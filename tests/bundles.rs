@@ -32,7 +32,7 @@ struct Setup {
     kube: FakeKube,
     prometheus: FakePrometheus,
     _status: FakeStatuspage,
-    _health: FakeWeb,
+    health: FakeWeb,
     pd: FakePagerDuty,
     daemon: Daemon,
 }
@@ -167,7 +167,7 @@ external_url = "https://nightshift.example"
         kube,
         prometheus,
         _status: status,
-        _health: health,
+        health,
         pd,
         daemon,
     }
@@ -399,6 +399,44 @@ fn the_vastai_5xx_bundle_holds_the_evidence_and_a_useful_postmortem() {
     );
     setup.kube.journal.assert_no_unexpected();
     setup.pd.assert_no_unexpected();
+}
+
+/// One byte that is not UTF-8 used to keep a whole file out of the redactor.
+#[test]
+fn evidence_that_is_not_utf8_reaches_the_bundle_redacted() {
+    let setup = setup("");
+    let mut body = b"\xff\xfe upstream answered:\n".to_vec();
+    body.extend_from_slice(
+        format!(
+            "Authorization: Bearer {}\n{{\"db_password\":\"{}\"}}\nVASTAI_API_KEY={}\n",
+            PLANTED[0], PLANTED[2], PLANTED[1]
+        )
+        .as_bytes(),
+    );
+    setup
+        .health
+        .reply(503, &[("content-type", "application/octet-stream")], body);
+    post(&setup, &payload("vastai-server-errors.json"));
+    let id = only_incident(&setup);
+    let files = bundle(&setup, &id, "initial");
+    for (name, bytes) in &files {
+        let content = String::from_utf8_lossy(bytes);
+        for secret in PLANTED {
+            assert!(!content.contains(secret), "{secret} leaked into {name}");
+        }
+    }
+    // What is not a secret is kept as it came, bytes that are not UTF-8 included.
+    let body = &files["collectors/health/body"];
+    assert!(
+        body.starts_with(b"\xff\xfe upstream answered:\n"),
+        "{body:?}"
+    );
+    assert!(String::from_utf8_lossy(body).contains("Authorization: <redacted>"));
+    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    assert_eq!(
+        manifest["redactions"]["collectors/health/body"], 3,
+        "{manifest:#}"
+    );
 }
 
 #[test]

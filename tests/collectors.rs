@@ -886,6 +886,92 @@ async fn the_object_without_managed_fields_and_never_a_secret() {
     assert!(kube.fake.secret_data_served().is_empty());
 }
 
+#[tokio::test]
+async fn the_object_keeps_no_literal_env_value_nor_the_last_applied_annotation() {
+    let kube = kube().await;
+    let mut deployment = workload("Deployment", NS, "web", &[("app", "web")]);
+    let env = json!([
+        {"name": "DB_PASSWORD", "value": "hunter2-literal"},
+        {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}
+    ]);
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"] = env.clone();
+    deployment["spec"]["template"]["spec"]["initContainers"] =
+        json!([{"name": "migrate", "image": "registry.example/migrate:1", "env": env}]);
+    let applied = deployment.to_string();
+    deployment["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] =
+        json!(applied);
+    kube.fake.put(deployment);
+    let request = request(
+        "object",
+        RequestKind::KubernetesObject {
+            namespace: NS.to_owned(),
+            workload: "deployment/web".to_owned(),
+        },
+    );
+
+    let output = kube.collectors.run(&request).await;
+
+    assert_eq!(output.status, CollectorStatus::Ok, "{:?}", output.error);
+    let saved_text = text(&output, "deployment-web.json");
+    assert!(!saved_text.contains("hunter2"), "{saved_text}");
+    let saved = json_file(&output, "deployment-web.json");
+    assert_eq!(
+        saved["metadata"]["annotations"],
+        json!({"deployment.kubernetes.io/revision": "3"})
+    );
+    for list in ["containers", "initContainers"] {
+        let env = &saved["spec"]["template"]["spec"][list][0]["env"];
+        assert_eq!(
+            env[0],
+            json!({"name": "DB_PASSWORD", "value": "<redacted>"})
+        );
+        // A reference to a Secret is not the secret: kept, it says where the value lives.
+        assert_eq!(env[1]["valueFrom"]["secretKeyRef"]["name"], "db");
+    }
+}
+
+#[tokio::test]
+async fn logs_and_bodies_are_cut_between_characters() {
+    let kube = kube().await;
+    kube.fake
+        .put(workload("Deployment", NS, "web", &[("app", "web")]));
+    kube.fake
+        .put(PodFixture::new(NS, "web-a", &[("app", "web")]).to_json());
+    // 10 bytes a line: a 3-byte, a 4-byte and a 2-byte character.
+    let log = "€𝄞é\n".repeat(20_000);
+    kube.fake.set_log(NS, "web-a", "app", false, &log);
+    let web = FakeWeb::start("/body").await;
+    web.reply(200, &[], "€𝄞é\n".repeat(5_000));
+    let collectors = collectors(Vec::new());
+    // Each cap falls inside a character at least once among four consecutive ones.
+    for max_bytes in 65_536..65_540 {
+        let mut capped = request("logs", logs(Some("deployment/web"), None, false));
+        capped.max_bytes = max_bytes;
+        let output = kube.collectors.run(&capped).await;
+        assert_eq!(output.status, CollectorStatus::Truncated);
+        assert!(total_bytes(&output) <= max_bytes);
+        let kept = text(&output, "web-a/app.log");
+        assert!(
+            kept.len() as u64 + 3 >= max_bytes,
+            "{max_bytes}: {}",
+            kept.len()
+        );
+        assert!(log.ends_with(&kept));
+
+        let mut capped = request("body", http(&format!("{}?{max_bytes}", web.url())));
+        capped.max_bytes = max_bytes - 40_000;
+        let output = collectors.run(&capped).await;
+        assert_eq!(output.status, CollectorStatus::Truncated);
+        assert!(total_bytes(&output) <= capped.max_bytes);
+        let body = String::from_utf8(file(&output, "body").to_vec())
+            .unwrap_or_else(|error| panic!("{max_bytes}: {error}"));
+        assert!(
+            body.len() as u64 + 3 + file(&output, "response.json").len() as u64 >= capped.max_bytes
+        );
+        assert!(log.starts_with(&body));
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // HTTP
 

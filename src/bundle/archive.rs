@@ -1,26 +1,65 @@
 //! Bundle archives on disk: `tar.gz`, written to a temporary name in the same directory,
 //! fsync'd and renamed, so a reader (or a crash) never sees a partial archive under the
-//! final name. Leftover temporary files from a crash are removed at start.
+//! final name. Leftover temporary files from a crash are removed at start. Modes are set
+//! explicitly, whatever the process's umask: directories [`DIR_MODE`], archives
+//! [`FILE_MODE`], so the service's group (operators) can read bundles and nobody else can.
 
+use std::fs::{DirBuilder, OpenOptions, Permissions};
 use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The suffix of an archive being written.
 const PARTIAL: &str = ".partial";
+/// The mode of the bundles directory and of the directories under it.
+pub const DIR_MODE: u32 = 0o750;
+/// The mode of an archive.
+pub const FILE_MODE: u32 = 0o640;
+
+/// Create the bundles directory if it is missing, and give it [`DIR_MODE`] even if it was
+/// there (an older version, or another umask, may have left it open to everyone).
+pub fn create_root(root: &Path) -> std::io::Result<()> {
+    create_dirs(root)?;
+    std::fs::set_permissions(root, Permissions::from_mode(DIR_MODE))
+}
+
+/// Create `dir` and its missing parents, each created one with [`DIR_MODE`] set after
+/// `mkdir` (which the umask narrows); directories already there are left as they are.
+fn create_dirs(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dirs(parent)?;
+    }
+    match DirBuilder::new().mode(DIR_MODE).create(dir) {
+        Ok(()) => std::fs::set_permissions(dir, Permissions::from_mode(DIR_MODE)),
+        // Another bundle writer made it meanwhile, and set its mode.
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(error) => Err(error),
+    }
+}
 
 /// Write `files` (path inside the archive, bytes) as `path`, atomically; returns its size.
 pub fn write_atomic(path: &Path, files: &[(String, Vec<u8>)], mtime: u64) -> std::io::Result<u64> {
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("an archive path needs a directory"))?;
-    std::fs::create_dir_all(dir)?;
+    create_dirs(dir)?;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| std::io::Error::other("an archive path needs a file name"))?;
     let temporary = dir.join(format!("{name}.{}{PARTIAL}", std::process::id()));
     let result = (|| {
-        let file = std::fs::File::create(&temporary)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(FILE_MODE)
+            .open(&temporary)?;
+        // The umask narrowed the mode at creation; a file left by a crash had its own.
+        file.set_permissions(Permissions::from_mode(FILE_MODE))?;
         // The fastest level: in a storm thousands of bundles are owed at once, and on JSON,
         // logs and Markdown level 1 costs a little size for a fraction of level 6's CPU.
         let encoder = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
@@ -141,5 +180,28 @@ mod tests {
         assert_eq!(removed.len(), 1);
         assert!(day.join("def.tar.gz").exists());
         assert!(!day.join("abc.tar.gz.4242.partial").exists());
+    }
+
+    #[test]
+    fn modes_are_set_whatever_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("bundles");
+        let path = root.join("2026-11-28/abc.tar.gz");
+        let files = vec![("manifest.json".to_owned(), b"{}".to_vec())];
+        // SAFETY: umask only changes this process's file creation mask; restored below.
+        let old = unsafe { libc::umask(0o077) };
+        let written = write_atomic(&path, &files, 0);
+        unsafe { libc::umask(old) };
+        written.unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o750);
+        assert_eq!(mode(&root.join("2026-11-28")), 0o750);
+        assert_eq!(mode(&path), 0o640);
+        // An existing root open to everyone is narrowed; the state directory is not touched.
+        std::fs::set_permissions(&root, Permissions::from_mode(0o777)).unwrap();
+        let state_mode = mode(dir.path());
+        create_root(&root).unwrap();
+        assert_eq!(mode(&root), 0o750);
+        assert_eq!(mode(dir.path()), state_mode);
     }
 }

@@ -25,7 +25,7 @@ use super::request::{CollectorOutput, CollectorRequest, CollectorStatus, Request
 use super::{archive, docs};
 use crate::clock::{Millis, SharedClock, millis_to_datetime};
 use crate::config::{BundlesConfig, SeveritiesConfig};
-use crate::redact::{Patterns, Redactor};
+use crate::redact::{Patterns, Redactor, scrub_evidence, scrub_evidence_text};
 use crate::store::{BundleOp, BundleWork, BundleWritten, Reader, Store, StoreError};
 use crate::telemetry::Metrics;
 
@@ -97,7 +97,12 @@ impl Bundler {
         external_url: Option<String>,
     ) -> Result<Bundler, String> {
         let patterns = Patterns::new(&settings.redact)?;
-        for removed in archive::remove_partials(&state_dir.join(BUNDLES_DIR)) {
+        let root = state_dir.join(BUNDLES_DIR);
+        if let Err(error) = archive::create_root(&root) {
+            // Writing a bundle creates it again, and says so if it cannot.
+            tracing::warn!(path = %root.display(), %error, "cannot create the bundles directory");
+        }
+        for removed in archive::remove_partials(&root) {
             tracing::warn!(path = %removed.display(), "removed a bundle left half-written by a crash");
         }
         Ok(Bundler {
@@ -370,10 +375,11 @@ impl Bundler {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&episode_id);
-            // A bundle just became deletable: retention runs soon (not once per closed
-            // incident: it reads every bundle's row, and a storm resolves thousands at once).
-            self.retention_wanted.store(true, Ordering::Relaxed);
         }
+        // A final bundle just became deletable, and any bundle may have taken the total over
+        // the cap: retention runs soon (not once per bundle: it reads every bundle's row, and
+        // a storm writes and resolves thousands at once).
+        self.retention_wanted.store(true, Ordering::Relaxed);
         tracing::info!(episode = %episode_id, %path, bytes, last, page_updated = refreshed, "bundle written");
         Ok(())
     }
@@ -451,7 +457,14 @@ impl Bundler {
                 docs::postmortem(&facts).into_bytes(),
             ),
         ];
-        // Redact everything before it is written: known secrets, then the patterns.
+        // Redact everything before it is written: known secrets, then the patterns, over
+        // the bytes whether they are UTF-8 or not. A copy of the known secrets: an action
+        // learning one is not held up while a large bundle is scrubbed.
+        let known = self
+            .redactor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut redactions = BTreeMap::new();
         let mut total_redactions = 0;
         let redacted: Vec<(String, Vec<u8>)> = documents
@@ -459,7 +472,7 @@ impl Bundler {
             .map(|(name, bytes)| (name, bytes::Bytes::from(bytes)))
             .chain(files)
             .map(|(name, bytes)| {
-                let (bytes, count) = self.scrub(&bytes);
+                let (bytes, count) = scrub_evidence(&known, &self.patterns, &bytes);
                 if count > 0 {
                     redactions.insert(name.clone(), count);
                     total_redactions += count;
@@ -467,7 +480,10 @@ impl Bundler {
                 (name, bytes)
             })
             .collect();
-        let highlights = highlights(&redacted);
+        // The lines go with the page: through the redactor again, as lines of text.
+        let highlights = highlights(&redacted, |line| {
+            scrub_evidence_text(&known, &self.patterns, line)
+        });
         let missed = self
             .missed
             .lock()
@@ -548,36 +564,29 @@ impl Bundler {
         });
     }
 
-    fn scrub(&self, bytes: &[u8]) -> (Vec<u8>, usize) {
-        // Binary evidence is kept as is; text is scrubbed.
-        let Ok(text) = std::str::from_utf8(bytes) else {
-            return (bytes.to_vec(), 0);
-        };
-        let (text, known) = self
-            .redactor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .redact(text);
-        let (text, patterns) = self.patterns.scrub(&text);
-        (text.into_bytes(), known + patterns)
-    }
-
-    /// Delete bundles of closed incidents past `max_age`, and the oldest while the total is
-    /// over `max_total_bytes`. An open incident's bundle is never deleted.
-    /// Delete the bundles of closed incidents past `max_age`, then, oldest first, past
-    /// `max_total_bytes`; never an open incident's. Reading the rows and deleting the files
-    /// happen on a bundle thread.
+    /// Apply [`retention_plan`]: delete the files it picks, then record each as `deleted` in
+    /// the store (a deleted bundle's row never points to a missing file for long: the API, the
+    /// page and the report show only `written` and `final` bundles). Reading the rows and
+    /// deleting the files happen on a bundle thread.
     pub async fn retention(self: &Arc<Self>) {
         let bundler = self.clone();
         let Ok(Ok(sweep)) = self.background.run(move || bundler.sweep()).await else {
             return;
         };
-        for (episode_id, path, too_old) in sweep.deleted {
-            if let Err(error) = self.store.bundle(BundleOp::Deleted(episode_id)).await {
+        for (episode_id, path, reason) in sweep.deleted {
+            if let Err(error) = self
+                .store
+                .bundle(BundleOp::Deleted(episode_id.clone()))
+                .await
+            {
                 tracing::error!(%error, "cannot record a deleted bundle");
             }
             self.metrics.bundles_deleted_total.inc();
-            tracing::info!(%path, reason = if too_old { "age" } else { "size" }, "bundle deleted by retention");
+            if reason == Deletion::OpenOverSize {
+                tracing::warn!(episode = %episode_id, %path, reason = reason.label(), "bundle of an open incident deleted by retention: bundles.max_total_bytes is exceeded even without any closed incident's");
+            } else {
+                tracing::info!(episode = %episode_id, %path, reason = reason.label(), "bundle deleted by retention");
+            }
         }
         self.metrics.bundles_on_disk.set(sweep.kept);
         self.metrics.bundles_bytes.set(sweep.total.max(0));
@@ -586,22 +595,47 @@ impl Bundler {
     /// The blocking half of [`Bundler::retention`].
     fn sweep(&self) -> Result<Sweep, StoreError> {
         let rows = self.read(|r| r.bundles_on_disk())?;
-        let now = self.clock.now_millis();
-        let max_age = crate::clock::duration_millis(self.settings.max_age);
+        let busy = |episode_id: &str| {
+            self.running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(episode_id)
+        };
+        let on_disk: Vec<OnDisk> = rows
+            .iter()
+            .map(|row| OnDisk {
+                open: matches!(row.status.as_str(), "firing" | "silenced") || !row.closed,
+                busy: busy(&row.episode_id),
+                bytes: row.bytes,
+                created_at: row.created_at,
+            })
+            .collect();
+        let plan = retention_plan(
+            &on_disk,
+            self.clock.now_millis(),
+            crate::clock::duration_millis(self.settings.max_age),
+            self.settings.max_total_bytes,
+            OPEN_BUNDLES_KEPT,
+        );
         let mut sweep = Sweep {
             total: rows.iter().map(|r| r.bytes).sum(),
             ..Sweep::default()
         };
-        for row in &rows {
-            let open = matches!(row.status.as_str(), "firing" | "silenced") || !row.closed;
-            let too_old = now - row.created_at > max_age;
-            let over = sweep.total as u64 > self.settings.max_total_bytes;
-            if open || !(too_old || over) {
+        for (row, verdict) in rows.iter().zip(plan) {
+            let (Some(reason), Some(path)) = (verdict, &row.path) else {
+                sweep.kept += 1;
+                continue;
+            };
+            // Checked again with the file's removal under the lock: a bundle being rewritten
+            // now (its incident just closed) reads this file, and is left alone.
+            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if running.contains_key(&row.episode_id) {
                 sweep.kept += 1;
                 continue;
             }
-            let Some(path) = &row.path else { continue };
-            match std::fs::remove_file(self.state_dir.join(path)) {
+            let removed = std::fs::remove_file(self.state_dir.join(path));
+            drop(running);
+            match removed {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                 Err(error) => {
@@ -613,19 +647,110 @@ impl Bundler {
             sweep.total -= row.bytes;
             sweep
                 .deleted
-                .push((row.episode_id.clone(), path.clone(), too_old));
+                .push((row.episode_id.clone(), path.clone(), reason));
         }
         Ok(sweep)
     }
 }
 
-/// What a retention pass did: (incident, path, deleted for age) per deleted bundle, how many
-/// are kept, and their bytes.
+/// What a retention pass did: (incident, path, why) per deleted bundle, how many are kept,
+/// and their bytes.
 #[derive(Default)]
 struct Sweep {
-    deleted: Vec<(String, String, bool)>,
+    deleted: Vec<(String, String, Deletion)>,
     kept: i64,
     total: i64,
+}
+
+/// The bundles of this many open incidents, the newest, are never deleted, whatever the
+/// total: retention may then exceed `bundles.max_total_bytes` by at most their size.
+pub const OPEN_BUNDLES_KEPT: usize = 10;
+
+/// One bundle on disk, as retention judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OnDisk {
+    /// Its incident is firing or silenced, or has not closed.
+    open: bool,
+    /// Being written or rewritten right now.
+    busy: bool,
+    bytes: i64,
+    created_at: Millis,
+}
+
+/// Why retention deletes a bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deletion {
+    /// A closed incident's, older than `bundles.max_age`.
+    Age,
+    /// A closed incident's, the oldest while the total exceeds `bundles.max_total_bytes`.
+    Size,
+    /// An open incident's: the total still exceeds the cap with no closed incident's left.
+    OpenOverSize,
+}
+
+impl Deletion {
+    fn label(self) -> &'static str {
+        match self {
+            Deletion::Age => "age",
+            Deletion::Size => "size",
+            Deletion::OpenOverSize => "size, open incident",
+        }
+    }
+}
+
+/// The retention policy, pure: for bundles listed oldest first, which to delete and why.
+///
+/// 1. Closed incidents' bundles older than `max_age`.
+/// 2. While the total exceeds `max_total_bytes`: closed incidents' bundles, oldest first.
+/// 3. While it still does: open incidents' bundles, oldest first, except those of the
+///    `keep_open` ([`OPEN_BUNDLES_KEPT`]) newest open incidents. An open incident has one
+///    bundle (the initial one, rewritten in place when it closes), so this deletes the
+///    evidence of the incidents open longest, whose page has carried its link the longest,
+///    and bounds a storm that never resolves; the newest, still being worked on, keep theirs.
+///    Age alone never deletes an open incident's bundle.
+///
+/// A bundle being written is never deleted. An open incident whose bundle was deleted gets no
+/// final bundle when it closes (there is nothing to rewrite); if it fires again, a new one.
+fn retention_plan(
+    bundles: &[OnDisk],
+    now: Millis,
+    max_age: Millis,
+    max_total_bytes: u64,
+    keep_open: usize,
+) -> Vec<Option<Deletion>> {
+    let mut verdicts: Vec<Option<Deletion>> = vec![None; bundles.len()];
+    let mut total: i64 = bundles.iter().map(|b| b.bytes).sum();
+    let over = |total: i64| u64::try_from(total).unwrap_or(0) > max_total_bytes;
+    for (verdict, bundle) in verdicts.iter_mut().zip(bundles) {
+        if !bundle.open && !bundle.busy && now - bundle.created_at > max_age {
+            *verdict = Some(Deletion::Age);
+            total -= bundle.bytes;
+        }
+    }
+    let newest_open: Vec<usize> = bundles
+        .iter()
+        .enumerate()
+        .filter(|(_, bundle)| bundle.open)
+        .map(|(index, _)| index)
+        .rev()
+        .take(keep_open)
+        .collect();
+    for (open, reason) in [(false, Deletion::Size), (true, Deletion::OpenOverSize)] {
+        for (index, bundle) in bundles.iter().enumerate() {
+            if !over(total) {
+                return verdicts;
+            }
+            let candidate = verdicts[index].is_none()
+                && bundle.open == open
+                && !bundle.busy
+                && !newest_open.contains(&index);
+            if candidate {
+                verdicts[index] = Some(reason);
+                total -= bundle.bytes;
+            }
+        }
+    }
+    verdicts
 }
 
 /// Where a person finds an incident's bundle: under `paging.external_url` when set, else its
@@ -654,8 +779,9 @@ fn bundle_path(episode_id: &str, starts_at: &str, now: Millis) -> String {
     format!("{BUNDLES_DIR}/{day}/{episode_id}.tar.gz")
 }
 
-/// The most recent lines of the collected logs that look like errors (at most five).
-fn highlights(files: &[(String, Vec<u8>)]) -> Vec<String> {
+/// The most recent lines of the collected logs that look like errors (at most five), each
+/// through `redact` before it is cut to length.
+fn highlights(files: &[(String, Vec<u8>)], redact: impl Fn(&str) -> String) -> Vec<String> {
     static ERROR_LINE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
         regex::Regex::new(r"(?i)\b(error|fatal|panic|exception|failed|5\d\d)\b")
             .expect("valid regex")
@@ -668,7 +794,8 @@ fn highlights(files: &[(String, Vec<u8>)]) -> Vec<String> {
         }
         let text = String::from_utf8_lossy(bytes);
         for line in text.lines().filter(|l| pattern.is_match(l)) {
-            lines.push(crate::notify::pagerduty::truncate_chars(line.trim(), 200).to_owned());
+            let line = redact(line.trim());
+            lines.push(crate::notify::pagerduty::truncate_chars(&line, 200).to_owned());
         }
     }
     let skip = lines.len().saturating_sub(5);
@@ -928,8 +1055,96 @@ mod tests {
                 b"error everywhere".to_vec(),
             ),
         ];
-        let lines = highlights(&files);
+        let lines = highlights(&files, str::to_owned);
         assert_eq!(lines.len(), 5);
         assert_eq!(lines[4], "line 9 ERROR upstream answered 503");
+    }
+
+    #[test]
+    fn highlights_are_redacted_even_from_logs_that_are_not_utf8() {
+        let patterns = Patterns::new(&[]).unwrap();
+        let mut known = Redactor::default();
+        known.learn("api_key", "sk-known-0123456789");
+        let mut log = b"\xff\xfe\n".to_vec();
+        log.extend_from_slice(
+            b"ERROR 401 with Authorization: Bearer tok-\xff123 and sk-known-0123456789\n",
+        );
+        let files = vec![("collectors/logs/p/app.log".to_owned(), log)];
+        let lines = highlights(&files, |line| scrub_evidence_text(&known, &patterns, line));
+        assert_eq!(
+            lines,
+            ["ERROR 401 with Authorization: <redacted> and <secret:api_key>"]
+        );
+    }
+
+    /// Sizes in bytes, ages in days; `open`, `busy` as [`OnDisk`] says.
+    #[test]
+    fn retention_deletes_closed_bundles_first_then_the_oldest_open_ones_past_the_cap() {
+        const DAY: Millis = 86_400_000;
+        let now = 100 * DAY;
+        let bundle = |open: bool, busy: bool, bytes: i64, age_days: i64| OnDisk {
+            open,
+            busy,
+            bytes,
+            created_at: now - age_days * DAY,
+        };
+        use Deletion::{Age, OpenOverSize, Size};
+        // (bundles oldest first, cap, verdicts); max_age is 30 days, the newest open one kept.
+        let cases: Vec<(Vec<OnDisk>, u64, Vec<Option<Deletion>>)> = vec![
+            // Under the cap: only age deletes, and only a closed incident's.
+            (
+                vec![
+                    bundle(false, false, 10, 40),
+                    bundle(true, false, 10, 40),
+                    bundle(false, false, 10, 1),
+                ],
+                1_000,
+                vec![Some(Age), None, None],
+            ),
+            // Over it: closed ones oldest first, just enough.
+            (
+                vec![
+                    bundle(false, false, 10, 3),
+                    bundle(true, false, 10, 2),
+                    bundle(false, false, 10, 2),
+                    bundle(false, false, 10, 1),
+                ],
+                25,
+                vec![Some(Size), None, Some(Size), None],
+            ),
+            // Closed ones exhausted: the oldest open ones go, a busy one never.
+            (
+                vec![
+                    bundle(true, false, 10, 5),
+                    bundle(true, true, 10, 4),
+                    bundle(false, false, 10, 3),
+                    bundle(true, false, 10, 2),
+                    bundle(true, false, 10, 1),
+                ],
+                15,
+                vec![
+                    Some(OpenOverSize),
+                    None,
+                    Some(Size),
+                    Some(OpenOverSize),
+                    None,
+                ],
+            ),
+        ];
+        for (bundles, cap, expected) in cases {
+            assert_eq!(
+                retention_plan(&bundles, now, 30 * DAY, cap, 1),
+                expected,
+                "{bundles:?} cap {cap}"
+            );
+        }
+        // The newest open incidents keep theirs, however far over the cap.
+        let open: Vec<OnDisk> = (0..OPEN_BUNDLES_KEPT + 3)
+            .map(|n| bundle(true, false, 1_000, 100 - n as i64))
+            .collect();
+        let verdicts = retention_plan(&open, now, 30 * DAY, 0, OPEN_BUNDLES_KEPT);
+        assert_eq!(verdicts.iter().filter(|v| v.is_some()).count(), 3);
+        assert!(verdicts[..3].iter().all(|v| *v == Some(OpenOverSize)));
+        assert!(verdicts[3..].iter().all(Option::is_none));
     }
 }

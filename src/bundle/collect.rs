@@ -25,7 +25,10 @@
 //!   and pods of those replica sets that are gone (named `{replicaset}-…`; a StatefulSet's
 //!   `{name}-N`, a DaemonSet's `{name}-xxxxx`): the events of pods a restart replaced are often
 //!   the evidence.
-//! * `kubernetes_object`: `{kind}-{name}.json`, the workload without `metadata.managedFields`.
+//! * `kubernetes_object`: `{kind}-{name}.json`, the workload without `metadata.managedFields`
+//!   and without the `kubectl.kubernetes.io/last-applied-configuration` annotation (a copy of
+//!   the object as applied, env values and all); every literal `env[].value` of its
+//!   containers is `<redacted>` (a `valueFrom` only names where a value lives, and is kept).
 //!   Only Deployments, StatefulSets and DaemonSets are read ([`Workload::parse`]): never a
 //!   Secret.
 //! * `http`: `response.json` (`{"status": N, "headers": {...}}`, repeated headers joined with
@@ -39,8 +42,9 @@
 //! Limits: the whole collector runs under `tokio::time::timeout(request.timeout)` from the
 //! moment it has a slot (on timeout the files already complete are kept, status
 //! `timed_out`); all files together are at most `max_bytes`: while over, the largest file
-//! (the last one among equals) is cut, logs keeping their end and everything else its start;
-//! status `truncated`, `error` naming what was cut. Kubernetes namespaces must be in
+//! (the last one among equals) is cut, logs keeping their end and everything else its start,
+//! never inside a UTF-8 character (a cut a few bytes short beats evidence that is no longer
+//! text); status `truncated`, `error` naming what was cut. Kubernetes namespaces must be in
 //! `kubernetes.namespaces`, as for probes and actions.
 //!
 //! Sharing: requests with one [`CollectorRequest::share_key`] are made once. A later one
@@ -101,7 +105,7 @@ const MAX_ERROR_CHARS: usize = 2000;
 pub struct CollectEnv {
     /// Tried in order by the Prometheus collectors.
     pub prometheus_urls: Vec<String>,
-    /// The client for Prometheus. `http` collectors use their own (see [`Collectors::new`]).
+    /// The client for Prometheus and `http` collectors (see [`Collectors::new`]).
     pub http: reqwest::Client,
     pub kubernetes: ClientSlot,
 }
@@ -536,12 +540,18 @@ impl Files {
             if largest.original == Original::Whole {
                 largest.original = Original::Bytes(length as u64);
             }
-            match largest.keep {
-                Keep::Head => largest.bytes.truncate(length - cut),
-                Keep::Tail => {
-                    largest.bytes.drain(..cut);
+            let cut = match largest.keep {
+                Keep::Head => {
+                    let end = char_boundary_at_or_before(&largest.bytes, length - cut);
+                    largest.bytes.truncate(end);
+                    length - end
                 }
-            }
+                Keep::Tail => {
+                    let start = char_boundary_at_or_after(&largest.bytes, cut);
+                    largest.bytes.drain(..start);
+                    start
+                }
+            };
             total -= cut as u64;
         }
     }
@@ -591,6 +601,34 @@ impl Files {
             })
             .collect()
     }
+}
+
+/// A UTF-8 character is at most this many bytes: a lead byte and three continuations.
+const MAX_CONTINUATIONS: usize = 3;
+
+fn is_continuation(byte: u8) -> bool {
+    byte & 0b1100_0000 == 0b1000_0000
+}
+
+/// Where to end bytes cut at `index` so that no character is split: `index`, or the start of
+/// the character it falls inside. Bytes that are not UTF-8 there are cut at `index`.
+fn char_boundary_at_or_before(bytes: &[u8], index: usize) -> usize {
+    if index >= bytes.len() {
+        return bytes.len();
+    }
+    (0..=MAX_CONTINUATIONS)
+        .map_while(|back| index.checked_sub(back))
+        .find(|&at| !is_continuation(bytes[at]))
+        .unwrap_or(index)
+}
+
+/// Where to start bytes cut at `index` so that no character is split: `index`, or the end of
+/// the character it falls inside. Bytes that are not UTF-8 there are cut at `index`.
+fn char_boundary_at_or_after(bytes: &[u8], index: usize) -> usize {
+    (0..=MAX_CONTINUATIONS)
+        .map(|forward| index + forward)
+        .find(|&at| at >= bytes.len() || !is_continuation(bytes[at]))
+        .unwrap_or(index)
 }
 
 fn pretty_json(value: &Value) -> Vec<u8> {
@@ -958,12 +996,14 @@ async fn read_tail(mut body: kube::client::Body, keep: usize) -> Result<(Vec<u8>
             bytes.extend_from_slice(&data);
             // Drop the front now and then, not at every chunk.
             if bytes.len() > keep.saturating_mul(2).max(64 * 1024) {
-                bytes.drain(..bytes.len() - keep);
+                let start = char_boundary_at_or_after(&bytes, bytes.len() - keep);
+                bytes.drain(..start);
             }
         }
     }
     if bytes.len() > keep {
-        bytes.drain(..bytes.len() - keep);
+        let start = char_boundary_at_or_after(&bytes, bytes.len() - keep);
+        bytes.drain(..start);
     }
     Ok((bytes, total))
 }
@@ -1539,12 +1579,50 @@ async fn kubernetes_object(
     if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         metadata.remove("managedFields");
     }
+    mask_object(&mut object);
     files.add(
         format!("{}-{}.json", workload.kind.as_str(), workload.name),
         pretty_json(&object),
         Keep::Head,
     );
     Ok(None)
+}
+
+/// The annotation `kubectl apply` keeps: the whole object as last applied, env values and
+/// all.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drop what in a workload may hold secrets the patterns cannot know: every literal
+/// `env[].value` (wherever a container list has one: containers, init and ephemeral
+/// containers) becomes `<redacted>`, and the last-applied annotation goes. A `valueFrom` only
+/// names a Secret or ConfigMap key, and is kept; an empty value says nothing, and is kept.
+fn mask_object(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Object(annotations)) = map.get_mut("annotations") {
+                annotations.remove(LAST_APPLIED);
+            }
+            if let Some(Value::Array(variables)) = map.get_mut("env") {
+                for variable in variables.iter_mut() {
+                    if let Some(literal) = variable.get_mut("value")
+                        && !literal.is_null()
+                        && literal.as_str() != Some("")
+                    {
+                        *literal = Value::String(crate::redact::REDACTED.to_owned());
+                    }
+                }
+            }
+            for child in map.values_mut() {
+                mask_object(child);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                mask_object(item);
+            }
+        }
+        _ => {}
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1601,7 +1679,10 @@ async fn http_get(
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > room {
-                    body.extend_from_slice(&chunk[..room - body.len()]);
+                    // One byte past the room tells whether the cut splits a character.
+                    body.extend_from_slice(&chunk[..=room - body.len()]);
+                    let end = char_boundary_at_or_before(&body, room);
+                    body.truncate(end);
                     more = true;
                     break;
                 }
@@ -1736,6 +1817,68 @@ mod tests {
             sizes(&files),
             vec![("e".to_owned(), 30), ("f".to_owned(), 20)]
         );
+    }
+
+    #[test]
+    fn cuts_never_split_a_character() {
+        // 10 bytes: a 3-byte, a 4-byte and a 2-byte character, and a newline.
+        let text = "€𝄞é\n".repeat(10);
+        for max_bytes in 40..50 {
+            for keep in [Keep::Head, Keep::Tail] {
+                let mut files = Files::new(max_bytes);
+                files.add("a", text.clone().into_bytes(), keep);
+                let kept = &files.entries[0].bytes;
+                assert!(files.total() <= max_bytes);
+                assert!(kept.len() as u64 + 3 >= max_bytes, "{max_bytes} {keep:?}");
+                let kept = std::str::from_utf8(kept)
+                    .unwrap_or_else(|error| panic!("{max_bytes} {keep:?}: {error}"));
+                match keep {
+                    Keep::Head => assert!(text.starts_with(kept)),
+                    Keep::Tail => assert!(text.ends_with(kept)),
+                }
+            }
+        }
+        // Bytes that are not UTF-8 are cut where the cap says.
+        let mut files = Files::new(5);
+        files.add("b", vec![0x80; 9], Keep::Tail);
+        assert_eq!(files.entries[0].bytes.len(), 5);
+        assert_eq!(char_boundary_at_or_before(&[0xe2, 0x82, 0xac], 2), 0);
+        assert_eq!(char_boundary_at_or_after(&[0xe2, 0x82, 0xac], 1), 3);
+        assert_eq!(char_boundary_at_or_after(&[0xe2, 0x82, 0xac], 0), 0);
+    }
+
+    #[test]
+    fn an_object_keeps_no_literal_env_value_nor_its_last_applied_copy() {
+        let containers = json!([{
+            "name": "app",
+            "env": [
+                {"name": "DB_PASSWORD", "value": "hunter2-literal"},
+                {"name": "EMPTY", "value": ""},
+                {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}
+            ]
+        }]);
+        let mut object = json!({
+            "metadata": {"annotations": {
+                LAST_APPLIED: "{\"env\":[{\"name\":\"DB_PASSWORD\",\"value\":\"hunter2-literal\"}]}",
+                "deployment.kubernetes.io/revision": "3"
+            }},
+            "spec": {"template": {"spec": {"containers": containers, "initContainers": containers}}}
+        });
+        mask_object(&mut object);
+        assert!(!object.to_string().contains("hunter2"), "{object:#}");
+        assert_eq!(
+            object["metadata"]["annotations"],
+            json!({"deployment.kubernetes.io/revision": "3"})
+        );
+        for list in ["containers", "initContainers"] {
+            let env = &object["spec"]["template"]["spec"][list][0]["env"];
+            assert_eq!(
+                env[0],
+                json!({"name": "DB_PASSWORD", "value": "<redacted>"})
+            );
+            assert_eq!(env[1], json!({"name": "EMPTY", "value": ""}));
+            assert_eq!(env[2]["valueFrom"]["secretKeyRef"]["key"], "pw");
+        }
     }
 
     #[test]
