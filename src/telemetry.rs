@@ -27,6 +27,15 @@ pub struct Metrics {
     pub webhook_rejected_total: IntCounterVec,
     /// Requests refused for a missing or wrong credential, by endpoint kind.
     pub http_unauthorized_total: IntCounterVec,
+    /// Webhook values over the size cap, cut and accepted, by kind (label, annotation,
+    /// group_label, generator_url).
+    pub webhook_values_truncated_total: IntCounterVec,
+    /// Connections closed without being served, by reason: unauthenticated_per_peer (over
+    /// their peer's limit of connections waiting for a first request, and no request within
+    /// the probation).
+    pub http_connections_refused_total: IntCounterVec,
+    /// Connections served at once: `server.max_connections`, lowered to fit the open-file limit.
+    pub http_max_connections: IntGauge,
     /// Notifications committed per store transaction (group commit).
     pub store_commit_batch_size: Histogram,
     /// Time a group commit takes, fsync included.
@@ -215,6 +224,23 @@ impl Metrics {
                 "nightshift_http_unauthorized_total",
                 "Requests refused for a missing or wrong credential, by credential.",
                 &["credential"],
+            ),
+            webhook_values_truncated_total: counter_vec(
+                r,
+                "nightshift_webhook_values_truncated_total",
+                "Webhook values over the size cap, cut and accepted, by kind.",
+                &["kind"],
+            ),
+            http_connections_refused_total: counter_vec(
+                r,
+                "nightshift_http_connections_refused_total",
+                "Connections closed without being served, by reason.",
+                &["reason"],
+            ),
+            http_max_connections: gauge(
+                r,
+                "nightshift_http_max_connections",
+                "Connections served at once (server.max_connections, lowered to fit the open-file limit).",
             ),
             store_commit_batch_size: histogram(
                 r,

@@ -376,3 +376,91 @@ fn duplicate_out_of_order_and_vanished_snapshots() {
     );
     assert!(metric(&daemon, "nightshift_reconcile_stale_alerts_total") >= 1.0);
 }
+
+/// One annotation of 1 MiB beside a P1 alert in the same notification: answered 200 (a 4xx
+/// would make Alertmanager drop the whole group, the P1 with it), both alerts become
+/// incidents, and the big value is cut to 16 KiB with a marker, counted, and logged by name,
+/// never by value.
+#[test]
+fn an_oversized_value_is_truncated_and_its_notification_accepted() {
+    let daemon = daemon_with_credentials();
+    let huge = "y".repeat(1 << 20);
+    let alert = |name: &str, severity: &str, annotations: serde_json::Value| {
+        serde_json::json!({
+            "status": "firing",
+            "labels": {"alertname": name, "instance": "gpu-7", "severity": severity},
+            "annotations": annotations,
+            "startsAt": "2026-11-28T03:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus.invalid/graph",
+            "fingerprint": "",
+        })
+    };
+    let body = serde_json::json!({
+        "version": "4",
+        "status": "firing",
+        "receiver": "nightshift",
+        "groupKey": "{}:{instance=\"gpu-7\"}",
+        "groupLabels": {"instance": "gpu-7"},
+        "externalURL": "http://alertmanager.invalid",
+        "truncatedAlerts": 0,
+        "alerts": [
+            alert("KernelLogDump", "warning", serde_json::json!({"description": huge, "summary": "dmesg"})),
+            alert("GpuHostDown", "critical", serde_json::json!({"summary": "gpu-7 is down"})),
+        ],
+    })
+    .to_string();
+    let response = post_webhook(&daemon, Some(INGEST), &body);
+    assert_eq!(response.status, 200, "{}", response.body);
+
+    let read = [("Authorization", READ)];
+    let incidents = wait_for(Duration::from_secs(10), || {
+        let list = client()
+            .get(&format!("{}/api/v1/incidents", daemon.base), &read)
+            .json();
+        let list = list["incidents"].as_array()?.clone();
+        (list.len() == 2).then_some(list)
+    })
+    .expect("both alerts become incidents");
+    let detail = |name: &str| {
+        let id = incidents
+            .iter()
+            .find(|incident| incident["labels"]["alertname"] == name)
+            .and_then(|incident| incident["id"].as_str())
+            .unwrap_or_else(|| panic!("no incident for {name}: {incidents:?}"));
+        let response = client().get(&format!("{}/api/v1/incidents/{id}", daemon.base), &read);
+        assert_eq!(response.status, 200, "{}", response.body);
+        response.json()
+    };
+    let dump = detail("KernelLogDump");
+    let description = dump["annotations"]["description"].as_str().unwrap();
+    let marker = "…[truncated: 1048576 bytes]";
+    assert!(description.len() <= 16 * 1024, "{}", description.len());
+    assert!(
+        description.ends_with(marker),
+        "{}",
+        &description[description.len() - 60..]
+    );
+    assert!(description.starts_with(&"y".repeat(1000)));
+    assert_eq!(dump["annotations"]["summary"], "dmesg");
+    let p1 = detail("GpuHostDown");
+    assert_eq!(p1["labels"]["severity"], "critical");
+    assert_eq!(p1["annotations"]["summary"], "gpu-7 is down");
+
+    let metrics = client()
+        .get(&format!("{}/metrics", daemon.base), &read)
+        .body;
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "nightshift_webhook_values_truncated_total{kind=\"annotation\"} 1"),
+        "{metrics}"
+    );
+    let log = daemon.log();
+    let warning = log
+        .lines()
+        .find(|line| line.contains("truncated") && line.contains("KernelLogDump"))
+        .unwrap_or_else(|| panic!("a warning names the alert:\n{log}"));
+    assert!(warning.contains("description"), "{warning}");
+    assert!(!log.contains(&"y".repeat(100)), "the value is never logged");
+}

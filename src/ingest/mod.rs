@@ -202,6 +202,31 @@ fn within_caps(
     Ok(notification)
 }
 
+/// Count each value that was cut, and say so once per notification: which alert and which
+/// name, never the value (it may be what the cap keeps out of the logs).
+fn report_truncated(state: &AppState, remote: &str, truncated: &[webhook::TruncatedValue]) {
+    let Some(first) = truncated.first() else {
+        return;
+    };
+    for value in truncated {
+        state
+            .metrics
+            .webhook_values_truncated_total
+            .with_label_values(&[value.kind.as_str()])
+            .inc();
+    }
+    tracing::warn!(
+        remote,
+        values = truncated.len(),
+        alertname = %first.alertname,
+        kind = first.kind.as_str(),
+        name = %first.name,
+        bytes = first.bytes,
+        limit = webhook::MAX_VALUE_BYTES,
+        "webhook values over the size limit were truncated; the notification is accepted"
+    );
+}
+
 /// glibc keeps freed memory in per-thread arenas: each large body parsed on another thread
 /// would leave its ~12x-size peak resident for good, arena after arena (six 8 MiB bodies took
 /// the daemon from 40 to 390 MB). After a large body, give the freed memory back.
@@ -350,6 +375,7 @@ async fn ingest(
             );
         }
     };
+    report_truncated(state, remote, &notification.truncated_values);
     // A sign of life of the alerting pipeline, whether or not the store can keep it.
     state.heartbeat.observe(&notification, received_at);
     // Only the group key and the count are needed from here on: the parsed alerts (several

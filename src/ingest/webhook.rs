@@ -8,6 +8,45 @@ use serde::{Deserialize, Serialize};
 
 pub type LabelSet = BTreeMap<String, String>;
 
+/// The longest label value, annotation value or generator URL kept, in bytes, marker included.
+/// A longer one is cut, never refused: a 4xx makes Alertmanager drop the whole group, the alerts
+/// beside it included, while a value of megabytes would be carried by every later step (store,
+/// rules, pages, bundles) of an incident that lasts for days.
+pub const MAX_VALUE_BYTES: usize = 16 * 1024;
+
+/// Which kind of value was cut (a bounded metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    Label,
+    Annotation,
+    GroupLabel,
+    GeneratorUrl,
+}
+
+impl ValueKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValueKind::Label => "label",
+            ValueKind::Annotation => "annotation",
+            ValueKind::GroupLabel => "group_label",
+            ValueKind::GeneratorUrl => "generator_url",
+        }
+    }
+}
+
+/// A value cut to `MAX_VALUE_BYTES`: where it was, never what it said. Names are shortened for
+/// log lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TruncatedValue {
+    /// The alert's `alertname`; empty for group labels.
+    pub alertname: String,
+    pub kind: ValueKind,
+    /// The label or annotation name; empty for a generator URL.
+    pub name: String,
+    /// The value's length before it was cut, in bytes.
+    pub bytes: usize,
+}
+
 /// Why a body was refused; becomes a 400 with a JSON body naming the problem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -89,6 +128,9 @@ pub struct Notification {
     pub group_labels: LabelSet,
     pub external_url: String,
     pub alerts: Vec<Alert>,
+    /// Values that were over `MAX_VALUE_BYTES` and were cut, for ingest to count and log.
+    #[serde(skip)]
+    pub truncated_values: Vec<TruncatedValue>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -121,9 +163,10 @@ pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
             reason: "unsupported_version",
         });
     }
+    let mut truncated_values = Vec::new();
     let mut alerts = Vec::with_capacity(raw.alerts.len());
     for (index, alert) in raw.alerts.into_iter().enumerate() {
-        alerts.push(validate_alert(index, alert)?);
+        alerts.push(validate_alert(index, alert, &mut truncated_values)?);
     }
     let group_key = if raw.group_key.is_empty() {
         // Older or hand-made senders may omit it; fall back to the receiver and group labels
@@ -132,14 +175,21 @@ pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
     } else {
         raw.group_key
     };
+    let mut group_labels = raw.group_labels;
+    truncate_values(
+        &mut group_labels,
+        ValueKind::GroupLabel,
+        &mut truncated_values,
+    );
     Ok(Notification {
         group_key,
         receiver: raw.receiver,
         status: raw.status,
         truncated_alerts: raw.truncated_alerts,
-        group_labels: raw.group_labels,
+        group_labels,
         external_url: raw.external_url,
         alerts,
+        truncated_values,
     })
 }
 
@@ -178,7 +228,11 @@ fn explain_invalid(body: &[u8]) -> PayloadError {
     }
 }
 
-fn validate_alert(index: usize, raw: RawAlert) -> Result<Alert, PayloadError> {
+fn validate_alert(
+    index: usize,
+    raw: RawAlert,
+    truncated: &mut Vec<TruncatedValue>,
+) -> Result<Alert, PayloadError> {
     let field = |name: &str| format!("alerts[{index}].{name}");
     let starts_at = parse_time(&raw.starts_at).ok_or_else(|| PayloadError {
         path: field("startsAt"),
@@ -212,15 +266,73 @@ fn validate_alert(index: usize, raw: RawAlert) -> Result<Alert, PayloadError> {
             reason: "invalid_field",
         });
     };
+    // Cut only now: the fingerprint above is Alertmanager's, of the labels as sent, so that
+    // two alerts differing past the cut stay two episodes.
+    let (mut labels, mut annotations) = (raw.labels, raw.annotations);
+    let mut generator_url = raw.generator_url;
+    let cut_before = truncated.len();
+    truncate_values(&mut labels, ValueKind::Label, truncated);
+    truncate_values(&mut annotations, ValueKind::Annotation, truncated);
+    if let Some(bytes) = truncate_value(&mut generator_url) {
+        truncated.push(TruncatedValue {
+            alertname: String::new(),
+            kind: ValueKind::GeneratorUrl,
+            name: String::new(),
+            bytes,
+        });
+    }
+    if truncated.len() > cut_before {
+        let alertname = labels
+            .get("alertname")
+            .map(|name| truncate_for_message(name))
+            .unwrap_or_default();
+        for value in &mut truncated[cut_before..] {
+            value.alertname.clone_from(&alertname);
+        }
+    }
     Ok(Alert {
         status: raw.status,
-        labels: raw.labels,
-        annotations: raw.annotations,
+        labels,
+        annotations,
         starts_at,
         ends_at,
-        generator_url: raw.generator_url,
+        generator_url,
         fingerprint,
     })
+}
+
+/// Cut every value of `set` over `MAX_VALUE_BYTES`, recording each (the alert's name is filled
+/// in by the caller).
+fn truncate_values(set: &mut LabelSet, kind: ValueKind, truncated: &mut Vec<TruncatedValue>) {
+    for (name, value) in set.iter_mut() {
+        if let Some(bytes) = truncate_value(value) {
+            truncated.push(TruncatedValue {
+                alertname: String::new(),
+                kind,
+                name: truncate_for_message(name),
+                bytes,
+            });
+        }
+    }
+}
+
+/// Cut `value` to at most `MAX_VALUE_BYTES` (on a character boundary), ending it with a marker
+/// that gives its full length; `Some(full length)` if it was cut.
+fn truncate_value(value: &mut String) -> Option<usize> {
+    let bytes = value.len();
+    if bytes <= MAX_VALUE_BYTES {
+        return None;
+    }
+    let marker = format!("…[truncated: {bytes} bytes]");
+    let mut keep = MAX_VALUE_BYTES - marker.len();
+    while !value.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    value.truncate(keep);
+    value.push_str(&marker);
+    // Give back the allocation of the full value.
+    value.shrink_to_fit();
+    Some(bytes)
 }
 
 fn parse_time(text: &str) -> Option<DateTime<Utc>> {
@@ -373,6 +485,114 @@ mod tests {
         let notification = parse(body.as_bytes()).unwrap();
         assert_eq!(notification.alerts.len(), 1);
         assert_eq!(notification.alerts[0].ends_at, None);
+    }
+
+    #[test]
+    fn a_value_over_the_cap_is_cut_on_a_character_boundary_with_a_marker() {
+        let at_cap = "a".repeat(MAX_VALUE_BYTES);
+        // (value, full length if cut, the marker it ends with)
+        let cases = [
+            ("", None, ""),
+            (at_cap.as_str(), None, ""),
+            (
+                &format!("{at_cap}b"),
+                Some(16385),
+                "…[truncated: 16385 bytes]",
+            ),
+            (
+                &"é".repeat(MAX_VALUE_BYTES),
+                Some(32768),
+                "…[truncated: 32768 bytes]",
+            ),
+            (
+                &"😀".repeat(MAX_VALUE_BYTES),
+                Some(65536),
+                "…[truncated: 65536 bytes]",
+            ),
+            (
+                &"x".repeat(1 << 20),
+                Some(1 << 20),
+                "…[truncated: 1048576 bytes]",
+            ),
+        ];
+        for (input, cut, marker) in cases {
+            let mut value = input.to_owned();
+            assert_eq!(truncate_value(&mut value), cut, "{}", input.len());
+            match cut {
+                None => assert_eq!(value, input),
+                Some(_) => {
+                    assert!(value.len() <= MAX_VALUE_BYTES, "{}", value.len());
+                    assert!(value.ends_with(marker), "{}", &value[value.len() - 40..]);
+                    let kept = &value[..value.len() - marker.len()];
+                    assert!(input.starts_with(kept));
+                    // As much as fits: less than one character short of it.
+                    assert!(kept.len() + marker.len() + 4 > MAX_VALUE_BYTES);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_values_are_cut_and_recorded_and_the_alerts_kept() {
+        let big = "x".repeat(1 << 20);
+        let body = serde_json::json!({
+            "version": "4",
+            "status": "firing",
+            "receiver": "r",
+            "groupLabels": {"cluster": big},
+            "alerts": [
+                {
+                    "status": "firing",
+                    "labels": {"alertname": "Huge", "trace": big},
+                    "annotations": {"description": big, "summary": "short"},
+                    "startsAt": "2026-11-28T03:00:00Z",
+                    "generatorURL": big,
+                },
+                {
+                    "status": "firing",
+                    "labels": {"alertname": "P1", "severity": "critical"},
+                    "annotations": {"summary": "the one that matters"},
+                    "startsAt": "2026-11-28T03:00:00Z",
+                },
+            ],
+        });
+        let notification = parse(&serde_json::to_vec(&body).unwrap()).unwrap();
+        let recorded = |alertname: &str, kind, name: &str| TruncatedValue {
+            alertname: alertname.to_owned(),
+            kind,
+            name: name.to_owned(),
+            bytes: 1 << 20,
+        };
+        assert_eq!(
+            notification.truncated_values,
+            [
+                recorded("Huge", ValueKind::Label, "trace"),
+                recorded("Huge", ValueKind::Annotation, "description"),
+                recorded("Huge", ValueKind::GeneratorUrl, ""),
+                recorded("", ValueKind::GroupLabel, "cluster"),
+            ]
+        );
+        let huge = &notification.alerts[0];
+        let marker = "…[truncated: 1048576 bytes]";
+        for value in [
+            &huge.labels["trace"],
+            &huge.annotations["description"],
+            &huge.generator_url,
+            &notification.group_labels["cluster"],
+        ] {
+            assert!(value.len() <= MAX_VALUE_BYTES && value.ends_with(marker));
+        }
+        assert_eq!(huge.annotations["summary"], "short");
+        // The identity is that of the labels as sent.
+        let sent: LabelSet = [
+            ("alertname".to_owned(), "Huge".to_owned()),
+            ("trace".to_owned(), big.clone()),
+        ]
+        .into();
+        assert_eq!(huge.fingerprint, fingerprint(&sent));
+        let p1 = &notification.alerts[1];
+        assert_eq!(p1.labels["severity"], "critical");
+        assert_eq!(p1.annotations["summary"], "the one that matters");
     }
 
     #[test]
