@@ -192,7 +192,9 @@ fn check(path: Option<PathBuf>, env: &[(String, String)], config_only: bool) -> 
         }
     };
     let mut failed = false;
-    if let Err(errors) = crate::auth::Credentials::load(&loaded.config.auth) {
+    if let Err(errors) =
+        crate::auth::Credentials::load(&loaded.config.auth, crate::auth::Missing::CheckOnly)
+    {
         for error in errors {
             eprintln!("{}: {error}", loaded.origins.of(""));
         }
@@ -205,16 +207,6 @@ fn check(path: Option<PathBuf>, env: &[(String, String)], config_only: bool) -> 
     }
     if failed {
         return 1;
-    }
-    if loaded.config.actions.mode == crate::config::ActionMode::Enforce
-        && loaded.config.auth.ingest_token_file.is_none()
-        && loaded.config.auth.ingest_basic_auth_file.is_none()
-    {
-        eprintln!(
-            "warning: {}: actions.mode is enforce but the ingest endpoint has no credential; \
-             nightshift will run in dry-run",
-            loaded.origins.of("actions.mode")
-        );
     }
     let shown = path.map_or_else(
         || "built-in defaults".to_owned(),
@@ -319,6 +311,11 @@ fn admin_call(
             let token = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             request = request.bearer_auth(token.trim());
+        } else if config.auth.admin_basic_auth_file.is_none()
+            && let Some(token) = crate::auth::generated_admin_token(&config.store.dir)
+        {
+            // The daemon generated the admin credential: whoever may read it may use it.
+            request = request.bearer_auth(token);
         } else if let Some(file) = &config.auth.admin_basic_auth_file {
             let pair = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read {}", file.display()))?;

@@ -65,7 +65,9 @@ pub struct ServerConfig {
     /// How long a TLS handshake may take.
     #[serde(with = "humantime_serde")]
     pub tls_handshake_timeout: Duration,
-    /// Connections served at once; further ones wait in the kernel's backlog.
+    /// Connections served at once; further ones wait in the kernel's backlog. Lowered at start
+    /// (with a warning) so that connections leave a quarter of the open-file limit
+    /// (RLIMIT_NOFILE, at least 256 descriptors) to the store, clients, bundles and commands.
     pub max_connections: usize,
     /// Webhooks waiting to be committed; when full, ingest answers 503.
     pub commit_queue: usize,
@@ -93,9 +95,11 @@ impl Default for ServerConfig {
     }
 }
 
-/// Three credentials, each optional: *ingest* for `POST /webhook`, *read* for the incident API,
-/// *admin* for `/-/reload`. Each may be a bearer token file, a basic-auth file
-/// (`user:password` on one line), or both.
+/// Three credentials: *ingest* for `POST /webhook`, *read* for the incident API, the report
+/// and bundles, *admin* for `/-/reload`, `/-/pause` and `/-/resume`. Each may be a bearer
+/// token file, a basic-auth file (`user:password` on one line), or both. One that is not
+/// configured is generated on first start under `<store.dir>/credentials/`, unless its
+/// endpoints are opened explicitly with `allow_unauthenticated`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
@@ -105,6 +109,71 @@ pub struct AuthConfig {
     pub read_basic_auth_file: Option<PathBuf>,
     pub admin_token_file: Option<PathBuf>,
     pub admin_basic_auth_file: Option<PathBuf>,
+    /// Endpoint groups that answer without a credential. Refused on a non-loopback listener.
+    pub allow_unauthenticated: Vec<OpenEndpoint>,
+    /// Whether `/metrics` needs the *read* credential.
+    pub metrics: MetricsAccess,
+}
+
+impl AuthConfig {
+    /// Whether any credential file is configured for the endpoints of `group`.
+    pub fn configures(&self, group: OpenEndpoint) -> bool {
+        let (token, basic) = match group {
+            OpenEndpoint::Webhook => (&self.ingest_token_file, &self.ingest_basic_auth_file),
+            OpenEndpoint::Api => (&self.read_token_file, &self.read_basic_auth_file),
+            OpenEndpoint::Admin => (&self.admin_token_file, &self.admin_basic_auth_file),
+        };
+        token.is_some() || basic.is_some()
+    }
+
+    /// Every credential file the configuration names: none of them may be read as an
+    /// action's secret.
+    pub fn files(&self) -> Vec<&Path> {
+        [
+            &self.ingest_token_file,
+            &self.ingest_basic_auth_file,
+            &self.read_token_file,
+            &self.read_basic_auth_file,
+            &self.admin_token_file,
+            &self.admin_basic_auth_file,
+        ]
+        .into_iter()
+        .filter_map(|path| path.as_deref())
+        .collect()
+    }
+}
+
+/// The endpoint groups `[auth] allow_unauthenticated` can open, one per credential.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OpenEndpoint {
+    /// `POST /webhook` (the *ingest* credential).
+    Webhook,
+    /// `/api/v1/...` (the *read* credential).
+    Api,
+    /// `/-/reload`, `/-/pause`, `/-/resume` (the *admin* credential).
+    Admin,
+}
+
+impl OpenEndpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpenEndpoint::Webhook => "webhook",
+            OpenEndpoint::Api => "api",
+            OpenEndpoint::Admin => "admin",
+        }
+    }
+}
+
+/// Who may scrape `/metrics`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAccess {
+    /// Anyone who can reach the listener (the metrics carry no alert data).
+    #[default]
+    Open,
+    /// The *read* credential, sent by Prometheus with `authorization`.
+    Read,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -464,20 +533,41 @@ pub struct ActionsConfig {
     #[serde(with = "humantime_serde")]
     pub min_hold: Duration,
     /// Where `secret("name")` reads `name` from. Unset: systemd's credentials directory
-    /// (`$CREDENTIALS_DIRECTORY`, from `LoadCredential=`) when there is one, else
-    /// `<store.dir>/secrets`.
+    /// (`$CREDENTIALS_DIRECTORY`, from `LoadCredential=`), where only the credentials named
+    /// `action.<name>` are read, when there is one; else `<store.dir>/secrets`.
     pub secrets_dir: Option<PathBuf>,
 }
 
+/// Where `secret("name")` reads from, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretsSource {
+    pub dir: PathBuf,
+    /// Prefixed to a secret's name to find its file: `action.` in systemd's credentials
+    /// directory, which also holds the API credentials that actions must never read.
+    pub prefix: &'static str,
+}
+
+/// The prefix of the systemd credentials meant for actions.
+pub const ACTION_CREDENTIAL_PREFIX: &str = "action.";
+
 impl ActionsConfig {
-    /// The directory `secret("name")` reads from.
-    pub fn secrets_dir(&self, state_dir: &Path) -> PathBuf {
+    /// Where `secret("name")` reads from.
+    pub fn secrets_source(&self, state_dir: &Path) -> SecretsSource {
         if let Some(dir) = &self.secrets_dir {
-            return dir.clone();
+            return SecretsSource {
+                dir: dir.clone(),
+                prefix: "",
+            };
         }
         match std::env::var_os("CREDENTIALS_DIRECTORY") {
-            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-            _ => state_dir.join("secrets"),
+            Some(dir) if !dir.is_empty() => SecretsSource {
+                dir: PathBuf::from(dir),
+                prefix: ACTION_CREDENTIAL_PREFIX,
+            },
+            _ => SecretsSource {
+                dir: state_dir.join("secrets"),
+                prefix: "",
+            },
         }
     }
 }
@@ -623,7 +713,8 @@ pub struct BundlesConfig {
     /// Bundles of closed incidents older than this are deleted.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
-    /// Past this many bytes in all, the oldest bundles of closed incidents are deleted.
+    /// Past this many bytes in all, the oldest bundles of closed incidents are deleted, then
+    /// (only if that is not enough) those of the incidents open longest, keeping the newest.
     pub max_total_bytes: u64,
     /// Regexes whose matches are redacted from every file, besides the built-in patterns.
     pub redact: Vec<String>,
@@ -895,7 +986,7 @@ fn check_file(file: &str, text: &str, origins: &mut Origins, errors: &mut Vec<Co
                         message: "unknown section; expected one of server, auth, store, \
                                   reconcile, alertmanager, log, rules, severities, default_rule, \
                                   prometheus, kubernetes, actions, paging, pagerduty, \
-                                  notifiers, watchdog, bundles"
+                                  notifiers, watchdog, bundles, http"
                             .to_owned(),
                     });
                     continue;
@@ -940,6 +1031,15 @@ fn validate(config: &Config, origins: &Origins, errors: &mut Vec<ConfigError>) {
     match config.server.listen.parse::<SocketAddr>() {
         Ok(address) => {
             let tls = config.server.tls_cert_file.is_some();
+            if !address.ip().is_loopback() && !config.auth.allow_unauthenticated.is_empty() {
+                fail(
+                    "auth.allow_unauthenticated",
+                    format!(
+                        "{address} is not a loopback address: every endpoint there needs its \
+                         credential; remove auth.allow_unauthenticated or listen on 127.0.0.1"
+                    ),
+                );
+            }
             if !address.ip().is_loopback() && !tls && !config.server.allow_plaintext {
                 fail(
                     "server.listen",
@@ -1114,6 +1214,30 @@ fn validate(config: &Config, origins: &Origins, errors: &mut Vec<ConfigError>) {
             && let Err(error) = std::fs::metadata(path)
         {
             fail(key, format!("cannot read {}: {error}", path.display()));
+        }
+    }
+    if config.actions.mode == ActionMode::Enforce
+        && config
+            .auth
+            .allow_unauthenticated
+            .contains(&OpenEndpoint::Webhook)
+    {
+        fail(
+            "actions.mode",
+            "enforce needs a credential on the webhook, but auth.allow_unauthenticated opens \
+             it: whoever can post an alert could restart deployments"
+                .to_owned(),
+        );
+    }
+    for group in &config.auth.allow_unauthenticated {
+        if config.auth.configures(*group) {
+            fail(
+                "auth.allow_unauthenticated",
+                format!(
+                    "{} is opened here and also has a credential configured; keep one",
+                    group.as_str()
+                ),
+            );
         }
     }
     validate_paging(config, &mut fail);
@@ -1405,6 +1529,47 @@ mod tests {
         )
         .unwrap();
         assert!(config.server.allow_plaintext);
+    }
+
+    #[test]
+    fn opening_an_endpoint_is_refused_off_loopback_and_beside_a_credential() {
+        let errors = load_text(
+            "[server]\nlisten = \"0.0.0.0:9797\"\nallow_plaintext = true\n\
+             [auth]\nallow_unauthenticated = [\"api\"]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0]
+                .starts_with("F:5: auth.allow_unauthenticated: 0.0.0.0:9797 is not a loopback"),
+            "{errors:?}"
+        );
+        let errors = load_text(
+            "[auth]\nallow_unauthenticated = [\"admin\"]\n[actions]\nmode = \"enforce\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(errors.actions.mode, ActionMode::Enforce);
+        let errors = load_text(
+            "[auth]\nadmin_token_file = \"/dev/null\"\nallow_unauthenticated = [\"admin\", \"webhook\"]\n\
+             [actions]\nmode = \"enforce\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("actions.mode: enforce needs a credential")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("also has a credential configured")),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -9,9 +9,11 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Credentials;
+use crate::auth::{Credentials, Missing};
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{self, AlertmanagerConfig, Config};
+use crate::config::{self, ActionMode, AlertmanagerConfig, Config};
+use crate::governor::Mode;
+use crate::mitigate::ModeSwitch;
 use crate::probes::{ProbeSettings, Prober};
 use crate::rules::LoadOptions;
 use crate::server::{self, AppState};
@@ -41,6 +43,114 @@ pub struct Reloader {
     rules_degraded: Arc<RwLock<Option<String>>>,
     /// Routing keys, notifiers and the fallback chain; swapped whole on reload.
     delivery: Arc<crate::notify::deliver::Deliverer>,
+    /// The act stage's mode, switched by `[actions] mode`.
+    mode: Arc<ModeSwitch>,
+    /// Why actions run dry against the configuration, if they do; shown by /readyz.
+    actions_note: Arc<RwLock<Option<String>>>,
+}
+
+/// How a changed config key takes effect on reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnReload {
+    Applies,
+    /// Applies to what the daemon decides from now on; the rest after a restart.
+    Partly(&'static str),
+    NeedsRestart,
+}
+
+/// Keys (or whole sections) that a reload applies, by prefix; every other key needs a
+/// restart and is named as such, so that no change is ever silently ignored.
+const RELOADABLE: &[(&str, OnReload)] = &[
+    ("auth", OnReload::Applies),
+    ("log.level", OnReload::Applies),
+    ("store.dir", OnReload::NeedsRestart),
+    ("store", OnReload::Applies),
+    ("reconcile", OnReload::Applies),
+    ("alertmanager", OnReload::Applies),
+    ("rules.dir", OnReload::Applies),
+    (
+        "severities",
+        OnReload::Partly("decisions and pages use it now; bundles and the report after a restart"),
+    ),
+    ("default_rule", OnReload::Applies),
+    ("actions.mode", OnReload::Applies),
+    ("pagerduty", OnReload::Applies),
+    ("notifiers", OnReload::Applies),
+    ("paging.fallback", OnReload::Applies),
+    ("paging.fallback_after", OnReload::Applies),
+    ("paging.alertmanager_url", OnReload::Applies),
+    ("paging.max_incidents_per_page", OnReload::Applies),
+    (
+        "paging.external_url",
+        OnReload::Partly("pages use it now; bundles and the report after a restart"),
+    ),
+    (
+        "watchdog.alertname",
+        OnReload::Partly("ingest counts the new name now; the self-page after a restart"),
+    ),
+];
+
+fn on_reload(key: &str) -> OnReload {
+    RELOADABLE
+        .iter()
+        .filter(|(prefix, _)| {
+            key == *prefix
+                || key
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        })
+        .max_by_key(|(prefix, _)| prefix.len())
+        .map_or(OnReload::NeedsRestart, |(_, how)| *how)
+}
+
+/// Every leaf key whose value differs between two configurations, as a dotted path.
+fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    fn walk(path: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut Vec<String>) {
+        use serde_json::Value;
+        match (old, new) {
+            (Value::Object(a), Value::Object(b)) => {
+                let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+                for key in keys {
+                    let child = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    walk(
+                        &child,
+                        a.get(key).unwrap_or(&Value::Null),
+                        b.get(key).unwrap_or(&Value::Null),
+                        out,
+                    );
+                }
+            }
+            (a, b) if a != b => out.push(path.to_owned()),
+            _ => {}
+        }
+    }
+    let (Ok(old), Ok(new)) = (serde_json::to_value(old), serde_json::to_value(new)) else {
+        return vec!["(configuration)".to_owned()];
+    };
+    let mut out = Vec::new();
+    walk("", &old, &new, &mut out);
+    out
+}
+
+/// The mode actions run in: enforce only when configured and the ingest endpoint has a
+/// credential, with the reason when the configuration is overruled.
+fn effective_mode(config: &Config, credentials: &Credentials) -> (Mode, Option<String>) {
+    match (config.actions.mode, credentials.ingest.is_required()) {
+        (ActionMode::Enforce, true) => (Mode::Enforce, None),
+        (ActionMode::Enforce, false) => (
+            Mode::DryRun,
+            Some(
+                "actions.mode is enforce but the ingest endpoint has no credential; running in \
+                 dry-run"
+                    .to_owned(),
+            ),
+        ),
+        (ActionMode::DryRun, _) => (Mode::DryRun, None),
+    }
 }
 
 impl Reloader {
@@ -77,8 +187,25 @@ impl Reloader {
     fn try_reload(&self) -> Result<Vec<String>, Vec<String>> {
         let loaded = config::load(self.path.as_deref(), &self.env)
             .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-        let credentials = Credentials::load(&loaded.config.auth)?;
+        let state_dir = self
+            .current
+            .lock()
+            .map_err(|_| vec!["reload state poisoned".to_owned()])?
+            .store
+            .dir
+            .clone();
+        let (credentials, created) =
+            Credentials::load(&loaded.config.auth, Missing::Generate(&state_dir))?;
         let new = loaded.config;
+        let (mode, mode_note) = effective_mode(&new, &credentials);
+        if mode_note.is_some() {
+            // Never left enforcing with ingest open: the whole reload is refused.
+            return Err(vec![format!(
+                "{}: actions.mode = \"enforce\" needs a credential on the webhook; the \
+                 reload would leave actions enforcing while anyone can post alerts",
+                loaded.origins.of("actions.mode")
+            )]);
+        }
         let delivery = crate::notify::deliver::DeliverySettings::from_config(&new)
             .map_err(|error| vec![error])?;
         let options = LoadOptions::from_config(&new);
@@ -103,21 +230,43 @@ impl Reloader {
             .lock()
             .map_err(|_| vec!["reload state poisoned".to_owned()])?;
         let mut notes = Vec::new();
-        if new.server != current.server {
-            notes.push("server settings changed; they apply after a restart".to_owned());
+        let mut restart = Vec::new();
+        for key in changed_keys(&current, &new) {
+            match on_reload(&key) {
+                OnReload::Applies => {}
+                OnReload::Partly(how) => notes.push(format!("{key} changed: {how}")),
+                OnReload::NeedsRestart => restart.push(key),
+            }
         }
-        if new.store.dir != current.store.dir {
-            notes.push("store.dir changed; it applies after a restart".to_owned());
+        if !restart.is_empty() {
+            notes.push(format!("changed, needs a restart: {}", restart.join(", ")));
+        }
+        for path in &created {
+            notes.push(format!("generated a credential in {}", path.display()));
         }
         if let Ok(mut slot) = self.credentials.write() {
             *slot = Arc::new(credentials);
         }
+        let was = self.mode.set(mode);
+        if was != mode {
+            notes.push(match mode {
+                Mode::Enforce => "actions.mode is now enforce: actions are carried out".to_owned(),
+                Mode::DryRun => "actions.mode is now dry-run: no new action starts; actions \
+                                 already started finish and are verified, and held changes are \
+                                 still reverted"
+                    .to_owned(),
+            });
+            tracing::warn!(mode = ?mode, "action mode switched by reload");
+        }
+        self.metrics
+            .actions_enforced
+            .set(i64::from(mode == Mode::Enforce));
+        if let Ok(mut slot) = self.actions_note.write() {
+            *slot = None;
+        }
         self.store.update_settings(StoreSettings::from_config(&new));
         if let Ok(mut slot) = self.delivery.settings.write() {
             *slot = Arc::new(delivery);
-        }
-        if new.paging.dedup != current.paging.dedup || new.watchdog != current.watchdog {
-            notes.push("paging.dedup and [watchdog] apply after a restart".to_owned());
         }
         if new.log.level != current.log.level
             && let Some(handle) = &self.log
@@ -129,9 +278,6 @@ impl Reloader {
                 }
                 Err(error) => notes.push(format!("log level kept: {error}")),
             }
-        }
-        if new.log.format != current.log.format {
-            notes.push("log.format changed; it applies after a restart".to_owned());
         }
         self.alertmanager.send_replace(new.alertmanager.clone());
         let files = crate::rules::load::rule_files(&new.rules.dir).unwrap_or_default();
@@ -191,11 +337,15 @@ async fn run_async(
     options: RunOptions,
     log: Option<LogReload>,
 ) -> anyhow::Result<()> {
+    // First of all: one process per state directory, or two daemons would both act.
+    let state_lock = crate::state_dir::lock(&config.store.dir)?;
     let clock: SharedClock = Arc::new(SystemClock);
     let metrics = Arc::new(Metrics::new());
     let notifier = Notifier::from_env();
-    let credentials = Credentials::load(&config.auth)
-        .map_err(|errors| anyhow::anyhow!("cannot load credentials:\n{}", errors.join("\n")))?;
+    let (credentials, created) =
+        Credentials::load(&config.auth, Missing::Generate(&config.store.dir))
+            .map_err(|errors| anyhow::anyhow!("cannot load credentials:\n{}", errors.join("\n")))?;
+    log_credentials(&config, &created);
     let tls = server::load_tls(&config.server).map_err(|e| anyhow::anyhow!(e))?;
     let delivery_settings = crate::notify::deliver::DeliverySettings::from_config(&config)
         .map_err(|error| anyhow::anyhow!("cannot load paging settings: {error}"))?;
@@ -254,8 +404,14 @@ async fn run_async(
     ));
 
     let shutdown = CancellationToken::new();
+    // Enforce only when configured, and never while anyone can post a webhook.
+    let (mode, mode_note) = effective_mode(&config, &credentials);
+    if let Some(note) = &mode_note {
+        tracing::error!("{note}");
+    }
+    let mode = Arc::new(ModeSwitch::new(mode));
     let credentials = Arc::new(RwLock::new(Arc::new(credentials)));
-    let actions_note: Arc<RwLock<Option<String>>> = Arc::default();
+    let actions_note: Arc<RwLock<Option<String>>> = Arc::new(RwLock::new(mode_note));
     let (alertmanager_settings, alertmanager_receiver) =
         watch::channel(config.alertmanager.clone());
     let deliverer = Arc::new(
@@ -285,6 +441,8 @@ async fn run_async(
         notifier: notifier.clone(),
         rules: rules.clone(),
         rules_degraded: rules_degraded.clone(),
+        mode: mode.clone(),
+        actions_note: actions_note.clone(),
     });
     let server_config = Arc::new(config.server.clone());
     let state = AppState {
@@ -308,9 +466,13 @@ async fn run_async(
     let deadline = config.server.shutdown_timeout;
     let server_task = tokio::spawn(server::serve(
         listener,
-        tls,
-        server::router(state),
-        server_config,
+        server::Serving {
+            tls,
+            router: server::router(state),
+            config: server_config,
+            metrics: metrics.clone(),
+            credentials: credentials.clone(),
+        },
         shutdown.clone(),
         deadline,
     ));
@@ -321,28 +483,9 @@ async fn run_async(
         config.http.clone(),
         shutdown.clone(),
     ));
-    // Enforce only when configured, and never while anyone can post a webhook.
-    let ingest_protected = credentials
-        .read()
-        .map(|c| c.ingest.is_required())
-        .unwrap_or(false);
-    let mode = match (config.actions.mode, ingest_protected) {
-        (crate::config::ActionMode::Enforce, true) => crate::governor::Mode::Enforce,
-        (crate::config::ActionMode::Enforce, false) => {
-            let note = "actions.mode is enforce but the ingest endpoint has no credential; \
-                        running in dry-run"
-                .to_owned();
-            tracing::error!("{note}");
-            if let Ok(mut notes) = actions_note.write() {
-                *notes = Some(note);
-            }
-            crate::governor::Mode::DryRun
-        }
-        (crate::config::ActionMode::DryRun, _) => crate::governor::Mode::DryRun,
-    };
     metrics
         .actions_enforced
-        .set(i64::from(mode == crate::governor::Mode::Enforce));
+        .set(i64::from(mode.get() == Mode::Enforce));
     let redactor: Arc<std::sync::Mutex<crate::redact::Redactor>> = Arc::default();
     let bundler = if config.bundles.enabled {
         let collectors = crate::bundle::collect::Collectors::new(
@@ -377,14 +520,14 @@ async fn run_async(
         metrics: metrics.clone(),
         kubernetes: crate::probes::kubernetes::ClientSlot::new(&config.kubernetes),
         http: crate::actions::http::client_for(&config.http).map_err(|e| anyhow::anyhow!(e))?,
-        mode,
+        mode: mode.clone(),
         limits: crate::governor::Limits {
             hourly_budget: config.actions.hourly_budget,
         },
         namespaces: config.kubernetes.namespaces.clone(),
         max_attempts: config.actions.max_attempts.max(1),
         min_hold: config.actions.min_hold,
-        secrets: crate::redact::SecretFiles::new(config.actions.secrets_dir(&config.store.dir)),
+        secrets: crate::redact::SecretFiles::from_config(&config),
         redactor: redactor.clone(),
         last_verify: std::sync::Mutex::default(),
         evidence: bundler.clone(),
@@ -436,11 +579,10 @@ async fn run_async(
     ));
 
     // Written once everything is up, like READY=1: scripts and tests wait for it.
-    std::fs::write(
-        config.store.dir.join(ADDRESS_FILE),
-        format!("{scheme}://{address}\n"),
-    )
-    .context("cannot write the address file in the state directory")?;
+    let address_file = config.store.dir.join(ADDRESS_FILE);
+    std::fs::write(&address_file, format!("{scheme}://{address}\n"))
+        .and_then(|()| crate::state_dir::set_file_mode(&address_file))
+        .context("cannot write the address file in the state directory")?;
     tracing::info!(%address, scheme, state_dir = %config.store.dir.display(), "listening");
     notifier.ready(&format!("listening on {scheme}://{address}"));
 
@@ -455,6 +597,7 @@ async fn run_async(
     let _ = tokio::time::timeout(deadline.saturating_sub(started.elapsed()), worker_task).await;
     let _ = tokio::time::timeout(deadline.saturating_sub(started.elapsed()), delivery_task).await;
     store.shutdown();
+    let _state_lock = state_lock;
     let left = deadline
         .saturating_sub(started.elapsed())
         .max(Duration::from_millis(100));
@@ -469,6 +612,29 @@ async fn run_async(
         );
     }
     Ok(())
+}
+
+/// Say once where generated credentials are (never what they are): Alertmanager needs the
+/// ingest token, the CLI reads the admin one.
+fn log_credentials(config: &Config, created: &[PathBuf]) {
+    let dir = config.store.dir.join(crate::auth::CREDENTIALS_DIR);
+    if !created.is_empty() {
+        let files: Vec<String> = created.iter().map(|p| p.display().to_string()).collect();
+        tracing::info!(
+            files = %files.join(", "),
+            "generated credentials (mode 0600): give Alertmanager a copy of the ingest token; \
+             the read token opens the API, the admin token reload and pause (the CLI reads it \
+             from here)"
+        );
+    } else if dir.exists() {
+        tracing::debug!(dir = %dir.display(), "generated credentials in use where not configured");
+    }
+    for group in &config.auth.allow_unauthenticated {
+        tracing::warn!(
+            endpoints = group.as_str(),
+            "opened without a credential by auth.allow_unauthenticated"
+        );
+    }
 }
 
 /// Ping systemd's watchdog only while the store writer is going round: a wedged writer must

@@ -25,6 +25,7 @@ pub mod redact;
 pub mod report;
 pub mod rules;
 pub mod server;
+pub mod state_dir;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;

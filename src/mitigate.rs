@@ -27,8 +27,9 @@ pub struct Mitigator {
     pub metrics: Arc<Metrics>,
     pub kubernetes: ClientSlot,
     pub http: reqwest::Client,
-    /// The effective mode: `Enforce` only when configured and an ingest credential exists.
-    pub mode: Mode,
+    /// The effective mode: `Enforce` only when configured and an ingest credential exists;
+    /// switched by a reload.
+    pub mode: Arc<ModeSwitch>,
     pub limits: Limits,
     pub namespaces: Vec<String>,
     pub max_attempts: u32,
@@ -44,6 +45,35 @@ pub struct Mitigator {
     /// `before_action` collectors, up to `evidence_wait`.
     pub evidence: Option<Arc<crate::bundle::bundler::Bundler>>,
     pub evidence_wait: Duration,
+}
+
+/// The effective action mode, shared by the act stage and the reloader: `[actions] mode` is
+/// the switch a human reaches for at 3 a.m., so it applies on reload in both directions.
+/// Switching to dry-run stops new effects at once; an action already started finishes and is
+/// verified.
+#[derive(Debug)]
+pub struct ModeSwitch(std::sync::atomic::AtomicBool);
+
+impl ModeSwitch {
+    pub fn new(mode: Mode) -> ModeSwitch {
+        ModeSwitch(std::sync::atomic::AtomicBool::new(mode == Mode::Enforce))
+    }
+
+    pub fn get(&self) -> Mode {
+        if self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            Mode::Enforce
+        } else {
+            Mode::DryRun
+        }
+    }
+
+    /// Set the mode; returns the previous one.
+    pub fn set(&self, mode: Mode) -> Mode {
+        let was = self
+            .0
+            .swap(mode == Mode::Enforce, std::sync::atomic::Ordering::SeqCst);
+        if was { Mode::Enforce } else { Mode::DryRun }
+    }
 }
 
 /// An action ready to run: its target and the request for its executor.
@@ -124,7 +154,7 @@ impl Mitigator {
             shadow: rule.shadow,
             cooldown: duration_millis(common.cooldown),
             arguments: chosen.rendered.to_string(),
-            mode: self.mode,
+            mode: self.mode.get(),
             limits: self.limits,
             hold_items: hold_items.clone(),
             defer_on_skip: false,
@@ -178,6 +208,18 @@ impl Mitigator {
             evidence
                 .evidence_ready(&alert.incident_id, &action, self.evidence_wait)
                 .await;
+        }
+        // A reload may have switched to dry-run while this action was judged or waited for
+        // evidence: no new effect starts after the switch. Recorded as failed (nothing was
+        // done), so that its incident pages as when nothing could be done.
+        if self.mode.get() == Mode::DryRun {
+            let result = json!({"error": "actions.mode was switched to dry-run before this action started; not run"});
+            tracing::warn!(action = %chosen.name, %target, "switched to dry-run before the action started; not run");
+            self.store
+                .update_action(planned.id, "failed", Some(result.to_string()))
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(());
         }
         // Retries only for what provably did not take effect: exponential backoff with jitter
         // from backon (the design card's `backoff` crate is unmaintained, RUSTSEC-2025-0012).
@@ -708,7 +750,10 @@ impl Mitigator {
                 shadow: false,
                 cooldown: duration_millis(self.min_hold),
                 arguments: json!({"item": item, "restore": serde_json::from_str::<Value>(previous).unwrap_or_default()}).to_string(),
-                mode: self.mode,
+                // A hold exists only because its change was made for real: undoing it is
+                // not a new effect, so it goes ahead after a switch to dry-run too (a pause,
+                // the budget or a cooldown still defer it).
+                mode: Mode::Enforce,
                 limits: self.limits,
                 hold_items: Vec::new(),
                 defer_on_skip: true,

@@ -12,15 +12,44 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-/// Where secret files live: systemd's credentials directory, or `<state dir>/secrets`.
+/// Where secret files live: systemd's credentials directory (only `action.<name>`), or
+/// `<state dir>/secrets`, or `actions.secrets_dir`. API credentials are never secrets for
+/// actions: a file that `[auth]` names, or one under `<state dir>/credentials/`, is refused
+/// even when a secret's name leads to it (through a symbolic link, say).
 #[derive(Debug, Clone)]
 pub struct SecretFiles {
     dir: PathBuf,
+    prefix: &'static str,
+    /// Canonical paths of credential files, and directories of them, never read as secrets.
+    refused: Vec<PathBuf>,
 }
 
 impl SecretFiles {
+    /// Secrets read from `dir` by their plain name, with nothing refused (tests, tools).
     pub fn new(dir: impl Into<PathBuf>) -> SecretFiles {
-        SecretFiles { dir: dir.into() }
+        SecretFiles {
+            dir: dir.into(),
+            prefix: "",
+            refused: Vec::new(),
+        }
+    }
+
+    /// The daemon's secrets: from where the configuration says, never an API credential.
+    pub fn from_config(config: &crate::config::Config) -> SecretFiles {
+        let source = config.actions.secrets_source(&config.store.dir);
+        let refused = config
+            .auth
+            .files()
+            .into_iter()
+            .map(Path::to_path_buf)
+            .chain([config.store.dir.join(crate::auth::CREDENTIALS_DIR)])
+            .map(|path| std::fs::canonicalize(&path).unwrap_or(path))
+            .collect();
+        SecretFiles {
+            dir: source.dir,
+            prefix: source.prefix,
+            refused,
+        }
     }
 
     /// Read one secret; the name is a plain file name, never a path.
@@ -33,7 +62,15 @@ impl SecretFiles {
         if !plain {
             return Err(format!("secret name {name:?} must be a plain file name"));
         }
-        let path = self.dir.join(name);
+        let path = self.dir.join(format!("{}{name}", self.prefix));
+        let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        if self.refused.iter().any(|refused| real.starts_with(refused)) {
+            return Err(format!(
+                "secret {name}: {} is an API credential of nightshift's own ([auth]), never \
+                 a secret for actions",
+                path.display()
+            ));
+        }
         std::fs::read_to_string(&path)
             .map(|text| text.trim_end_matches(['\n', '\r']).to_owned())
             .map_err(|error| format!("secret {name}: cannot read {}: {error}", path.display()))
@@ -357,6 +394,30 @@ mod tests {
         std::fs::write(dir.path().join("vastai_api_key"), "sk-live-0123456789\n").unwrap();
         let files = SecretFiles::new(dir.path());
         (dir, files)
+    }
+
+    #[test]
+    fn api_credentials_are_never_secrets_for_actions() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("var");
+        let secrets = dir.path().join("secrets");
+        std::fs::create_dir_all(state.join("credentials")).unwrap();
+        std::fs::create_dir_all(&secrets).unwrap();
+        std::fs::write(state.join("credentials/admin"), "generated-admin\n").unwrap();
+        std::fs::write(dir.path().join("ingest"), "configured-ingest\n").unwrap();
+        std::fs::write(secrets.join("api-key"), "sk-live-0123456789\n").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("ingest"), secrets.join("ingest")).unwrap();
+        std::os::unix::fs::symlink(state.join("credentials/admin"), secrets.join("admin")).unwrap();
+        let mut config = crate::config::Config::default();
+        config.store.dir = state;
+        config.actions.secrets_dir = Some(secrets);
+        config.auth.ingest_token_file = Some(dir.path().join("ingest"));
+        let files = SecretFiles::from_config(&config);
+        assert_eq!(files.read("api-key").unwrap(), "sk-live-0123456789");
+        for name in ["ingest", "admin"] {
+            let error = files.read(name).unwrap_err();
+            assert!(error.contains("API credential"), "{name}: {error}");
+        }
     }
 
     #[test]

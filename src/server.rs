@@ -54,14 +54,22 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The credentials in force (swapped whole by a reload).
+    pub fn credentials(&self) -> Arc<Credentials> {
+        self.credentials
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |c| c.clone())
+    }
+
+    /// Whether the request carries the credential `role` needs (or the role is open).
+    pub fn permits(&self, role: Role, headers: &HeaderMap) -> bool {
+        let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        self.credentials().for_role(role).permits(header)
+    }
+
     /// `None` when the request carries the credential `role` needs; else the 401 to send.
     pub fn authorize(&self, role: Role, headers: &HeaderMap) -> Option<Response> {
-        let credentials = self
-            .credentials
-            .read()
-            .map_or_else(|p| p.into_inner().clone(), |c| c.clone());
-        let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-        if credentials.for_role(role).permits(header) {
+        if self.permits(role, headers) {
             return None;
         }
         self.metrics
@@ -165,13 +173,28 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+/// Ready or not for anyone (load balancers, systemd checks); the reasons only for callers with
+/// the *read* credential, since error text can name paths, hosts and rules.
+async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let detailed = state.permits(Role::Read, &headers);
+    let (status, text) = readiness(&state);
+    if detailed {
+        return (status, text).into_response();
+    }
+    let brief = if status == StatusCode::OK {
+        "ready\n"
+    } else {
+        "not ready\n"
+    };
+    (status, brief).into_response()
+}
+
+fn readiness(state: &AppState) -> (StatusCode, String) {
     if state.shutdown.is_cancelled() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: shutting down\n",
-        )
-            .into_response();
+            "not ready: shutting down\n".to_owned(),
+        );
     }
     let degraded: Vec<String> = [&state.rules_degraded, &state.actions_note]
         .iter()
@@ -182,20 +205,22 @@ async fn readyz(State(state): State<AppState>) -> Response {
         // Ingest works, so the daemon is ready; but say loudly that the rules are not the
         // configured ones.
         Ok(()) => match degraded {
-            None => (StatusCode::OK, "ready\n").into_response(),
-            Some(reason) => {
-                (StatusCode::OK, format!("ready (degraded: {reason})\n")).into_response()
-            }
+            None => (StatusCode::OK, "ready\n".to_owned()),
+            Some(reason) => (StatusCode::OK, format!("ready (degraded: {reason})\n")),
         },
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {reason}\n"),
-        )
-            .into_response(),
+        ),
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if state.credentials().metrics == crate::config::MetricsAccess::Read
+        && let Some(response) = state.authorize(Role::Read, &headers)
+    {
+        return response;
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -205,6 +230,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+/// The most incidents one list answer holds: each carries its labels and annotations (up to
+/// 16 KiB a value), so an unbounded `limit` could build an answer of gigabytes.
+pub const MAX_LIST_LIMIT: usize = 1000;
 
 #[derive(Debug, Deserialize)]
 struct ListQuery {
@@ -239,7 +268,7 @@ async fn list_incidents(
             }
         },
     };
-    let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_LIST_LIMIT);
     let store = state.store.clone();
     match read_store(move || store.reader()?.incidents(status, limit)).await {
         Ok(incidents) => axum::Json(serde_json::json!({ "incidents": incidents })).into_response(),
@@ -291,20 +320,31 @@ async fn download_bundle(
         };
         let file = crate::bundle::bundler::resolve_path(&state_dir, &path)
             .ok_or_else(|| format!("bundle path {path:?} is outside the bundles directory"))?;
-        std::fs::read(&file)
-            .map(Some)
-            .map_err(|error| format!("cannot read {}: {error}", file.display()))
+        // Opened here, streamed below: an archive can be large, and several downloads at
+        // once must not each hold one in memory.
+        let opened = std::fs::File::open(&file)
+            .map_err(|error| format!("cannot read {}: {error}", file.display()))?;
+        let length = opened.metadata().map(|m| m.len()).ok();
+        Ok::<_, String>(Some((opened, length)))
     })
     .await;
     match result {
-        Ok(Some(bytes)) => {
+        Ok(Some((file, length))) => {
+            let stream = tokio_util::io::ReaderStream::with_capacity(
+                tokio::fs::File::from_std(file),
+                64 * 1024,
+            );
             let disposition = format!("attachment; filename=\"{id}.tar.gz\"");
-            let mut response = (StatusCode::OK, bytes).into_response();
+            let mut response =
+                (StatusCode::OK, axum::body::Body::from_stream(stream)).into_response();
             let headers = response.headers_mut();
             headers.insert(
                 axum::http::header::CONTENT_TYPE,
                 axum::http::HeaderValue::from_static("application/gzip"),
             );
+            if let Some(length) = length {
+                headers.insert(axum::http::header::CONTENT_LENGTH, length.into());
+            }
             if let Ok(value) = axum::http::HeaderValue::from_str(&disposition) {
                 headers.insert(axum::http::header::CONTENT_DISPOSITION, value);
             }
@@ -519,16 +559,51 @@ pub fn load_tls(config: &ServerConfig) -> Result<Option<tokio_rustls::TlsAccepto
     Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))))
 }
 
+/// What [`serve`] needs besides the listener.
+pub struct Serving {
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub router: Router,
+    pub config: Arc<ServerConfig>,
+    pub metrics: Arc<Metrics>,
+    /// The credentials in force: only a request carrying one keeps its connection open.
+    pub credentials: Arc<RwLock<Arc<Credentials>>>,
+}
+
 /// Accept connections until `shutdown` fires, then let in-flight requests finish (up to
 /// `drain`), so that every webhook being committed gets its answer.
+///
+/// Connections are limited three ways: `server.max_connections` at once (lowered to fit the
+/// open-file limit, counted in `metrics`); `MAX_UNAUTHENTICATED_PER_PEER` waiting for a first
+/// request, per peer address (see there); and a request that carries no valid credential
+/// (answered 401, or an open endpoint such as `/healthz`) closes its connection after its
+/// answer, so only authenticated requests keep one open.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    router: Router,
-    config: Arc<ServerConfig>,
+    serving: Serving,
     shutdown: CancellationToken,
     drain: Duration,
 ) {
+    let Serving {
+        tls,
+        router,
+        config,
+        metrics,
+        credentials,
+    } = serving;
+    let open_files = open_file_limit();
+    let cap = connection_cap(config.max_connections, open_files);
+    if cap < config.max_connections {
+        tracing::warn!(
+            configured = config.max_connections,
+            effective = cap,
+            open_file_limit = open_files,
+            "server.max_connections lowered to leave file descriptors for the store, outgoing \
+             clients, bundles and commands; raise the open-file limit (LimitNOFILE) to serve more"
+        );
+    }
+    metrics
+        .http_max_connections
+        .set(i64::try_from(cap).unwrap_or(i64::MAX));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -544,9 +619,20 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_concurrent_streams(64)
         .keep_alive_interval(Duration::from_secs(30));
-    let builder = Arc::new(builder);
+    let listening = Arc::new(Listening {
+        tls,
+        router,
+        builder,
+        handshake_timeout: config.tls_handshake_timeout,
+        idle_timeout: config.header_read_timeout,
+        closing: CancellationToken::new(),
+        credentials,
+    });
+    // Each connection task holds a watcher until it ends, so that `graceful.shutdown()` waits
+    // for them all; the signal to close goes through `listening.closing`.
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let slots = Arc::new(Semaphore::new(cap));
+    let peers = Arc::new(PeerGate::new(MAX_UNAUTHENTICATED_PER_PEER, metrics));
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -568,71 +654,17 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let builder = builder.clone();
-        let tls = tls.clone();
-        let watcher = graceful.watcher();
-        let handshake_timeout = config.tls_handshake_timeout;
-        let idle_timeout = config.header_read_timeout;
-        tokio::spawn(async move {
-            let _permit = permit;
-            let activity = Arc::new(Activity::new());
-            let requests = activity.clone();
-            let service = hyper::service::service_fn(
-                move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(RemoteAddr(remote));
-                    let mut router = router.clone();
-                    let busy = requests.begin();
-                    async move {
-                        let response = router.call(request).await?;
-                        // Busy until the answer's body is sent (or dropped).
-                        Ok::<_, std::convert::Infallible>(response.map(|body| {
-                            axum::body::Body::new(http_body_util::BodyExt::map_frame(
-                                body,
-                                move |frame| {
-                                    let _ = &busy;
-                                    frame
-                                },
-                            ))
-                        }))
-                    }
-                },
-            );
-            match tls {
-                None => {
-                    let stream = IdleCutoff::new(stream, activity, idle_timeout);
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    if let Err(error) = watcher.watch(connection.into_owned()).await {
-                        tracing::debug!(%remote, %error, "connection ended with an error");
-                    }
-                }
-                Some(acceptor) => {
-                    let stream = match tokio::time::timeout(
-                        handshake_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(error)) => {
-                            tracing::debug!(%remote, %error, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%remote, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let stream = IdleCutoff::new(stream, activity, idle_timeout);
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    if let Err(error) = watcher.watch(connection.into_owned()).await {
-                        tracing::debug!(%remote, %error, "connection ended with an error");
-                    }
-                }
-            }
-        });
+        let accepted = Accepted {
+            stream,
+            remote,
+            unauthenticated: peers.admit(remote.ip()),
+            _slot: permit,
+            _watcher: graceful.watcher(),
+        };
+        tokio::spawn(serve_connection(listening.clone(), accepted));
     }
     drop(listener);
+    listening.closing.cancel();
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
@@ -644,23 +676,341 @@ pub async fn serve(
     }
 }
 
+/// Connections from one peer address that may wait for their first request (idle, trickling
+/// their headers, in the TLS handshake) as long as `server.header_read_timeout`. Beyond it, a
+/// new connection from that peer is on probation: closed unless its first request begins
+/// within `PROBATION`. Without it, one client could take every `max_connections` slot with
+/// connections that never authenticate; with probation rather than refusal, a burst of fresh
+/// connections that each send their request at once (Alertmanager flushing many groups
+/// together, perhaps through one load balancer) still gets in.
+const MAX_UNAUTHENTICATED_PER_PEER: usize = 64;
+
+/// How long a connection on probation has for its TLS handshake and its first request. Far
+/// more than a client that sends its request at once needs; a peer would have to open some
+/// 2,000 connections a second to hold the slots of a 1,024 cap this way, which is a flood for
+/// the firewall.
+const PROBATION: Duration = Duration::from_millis(500);
+
+/// File descriptors kept out of the connections' reach, for the store, outgoing clients,
+/// bundles and the commands `exec` runs: a quarter of the open-file limit, at least this many
+/// (but never more than half of the limit).
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// `configured`, lowered to leave `RESERVED_DESCRIPTORS` of the open-file limit free: a
+/// connection is a descriptor, and running out of them fails commits, probes and pages, not
+/// just accepts.
+fn connection_cap(configured: usize, open_file_limit: Option<u64>) -> usize {
+    let configured = configured.min(u32::MAX as usize);
+    let Some(limit) = open_file_limit else {
+        return configured;
+    };
+    let reserve = (limit / 4).max(RESERVED_DESCRIPTORS).min(limit / 2);
+    let available = usize::try_from(limit - reserve).unwrap_or(usize::MAX);
+    configured.min(available).max(1)
+}
+
+/// The soft RLIMIT_NOFILE; `None` when unlimited or unknown.
+fn open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes to the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// What every connection of one listener shares.
+struct Listening {
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    router: Router,
+    builder: auto::Builder<TokioExecutor>,
+    handshake_timeout: Duration,
+    /// `server.header_read_timeout`: how long a connection may go without a request.
+    idle_timeout: Duration,
+    /// Cancelled at shutdown: each connection finishes what it has in flight, then closes.
+    closing: CancellationToken,
+    credentials: Arc<RwLock<Arc<Credentials>>>,
+}
+
+/// An accepted connection and what it holds until it ends.
+struct Accepted {
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    unauthenticated: Unauthenticated,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    _watcher: hyper_util::server::graceful::Watcher,
+}
+
+/// Serve one connection until the client leaves, it idles past the timeout, a request on it is
+/// answered 401, or the server shuts down.
+async fn serve_connection(listening: Arc<Listening>, accepted: Accepted) {
+    let Accepted {
+        stream,
+        remote,
+        unauthenticated,
+        _slot,
+        _watcher,
+    } = accepted;
+    // Also cancelled by a 401 over HTTP/2, which has no `Connection: close`.
+    let closing = listening.closing.child_token();
+    let accepted_at = tokio::time::Instant::now();
+    let probation = unauthenticated
+        .on_probation
+        .then_some(accepted_at + PROBATION);
+    let activity = Arc::new(Activity::new(unauthenticated));
+    let stream = match &listening.tls {
+        None => tokio_util::either::Either::Left(stream),
+        Some(acceptor) => {
+            let deadline = accepted_at + listening.handshake_timeout;
+            let deadline = probation.map_or(deadline, |probation| probation.min(deadline));
+            let handshake = tokio::time::timeout_at(deadline, acceptor.accept(stream));
+            let handshake = tokio::select! {
+                _ = closing.cancelled() => return,
+                handshake = handshake => handshake,
+            };
+            match handshake {
+                Ok(Ok(stream)) => tokio_util::either::Either::Right(stream),
+                Ok(Err(error)) => {
+                    tracing::debug!(%remote, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) if activity.refuse_on_probation() => {
+                    tracing::debug!(%remote, "TLS handshake over the peer's limit cut");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+    };
+    let service = {
+        let activity = activity.clone();
+        let closing = closing.clone();
+        let router = listening.router.clone();
+        let credentials = listening.credentials.clone();
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(RemoteAddr(remote));
+            let http1 = request.version() < axum::http::Version::HTTP_2;
+            let authenticated = credentials
+                .read()
+                .map_or_else(|p| p.into_inner().clone(), |c| c.clone())
+                .any_permits(
+                    request
+                        .headers()
+                        .get(header::AUTHORIZATION)
+                        .map(|v| v.as_bytes()),
+                );
+            let mut router = router.clone();
+            let mut busy = activity.begin();
+            let closing = closing.clone();
+            async move {
+                let mut response = router.call(request).await?;
+                if !authenticated || response.status() == StatusCode::UNAUTHORIZED {
+                    // Only requests that carry a credential may keep a connection (and its
+                    // slot): a client must not hold one with a stream of cheap refusals, nor
+                    // of health checks.
+                    busy.mark_refused();
+                    if http1 {
+                        response.headers_mut().insert(
+                            header::CONNECTION,
+                            header::HeaderValue::from_static("close"),
+                        );
+                    } else {
+                        // GOAWAY: the streams in flight finish, no new ones are taken.
+                        closing.cancel();
+                    }
+                }
+                // Busy until the answer's body is sent (or dropped).
+                Ok::<_, std::convert::Infallible>(response.map(|body| {
+                    axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                        let _ = &busy;
+                        frame
+                    }))
+                }))
+            }
+        })
+    };
+    let stream = IdleCutoff::new(stream, activity.clone(), listening.idle_timeout);
+    let connection = listening
+        .builder
+        .serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    let mut on_probation = probation.is_some();
+    let mut probation = std::pin::pin!(tokio::time::sleep_until(probation.unwrap_or(accepted_at)));
+    let result = loop {
+        tokio::select! {
+            result = connection.as_mut() => break result,
+            _ = closing.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                break connection.await;
+            }
+            _ = probation.as_mut(), if on_probation => {
+                on_probation = false;
+                if activity.refuse_on_probation() {
+                    // Dropped: it never sent a request, so nothing is cut short.
+                    tracing::debug!(%remote, "connection over its peer's limit closed");
+                    return;
+                }
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%remote, %error, "connection ended with an error");
+    }
+}
+
+/// Connections waiting for their first request, per peer (see `MAX_UNAUTHENTICATED_PER_PEER`).
+struct PeerGate {
+    limit: usize,
+    counts: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    metrics: Arc<Metrics>,
+    refusals: std::sync::Mutex<RefusalLog>,
+}
+
+impl PeerGate {
+    fn new(limit: usize, metrics: Arc<Metrics>) -> PeerGate {
+        PeerGate {
+            limit,
+            counts: std::sync::Mutex::new(std::collections::HashMap::new()),
+            metrics,
+            refusals: std::sync::Mutex::new(RefusalLog::default()),
+        }
+    }
+
+    /// Count a new connection from `address`; on probation if its peer was at the limit.
+    fn admit(self: &Arc<Self>, address: std::net::IpAddr) -> Unauthenticated {
+        let peer = peer_key(address);
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(peer).or_insert(0);
+        let on_probation = *count >= self.limit;
+        *count += 1;
+        Unauthenticated {
+            gate: self.clone(),
+            peer,
+            on_probation,
+        }
+    }
+
+    /// A connection from `peer` closed for being over the limit: counted, and logged at most
+    /// once a minute.
+    fn refused(&self, peer: std::net::IpAddr) {
+        self.metrics
+            .http_connections_refused_total
+            .with_label_values(&["unauthenticated_per_peer"])
+            .inc();
+        self.refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .refused(peer, self.limit);
+    }
+
+    #[cfg(test)]
+    fn count(&self, address: std::net::IpAddr) -> usize {
+        let counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts.get(&peer_key(address)).copied().unwrap_or(0)
+    }
+}
+
+/// The address a connection is counted under: IPv4 (also mapped into IPv6) as is, IPv6 by its
+/// /64, which one host usually holds whole.
+fn peer_key(address: std::net::IpAddr) -> std::net::IpAddr {
+    match address.to_canonical() {
+        std::net::IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !(u128::from(u64::MAX));
+            std::net::IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
+}
+
+/// A connection's place in its peer's count; given up when its first request begins or when it
+/// closes.
+struct Unauthenticated {
+    gate: Arc<PeerGate>,
+    peer: std::net::IpAddr,
+    /// Admitted over the limit: closed rather than waited on.
+    on_probation: bool,
+}
+
+impl Drop for Unauthenticated {
+    fn drop(&mut self) {
+        let mut counts = self
+            .gate
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.peer) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// Refused connections are logged at most once a minute, with how many there were since.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<tokio::time::Instant>,
+    since: u64,
+}
+
+impl RefusalLog {
+    const INTERVAL: Duration = Duration::from_secs(60);
+
+    fn refused(&mut self, peer: std::net::IpAddr, limit: usize) {
+        self.since += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < Self::INTERVAL)
+        {
+            return;
+        }
+        tracing::warn!(
+            %peer,
+            refused = self.since,
+            limit,
+            "connections closed: the peer holds too many connections waiting for a first request"
+        );
+        self.last = Some(now);
+        self.since = 0;
+    }
+}
+
 /// Largest request head (request line and headers) a connection may send.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Whether a connection has a request in flight, and since when it has had none.
 struct Activity {
     in_flight: std::sync::atomic::AtomicUsize,
-    /// Milliseconds from `start` to the last time a request began or ended.
+    /// Milliseconds from `start` to the last sign of life: the stream's start (after TLS), or
+    /// the end of a request that was not refused (401).
     last: std::sync::atomic::AtomicU64,
     start: tokio::time::Instant,
+    /// The connection's place in its peer's count until its first request begins. (A request
+    /// answered 401 closes the connection, so one that stays open has passed.)
+    unauthenticated: std::sync::Mutex<Option<Unauthenticated>>,
 }
 
 impl Activity {
-    fn new() -> Activity {
+    fn new(unauthenticated: Unauthenticated) -> Activity {
         Activity {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             last: std::sync::atomic::AtomicU64::new(0),
             start: tokio::time::Instant::now(),
+            unauthenticated: std::sync::Mutex::new(Some(unauthenticated)),
         }
     }
 
@@ -674,8 +1024,32 @@ impl Activity {
     fn begin(self: &Arc<Self>) -> Busy {
         self.in_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.touch();
-        Busy(self.clone())
+        drop(
+            self.unauthenticated
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
+        Busy {
+            activity: self.clone(),
+            refused: false,
+        }
+    }
+
+    /// Whether to close the connection now that its probation is over: it came in over its
+    /// peer's limit and has not sent a request (recorded as a refusal).
+    fn refuse_on_probation(&self) -> bool {
+        let mut unauthenticated = self
+            .unauthenticated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match unauthenticated.take_if(|slot| slot.on_probation) {
+            Some(slot) => {
+                slot.gate.refused(slot.peer);
+                true
+            }
+            None => false,
+        }
     }
 
     /// When the connection will have been idle for `idle`, or `None` while a request is in
@@ -689,12 +1063,25 @@ impl Activity {
     }
 }
 
-struct Busy(Arc<Activity>);
+/// A request in flight on a connection.
+struct Busy {
+    activity: Arc<Activity>,
+    /// Answered 401: its end does not count as activity.
+    refused: bool,
+}
+
+impl Busy {
+    fn mark_refused(&mut self) {
+        self.refused = true;
+    }
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0
+        if !self.refused {
+            self.activity.touch();
+        }
+        self.activity
             .in_flight
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -803,5 +1190,229 @@ impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleCutoff<I> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn the_connection_cap_leaves_descriptors_free() {
+        // (configured, soft open-file limit, effective cap)
+        let cases = [
+            (1024, None, 1024),
+            (1024, Some(u64::MAX), 1024),
+            (1024, Some(65536), 1024),
+            (100_000, Some(65536), 49152),
+            (1024, Some(1024), 768),
+            (1024, Some(4096), 1024),
+            (4096, Some(4096), 3072),
+            (1024, Some(300), 150),
+            (1024, Some(1), 1),
+            (usize::MAX, None, u32::MAX as usize),
+        ];
+        for (configured, limit, expected) in cases {
+            assert_eq!(
+                connection_cap(configured, limit),
+                expected,
+                "{configured} with {limit:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn peers_are_counted_by_address_and_ipv6_by_64() {
+        let cases = [
+            ("127.0.0.1", "127.0.0.1"),
+            ("::ffff:10.1.2.3", "10.1.2.3"),
+            ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::"),
+            ("2001:db8:1:2:ffff::1", "2001:db8:1:2::"),
+            ("::1", "::"),
+        ];
+        for (address, key) in cases {
+            let address: IpAddr = address.parse().unwrap();
+            assert_eq!(
+                peer_key(address),
+                key.parse::<IpAddr>().unwrap(),
+                "{address}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_peer_gets_its_limit_then_probation_and_each_place_comes_back() {
+        let gate = Arc::new(PeerGate::new(2, Arc::new(Metrics::new())));
+        let one: IpAddr = "10.0.0.1".parse().unwrap();
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        let first = gate.admit(one);
+        let second = gate.admit(one);
+        let third = gate.admit(one);
+        assert_eq!(
+            [first.on_probation, second.on_probation, third.on_probation],
+            [false, false, true]
+        );
+        let from_other = gate.admit(other);
+        assert!(!from_other.on_probation, "another peer is not affected");
+        drop((first, third));
+        let fourth = gate.admit(one);
+        assert!(!fourth.on_probation, "places came back");
+        drop((second, fourth, from_other));
+        assert_eq!(gate.count(one), 0);
+        assert!(
+            gate.counts.lock().unwrap().is_empty(),
+            "no entry left behind"
+        );
+    }
+
+    /// A server on 127.0.0.1:0 answering `/` with 200 and `/secret` with 401.
+    async fn start(
+        metrics: Arc<Metrics>,
+        max_connections: usize,
+    ) -> (SocketAddr, CancellationToken) {
+        let router = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .route("/secret", get(|| async { StatusCode::UNAUTHORIZED }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let config = Arc::new(ServerConfig {
+            max_connections,
+            // Long: nothing in these tests may be cut by the idle timeout.
+            header_read_timeout: Duration::from_secs(120),
+            ..ServerConfig::default()
+        });
+        let shutdown = CancellationToken::new();
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t\n").unwrap();
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let config_auth = crate::config::AuthConfig {
+            read_token_file: Some(token),
+            ..crate::config::AuthConfig::default()
+        };
+        let (credentials, _) =
+            Credentials::load(&config_auth, crate::auth::Missing::CheckOnly).unwrap();
+        let serving = Serving {
+            tls: None,
+            router,
+            config,
+            metrics,
+            credentials: Arc::new(RwLock::new(Arc::new(credentials))),
+        };
+        tokio::spawn(serve(
+            listener,
+            serving,
+            shutdown.clone(),
+            Duration::from_secs(5),
+        ));
+        (address, shutdown)
+    }
+
+    /// Everything the server sends until it closes the connection; `None` if it has not closed
+    /// within 20 s.
+    async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> Option<String> {
+        let mut received = Vec::new();
+        let read = stream.read_to_end(&mut received);
+        match tokio::time::timeout(Duration::from_secs(20), read).await {
+            Ok(_) => Some(String::from_utf8_lossy(&received).into_owned()),
+            Err(_) => None,
+        }
+    }
+
+    /// Send a keep-alive request with the credential and read its answer's status line.
+    async fn status_line(stream: &mut tokio::net::TcpStream) -> String {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = [0u8; 12];
+        stream.read_exact(&mut answer).await.unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn over_its_limit_a_peer_is_served_only_if_its_request_comes_at_once() {
+        let limit = MAX_UNAUTHENTICATED_PER_PEER;
+        let metrics = Arc::new(Metrics::new());
+        // One slot more than the limit, taken by a connection that has made a request.
+        let (address, shutdown) = start(metrics.clone(), limit + 1).await;
+        let refused = metrics
+            .http_connections_refused_total
+            .with_label_values(&["unauthenticated_per_peer"]);
+        let mut passed = tokio::net::TcpStream::connect(address).await.unwrap();
+        assert_eq!(status_line(&mut passed).await, "HTTP/1.1 200");
+        let mut silent = Vec::new();
+        for _ in 0..limit {
+            silent.push(tokio::net::TcpStream::connect(address).await.unwrap());
+        }
+        // These two wait in the backlog; the first sends its request meanwhile.
+        let mut ready = tokio::net::TcpStream::connect(address).await.unwrap();
+        ready
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut waiting = tokio::net::TcpStream::connect(address).await.unwrap();
+        // Slots free up: each is taken on probation, the peer being at its limit.
+        drop(passed);
+        let answer = read_until_closed(&mut ready)
+            .await
+            .expect("served, then closed");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(read_until_closed(&mut waiting).await.as_deref(), Some(""));
+        assert_eq!(refused.get(), 1);
+        // A request gives a connection's place back: the next one is admitted as usual.
+        assert_eq!(status_line(&mut silent[0]).await, "HTTP/1.1 200");
+        drop(silent.pop());
+        let mut next = tokio::net::TcpStream::connect(address).await.unwrap();
+        assert_eq!(status_line(&mut next).await, "HTTP/1.1 200");
+        assert_eq!(refused.get(), 1);
+        assert_eq!(metrics.http_max_connections.get(), (limit + 1) as i64);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_401_closes_the_connection() {
+        let (address, shutdown) = start(Arc::new(Metrics::new()), 16).await;
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        // Keep-alive, and a second request right behind: only the first is answered.
+        stream
+            .write_all(b"GET /secret HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_until_closed(&mut stream).await.expect("closed");
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+        assert!(answer.contains("connection: close\r\n"), "{answer}");
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+        // So does any answer to a request without a credential, a 200 included: cheap open
+        // requests (health checks) cannot hold a connection either.
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_until_closed(&mut stream).await.expect("closed");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("connection: close\r\n"), "{answer}");
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+        // With the credential the connection stays open for the next request.
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        assert_eq!(status_line(&mut stream).await, "HTTP/1.1 200");
+        // The rest of the first answer, up to its body ("ok").
+        let mut rest = Vec::new();
+        while !rest.ends_with(b"\r\n\r\nok") {
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut byte));
+            assert_eq!(
+                read.await.unwrap().unwrap(),
+                1,
+                "closed after an authenticated request"
+            );
+            rest.push(byte[0]);
+        }
+        assert_eq!(status_line(&mut stream).await, "HTTP/1.1 200");
+        shutdown.cancel();
     }
 }

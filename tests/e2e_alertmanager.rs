@@ -272,9 +272,9 @@ impl Stack {
         let binary = alertmanager_binary();
         let secrets = tempfile::tempdir().expect("tempdir");
         let ingest_token_file = secrets.path().join("ingest_token");
-        std::fs::write(&ingest_token_file, format!("{ingest_token}\n")).expect("token file");
+        write_private(&ingest_token_file, &format!("{ingest_token}\n"));
         let sent_token_file = secrets.path().join("alertmanager_webhook_token");
-        std::fs::write(&sent_token_file, format!("{sent_token}\n")).expect("token file");
+        write_private(&sent_token_file, &format!("{sent_token}\n"));
         let mut failures = Vec::new();
         for _ in 0..3 {
             let port = free_port();

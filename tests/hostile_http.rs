@@ -19,6 +19,11 @@ const MIB: usize = 1024 * 1024;
 /// something only without the other tests' load on the same CPUs.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// Hostile bodies must reach the parser to show it holds: these daemons take webhooks without
+/// a credential, an explicit choice on a loopback listener (`[auth] allow_unauthenticated`).
+/// The 401 path is tested on its own (`a_401_answer_closes_the_connection`, tests/ingest.rs).
+const OPEN_WEBHOOK: &str = "[auth]\nallow_unauthenticated = [\"webhook\"]\n";
+
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL
         .lock()
@@ -204,7 +209,7 @@ fn padded_webhook(size: usize, group: &str) -> Vec<u8> {
 #[test]
 fn bodies_over_the_limit_get_413_without_being_read() {
     let _serial = serial();
-    let mut daemon = Daemon::start("");
+    let mut daemon = Daemon::start(OPEN_WEBHOOK);
     let address = address_of(&daemon);
     let before = Memory::of(&daemon);
 
@@ -319,7 +324,7 @@ fn bodies_over_the_limit_get_413_without_being_read() {
 #[test]
 fn concurrent_near_limit_bodies_stay_within_the_inflight_budget() {
     let _serial = serial();
-    let mut daemon = Daemon::start("");
+    let mut daemon = Daemon::start(OPEN_WEBHOOK);
     let address = address_of(&daemon);
     let before = Memory::of(&daemon);
     let body = std::sync::Arc::new(padded_webhook(8 * MIB - 4096, "big"));
@@ -384,7 +389,7 @@ fn concurrent_near_limit_bodies_stay_within_the_inflight_budget() {
 fn the_inflight_budget_answers_503_and_recovers() {
     let _serial = serial();
     let daemon = Daemon::start(
-        "[server]\nmax_body_bytes = 1048576\nmax_inflight_body_bytes = 2097152\nbody_read_timeout = \"20s\"\n",
+        "[auth]\nallow_unauthenticated = [\"webhook\"]\n[server]\nmax_body_bytes = 1048576\nmax_inflight_body_bytes = 2097152\nbody_read_timeout = \"20s\"\n",
     );
     let address = address_of(&daemon);
     let body = padded_webhook(MIB - 100, "budget");
@@ -456,8 +461,9 @@ fn the_inflight_budget_answers_503_and_recovers() {
     );
 
     // A budget below the body limit is raised to it: one maximum-size body always fits.
-    let small =
-        Daemon::start("[server]\nmax_body_bytes = 1048576\nmax_inflight_body_bytes = 1000\n");
+    let small = Daemon::start(
+        "[auth]\nallow_unauthenticated = [\"webhook\"]\n[server]\nmax_body_bytes = 1048576\nmax_inflight_body_bytes = 1000\n",
+    );
     let (response, _) =
         send_raw_streaming(&address_of(&small), post_head(body.len(), ""), body.clone());
     assert_eq!(response.status, 200, "{}", response.body);
@@ -475,7 +481,7 @@ fn post_json(daemon: &Daemon, body: &[u8]) -> (http_client::Response, Duration) 
 #[test]
 fn deeply_nested_bodies_get_400_with_a_clear_message() {
     let _serial = serial();
-    let mut daemon = Daemon::start("");
+    let mut daemon = Daemon::start(OPEN_WEBHOOK);
     let before = Memory::of(&daemon);
     let depth = MIB / 5;
     let nested_objects = {
@@ -550,7 +556,7 @@ fn deeply_nested_bodies_get_400_with_a_clear_message() {
 #[test]
 fn an_alert_with_a_million_labels_gets_400_and_memory_stays_bounded() {
     let _serial = serial();
-    let mut daemon = Daemon::start("");
+    let mut daemon = Daemon::start(OPEN_WEBHOOK);
     let before = Memory::of(&daemon);
     // As many labels as fit in the 8 MiB limit (~866,000: a million do not fit), then the same
     // as annotations; three of each at once, with a normal client meanwhile.
@@ -660,7 +666,7 @@ fn an_alert_with_a_million_labels_gets_400_and_memory_stays_bounded() {
 fn the_largest_accepted_notifications_are_reconciled_within_bounded_memory() {
     let _serial = serial();
     for (alerts, labels, value) in [(10_000usize, 10usize, "some-value-1234"), (700, 998, "")] {
-        let daemon = Daemon::start("");
+        let daemon = Daemon::start(OPEN_WEBHOOK);
         let before = Memory::of(&daemon);
         let body = many_alerts(alerts, labels, value);
         let (response, took) = post_json(&daemon, &body);
@@ -754,7 +760,7 @@ fn many_alerts(alerts: usize, labels: usize, value: &str) -> Vec<u8> {
 #[test]
 fn invalid_utf8_in_body_headers_and_path_gets_a_4xx_never_a_5xx() {
     let _serial = serial();
-    let mut daemon = Daemon::start("");
+    let mut daemon = Daemon::start(OPEN_WEBHOOK);
     let address = address_of(&daemon);
     let before = Memory::of(&daemon);
     let alert = |labels: &[u8]| {
@@ -903,10 +909,16 @@ fn invalid_utf8_in_body_headers_and_path_gets_a_4xx_never_a_5xx() {
             400,
         ),
     ] {
+        let read = daemon
+            .generated_token("read")
+            .expect("a generated read token");
         let request = [
             b"GET ".as_slice(),
             target,
-            b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            format!(
+                " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {read}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
         ]
         .concat();
         let (response, took) = send_raw(&address, &request);
@@ -928,7 +940,9 @@ fn invalid_utf8_in_body_headers_and_path_gets_a_4xx_never_a_5xx() {
 #[test]
 fn wrong_methods_and_paths_get_405_or_404() {
     let _serial = serial();
-    let mut daemon = Daemon::start("[server]\nheader_read_timeout = \"2s\"\n");
+    let mut daemon = Daemon::start(
+        "[auth]\nallow_unauthenticated = [\"webhook\"]\n[server]\nheader_read_timeout = \"2s\"\n",
+    );
     let address = address_of(&daemon);
     let before = Memory::of(&daemon);
     let body = fixture("firing-single.json");
@@ -1131,7 +1145,7 @@ fn wrong_methods_and_paths_get_405_or_404() {
 #[test]
 fn header_floods_get_431_and_cannot_pile_up_memory() {
     let _serial = serial();
-    let mut daemon = Daemon::start("");
+    let mut daemon = Daemon::start(OPEN_WEBHOOK);
     let address = address_of(&daemon);
     let before = Memory::of(&daemon);
     let headers = |count: usize, size: usize| {
@@ -1167,7 +1181,8 @@ fn header_floods_get_431_and_cannot_pile_up_memory() {
     // Many connections each sending unfinished headers and holding: what one may cost is
     // bounded by the header buffer (64 KiB; hyper's default is ~400 KiB), so at most
     // max_connections x 64 KiB. Just under the limit, the connections are held; over it,
-    // refused with 431 as soon as the buffer is full.
+    // refused with 431 as soon as the buffer is full. (From several addresses: see
+    // `hostile_source`.)
     for (size, held_expected) in [(59 * 1024, true), (390 * 1024, false)] {
         let partial = {
             let mut head = b"POST /webhook HTTP/1.1\r\nHost: x\r\n".to_vec();
@@ -1180,8 +1195,8 @@ fn header_floods_get_431_and_cannot_pile_up_memory() {
         };
         let started = Instant::now();
         let mut held: Vec<TcpStream> = (0..500)
-            .map(|_| {
-                let mut stream = connect(&address);
+            .map(|n| {
+                let mut stream = connect_from(&hostile_source(n), &address);
                 let _ = stream.write_all(&partial);
                 stream
             })
@@ -1226,6 +1241,89 @@ fn header_floods_get_431_and_cannot_pile_up_memory() {
 // ---------------------------------------------------------------------------------------------
 // Slowloris and many connections
 
+/// A connection to `address` from `source`, another loopback address (Linux routes all of
+/// 127.0.0.0/8 to the loopback interface): to the daemon, each source is another peer.
+fn connect_from(source: &str, address: &str) -> TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("runtime");
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        let source = format!("{source}:0").parse().expect("source address");
+        socket.bind(source).expect("bind to the source address");
+        let stream = socket
+            .connect(address.parse().expect("address"))
+            .await
+            .expect("connect");
+        stream.into_std().expect("a std stream")
+    });
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+}
+
+/// The source address of the `n`th of many hostile connections: 50 to an address, under the
+/// daemon's limit of 64 connections per peer waiting for a first request, so that what a test
+/// sees is the timeouts, not that limit.
+fn hostile_source(n: usize) -> String {
+    format!("127.0.1.{}", 1 + n / 50)
+}
+
+/// How many of `streams` the server has closed (read end of stream or a reset).
+fn count_closed(streams: &mut [TcpStream]) -> usize {
+    let mut closed = 0;
+    for stream in streams {
+        stream.set_nonblocking(true).unwrap();
+        let mut buffer = [0u8; 1024];
+        closed += usize::from(match stream.read(&mut buffer) {
+            Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
+            Ok(n) => n == 0,
+        });
+        stream.set_nonblocking(false).unwrap();
+    }
+    closed
+}
+
+/// Everything the server sends on `stream` until it closes it; `None` if it has not closed it
+/// within the stream's read timeout.
+fn read_until_closed(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return Some(received),
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(received);
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A daemon with its credentials configured (`ingest-secret`, `read-secret`,
+/// `admin-secret`), and `server` settings.
+fn daemon_with_credentials(server: &str) -> Daemon {
+    let mut daemon = Daemon::prepare(
+        &format!(
+            "[server]\n{server}[auth]\ningest_token_file = \"{{dir}}/ingest\"\n\
+             read_token_file = \"{{dir}}/read\"\nadmin_token_file = \"{{dir}}/admin\"\n"
+        ),
+        &[],
+    );
+    for role in ["ingest", "read", "admin"] {
+        daemon.write_file(role, &format!("{role}-secret\n"));
+    }
+    daemon.spawn();
+    daemon
+}
+
 /// Poll `streams` (non-blocking) until each is closed by the server or `deadline` passes;
 /// returns when each closed, measured from `started` (None: still open at the deadline).
 fn wait_closed(
@@ -1267,11 +1365,14 @@ fn spread(times: &[Option<Duration>]) -> String {
 
 /// 200 connections each sending one header byte per second, 200 that send nothing at all, 50
 /// whose body trickles in: all are cut at the timeouts, while other clients are served.
+/// (They come from several loopback addresses, 50 each, so that the per-peer limit on
+/// connections waiting for a first request does not cut them first.)
 #[test]
 fn slowloris_connections_are_cut_at_the_timeouts_while_others_are_served() {
     let _serial = serial();
-    let mut daemon =
-        Daemon::start("[server]\nheader_read_timeout = \"2s\"\nbody_read_timeout = \"2s\"\n");
+    let mut daemon = Daemon::start(
+        "[auth]\nallow_unauthenticated = [\"webhook\"]\n[server]\nheader_read_timeout = \"2s\"\nbody_read_timeout = \"2s\"\n",
+    );
     let address = address_of(&daemon);
     normal_webhook(&daemon);
     let before = Memory::of(&daemon);
@@ -1282,7 +1383,9 @@ fn slowloris_connections_are_cut_at_the_timeouts_while_others_are_served() {
     let request =
         b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Slow: 1\r\n";
     let started = Instant::now();
-    let mut trickling: Vec<TcpStream> = (0..200).map(|_| connect(&address)).collect();
+    let mut trickling: Vec<TcpStream> = (0..200)
+        .map(|n| connect_from(&hostile_source(n), &address))
+        .collect();
     let writer = {
         let mut streams: Vec<TcpStream> =
             trickling.iter().map(|s| s.try_clone().unwrap()).collect();
@@ -1296,11 +1399,13 @@ fn slowloris_connections_are_cut_at_the_timeouts_while_others_are_served() {
         })
     };
     // Connected, and then nothing.
-    let mut silent: Vec<TcpStream> = (0..200).map(|_| connect(&address)).collect();
+    let mut silent: Vec<TcpStream> = (200..400)
+        .map(|n| connect_from(&hostile_source(n), &address))
+        .collect();
     // A body that trickles: headers complete, then one byte per second.
-    let mut slow_bodies: Vec<TcpStream> = (0..50)
-        .map(|_| {
-            let mut stream = connect(&address);
+    let mut slow_bodies: Vec<TcpStream> = (400..450)
+        .map(|n| {
+            let mut stream = connect_from(&hostile_source(n), &address);
             stream.write_all(&post_head(1000, "")).unwrap();
             stream.write_all(b"{").unwrap();
             stream
@@ -1446,6 +1551,174 @@ fn connections_beyond_max_connections_wait_and_slots_free_up() {
     check_memory("many connections", &daemon, before, 100);
 }
 
+/// One peer holds connections that never authenticate: 150 that send nothing, from one
+/// address, and 50 from another that each send a request without a credential, while
+/// `max_connections` is 100. The silent ones beyond the peer's limit of 64 are closed without an
+/// answer; the refused requests are answered 401 and closed; so slots stay free and another
+/// client's authenticated webhook is served, as is one from the crowding peer itself that
+/// sends its request at once. Before the limit, the silent connections held every slot until
+/// the header timeout (60 s here), and a 401 kept its connection open.
+#[test]
+fn one_peer_cannot_take_every_slot_with_connections_that_never_authenticate() {
+    let _serial = serial();
+    let mut daemon =
+        daemon_with_credentials("max_connections = 100\nheader_read_timeout = \"60s\"\n");
+    let address = address_of(&daemon);
+    let started = Instant::now();
+    let mut silent: Vec<TcpStream> = (0..150)
+        .map(|_| connect_from("127.0.0.2", &address))
+        .collect();
+    let beyond_limit = 150 - 64;
+    let closed = wait_for(Duration::from_secs(20), || {
+        let closed = count_closed(&mut silent);
+        (closed >= beyond_limit).then_some(closed)
+    });
+    assert_eq!(
+        closed,
+        Some(beyond_limit),
+        "silent connections beyond the peer's limit are closed\n{}",
+        daemon.log()
+    );
+    row(
+        "150 silent connections from one peer, max_connections = 100",
+        format!("{beyond_limit} closed, 64 held"),
+        started.elapsed(),
+        Duration::ZERO,
+    );
+    let refused: Vec<_> = (0..50)
+        .map(|_| {
+            let mut stream = connect_from("127.0.0.3", &address);
+            stream
+                .write_all(b"GET /api/v1/incidents HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    for mut stream in refused {
+        let answer = read_until_closed(&mut stream).expect("closed after the 401");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    }
+    let response = client().post(
+        &format!("{}/webhook", daemon.base),
+        &[JSON, ("Authorization", "Bearer ingest-secret")],
+        fixture("firing-single.json").as_bytes(),
+    );
+    assert_eq!(response.status, 200, "{}\n{}", response.body, daemon.log());
+    // The crowding peer's own client, sending its request at once, is served too.
+    let body = fixture("firing-single.json");
+    let mut stream = connect_from("127.0.0.2", &address);
+    let head = format!(
+        "POST /webhook HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ingest-secret\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body.as_bytes()).unwrap();
+    let response = http_client::read_response(&mut stream);
+    assert_eq!(response.status, 200, "{}", response.body);
+    row(
+        "authenticated webhooks meanwhile (another peer; the crowding one)",
+        200,
+        started.elapsed(),
+        Duration::ZERO,
+    );
+    drop(silent);
+    assert_alive(&mut daemon);
+}
+
+/// An HTTP/2 (prior knowledge) GET of `path` without a credential, from a client that
+/// acknowledges the server's SETTINGS and PINGs (hyper's graceful GOAWAY waits for a PING's
+/// answer): the frames the server sent, as (type, stream), until it closed the connection;
+/// `None` if it did not close it within 20 s.
+fn http2_get_until_closed(address: &str, path: &str) -> Option<Vec<(u8, u32)>> {
+    const SETTINGS: u8 = 0x4;
+    const PING: u8 = 0x6;
+    const ACK: u8 = 0x1;
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        frame.extend_from_slice(&[kind, flags]);
+        frame.extend_from_slice(&stream.to_be_bytes());
+        frame.extend_from_slice(payload);
+        frame
+    };
+    // Header block: :method GET and :scheme http from the static table, then :path and
+    // :authority as literals without indexing (name indices 4 and 1).
+    let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+    block.extend_from_slice(path.as_bytes());
+    block.extend_from_slice(&[0x01, 0x01, b'x']);
+    let mut request = H2_PREFACE.to_vec();
+    // HEADERS with END_STREAM and END_HEADERS, stream 1.
+    request.extend_from_slice(&frame(0x1, 0x5, 1, &block));
+    let mut stream = connect(address);
+    stream.write_all(&request).unwrap();
+    let mut frames = Vec::new();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return Some(frames),
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(frames);
+            }
+            Err(_) => return None,
+        }
+        while received.len() >= 9 {
+            let length = u32::from_be_bytes([0, received[0], received[1], received[2]]) as usize;
+            if received.len() < 9 + length {
+                break;
+            }
+            let (kind, flags) = (received[3], received[4]);
+            let id = u32::from_be_bytes([received[5], received[6], received[7], received[8]]);
+            let payload = received[9..9 + length].to_vec();
+            received.drain(..9 + length);
+            frames.push((kind, id & 0x7fff_ffff));
+            let answer = match kind {
+                SETTINGS if flags & ACK == 0 => frame(SETTINGS, ACK, 0, &[]),
+                PING if flags & ACK == 0 => frame(PING, ACK, 0, &payload),
+                _ => continue,
+            };
+            // The server may close first.
+            let _ = stream.write_all(&answer);
+        }
+    }
+}
+
+/// A request answered 401 closes its connection: over HTTP/1 with `Connection: close` (a
+/// request sent right behind it is not answered), over HTTP/2 with GOAWAY. Otherwise a client
+/// could hold a connection, and its slot, with a stream of cheap refused requests.
+#[test]
+fn a_401_answer_closes_the_connection() {
+    let _serial = serial();
+    let mut daemon = daemon_with_credentials("header_read_timeout = \"60s\"\n");
+    let address = address_of(&daemon);
+    let mut stream = connect(&address);
+    stream
+        .write_all(
+            b"GET /api/v1/incidents HTTP/1.1\r\nHost: x\r\n\r\n\
+              POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        )
+        .unwrap();
+    let answer = read_until_closed(&mut stream).expect("the server closes the connection");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{text}"
+    );
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "one answer: {text}");
+
+    let frames = http2_get_until_closed(&address, "/api/v1/incidents")
+        .expect("the server closes the HTTP/2 connection");
+    const HEADERS: u8 = 0x1;
+    const GOAWAY: u8 = 0x7;
+    assert!(frames.contains(&(HEADERS, 1)), "the answer: {frames:?}");
+    assert!(frames.contains(&(GOAWAY, 0)), "GOAWAY: {frames:?}");
+    assert_alive(&mut daemon);
+}
+
 /// A backlog of large unreconciled notifications at start (after a crash in a storm of large
 /// bodies): a reconcile batch is bounded by the bytes of its bodies (32 MiB) as well as by
 /// count, so the restarted daemon works through 60 bodies of 8 MiB a few at a time. Bounded by
@@ -1454,7 +1727,9 @@ fn connections_beyond_max_connections_wait_and_slots_free_up() {
 fn reconcile_after_a_restart_holds_a_bounded_batch_of_bodies() {
     let _serial = serial();
     // A budget high enough to let 60 large bodies in at once, so that they pile up.
-    let mut daemon = Daemon::start("[server]\nmax_inflight_body_bytes = 2147483648\n");
+    let mut daemon = Daemon::start(
+        "[auth]\nallow_unauthenticated = [\"webhook\"]\n[server]\nmax_inflight_body_bytes = 2147483648\n",
+    );
     let address = address_of(&daemon);
     let senders: Vec<_> = (0..60)
         .map(|n| {

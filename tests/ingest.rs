@@ -12,10 +12,10 @@ const ADMIN: &str = "Bearer admin-secret";
 fn daemon_with_credentials() -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.keep();
-    std::fs::write(root.join("ingest"), "ingest-secret\n").unwrap();
-    std::fs::write(root.join("read"), "read-secret\n").unwrap();
-    std::fs::write(root.join("admin"), "admin-secret\n").unwrap();
-    std::fs::write(root.join("ingest_basic"), "alertmanager:pa:ss\n").unwrap();
+    write_private(&root.join("ingest"), "ingest-secret\n");
+    write_private(&root.join("read"), "read-secret\n");
+    write_private(&root.join("admin"), "admin-secret\n");
+    write_private(&root.join("ingest_basic"), "alertmanager:pa:ss\n");
     let root = root.display();
     Daemon::start(&format!(
         "[auth]\ningest_token_file = \"{root}/ingest\"\ningest_basic_auth_file = \"{root}/ingest_basic\"\n\
@@ -37,10 +37,14 @@ fn post_webhook(daemon: &Daemon, auth: Option<&str>, body: &str) -> http_client:
 }
 
 fn incident_count(daemon: &Daemon) -> usize {
-    let response = client().get(
-        &format!("{}/api/v1/incidents", daemon.base),
-        &[("Authorization", READ)],
-    );
+    // A daemon that generated its read credential gets it from the test client.
+    let configured = [("Authorization", READ)];
+    let headers: &[(&str, &str)] = if daemon.generated_token("read").is_some() {
+        &[]
+    } else {
+        &configured
+    };
+    let response = client().get(&format!("{}/api/v1/incidents", daemon.base), headers);
     assert_eq!(response.status, 200, "{}", response.body);
     response.json()["incidents"].as_array().unwrap().len()
 }
@@ -240,7 +244,8 @@ fn a_body_over_the_limit_without_content_length_is_refused() {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let chunk = vec![b' '; 4000];
-    write!(stream, "POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n", chunk.len()).unwrap();
+    let token = daemon.generated_token("ingest").unwrap();
+    write!(stream, "POST /webhook HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n", chunk.len()).unwrap();
     let _ = stream.write_all(&chunk);
     let _ = stream.write_all(b"\r\n0\r\n\r\n");
     let response = http_client::read_response(&mut stream);

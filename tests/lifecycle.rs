@@ -329,10 +329,11 @@ fn a_slow_client_is_cut_off_while_others_are_served() {
     slow_headers
         .write_all(b"POST /webhook HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
-    // A body that never finishes.
+    // A body that never finishes, from a client with the credential.
+    let token = daemon.generated_token("ingest").unwrap();
     let mut slow_body = std::net::TcpStream::connect(&address).unwrap();
     slow_body
-        .write_all(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .write_all(format!("POST /webhook HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{").as_bytes())
         .unwrap();
     // Meanwhile other clients are served.
     assert_eq!(
@@ -393,7 +394,8 @@ fn tls_serves_webhooks_when_configured() {
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut tls = rustls::StreamOwned::new(connection, tcp);
     let body = fixture("firing-single.json");
-    write!(tls, "POST /webhook HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let token = daemon.generated_token("ingest").unwrap();
+    write!(tls, "POST /webhook HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
     let mut raw = Vec::new();
     let _ = tls.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw);
@@ -410,4 +412,293 @@ fn tls_serves_webhooks_when_configured() {
     let mut raw = Vec::new();
     let _ = plain.read_to_end(&mut raw);
     assert!(!String::from_utf8_lossy(&raw).contains("200 OK"));
+}
+
+#[test]
+fn first_start_generates_credentials_and_nothing_is_open() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut daemon = Daemon::start("");
+    let mode = |path: std::path::PathBuf| {
+        std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let credentials = daemon.state_dir().join("credentials");
+    assert_eq!(mode(credentials.clone()), 0o700);
+    let mut tokens = Vec::new();
+    for role in ["ingest", "read", "admin"] {
+        assert_eq!(mode(credentials.join(role)), 0o600, "{role}");
+        let token = daemon.generated_token(role).unwrap();
+        assert_eq!(token.len(), 64, "{role}: 32 random bytes, hex");
+        tokens.push(token);
+    }
+    assert_eq!(mode(daemon.state_dir()), 0o750);
+    assert_eq!(mode(daemon.state_dir().join("nightshift.db")), 0o640);
+    let log = daemon.log();
+    assert_eq!(log.matches("generated credentials").count(), 1, "{log}");
+    assert!(log.contains(&credentials.join("ingest").display().to_string()));
+    for token in &tokens {
+        assert!(!log.contains(token.as_str()), "a token was logged");
+    }
+
+    // Nothing answers without its credential but the health checks (and /metrics by default).
+    let url = |path: &str| format!("{}{path}", daemon.base);
+    let none = ("Authorization", "");
+    let body = fixture("firing-single.json");
+    let post = client().post(&url("/webhook"), &[JSON, none], body.as_bytes());
+    assert_eq!(post.status, 401, "{}", post.body);
+    let read_with_ingest = format!("Bearer {}", tokens[0]);
+    for (method, path) in [
+        ("GET", "/api/v1/incidents"),
+        ("GET", "/api/v1/report"),
+        ("GET", "/api/v1/incidents/x/bundle"),
+        ("POST", "/-/reload"),
+        ("POST", "/-/pause"),
+        ("POST", "/-/resume"),
+    ] {
+        let response = client().request(method, &url(path), &[none], b"");
+        assert_eq!(response.status, 401, "{method} {path}");
+        // One credential never opens another's endpoints.
+        let response = client().request(
+            method,
+            &url(path),
+            &[("Authorization", &read_with_ingest)],
+            b"",
+        );
+        assert_eq!(
+            response.status, 401,
+            "{method} {path} with the ingest token"
+        );
+    }
+    assert_eq!(client().get(&url("/healthz"), &[none]).status, 200);
+    assert_eq!(client().get(&url("/metrics"), &[none]).status, 200);
+    let ready = client().get(&url("/readyz"), &[none]);
+    assert_eq!((ready.status, ready.body.as_str()), (200, "ready\n"));
+    // With its credential, each works.
+    let post = client().post(&url("/webhook"), &[JSON], body.as_bytes());
+    assert_eq!(post.status, 200, "{}", post.body);
+    assert_eq!(client().get(&url("/api/v1/incidents"), &[]).status, 200);
+    // The CLI finds the generated admin token by itself.
+    let output = daemon.cli(&["pause", "--for", "5m", "--reason", "test"]);
+    assert!(output.status.success(), "{output:?}");
+    let output = daemon.cli(&["resume"]);
+    assert!(output.status.success(), "{output:?}");
+
+    // Kept across restarts, and not announced again.
+    daemon.terminate();
+    daemon.spawn();
+    for (role, token) in ["ingest", "read", "admin"].iter().zip(&tokens) {
+        assert_eq!(daemon.generated_token(role).as_ref(), Some(token));
+    }
+    assert_eq!(daemon.log().matches("generated credentials").count(), 1);
+    let post = client().post(
+        &format!("{}/webhook", daemon.base),
+        &[JSON],
+        body.as_bytes(),
+    );
+    assert_eq!(post.status, 200);
+}
+
+#[test]
+fn opening_an_endpoint_is_explicit_and_metrics_can_need_the_read_credential() {
+    let daemon =
+        Daemon::start("[auth]\nallow_unauthenticated = [\"webhook\"]\nmetrics = \"read\"\n");
+    let url = |path: &str| format!("{}{path}", daemon.base);
+    let none = ("Authorization", "");
+    let body = fixture("firing-single.json");
+    assert_eq!(
+        client()
+            .post(&url("/webhook"), &[JSON, none], body.as_bytes())
+            .status,
+        200
+    );
+    assert!(daemon.generated_token("ingest").is_none());
+    assert_eq!(client().get(&url("/api/v1/incidents"), &[none]).status, 401);
+    assert_eq!(client().get(&url("/metrics"), &[none]).status, 401);
+    let metrics = client().get(&url("/metrics"), &[]);
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.body.contains("nightshift_webhook_requests_total"));
+    assert!(
+        daemon.log().contains("opened without a credential"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_directory_exits_at_once() {
+    let daemon = Daemon::start("");
+    let pid = daemon.pid();
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_nightshift"))
+        .args(["run", "--config"])
+        .arg(&daemon.config)
+        .envs(daemon.env.iter().map(|(k, v)| (k, v)))
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_for(Duration::from_secs(20), || second.try_wait().unwrap());
+    let Some(status) = status else {
+        let _ = second.kill();
+        panic!("the second daemon kept running");
+    };
+    let output = second.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "another nightshift (pid {pid}) holds {}",
+            daemon.state_dir().display()
+        )),
+        "{stderr}"
+    );
+    // The first is untouched, and read commands still work beside it.
+    let post = client().post(
+        &format!("{}/webhook", daemon.base),
+        &[JSON],
+        fixture("firing-single.json").as_bytes(),
+    );
+    assert_eq!(post.status, 200);
+    for args in [
+        &["incidents", "list"][..],
+        &["report", "--since", "1h"],
+        &["bundles", "list"],
+        &["check", "--config-only"],
+    ] {
+        let output = daemon.cli(args);
+        assert!(output.status.success(), "{args:?}: {output:?}");
+    }
+}
+
+#[test]
+fn reload_switches_the_action_mode_and_never_leaves_enforce_with_open_ingest() {
+    let marker = tempfile::tempdir().unwrap();
+    let rules = format!(
+        r#"
+[[rule]]
+name = "touch"
+matchers = ['alertname="Touch"']
+severity = "P3"
+[[rule.branch]]
+name = "act"
+otherwise = true
+actions = ["touch"]
+
+[action.touch]
+kind = "exec"
+target = "touch-{{{{ labels.n }}}}"
+argv = ["/usr/bin/touch", "{}/ran-{{{{ labels.n }}}}"]
+"#,
+        marker.path().display()
+    );
+    let enforce = "[rules]\ndir = \"{dir}/rules\"\n[actions]\nmode = \"enforce\"\n";
+    let mut daemon = Daemon::prepare(enforce, &[]);
+    std::fs::create_dir_all(daemon.path("rules")).unwrap();
+    daemon.write_file("rules/touch.toml", &rules);
+    daemon.spawn();
+    let root = daemon.path("").display().to_string();
+    let root = root.trim_end_matches('/');
+    let write_config = |text: &str| {
+        std::fs::write(&daemon.config, text.replace("{dir}", root)).unwrap();
+    };
+    let reload = || client().post(&format!("{}/-/reload", daemon.base), &[], b"");
+    let fire = |n: u32| {
+        let body = serde_json::json!({
+            "version": "4", "status": "firing", "groupKey": format!("g{n}"),
+            "alerts": [{"status": "firing", "labels": {"alertname": "Touch", "n": n.to_string()},
+                        "startsAt": "2026-11-28T03:00:00Z"}],
+        });
+        let response = client().post(
+            &format!("{}/webhook", daemon.base),
+            &[JSON],
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(response.status, 200);
+    };
+    // The action of incident n, once it has settled.
+    let settled = |n: u32| {
+        wait_for(Duration::from_secs(30), || {
+            let list = client()
+                .get(&format!("{}/api/v1/incidents?limit=100", daemon.base), &[])
+                .json();
+            let incident = list["incidents"]
+                .as_array()?
+                .iter()
+                .find(|i| i["labels"]["n"].as_str() == Some(n.to_string().as_str()))?
+                .clone();
+            let id = incident["id"].as_str()?;
+            let detail = client()
+                .get(&format!("{}/api/v1/incidents/{id}", daemon.base), &[])
+                .json();
+            let action = detail["actions"].as_array()?.first()?.clone();
+            (action["state"] != "planned" && action["state"] != "started").then_some(action)
+        })
+        .unwrap_or_else(|| panic!("incident {n} did not settle:\n{}", daemon.log()))
+    };
+    let enforced = || {
+        client()
+            .get(&format!("{}/metrics", daemon.base), &[])
+            .body
+            .lines()
+            .find(|l| l.starts_with("nightshift_actions_enforced "))
+            .map(str::to_owned)
+    };
+    fire(1);
+    let action = settled(1);
+    assert_eq!(action["verdict"], "run", "{action:#}");
+    assert!(marker.path().join("ran-1").exists());
+
+    // Switch to dry-run: no new effect; the answer says what happens to running ones.
+    write_config("[rules]\ndir = \"{dir}/rules\"\n[actions]\nmode = \"dry-run\"\n");
+    let response = reload();
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert!(
+        response.body.contains("actions.mode is now dry-run"),
+        "{}",
+        response.body
+    );
+    assert_eq!(enforced().as_deref(), Some("nightshift_actions_enforced 0"));
+    fire(2);
+    let action = settled(2);
+    assert_eq!(action["verdict"], "dry_run", "{action:#}");
+    assert!(!marker.path().join("ran-2").exists());
+
+    // Enforce with the webhook open is refused whole; the running mode stays.
+    write_config(
+        "[rules]\ndir = \"{dir}/rules\"\n[auth]\nallow_unauthenticated = [\"webhook\"]\n\
+         [actions]\nmode = \"enforce\"\n",
+    );
+    let response = reload();
+    assert_eq!(response.status, 400, "{}", response.body);
+    assert!(response.body.contains("actions.mode"), "{}", response.body);
+    let none = ("Authorization", "");
+    let post = client().post(&format!("{}/webhook", daemon.base), &[JSON, none], b"{}");
+    assert_eq!(post.status, 401, "the webhook stays closed");
+
+    // And back to enforce; a key that needs a restart is named.
+    write_config(
+        "[rules]\ndir = \"{dir}/rules\"\n[actions]\nmode = \"enforce\"\n[bundles]\nconcurrency = 3\n",
+    );
+    let response = reload();
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert!(
+        response.body.contains("actions.mode is now enforce"),
+        "{}",
+        response.body
+    );
+    assert!(
+        response
+            .body
+            .contains("changed, needs a restart: bundles.concurrency"),
+        "{}",
+        response.body
+    );
+    assert_eq!(enforced().as_deref(), Some("nightshift_actions_enforced 1"));
+    fire(3);
+    let action = settled(3);
+    assert_eq!(action["verdict"], "run", "{action:#}");
+    assert!(marker.path().join("ran-3").exists());
 }

@@ -246,26 +246,23 @@ fn dry_run_is_the_default_and_changes_nothing() {
 }
 
 #[test]
-fn enforce_without_an_ingest_credential_falls_back_to_dry_run() {
-    let setup = setup("[actions]\nmode = \"enforce\"\n", false);
-    let ready = client().get(&format!("{}/readyz", setup.daemon.base), &[]);
-    assert!(
-        ready.body.contains("no credential; running in dry-run"),
-        "{}",
-        ready.body
+fn enforce_with_the_webhook_opened_is_refused_at_start() {
+    // Whoever can post an alert could otherwise restart deployments: the configuration is
+    // refused as a whole, by `check` and by `run`, instead of running in some other mode.
+    let daemon = Daemon::prepare(
+        "[auth]\nallow_unauthenticated = [\"webhook\"]\n[actions]\nmode = \"enforce\"\n",
+        &[],
     );
-    assert!(setup.daemon.log().contains("ERROR"));
-    setup.page.set_indicator("major", "Partial API outage");
-    let payload = unreachable_payload();
-    let response = client().post(
-        &format!("{}/webhook", setup.daemon.base),
-        &[JSON],
-        payload.as_bytes(),
-    );
-    assert_eq!(response.status, 200);
-    let actions = actions(&setup, 1);
-    assert_eq!(actions[0]["verdict"], "dry_run");
-    assert!(setup.kube.writes().is_empty());
+    for args in [&["check", "--config-only"][..], &["run"]] {
+        let output = daemon.cli(args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("actions.mode: enforce needs a credential on the webhook"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!daemon.state_dir().join("nightshift.db").exists());
 }
 
 #[test]

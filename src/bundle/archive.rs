@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 /// The suffix of an archive being written.
 const PARTIAL: &str = ".partial";
 /// The mode of the bundles directory and of the directories under it.
-pub const DIR_MODE: u32 = 0o750;
+pub const DIR_MODE: u32 = crate::state_dir::DIR_MODE;
 /// The mode of an archive.
-pub const FILE_MODE: u32 = 0o640;
+pub const FILE_MODE: u32 = crate::state_dir::FILE_MODE;
 
 /// Create the bundles directory if it is missing, and give it [`DIR_MODE`] even if it was
 /// there (an older version, or another umask, may have left it open to everyone).

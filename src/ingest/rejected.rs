@@ -16,7 +16,7 @@ pub fn keep(
     keep: usize,
 ) -> std::io::Result<PathBuf> {
     let dir = state_dir.join(DIRECTORY);
-    std::fs::create_dir_all(&dir)?;
+    crate::state_dir::create_dir(&dir)?;
     let stamp = millis_to_datetime(received_at).format("%Y%m%dT%H%M%S%.3fZ");
     let mut path = dir.join(format!("{stamp}-{reason}.body"));
     let mut counter = 1;
@@ -24,7 +24,7 @@ pub fn keep(
         path = dir.join(format!("{stamp}-{reason}-{counter}.body"));
         counter += 1;
     }
-    std::fs::write(&path, body)?;
+    crate::state_dir::write_new(&path, body)?;
     prune(&dir, keep)?;
     Ok(path)
 }

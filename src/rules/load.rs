@@ -1060,7 +1060,7 @@ pub fn save_last_good(files: &[PathBuf], state_dir: &Path) -> std::io::Result<()
     let staging = state_dir.join(format!("{LAST_GOOD_DIR}.new"));
     let old = state_dir.join(format!("{LAST_GOOD_DIR}.old"));
     let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging)?;
+    crate::state_dir::create_dir(&staging)?;
     for file in files {
         if let Some(name) = file.file_name() {
             std::fs::copy(file, staging.join(name))?;

@@ -368,12 +368,23 @@ impl Store {
         metrics: Arc<Metrics>,
     ) -> Result<(Store, WriterThread), StoreError> {
         let dir = settings.store.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|source| StoreError::StateDir {
+        let state_dir_error = |source| StoreError::StateDir {
             path: dir.clone(),
             source,
-        })?;
+        };
+        crate::state_dir::create_dir(&dir).map_err(state_dir_error)?;
         let database = database_path(&dir);
+        // Created with its mode before SQLite opens it: SQLite gives the write-ahead log and
+        // shared-memory files the database's mode.
+        if !database.exists() {
+            crate::state_dir::write_new(&database, b"").map_err(state_dir_error)?;
+        }
         let connection = connect(&database, false)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = database.clone().into_os_string();
+            name.push(suffix);
+            crate::state_dir::set_file_mode(Path::new(&name)).map_err(state_dir_error)?;
+        }
         writer::prepare(&connection)?;
         let unreconciled = writer::count_unreconciled(&connection)?;
         metrics.notifications_unreconciled.set(unreconciled as i64);

@@ -79,10 +79,34 @@ impl Daemon {
         self.dir.path().join("var")
     }
 
+    /// Write a file beside the config, readable by its owner only (nightshift refuses a
+    /// credential file that others may read).
     pub fn write_file(&self, name: &str, content: &str) -> PathBuf {
         let path = self.path(name);
-        std::fs::write(&path, content).expect("write file");
+        write_private(&path, content);
         path
+    }
+
+    /// The token nightshift generated for `role` (`ingest`, `read`, `admin`), if it did.
+    pub fn generated_token(&self, role: &str) -> Option<String> {
+        std::fs::read_to_string(self.state_dir().join("credentials").join(role))
+            .ok()
+            .map(|text| text.trim().to_owned())
+    }
+
+    /// Let the test client send the generated credentials to this daemon, the way Alertmanager,
+    /// Prometheus and an operator are given them; credentials a test configured itself are its
+    /// own business.
+    fn remember_generated_credentials(&self) {
+        let host = self.base.trim_start_matches("http://").to_owned();
+        http_client::remember(
+            &host,
+            http_client::Tokens {
+                ingest: self.generated_token("ingest"),
+                read: self.generated_token("read"),
+                admin: self.generated_token("admin"),
+            },
+        );
     }
 
     fn address_file(&self) -> PathBuf {
@@ -118,6 +142,7 @@ impl Daemon {
                 && text.ends_with('\n')
             {
                 self.base = text.trim().to_owned();
+                self.remember_generated_credentials();
                 return;
             }
             if let Some(status) = self
@@ -237,6 +262,20 @@ pub fn stop_child(mut child: Child) {
     let _ = child.wait();
 }
 
+/// Write a file readable by its owner only.
+pub fn write_private(path: &std::path::Path, content: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .expect("write file");
+    file.write_all(content.as_bytes()).expect("write file");
+}
+
 pub fn client() -> http_client::Client {
     http_client::Client::new()
 }
@@ -249,6 +288,40 @@ pub mod http_client {
     use std::time::Duration;
 
     pub struct Client;
+
+    /// The credentials a daemon generated, sent by [`Client`] to that daemon's endpoints when a
+    /// request names no `authorization` (an empty one sends none).
+    #[derive(Debug, Clone, Default)]
+    pub struct Tokens {
+        pub ingest: Option<String>,
+        pub read: Option<String>,
+        pub admin: Option<String>,
+    }
+
+    static TOKENS: std::sync::Mutex<Vec<(String, Tokens)>> = std::sync::Mutex::new(Vec::new());
+
+    pub fn remember(host: &str, tokens: Tokens) {
+        let mut all = TOKENS.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|(h, _)| h != host);
+        all.push((host.to_owned(), tokens));
+    }
+
+    fn token_for(host: &str, path: &str) -> Option<String> {
+        let all = TOKENS.lock().unwrap_or_else(|p| p.into_inner());
+        let tokens = &all.iter().find(|(h, _)| h == host)?.1;
+        if path.starts_with("/webhook") {
+            tokens.ingest.clone()
+        } else if path.starts_with("/-/") {
+            tokens.admin.clone()
+        } else if path.starts_with("/api/")
+            || path.starts_with("/readyz")
+            || path.starts_with("/metrics")
+        {
+            tokens.read.clone()
+        } else {
+            None
+        }
+    }
 
     #[derive(Debug)]
     pub struct Response {
@@ -323,8 +396,18 @@ pub mod http_client {
                 "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
                 body.len()
             );
+            let mut authorization = false;
             for (name, value) in headers {
+                if name.eq_ignore_ascii_case("authorization") {
+                    authorization = true;
+                    if value.is_empty() {
+                        continue;
+                    }
+                }
                 request.push_str(&format!("{name}: {value}\r\n"));
+            }
+            if !authorization && let Some(token) = token_for(host, &path) {
+                request.push_str(&format!("Authorization: Bearer {token}\r\n"));
             }
             request.push_str("\r\n");
             stream.write_all(request.as_bytes()).expect("write");
