@@ -164,7 +164,9 @@ fn longest_run(text: &str, wanted: char) -> usize {
     longest
 }
 
-fn is_web(href: &str) -> bool {
+/// Whether `href` is an http(s) URL (case-insensitive scheme): the only links nightshift writes
+/// as links.
+pub(crate) fn is_web(href: &str) -> bool {
     let start: String = href
         .chars()
         .take(8)

@@ -629,7 +629,10 @@ fn status_links(facts: &BundleFacts) -> Vec<(String, String)> {
         ("bundle", facts.bundle_url.as_deref()),
     ];
     for (text, href) in candidates {
-        if let Some(href) = href.map(str::trim).filter(|href| is_web(href)) {
+        if let Some(href) = href
+            .map(str::trim)
+            .filter(|href| crate::escape::is_web(href))
+        {
             links.push((text.to_owned(), href.to_owned()));
         }
     }
@@ -1064,7 +1067,7 @@ fn detection_paragraph(facts: &BundleFacts) -> String {
         text.push_str(&format!("\n\nThe alert said: \"{description}\""));
     }
     let source = incident.generator_url.trim();
-    if is_web(source) {
+    if crate::escape::is_web(source) {
         text.push_str(&format!("\n\nAlert expression: {}", markdown_url(source)));
     }
     text
@@ -1638,20 +1641,11 @@ fn bundle_markdown(facts: &BundleFacts) -> Option<String> {
 
 /// A bundle's link as a link, or its path as code (paths are full of `_`).
 pub(crate) fn markdown_location(location: &str) -> String {
-    if is_web(location) {
+    if crate::escape::is_web(location) {
         markdown_url(location)
     } else {
         markdown_code(location)
     }
-}
-
-fn is_web(href: &str) -> bool {
-    let start: String = href
-        .chars()
-        .take(8)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    start.starts_with("http://") || start.starts_with("https://")
 }
 
 /// One line, single spaces: details come from command output and HTTP answers.

@@ -595,15 +595,6 @@ fn incident_details(incident: &IncidentView) -> Value {
     detail
 }
 
-fn is_web(href: &str) -> bool {
-    let scheme: String = href
-        .chars()
-        .take(8)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    scheme.starts_with("http://") || scheme.starts_with("https://")
-}
-
 fn join_url(base: &str, path: &str) -> String {
     format!(
         "{}/{}",
@@ -617,7 +608,7 @@ fn nightshift_link(view: &PageView, incident: &IncidentView) -> Option<String> {
     view.external_url
         .as_deref()
         .map(str::trim)
-        .filter(|base| is_web(base))
+        .filter(|base| crate::escape::is_web(base))
         .map(|base| join_url(base, &format!("api/v1/incidents/{}", incident.id)))
 }
 
@@ -626,14 +617,14 @@ fn runbook_link(incident: &IncidentView) -> Option<&str> {
         .annotations
         .get("runbook_url")
         .map(|href| href.trim())
-        .filter(|href| is_web(href))
+        .filter(|href| crate::escape::is_web(href))
 }
 
 /// Add a web link unless it is already there, too long or past `limit` links.
 fn add_link(links: &mut Vec<(String, String)>, href: &str, text: String, limit: usize) {
     let href = href.trim();
     if links.len() < limit
-        && is_web(href)
+        && crate::escape::is_web(href)
         && href.len() <= HREF_LIMIT
         && !links.iter().any(|(known, _)| known == href)
     {
