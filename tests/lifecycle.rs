@@ -417,7 +417,11 @@ fn tls_serves_webhooks_when_configured() {
 #[test]
 fn first_start_generates_credentials_and_nothing_is_open() {
     use std::os::unix::fs::PermissionsExt;
-    let mut daemon = Daemon::start("");
+    // Modes are set explicitly: under the unit's UMask=0077 files would otherwise be 0600,
+    // and under a lax umask credentials would be readable by all.
+    let mut daemon = Daemon::prepare("", &[]);
+    daemon.umask = Some(0o077);
+    daemon.spawn();
     let mode = |path: std::path::PathBuf| {
         std::fs::metadata(&path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -480,6 +484,19 @@ fn first_start_generates_credentials_and_nothing_is_open() {
     let post = client().post(&url("/webhook"), &[JSON], body.as_bytes());
     assert_eq!(post.status, 200, "{}", post.body);
     assert_eq!(client().get(&url("/api/v1/incidents"), &[]).status, 200);
+    let post = client().post(&url("/webhook"), &[JSON], b"{");
+    assert_eq!(post.status, 400, "{}", post.body);
+    let rejected = wait_for(Duration::from_secs(10), || {
+        std::fs::read_dir(daemon.state_dir().join("rejected"))
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .find(|path| path.extension().is_some_and(|e| e == "body"))
+    })
+    .expect("the rejected body is kept");
+    assert_eq!(mode(rejected), 0o640);
+    assert_eq!(mode(daemon.state_dir().join("rejected")), 0o750);
+    assert_eq!(mode(daemon.state_dir().join("bundles")), 0o750);
     // The CLI finds the generated admin token by itself.
     let output = daemon.cli(&["pause", "--for", "5m", "--reason", "test"]);
     assert!(output.status.success(), "{output:?}");

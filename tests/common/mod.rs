@@ -19,6 +19,8 @@ pub struct Daemon {
     pub base: String,
     child: Option<Child>,
     pub env: Vec<(String, String)>,
+    /// The file-creation mask the daemon starts with, when not inherited.
+    pub umask: Option<u32>,
 }
 
 impl Daemon {
@@ -68,6 +70,7 @@ impl Daemon {
             base: String::new(),
             child: None,
             env: all_env,
+            umask: None,
         }
     }
 
@@ -133,6 +136,16 @@ impl Daemon {
             .stderr(log);
         for (key, value) in &self.env {
             command.env(key, value);
+        }
+        if let Some(mask) = self.umask {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: umask is async-signal-safe and touches only the child's own state.
+            unsafe {
+                command.pre_exec(move || {
+                    libc::umask(mask as libc::mode_t);
+                    Ok(())
+                });
+            }
         }
         let child = command.spawn().expect("spawn nightshift");
         self.child = Some(child);
