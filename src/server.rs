@@ -627,6 +627,7 @@ pub async fn serve(
         idle_timeout: config.header_read_timeout,
         closing: CancellationToken::new(),
         credentials,
+        unauthorized: std::sync::Mutex::new(UnauthorizedLog::default()),
     });
     // Each connection task holds a watcher until it ends, so that `graceful.shutdown()` waits
     // for them all; the signal to close goes through `listening.closing`.
@@ -733,6 +734,41 @@ struct Listening {
     /// Cancelled at shutdown: each connection finishes what it has in flight, then closes.
     closing: CancellationToken,
     credentials: Arc<RwLock<Arc<Credentials>>>,
+    /// Requests refused for their credential, logged with the peer (rate-limited).
+    unauthorized: std::sync::Mutex<UnauthorizedLog>,
+}
+
+/// Requests answered 401 are logged with the peer's address: the first at once (an
+/// Alertmanager holding the wrong token shows up in the log, not only in a counter), then at
+/// most one line a minute with how many came since.
+#[derive(Default)]
+struct UnauthorizedLog {
+    last: Option<tokio::time::Instant>,
+    since: u64,
+}
+
+impl UnauthorizedLog {
+    const INTERVAL: Duration = Duration::from_secs(60);
+
+    fn refused(&mut self, peer: SocketAddr, method: &str, path: &str) {
+        self.since += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < Self::INTERVAL)
+        {
+            return;
+        }
+        tracing::warn!(
+            %peer,
+            method,
+            path,
+            refused = self.since,
+            "request refused: missing or wrong credential (401)"
+        );
+        self.last = Some(now);
+        self.since = 0;
+    }
 }
 
 /// An accepted connection and what it holds until it ends.
@@ -793,8 +829,12 @@ async fn serve_connection(listening: Arc<Listening>, accepted: Accepted) {
         let closing = closing.clone();
         let router = listening.router.clone();
         let credentials = listening.credentials.clone();
+        let listening = listening.clone();
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(RemoteAddr(remote));
+            let method = request.method().as_str().to_owned();
+            let path = request.uri().path().to_owned();
+            let listening = listening.clone();
             let http1 = request.version() < axum::http::Version::HTTP_2;
             let authenticated = credentials
                 .read()
@@ -810,6 +850,13 @@ async fn serve_connection(listening: Arc<Listening>, accepted: Accepted) {
             let closing = closing.clone();
             async move {
                 let mut response = router.call(request).await?;
+                if response.status() == StatusCode::UNAUTHORIZED {
+                    listening
+                        .unauthorized
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .refused(remote, &method, &path);
+                }
                 if !authenticated || response.status() == StatusCode::UNAUTHORIZED {
                     // Only requests that carry a credential may keep a connection (and its
                     // slot): a client must not hold one with a stream of cheap refusals, nor

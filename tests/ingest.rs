@@ -96,6 +96,16 @@ fn each_credential_opens_only_its_own_endpoints() {
         2,
         "refused requests store nothing"
     );
+    // The first refusal is logged with the peer; the next ones within the minute only counted
+    // (the line after a minute says how many).
+    let log = daemon.log();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("request refused: missing or wrong credential (401)"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "{log}");
+    assert!(refusals[0].contains("peer=127.0.0.1:"), "{}", refusals[0]);
+    assert!(refusals[0].contains("path=\"/webhook\""), "{}", refusals[0]);
     // Incident API: read only.
     let url = format!("{}/api/v1/incidents", daemon.base);
     for (auth, expected) in [

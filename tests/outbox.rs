@@ -35,6 +35,7 @@ struct Pipeline {
     deliverer: Deliverer,
     pd: FakePagerDuty,
     chat: FakeChat,
+    metrics: Arc<Metrics>,
 }
 
 fn settings(pd: &FakePagerDuty, chat: &FakeChat, default_key: &str) -> DeliverySettings {
@@ -100,7 +101,7 @@ impl Pipeline {
         let deliverer = Deliverer::new(
             store.clone(),
             clock.clone(),
-            metrics,
+            metrics.clone(),
             settings(&pd, &chat, "primary"),
         )
         .unwrap();
@@ -112,6 +113,7 @@ impl Pipeline {
             deliverer,
             pd,
             chat,
+            metrics,
         }
     }
 
@@ -608,6 +610,7 @@ async fn a_400_goes_to_the_fallback_and_is_shown() {
         "{trigger:#}"
     );
     assert!(trigger["fallback_at"].is_string());
+    assert_eq!(p.metrics.notify_fallbacks_total.get(), 1);
     let fallback = events.iter().find(|e| e["channel"] == "ops").unwrap();
     assert_eq!(fallback["state"], "delivered");
     assert!(
@@ -619,6 +622,34 @@ async fn a_400_goes_to_the_fallback_and_is_shown() {
     );
     p.pd.assert_no_unexpected();
     p.chat.assert_no_unexpected();
+}
+
+#[tokio::test]
+async fn with_no_fallback_notifier_nothing_counts_as_handed_to_one() {
+    // The shipped "fallback used" alert must not fire on a default install, where the
+    // fallback list is empty.
+    let p = Pipeline::start().await;
+    if let Ok(mut slot) = p.deliverer.settings.write() {
+        let mut settings = (**slot).clone();
+        settings.fallback.clear();
+        *slot = Arc::new(settings);
+    }
+    p.pd.set_mode(Mode::Reject400(vec!["bad routing key".to_owned()]));
+    p.send("checkout", &instances(1, "firing")).await;
+    let id = p.episodes()[&("checkout".to_owned(), "host-0".to_owned())].clone();
+    p.page(&id, "checkout", "P2", DedupMode::Group, "checkout down")
+        .await;
+    assert_eq!(p.deliverer.tick().await, 1);
+    // Proof the rejection was processed: the trigger is marked as fallen back (to nobody).
+    let paging = p.store.reader().unwrap().incident_paging(&id).unwrap();
+    let events = paging["events"].as_array().unwrap();
+    let trigger = events.iter().find(|e| e["channel"] == "pagerduty").unwrap();
+    assert_eq!(trigger["state"], "rejected", "{paging:#}");
+    assert!(trigger["fallback_at"].is_string(), "{paging:#}");
+    assert_eq!(events.len(), 1, "nothing queued for a fallback: {paging:#}");
+    assert_eq!(p.metrics.notify_fallbacks_total.get(), 0);
+    assert!(p.chat.messages().is_empty());
+    p.pd.assert_no_unexpected();
 }
 
 #[tokio::test]

@@ -583,9 +583,14 @@ impl Deliverer {
             reason: reason.clone(),
         };
         match self.store.paging(op).await {
-            Ok(done) => {
+            // Counted only when a notifier took it: with no fallback configured the metric
+            // (and the alert on it) would otherwise fire for a page nobody else received.
+            Ok(done) if done.count > 0 => {
                 self.metrics.notify_fallbacks_total.inc();
                 tracing::error!(id = row.id, queued = done.count, %reason, "page handed to the fallback notifiers");
+            }
+            Ok(_) => {
+                tracing::error!(id = row.id, %reason, "PagerDuty did not take the page and no fallback notifier is configured ([paging] fallback)");
             }
             Err(error) => tracing::error!(%error, "cannot hand a page to the fallback"),
         }
