@@ -246,7 +246,7 @@ fn test_rules(
 ) -> anyhow::Result<i32> {
     let loaded = config::load(path.as_deref(), env)
         .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
-    let options = crate::rules::LoadOptions::from_config(&loaded.config);
+    let options = crate::rules::LoadOptions::with_tests(&loaded.config);
     let files = if files.is_empty() {
         vec![loaded.config.rules.dir.clone()]
     } else {

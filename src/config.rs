@@ -836,6 +836,63 @@ pub struct Loaded {
     pub path: Option<PathBuf>,
 }
 
+/// Relative paths resolve against the config file's directory, as in most daemons' configs:
+/// under systemd the working directory is `/`, and `[rules] dir = "rules"` must not silently
+/// mean `/rules`. This holds for the built-in defaults too (`rules`, `./var`) once there is a
+/// config file. A path given by an environment override stays relative to the working
+/// directory, as a shell user who typed it expects; without a config file everything does.
+fn resolve_relative_paths(config: &mut Config, file: &Path, origins: &Origins) {
+    let base = file.parent().unwrap_or(Path::new(""));
+    let resolve = |key: &str, path: &mut PathBuf| {
+        if path.is_relative() && !path.as_os_str().is_empty() && !origins.env.contains_key(key) {
+            *path = base.join(&*path);
+        }
+    };
+    let optional = |key: &str, path: &mut Option<PathBuf>| {
+        if let Some(path) = path {
+            resolve(key, path);
+        }
+    };
+    optional("server.tls_cert_file", &mut config.server.tls_cert_file);
+    optional("server.tls_key_file", &mut config.server.tls_key_file);
+    optional("auth.ingest_token_file", &mut config.auth.ingest_token_file);
+    optional(
+        "auth.ingest_basic_auth_file",
+        &mut config.auth.ingest_basic_auth_file,
+    );
+    optional("auth.read_token_file", &mut config.auth.read_token_file);
+    optional(
+        "auth.read_basic_auth_file",
+        &mut config.auth.read_basic_auth_file,
+    );
+    optional("auth.admin_token_file", &mut config.auth.admin_token_file);
+    optional(
+        "auth.admin_basic_auth_file",
+        &mut config.auth.admin_basic_auth_file,
+    );
+    resolve("store.dir", &mut config.store.dir);
+    optional(
+        "alertmanager.token_file",
+        &mut config.alertmanager.token_file,
+    );
+    optional(
+        "alertmanager.basic_auth_file",
+        &mut config.alertmanager.basic_auth_file,
+    );
+    resolve("rules.dir", &mut config.rules.dir);
+    optional("kubernetes.kubeconfig", &mut config.kubernetes.kubeconfig);
+    optional("actions.secrets_dir", &mut config.actions.secrets_dir);
+    for (name, path) in &mut config.pagerduty.routing_keys {
+        resolve(&format!("pagerduty.routing_keys.{name}"), path);
+    }
+    for (name, notifier) in &mut config.notifiers {
+        resolve(
+            &format!("notifiers.{name}.url_file"),
+            &mut notifier.url_file,
+        );
+    }
+}
+
 /// The environment overrides among `variables`: `NIGHTSHIFT_<SECTION>__<KEY>` only, so that
 /// variables such as those nightshift sets for its own child processes are never mistaken
 /// for settings.
@@ -910,6 +967,10 @@ pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Loaded, Con
             }]));
         }
     };
+    let mut config = config;
+    if let Some(path) = path {
+        resolve_relative_paths(&mut config, path, &origins);
+    }
     validate(&config, &origins, &mut errors);
     if errors.is_empty() {
         Ok(Loaded {

@@ -415,6 +415,93 @@ fn tls_serves_webhooks_when_configured() {
 }
 
 #[test]
+fn relative_paths_follow_the_config_file_and_missing_runbooks_are_loud() {
+    // Under systemd the working directory is `/`: `[rules] dir = "rules"` must still mean the
+    // rules beside the config file, and no rules at all must never pass as "0 rules OK".
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(etc.join("rules")).unwrap();
+    let runbook = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/vastai.toml"),
+    )
+    .unwrap();
+    // The runbook alone, without its test payloads: the daemon and check do not need them.
+    std::fs::write(etc.join("rules/vastai.toml"), &runbook).unwrap();
+    let config = etc.join("nightshift.toml");
+    std::fs::write(&config, "[rules]\ndir = \"rules\"\n").unwrap();
+    let check = |config: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nightshift"))
+            .args(["check", "--config"])
+            .arg(config)
+            .current_dir("/")
+            .env_remove("NIGHTSHIFT_RULES__DIR")
+            .output()
+            .unwrap()
+    };
+    let output = check(&config);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stdout.contains(&format!("{}: ", etc.join("rules").display()))
+            && !stdout.contains(" 0 rules"),
+        "{stdout}"
+    );
+    // `nightshift test` still wants the payloads and says which one is missing.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nightshift"))
+        .args(["test", "--config"])
+        .arg(&config)
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("payloads/"),
+        "{output:?}"
+    );
+    // A missing and an empty rules directory are errors for check.
+    for rules in ["missing", "empty"] {
+        if rules == "empty" {
+            std::fs::create_dir_all(etc.join("empty")).unwrap();
+        }
+        let other = etc.join(format!("{rules}.toml"));
+        std::fs::write(&other, format!("[rules]\ndir = \"{rules}\"\n")).unwrap();
+        let output = check(&other);
+        assert_eq!(output.status.code(), Some(1), "{rules}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&etc.join(rules).display().to_string()),
+            "{rules}: {stderr}"
+        );
+    }
+    // The daemon on an empty rules directory runs (webhooks are still accepted) but says so
+    // loudly: ERROR in the log, the metric at 0, /readyz degraded yet 200.
+    let mut daemon = Daemon::prepare("[rules]\ndir = \"{dir}/no-rules\"\n", &[]);
+    std::fs::create_dir_all(daemon.path("no-rules")).unwrap();
+    daemon.spawn();
+    let ready = client().get(&format!("{}/readyz", daemon.base), &[]);
+    assert_eq!(ready.status, 200);
+    assert!(
+        ready.body.starts_with("ready (degraded: "),
+        "{}",
+        ready.body
+    );
+    assert!(ready.body.contains("no rule file"), "{}", ready.body);
+    let metrics = client().get(&format!("{}/metrics", daemon.base), &[]).body;
+    assert!(
+        metrics.contains("nightshift_rules_last_load_successful 0"),
+        "{metrics}"
+    );
+    assert!(
+        daemon
+            .log()
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("no rule file")),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
 fn first_start_generates_credentials_and_nothing_is_open() {
     use std::os::unix::fs::PermissionsExt;
     // Modes are set explicitly: under the unit's UMask=0077 files would otherwise be 0600,

@@ -116,7 +116,9 @@ fn incident(setup: &Setup, id: &str) -> serde_json::Value {
         .json()
 }
 
-const NO_RULES: &str = "# only the built-in default rule\n";
+/// Only the built-in default rule decides: this rule matches nothing (an empty rules directory
+/// is refused).
+const NO_RULES: &str = "[[rule]]\nname = \"placeholder\"\nmatchers = ['alertname=\"__matches_nothing__\"']\nseverity = \"P4\"\n";
 
 #[test]
 fn a_group_page_triggers_once_per_change_and_resolves_with_its_last_incident() {

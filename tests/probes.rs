@@ -14,7 +14,7 @@ use nightshift::probes::kubernetes::ClientSlot;
 use nightshift::probes::{
     ProbeKind, ProbeRequest, ProbeResult, ProbeSettings, Prober, sample_fields,
 };
-use nightshift::rules::{LoadOptions, ProbeDef, load_dir};
+use nightshift::rules::{LoadOptions, ProbeDef, load_files};
 use serde_json::{Value, json};
 
 use fakes::kube::{FakeKube, PodFixture, is_metadata_only};
@@ -1304,7 +1304,8 @@ async fn kubernetes_bad_token_is_a_failure() {
 fn probe_from_rules(text: &str, name: &str) -> ProbeDef {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("t.toml"), text).expect("write rules");
-    let set = load_dir(dir.path(), &LoadOptions::default())
+    // One file of probes alone: loaded as a file (a directory must hold a rule).
+    let set = load_files(&[dir.path().join("t.toml")], &LoadOptions::default())
         .unwrap_or_else(|errors| panic!("rules refused: {errors:?}"));
     set.files[0].probes[name].clone()
 }
@@ -1314,7 +1315,7 @@ fn rule_errors(text: &str) -> Vec<String> {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("t.toml");
     std::fs::write(&path, text).expect("write rules");
-    let Err(errors) = load_dir(dir.path(), &LoadOptions::default()) else {
+    let Err(errors) = load_files(std::slice::from_ref(&path), &LoadOptions::default()) else {
         panic!("the rules loaded");
     };
     let shown = path.display().to_string();

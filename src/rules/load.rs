@@ -51,6 +51,10 @@ pub struct LoadOptions {
     pub severities: SeveritiesConfig,
     /// The Kubernetes namespace allowlist.
     pub namespaces: Vec<String>,
+    /// Compile the `[[test]]` cases too, reading their payload files. Only `nightshift test`
+    /// needs them: the daemon, `check` and `explain` parse a case's structure but never read
+    /// its files, so runbooks copied without their test data still load.
+    pub tests: bool,
 }
 
 impl LoadOptions {
@@ -59,6 +63,15 @@ impl LoadOptions {
             default_rule: config.default_rule.clone(),
             severities: config.severities.clone(),
             namespaces: config.kubernetes.namespaces.clone(),
+            tests: false,
+        }
+    }
+
+    /// For `nightshift test`: the rules and their `[[test]]` cases.
+    pub fn with_tests(config: &crate::config::Config) -> LoadOptions {
+        LoadOptions {
+            tests: true,
+            ..LoadOptions::from_config(config)
         }
     }
 }
@@ -190,15 +203,37 @@ enum RawProbe {
 
 /// Load every `*.toml` in `dir`, in file-name order. A missing directory is an empty set.
 pub fn load_dir(dir: &Path, options: &LoadOptions) -> Result<RuleSet, Vec<LoadError>> {
-    let files = rule_files(dir).map_err(|message| {
+    let error = |message: String| {
         vec![LoadError {
             file: dir.to_path_buf(),
             line: None,
             context: String::new(),
             message,
         }]
-    })?;
+    };
+    // A configured directory that is missing or empty is an error, not an empty rule set:
+    // runbooks that silently went missing (a relative path under systemd, a copy that left
+    // them out) would leave every alert to the default rule with nobody told.
+    if !dir.is_dir() {
+        return Err(error(
+            "the rules directory does not exist ([rules] dir; a relative path is relative to \
+             the config file)"
+                .to_owned(),
+        ));
+    }
+    let files = rule_files(dir).map_err(error)?;
+    if files.is_empty() {
+        return Err(error(
+            "the rules directory holds no rule file (*.toml)".to_owned(),
+        ));
+    }
     let mut set = load_files(&files, options)?;
+    if set.rules.is_empty() {
+        return Err(error(format!(
+            "the rules directory holds no rule ({} file(s), none with a [[rule]])",
+            files.len()
+        )));
+    }
     set.source = dir.to_path_buf();
     Ok(set)
 }
@@ -534,7 +569,7 @@ fn load_file(
         }
     }
     let mut tests = Vec::new();
-    for (offset, raw) in raw_tests {
+    for (offset, raw) in raw_tests.into_iter().filter(|_| options.tests) {
         match testing::compile(raw, path, file.line(offset), &probes, &runbook) {
             Ok(test) => tests.push(test),
             Err(message) => file.error(Some(offset), "test", message),
@@ -1117,9 +1152,13 @@ pub fn load_with_fallback(dir: &Path, state_dir: &Path, options: &LoadOptions) -
                 ),
             };
             let degraded = format!(
-                "{} has {} error(s); running on {fallback}",
+                "{} has {} error(s), the first: {}; running on {fallback}",
                 dir.display(),
-                errors.len()
+                errors.len(),
+                errors
+                    .first()
+                    .map(|e| e.message.as_str())
+                    .unwrap_or_default()
             );
             tracing::error!(%degraded, "rules not loaded as configured");
             Loaded {

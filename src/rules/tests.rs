@@ -9,6 +9,7 @@ use crate::probes::ProbeResult;
 fn options() -> LoadOptions {
     LoadOptions {
         namespaces: vec!["vastai".to_owned()],
+        tests: true,
         ..LoadOptions::default()
     }
 }
@@ -291,9 +292,43 @@ fn a_namespace_outside_the_allowlist_is_a_warning_not_an_error() {
 }
 
 #[test]
-fn a_missing_directory_is_the_default_rule_only() {
-    let set = load_dir(&PathBuf::from("/nonexistent/rules"), &options()).unwrap();
-    assert!(set.rules.is_empty());
+fn a_missing_or_empty_rules_directory_is_an_error_not_an_empty_set() {
+    // Runbooks that silently went missing would leave every alert to the default rule.
+    let errors = load_dir(&PathBuf::from("/nonexistent/rules"), &options()).unwrap_err();
+    assert!(errors[0].message.contains("does not exist"), "{errors:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let errors = load_dir(dir.path(), &options()).unwrap_err();
+    assert!(errors[0].message.contains("no rule file"), "{errors:?}");
+    std::fs::write(
+        dir.path().join("actions.toml"),
+        "[action.x]\nkind = \"exec\"\nargv = [\"/bin/true\"]\n",
+    )
+    .unwrap();
+    let errors = load_dir(dir.path(), &options()).unwrap_err();
+    assert!(errors[0].message.contains("holds no rule"), "{errors:?}");
+}
+
+#[test]
+fn test_payload_files_are_read_only_for_nightshift_test() {
+    // Runbooks copied without their test data still load for the daemon.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.toml"),
+        "[[rule]]\nname = \"r\"\nseverity = \"P3\"\n\
+         [[test]]\nname = \"t\"\npayload = \"payloads/missing.json\"\nexpect = {rule = \"r\"}\n",
+    )
+    .unwrap();
+    let run = LoadOptions {
+        tests: false,
+        ..options()
+    };
+    let set = load_dir(dir.path(), &run).unwrap();
+    assert_eq!(set.rules.len(), 1);
+    let errors = load_dir(dir.path(), &options()).unwrap_err();
+    assert!(
+        errors[0].to_string().contains("payloads/missing.json"),
+        "{errors:?}"
+    );
 }
 
 #[test]

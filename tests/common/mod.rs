@@ -90,6 +90,36 @@ impl Daemon {
         path
     }
 
+    /// nightshift refuses an empty rules directory (runbooks that went missing must be loud):
+    /// a test that brings no rules of its own into the harness's directory gets one rule that
+    /// matches nothing, so every alert still goes to the default rule.
+    fn ensure_a_rule(&self) {
+        let harness_dir = format!("{}/rules", self.dir.path().display());
+        let uses_harness_dir = self
+            .env
+            .iter()
+            .any(|(k, v)| k == "NIGHTSHIFT_RULES__DIR" && *v == harness_dir);
+        if !uses_harness_dir {
+            return;
+        }
+        let dir = std::path::Path::new(&harness_dir);
+        let has_rules = std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .any(|e| e.path().extension().is_some_and(|x| x == "toml"))
+        });
+        if !has_rules {
+            std::fs::create_dir_all(dir).expect("rules dir");
+            std::fs::write(
+                dir.join("harness.toml"),
+                "# Written by the test harness: the daemon refuses an empty rules directory.\n\
+                 [[rule]]\nname = \"harness-placeholder\"\n\
+                 matchers = ['alertname=\"__matches_nothing__\"']\nseverity = \"P4\"\n",
+            )
+            .expect("placeholder rule");
+        }
+    }
+
     /// The token nightshift generated for `role` (`ingest`, `read`, `admin`), if it did.
     pub fn generated_token(&self, role: &str) -> Option<String> {
         std::fs::read_to_string(self.state_dir().join("credentials").join(role))
@@ -118,6 +148,7 @@ impl Daemon {
 
     /// Start the binary (again) on the same state directory and wait until it listens.
     pub fn spawn(&mut self) {
+        self.ensure_a_rule();
         let _ = std::fs::remove_file(self.address_file());
         let log = std::fs::OpenOptions::new()
             .create(true)
