@@ -554,8 +554,15 @@ fn incidents(
             }
             let paging = &incident.paging;
             if !paging.is_null() {
+                // What reached people first (the one page state every view shows), then
+                // the decision that asked for it.
                 println!(
-                    "paging: {} ({} policy {}): {}",
+                    "page       {} — {}",
+                    paging["page_state"].as_str().unwrap_or(""),
+                    paging["summary"].as_str().unwrap_or("")
+                );
+                println!(
+                    "paging: decided {} ({} policy {}): {}",
                     paging["state"].as_str().unwrap_or(""),
                     paging["severity"].as_str().unwrap_or(""),
                     paging["policy"].as_str().unwrap_or(""),

@@ -234,6 +234,150 @@ fn follow(action: &ActionFacts) -> Follow {
     }
 }
 
+/// One event of an incident's page as the outbox recorded it: the facts its page state is
+/// read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageEvent<'a> {
+    /// `pagerduty`, or a notifier's name.
+    pub channel: &'a str,
+    /// `trigger`, `resolve`, `change`.
+    pub kind: &'a str,
+    /// `pending`, `delivered`, `rejected`.
+    pub state: &'a str,
+    pub error: Option<&'a str>,
+    pub delivered_at: Option<&'a str>,
+}
+
+/// Whether anybody was woken about an incident: the one answer every view shows (the API,
+/// `incidents show`, the report, the postmortem).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageState {
+    /// No page was sent, by policy or because it is still waiting; `why` says which.
+    NotPaged { why: String },
+    /// A trigger is queued and not answered yet (`why`: the last failure, if any).
+    Pending { why: Option<String> },
+    /// A trigger reached someone.
+    Delivered { at: Option<String>, channel: String },
+    /// Every trigger was refused by its destination.
+    Rejected { why: String },
+    /// Nothing is configured to receive the page: no routing key, no fallback notifier.
+    NoDestination { why: String },
+}
+
+/// The words `notify::deliver` records for a page nothing is configured to receive (its
+/// routing finds no routing key, or the notifier is gone), as opposed to a destination
+/// refusing it.
+const NO_DESTINATION: [&str; 3] = [
+    "no routing key",
+    "pagerduty is not configured",
+    "is no longer configured",
+];
+
+impl PageState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PageState::NotPaged { .. } => "not_paged",
+            PageState::Pending { .. } => "pending",
+            PageState::Delivered { .. } => "delivered",
+            PageState::Rejected { .. } => "rejected",
+            PageState::NoDestination { .. } => "no_destination",
+        }
+    }
+
+    /// Somebody was woken.
+    pub fn delivered(&self) -> bool {
+        matches!(self, PageState::Delivered { .. })
+    }
+
+    /// A page was wanted and did not (or not yet) reach anyone.
+    pub fn undelivered(&self) -> bool {
+        matches!(
+            self,
+            PageState::Pending { .. }
+                | PageState::Rejected { .. }
+                | PageState::NoDestination { .. }
+        )
+    }
+
+    /// The state in one sentence, for people ("page not delivered: PagerDuty rejected it").
+    pub fn sentence(&self) -> String {
+        match self {
+            PageState::NotPaged { why } => format!("not paged: {why}"),
+            PageState::Pending { why: None } => "page pending (not delivered yet)".to_owned(),
+            PageState::Pending { why: Some(why) } => {
+                format!("page pending (not delivered yet; last failure: {why})")
+            }
+            PageState::Delivered {
+                at: Some(at),
+                channel,
+            } => {
+                format!("paged: delivered through {channel} at {at}")
+            }
+            PageState::Delivered { at: None, channel } => {
+                format!("paged: delivered through {channel}")
+            }
+            PageState::Rejected { why } => format!("page not delivered: rejected ({why})"),
+            PageState::NoDestination { why } => format!("could not be paged: {why}"),
+        }
+    }
+}
+
+/// The page state of an incident from its paging decision (`paged`, `waiting`, `not_paged`,
+/// `resolved`; empty when none was recorded), that decision's reason, and its page events.
+/// Only triggers wake people: resolves and change events do not count.
+pub fn page_state(decision: &str, reason: &str, events: &[PageEvent<'_>]) -> PageState {
+    let triggers: Vec<&PageEvent<'_>> = events.iter().filter(|e| e.kind == "trigger").collect();
+    if let Some(delivered) = triggers.iter().find(|e| e.state == "delivered") {
+        return PageState::Delivered {
+            at: delivered.delivered_at.map(str::to_owned),
+            channel: delivered.channel.to_owned(),
+        };
+    }
+    if triggers.iter().any(|e| e.state == "pending") {
+        return PageState::Pending {
+            why: triggers
+                .iter()
+                .rev()
+                .find_map(|e| e.error)
+                .map(str::to_owned),
+        };
+    }
+    if !triggers.is_empty() {
+        let errors: Vec<&str> = triggers.iter().filter_map(|e| e.error).collect();
+        let unroutable = |error: &&str| {
+            let error = error.to_lowercase();
+            NO_DESTINATION.iter().any(|words| error.contains(words))
+        };
+        // Every trigger refused, and only for want of somewhere to send it: with a fallback
+        // notifier configured a fallback trigger would have been queued (and answered).
+        if !errors.is_empty() && errors.iter().all(unroutable) {
+            let pagerduty = triggers.iter().any(|e| e.channel == "pagerduty");
+            let why = if pagerduty {
+                "no PagerDuty routing key and no fallback notifier".to_owned()
+            } else {
+                format!("no notifier configured ({})", errors.join("; "))
+            };
+            return PageState::NoDestination { why };
+        }
+        let why = errors
+            .last()
+            .map_or_else(|| "no reason recorded".to_owned(), |e| (*e).to_owned());
+        return PageState::Rejected { why };
+    }
+    let reason = reason.trim();
+    let why = match decision {
+        // Paged, but its trigger is not in the outbox yet (or was pruned).
+        "paged" => return PageState::Pending { why: None },
+        "waiting" if reason.is_empty() => "waiting".to_owned(),
+        "waiting" => format!("waiting ({reason})"),
+        "resolved" => "resolved before paging".to_owned(),
+        "" => "no paging recorded".to_owned(),
+        _ if reason.is_empty() => "no reason recorded".to_owned(),
+        _ => reason.to_owned(),
+    };
+    PageState::NotPaged { why }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,5 +571,133 @@ mod tests {
         let id = "a".repeat(400);
         assert!(dedup_key(DedupMode::Incident, "g", &id).chars().count() <= 255);
         assert!(rank("P1") < rank("P4"));
+    }
+
+    #[test]
+    fn page_state_from_the_page_facts() {
+        fn event<'a>(
+            channel: &'a str,
+            kind: &'a str,
+            state: &'a str,
+            error: Option<&'a str>,
+        ) -> PageEvent<'a> {
+            PageEvent {
+                channel,
+                kind,
+                state,
+                error,
+                delivered_at: (state == "delivered").then_some("2026-01-01T00:00:00Z"),
+            }
+        }
+        let no_key = Some("no routing key for this page");
+        let cases: Vec<(&str, &str, Vec<PageEvent<'_>>, &str, &str)> = vec![
+            (
+                "paged",
+                "P1 pages immediately",
+                vec![event("pagerduty", "trigger", "rejected", no_key)],
+                "no_destination",
+                "could not be paged: no PagerDuty routing key and no fallback notifier",
+            ),
+            (
+                "paged",
+                "P1 pages immediately",
+                vec![event(
+                    "pagerduty",
+                    "trigger",
+                    "rejected",
+                    Some("PagerDuty is not configured (no pagerduty.routing_keys)"),
+                )],
+                "no_destination",
+                "could not be paged: no PagerDuty routing key and no fallback notifier",
+            ),
+            // The fallback took it: somebody was woken.
+            (
+                "paged",
+                "",
+                vec![
+                    event("pagerduty", "trigger", "rejected", no_key),
+                    event("slack", "trigger", "delivered", None),
+                ],
+                "delivered",
+                "paged: delivered through slack at 2026-01-01T00:00:00Z",
+            ),
+            (
+                "paged",
+                "",
+                vec![
+                    event("pagerduty", "trigger", "rejected", no_key),
+                    event("slack", "trigger", "pending", None),
+                ],
+                "pending",
+                "page pending (not delivered yet; last failure: no routing key for this page)",
+            ),
+            (
+                "paged",
+                "",
+                vec![event(
+                    "pagerduty",
+                    "trigger",
+                    "rejected",
+                    Some("Invalid routing key"),
+                )],
+                "rejected",
+                "page not delivered: rejected (Invalid routing key)",
+            ),
+            (
+                "paged",
+                "",
+                vec![event("pagerduty", "trigger", "pending", Some("HTTP 503"))],
+                "pending",
+                "page pending (not delivered yet; last failure: HTTP 503)",
+            ),
+            (
+                "paged",
+                "",
+                vec![],
+                "pending",
+                "page pending (not delivered yet)",
+            ),
+            // A delivered resolve or change event wakes nobody.
+            (
+                "paged",
+                "",
+                vec![
+                    event("pagerduty", "change", "delivered", None),
+                    event("pagerduty", "trigger", "rejected", no_key),
+                ],
+                "no_destination",
+                "could not be paged: no PagerDuty routing key and no fallback notifier",
+            ),
+            (
+                "not_paged",
+                "P4 waits for business hours",
+                vec![],
+                "not_paged",
+                "not paged: P4 waits for business hours",
+            ),
+            (
+                "waiting",
+                "verify window open",
+                vec![],
+                "not_paged",
+                "not paged: waiting (verify window open)",
+            ),
+            (
+                "resolved",
+                "",
+                vec![],
+                "not_paged",
+                "not paged: resolved before paging",
+            ),
+            ("", "", vec![], "not_paged", "not paged: no paging recorded"),
+        ];
+        for (decision, reason, events, state, sentence) in cases {
+            let got = page_state(decision, reason, &events);
+            assert_eq!(
+                (got.as_str(), got.sentence().as_str()),
+                (state, sentence),
+                "{decision} {events:?}"
+            );
+        }
     }
 }

@@ -17,10 +17,11 @@ use crate::bundle::docs::{
     ActionOutcome, channel_name, markdown_location, one_line, page_failed, page_kind_name,
     page_summary, parse_time, severity_text, shown, utc,
 };
-use crate::bundle::facts::PageEventFacts;
+use crate::bundle::facts::{self, PageEventFacts};
 use crate::escape::{self, markdown_code};
 use crate::notify::render::action_sentence;
 use crate::notify::view::ActionLine;
+use crate::paging::PageState;
 
 /// Everything the report says, for one window of time.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -68,10 +69,15 @@ pub struct ReportIncident {
 pub fn markdown(report: &ReportFacts) -> String {
     let window = format!("{} and {}", utc(&report.since), utc(&report.until));
     let mut text = format!(
-        "# nightshift report: {} → {}\n\n",
+        "# nightshift report: {} → {}",
         utc(&report.since),
         utc(&report.until)
     );
+    // A P1 nobody could be woken about is the loudest thing a report can say: its first line.
+    if let Some(warning) = unpaged_p1_warning(report) {
+        text.push_str(&format!(" · ⚠️ {}", escape::markdown(&warning)));
+    }
+    text.push_str("\n\n");
     if report.incidents.is_empty() {
         text.push_str(&format!("Nothing happened between {window}.\n"));
         return text;
@@ -154,7 +160,10 @@ pub fn json(report: &ReportFacts) -> Value {
             let mut value = serde_json::to_value(incident).unwrap_or(Value::Null);
             if let Value::Object(fields) = &mut value {
                 fields.insert("actions".into(), Value::Array(actions));
-                fields.insert("paged".into(), Value::Bool(was_paged(incident)));
+                let state = page_state(incident);
+                fields.insert("paged".into(), Value::Bool(state.delivered()));
+                fields.insert("page_state".into(), Value::from(state.as_str()));
+                fields.insert("page".into(), Value::from(state.sentence()));
                 fields.insert(
                     "handled_automatically".into(),
                     Value::Bool(handled_automatically(incident)),
@@ -164,6 +173,7 @@ pub fn json(report: &ReportFacts) -> Value {
         })
         .collect();
     json!({
+        "warning": unpaged_p1_warning(report),
         "since": report.since,
         "until": report.until,
         "counts": {
@@ -171,6 +181,7 @@ pub fn json(report: &ReportFacts) -> Value {
             "by_severity": counts.by_severity,
             "paged": counts.paged,
             "with_a_failed_page": counts.pages_failed,
+            "could_not_be_paged": counts.no_destination,
             "handled_automatically": counts.handled,
             "needs_a_human": needs.len(),
         },
@@ -189,6 +200,8 @@ struct Counts {
     paged: usize,
     /// Incidents with a page event that reached nobody.
     pages_failed: usize,
+    /// Incidents nothing is configured to page about.
+    no_destination: usize,
     handled: usize,
 }
 
@@ -212,6 +225,11 @@ impl Counts {
                 .incidents
                 .iter()
                 .filter(|incident| incident.pages.iter().any(page_failed))
+                .count(),
+            no_destination: report
+                .incidents
+                .iter()
+                .filter(|incident| matches!(page_state(incident), PageState::NoDestination { .. }))
                 .count(),
             handled: report
                 .incidents
@@ -310,18 +328,37 @@ fn groups(report: &ReportFacts) -> Vec<Group<'_>> {
         .collect()
 }
 
-/// Somebody was paged about it: a trigger reached them (or, where no page event was recorded,
-/// the incident says it paged).
+/// Whether anybody was woken about it: the one page state the API and the postmortem show.
+fn page_state(incident: &ReportIncident) -> PageState {
+    facts::page_state(
+        &incident.paging_state,
+        &incident.paging_reason,
+        &incident.pages,
+    )
+}
+
+/// Somebody was paged about it: a trigger reached them.
 fn was_paged(incident: &ReportIncident) -> bool {
-    let mut triggers = incident
-        .pages
+    page_state(incident).delivered()
+}
+
+/// "1 P1 incident could not be paged: no PagerDuty routing key and no fallback notifier".
+fn unpaged_p1_warning(report: &ReportFacts) -> Option<String> {
+    let whys: Vec<String> = report
+        .incidents
         .iter()
-        .filter(|page| page.kind == "trigger")
-        .peekable();
-    if triggers.peek().is_none() {
-        return incident.paging_state == "paged";
-    }
-    triggers.any(|page| page.state == "delivered")
+        .filter(|incident| incident.severity == "P1")
+        .filter_map(|incident| match page_state(incident) {
+            PageState::NoDestination { why } => Some(why),
+            _ => None,
+        })
+        .collect();
+    let first = whys.first()?;
+    let plural = if whys.len() == 1 { "" } else { "s" };
+    Some(format!(
+        "{} P1 incident{plural} could not be paged: {first}",
+        whys.len()
+    ))
 }
 
 /// nightshift meant to wake somebody, whether or not the page got through.
@@ -537,8 +574,8 @@ fn action_line(action: &ActionLine) -> String {
 /// Who was paged and when (trigger events; resolves and change events are not people being
 /// woken), and failed deliveries flagged; or why nobody was paged.
 fn paging_lines(incident: &ReportIncident) -> String {
-    let mut text = String::new();
-    let reason = one_line(&incident.paging_reason);
+    let sentence = page_state(incident).sentence();
+    let mut text = format!("- {}\n", escape::markdown(&capitalised(&sentence)));
     for page in &incident.pages {
         if page_failed(page) {
             text.push_str(&format!(
@@ -572,20 +609,15 @@ fn paging_lines(incident: &ReportIncident) -> String {
         };
         text.push_str(&format!("- {}\n", escape::markdown(&line)));
     }
-    if text.is_empty() {
-        let line = match incident.paging_state.as_str() {
-            "paged" => "Paged".to_owned(),
-            "waiting" => "Paging waiting".to_owned(),
-            "resolved" => "Resolved before paging".to_owned(),
-            _ => "Not paged".to_owned(),
-        };
-        if reason.is_empty() {
-            text.push_str(&format!("- {line}\n"));
-        } else {
-            text.push_str(&format!("- {line}: {}\n", escape::markdown(&reason)));
-        }
-    }
     text
+}
+
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -869,6 +901,63 @@ mod tests {
                 .is_some_and(|text| text.contains("!\\[x\\](https://evil/track.png)")),
             "{value:#}"
         );
+    }
+
+    /// A P1 whose only trigger found no routing key: not paged in the counts, its own line,
+    /// and the report's first line; and a decision to page with no trigger answered yet is
+    /// not counted as paged.
+    #[test]
+    fn a_p1_nothing_could_page_is_the_first_line_and_not_counted_as_paged() {
+        let unpaged = ReportIncident {
+            id: "a1-20261128T021000Z".into(),
+            summary: "Vast.ai API unreachable".into(),
+            severity: "P1".into(),
+            status: "firing".into(),
+            started_at: "2026-11-28T02:10:00Z".into(),
+            paging_state: "paged".into(),
+            paging_reason: "P1 pages immediately".into(),
+            pages: vec![PageEventFacts {
+                error: Some("PagerDuty is not configured (no pagerduty.routing_keys)".into()),
+                ..page("trigger", "rejected", "2026-11-28T02:11:00Z", None)
+            }],
+            ..ReportIncident::default()
+        };
+        let queued = ReportIncident {
+            id: "b2-20261128T030000Z".into(),
+            severity: "P2".into(),
+            paging_state: "paged".into(),
+            ..ReportIncident::default()
+        };
+        let report = ReportFacts {
+            since: "2026-11-27T18:00:00Z".into(),
+            until: "2026-11-28T09:00:00Z".into(),
+            incidents: vec![unpaged, queued],
+        };
+        let text = markdown(&report);
+        let first = text.lines().next().unwrap_or_default();
+        assert!(
+            first.ends_with(
+                "⚠️ 1 P1 incident could not be paged: no PagerDuty routing key and no fallback \
+                 notifier"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("· 0 paged ·"), "{text}");
+        assert!(
+            text.contains(
+                "- Could not be paged: no PagerDuty routing key and no fallback notifier\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("- Page pending (not delivered yet)\n"),
+            "{text}"
+        );
+        let value = json(&report);
+        assert_eq!(value["counts"]["paged"], 0);
+        assert_eq!(value["counts"]["could_not_be_paged"], 1);
+        assert_eq!(value["incidents"][0]["page_state"], "no_destination");
+        assert_eq!(value["incidents"][1]["page_state"], "pending");
     }
 
     #[test]

@@ -177,7 +177,7 @@ async fn healthz() -> &'static str {
 /// the *read* credential, since error text can name paths, hosts and rules.
 async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let detailed = state.permits(Role::Read, &headers);
-    let (status, text) = readiness(&state);
+    let (status, text) = readiness(&state).await;
     if detailed {
         return (status, text).into_response();
     }
@@ -189,17 +189,33 @@ async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
     (status, brief).into_response()
 }
 
-fn readiness(state: &AppState) -> (StatusCode, String) {
+async fn readiness(state: &AppState) -> (StatusCode, String) {
     if state.shutdown.is_cancelled() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: shutting down\n".to_owned(),
         );
     }
-    let degraded: Vec<String> = [&state.rules_degraded, &state.actions_note]
+    let mut degraded: Vec<String> = [&state.rules_degraded, &state.actions_note]
         .iter()
         .filter_map(|note| note.read().ok().and_then(|n| n.clone()))
         .collect();
+    // A P1 nothing is configured to page about is a daemon that cannot do its job for it:
+    // still ready (ingest works), but said loudly. A store that cannot be read says so below.
+    let store = state.store.clone();
+    if state.store.health().is_ok()
+        && let Ok(Ok(unpaged)) =
+            tokio::task::spawn_blocking(move || store.reader()?.unpaged_p1_incidents()).await
+        && let Some((_, why)) = unpaged.first()
+    {
+        let ids: Vec<&str> = unpaged.iter().map(|(id, _)| id.as_str()).collect();
+        let plural = if unpaged.len() == 1 { "" } else { "s" };
+        degraded.push(format!(
+            "{} P1 incident{plural} could not be paged: {why} ({})",
+            unpaged.len(),
+            ids.join(", ")
+        ));
+    }
     let degraded = (!degraded.is_empty()).then(|| degraded.join("; "));
     match state.store.health() {
         // Ingest works, so the daemon is ready; but say loudly that the rules are not the

@@ -356,6 +356,18 @@ fn a_page_pagerduty_rejects_goes_to_the_fallback_and_is_shown() {
     let shown = setup.daemon.cli(&["incidents", "show", &id]);
     let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
     assert!(shown.contains("pagerduty trigger → rejected"), "{shown}");
+    // The fallback woke somebody: that is the page state, not PagerDuty's refusal.
+    let detail = wait_for(Duration::from_secs(10), || {
+        let detail = incident(&setup, &id);
+        (detail["paging"]["page_state"] == "delivered").then_some(detail)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not delivered through the fallback: {:#}",
+            incident(&setup, &id)
+        )
+    });
+    assert!(detail["paging"]["paged_at"].is_string(), "{detail:#}");
     // Never retried.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(setup.pd.attempts_for(&dedup("Rejected")), 1);
@@ -602,5 +614,119 @@ fn a_failing_store_still_pages_from_memory_and_recovers_by_itself() {
             .any(|e| e.is_resolve())),
         "{}",
         setup.daemon.log()
+    );
+}
+
+/// With no PagerDuty routing key and no fallback notifier, a P1's only page is rejected: every
+/// view says the same (it could not be paged), never "paged", and it is said loudly.
+#[test]
+fn a_p1_nothing_can_page_is_shown_the_same_everywhere_and_said_loudly() {
+    let mut daemon = Daemon::prepare(
+        "[paging]\nexternal_url = \"https://nightshift.example\"\n",
+        &[],
+    );
+    std::fs::create_dir_all(daemon.path("rules")).unwrap();
+    daemon.write_file("rules/test.toml", NO_RULES);
+    daemon.spawn();
+    let body = webhook(
+        "Unpageable",
+        &[("Unpageable", "a:1", "firing", "2026-11-28T03:00:00Z")],
+        0,
+    );
+    let response = client().post(
+        &format!("{}/webhook", daemon.base),
+        &[JSON],
+        body.as_bytes(),
+    );
+    assert_eq!(response.status, 200);
+    let get = |path: &str| client().get(&format!("{}{path}", daemon.base), &[]);
+    // The API: the trigger was rejected, so no `paged_at`, and the one page state.
+    let (id, detail) = wait_for(Duration::from_secs(20), || {
+        let id = get("/api/v1/incidents").json()["incidents"][0]["id"]
+            .as_str()?
+            .to_owned();
+        let detail = get(&format!("/api/v1/incidents/{id}")).json();
+        (detail["paging"]["page_state"] == "no_destination").then_some((id, detail))
+    })
+    .unwrap_or_else(|| panic!("no unpaged P1:\n{}", daemon.log()));
+    let paging = &detail["paging"];
+    let sentence = "could not be paged: no PagerDuty routing key and no fallback notifier";
+    assert_eq!(paging["summary"], sentence, "{detail:#}");
+    assert!(paging["paged_at"].is_null(), "{detail:#}");
+    assert!(!paging["queued_at"].is_null(), "{detail:#}");
+    // `incidents show`.
+    let shown = daemon.cli(&["incidents", "show", &id]);
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        shown.contains(&format!("page       no_destination — {sentence}")),
+        "{shown}"
+    );
+    // The report, Markdown and JSON: nobody paged, and its first line says why.
+    let report = daemon.cli(&["report", "--since", "2000days", "--format", "md"]);
+    let report = String::from_utf8_lossy(&report.stdout).into_owned();
+    let first = report.lines().next().unwrap_or_default();
+    assert!(
+        first.contains(
+            "1 P1 incident could not be paged: no PagerDuty routing key and no fallback notifier"
+        ),
+        "{report}"
+    );
+    assert!(report.contains("0 paged"), "{report}");
+    assert!(
+        report.contains("- Could not be paged: no PagerDuty routing key and no fallback notifier"),
+        "{report}"
+    );
+    let json = get("/api/v1/report?since=2000days").json();
+    assert_eq!(json["counts"]["paged"], 0, "{json:#}");
+    assert_eq!(json["counts"]["could_not_be_paged"], 1, "{json:#}");
+    assert_eq!(
+        json["incidents"][0]["page_state"], "no_destination",
+        "{json:#}"
+    );
+    assert_eq!(json["incidents"][0]["page"], sentence, "{json:#}");
+    // Loud: /readyz (with the read credential) names it, still ready; the log has an ERROR.
+    let ready = get("/readyz");
+    assert_eq!(ready.status, 200);
+    let ready = String::from_utf8_lossy(ready.body_bytes()).into_owned();
+    assert!(
+        ready.contains(&format!("ready (degraded: 1 P1 incident could not be paged: no PagerDuty routing key and no fallback notifier ({id})")),
+        "{ready}"
+    );
+    let log = daemon.log();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("ERROR") && line.contains("no fallback notifier")),
+        "{log}"
+    );
+    // The postmortem: the bundle written at open predates the page's answer, the final one
+    // (written at resolve) says what the other views say.
+    let body = webhook(
+        "Unpageable",
+        &[("Unpageable", "a:1", "resolved", "2026-11-28T03:00:00Z")],
+        0,
+    );
+    let response = client().post(
+        &format!("{}/webhook", daemon.base),
+        &[JSON],
+        body.as_bytes(),
+    );
+    assert_eq!(response.status, 200);
+    let postmortem = wait_for(Duration::from_secs(30), || {
+        let response = get(&format!("/api/v1/incidents/{id}/bundle"));
+        if response.status != 200 {
+            return None;
+        }
+        let files = untar(response.body_bytes());
+        let postmortem = String::from_utf8_lossy(files.get("postmortem.md")?).into_owned();
+        postmortem.contains("no_destination").then_some(postmortem)
+    })
+    .unwrap_or_else(|| panic!("no postmortem saying no_destination:\n{}", daemon.log()));
+    assert!(
+        postmortem.contains(&format!("Page state: `no_destination` — {sentence}")),
+        "{postmortem}"
+    );
+    assert!(
+        !postmortem.contains("the on-call engineer was paged"),
+        "{postmortem}"
     );
 }

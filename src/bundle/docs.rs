@@ -21,6 +21,7 @@ use crate::notify::render::{
     DEFAULT_STATUS_TEMPLATE, action_sentence, change_summary, status_context,
 };
 use crate::notify::view::{ActionLine, IncidentView, PageView};
+use crate::paging::PageState;
 
 const UNKNOWN_TIME: &str = "time unknown";
 const TO_BE_WRITTEN: &str = "_to be written_";
@@ -996,19 +997,14 @@ fn paging_sentence(facts: &BundleFacts) -> String {
             ),
         };
     }
-    if let Some(page) = triggers.first() {
-        let error = page
-            .error
-            .as_deref()
-            .map(one_line)
-            .filter(|error| !error.is_empty())
-            .map(|error| format!(": {error}"))
-            .unwrap_or_default();
-        return format!(
-            "a page to {} was not delivered ({}){error}",
-            channel_name(&page.channel),
-            shown(&page.state, "state unknown")
-        );
+    // Not delivered: the one page state the API, `incidents show` and the report show too.
+    let state = crate::bundle::facts::page_state(
+        &incident.paging_state,
+        &incident.paging_reason,
+        &facts.pages,
+    );
+    if !matches!(state, PageState::NotPaged { .. }) {
+        return one_line(&state.sentence());
     }
     match incident.paging_state.as_str() {
         "not_paged" => format!("nobody was paged{because}"),
@@ -1102,9 +1098,19 @@ fn probes_section(decisions: &[DecisionFacts]) -> String {
 fn pages_section(facts: &BundleFacts) -> String {
     let incident = &facts.incident;
     let mut text = String::new();
+    let state = crate::bundle::facts::page_state(
+        &incident.paging_state,
+        &incident.paging_reason,
+        &facts.pages,
+    );
+    text.push_str(&format!(
+        "Page state: {} — {}\n\n",
+        markdown_code(state.as_str()),
+        markdown(&state.sentence())
+    ));
     if !incident.paging_state.trim().is_empty() || !incident.paging_reason.trim().is_empty() {
         text.push_str(&format!(
-            "Paging: {}",
+            "Paging decision: {}",
             markdown(&shown(&incident.paging_state, "unknown"))
         ));
         if !incident.paging_reason.trim().is_empty() {
@@ -2028,6 +2034,26 @@ mod tests {
         );
     }
 
+    /// The postmortem says the page state the API, `incidents show` and the report say: a
+    /// trigger rejected for want of a routing key is "could not be paged", never "paged".
+    #[test]
+    fn the_postmortem_shows_the_one_page_state() {
+        let mut facts = vastai_5xx();
+        for page in &mut facts.pages {
+            page.state = "rejected".into();
+            page.delivered_at = None;
+            page.error = Some("no routing key for this page".into());
+        }
+        let text = postmortem(&facts);
+        let sentence = "could not be paged: no PagerDuty routing key and no fallback notifier";
+        assert!(
+            text.contains(&format!("Page state: `no_destination` — {sentence}\n")),
+            "{text}"
+        );
+        assert!(text.contains(sentence), "{text}");
+        assert!(!text.contains("was paged"), "{text}");
+    }
+
     #[test]
     fn the_postmortem_is_a_useful_first_draft() {
         let text = postmortem(&vastai_5xx());
@@ -2056,7 +2082,7 @@ mod tests {
                  vastai/vastai-integration at 03:05:00; still failing after 10m. **Did not help.**",
                 "## What the probes showed\n\n- status: ok: none/All Systems Operational (first \
                  decision, 2026-11-28 03:02:05 UTC)",
-                "## Pages sent\n\nPaging: paged — restart did not help\n",
+                "## Pages sent\n\nPage state: `delivered` — paged: delivered through pagerduty at 2026-11-28T03:15:02Z\n\nPaging decision: paged — restart did not help\n",
                 "- 2026-11-28 03:15:00 UTC — PagerDuty trigger: delivered at 2026-11-28 03:15:02 \
                  UTC (1 attempt); reason: restart did not help",
                 "## Evidence collected\n",

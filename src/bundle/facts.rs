@@ -116,3 +116,23 @@ pub struct CollectorFacts {
     /// When it ran: at open, or again at resolve.
     pub phase: String,
 }
+
+/// An incident's page state from its recorded facts: the same function the API uses
+/// (`paging::page_state`), so the report and the postmortem say what the API says.
+pub fn page_state(
+    paging_state: &str,
+    paging_reason: &str,
+    pages: &[PageEventFacts],
+) -> crate::paging::PageState {
+    let events: Vec<crate::paging::PageEvent<'_>> = pages
+        .iter()
+        .map(|page| crate::paging::PageEvent {
+            channel: &page.channel,
+            kind: &page.kind,
+            state: &page.state,
+            error: page.error.as_deref(),
+            delivered_at: page.delivered_at.as_deref(),
+        })
+        .collect();
+    crate::paging::page_state(paging_state, paging_reason, &events)
+}

@@ -530,7 +530,7 @@ impl Deliverer {
                 tracing::warn!(id = row.id, channel = %row.channel, kind = %row.kind, %error, attempts = row.attempts + 1, "event not delivered; will retry")
             }
             Delivery::Rejected(errors) => {
-                tracing::error!(id = row.id, channel = %row.channel, kind = %row.kind, errors = ?errors, "event rejected permanently")
+                tracing::error!(id = row.id, incident = row.episode_id.as_deref().unwrap_or(""), dedup_key = row.dedup_key.as_deref().unwrap_or(""), channel = %row.channel, kind = %row.kind, errors = %errors.join("; "), "event rejected permanently")
             }
         }
         if let Err(error) = self.store.paging(PagingOp::Attempt(row.id, attempt)).await {
@@ -590,7 +590,7 @@ impl Deliverer {
                 tracing::error!(id = row.id, queued = done.count, %reason, "page handed to the fallback notifiers");
             }
             Ok(_) => {
-                tracing::error!(id = row.id, %reason, "PagerDuty did not take the page and no fallback notifier is configured ([paging] fallback)");
+                tracing::error!(id = row.id, incident = row.episode_id.as_deref().unwrap_or(""), dedup_key = row.dedup_key.as_deref().unwrap_or(""), %reason, "PagerDuty did not take the page and no fallback notifier is configured ([paging] fallback)");
             }
             Err(error) => tracing::error!(%error, "cannot hand a page to the fallback"),
         }

@@ -897,6 +897,14 @@ impl Reader {
 
     /// Everything paging did for an incident: its paging state and every outbox row.
     pub fn incident_paging(&self, episode_id: &str) -> Result<serde_json::Value, StoreError> {
+        Ok(self.incident_page_state(episode_id)?.0)
+    }
+
+    /// [`Reader::incident_paging`] with the page state it shows (`None`: no paging recorded).
+    pub fn incident_page_state(
+        &self,
+        episode_id: &str,
+    ) -> Result<(serde_json::Value, Option<paging::PageState>), StoreError> {
         let page = self
             .connection
             .query_row(
@@ -917,7 +925,7 @@ impl Reader {
             )
             .optional()?;
         let Some(mut page) = page else {
-            return Ok(serde_json::Value::Null);
+            return Ok((serde_json::Value::Null, None));
         };
         let dedup_key = page["dedup_key"].as_str().unwrap_or_default().to_owned();
         let mut statement = self.connection.prepare_cached(
@@ -941,8 +949,32 @@ impl Reader {
                 }))
             })?
             .collect::<Result<Vec<_>, _>>()?;
+        let decision = page["state"].as_str().unwrap_or_default().to_owned();
+        let reason = page["reason"].as_str().unwrap_or_default().to_owned();
+        let facts: Vec<paging::PageEvent<'_>> = events
+            .iter()
+            .map(|event| paging::PageEvent {
+                channel: event["channel"].as_str().unwrap_or_default(),
+                kind: event["kind"].as_str().unwrap_or_default(),
+                state: event["state"].as_str().unwrap_or_default(),
+                error: event["last_error"].as_str(),
+                delivered_at: event["delivered_at"].as_str(),
+            })
+            .collect();
+        let state = paging::page_state(&decision, &reason, &facts);
+        // `state` stays the paging decision (clients compare it); `page_state` is what reached
+        // people, from the one function every view uses. `paged_at` was when the page was
+        // queued: that is `queued_at` now, and `paged_at` is set only once a trigger was
+        // delivered, so nobody reads a rejected page as a page.
+        page["queued_at"] = page["paged_at"].clone();
+        page["paged_at"] = match &state {
+            paging::PageState::Delivered { at, .. } => at.clone().into(),
+            _ => serde_json::Value::Null,
+        };
+        page["page_state"] = state.as_str().into();
+        page["summary"] = state.sentence().into();
         page["events"] = serde_json::Value::Array(events);
-        Ok(page)
+        Ok((page, Some(state)))
     }
 
     /// One action row with its episode, for a change event: (episode id, action facts as

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{StoreError, connect};
 use crate::clock::{Millis, millis_to_datetime};
+use crate::paging::PageState;
 use crate::reconcile::EpisodeStatus;
 
 pub struct Reader {
@@ -136,6 +137,27 @@ fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
 }
 
 impl Reader {
+    /// Open P1 incidents nothing was configured to page about (page state `no_destination`),
+    /// with why: (episode id, why), oldest first. Read by `/readyz`.
+    pub fn unpaged_p1_incidents(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT episode_id FROM incident_pages
+             WHERE severity = 'P1' AND closed_at IS NULL ORDER BY created_at LIMIT 100",
+        )?;
+        let open: Vec<String> = statement
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut unpaged = Vec::new();
+        for episode_id in open {
+            if let (_, Some(PageState::NoDestination { why })) =
+                self.incident_page_state(&episode_id)?
+            {
+                unpaged.push((episode_id, why));
+            }
+        }
+        Ok(unpaged)
+    }
+
     pub fn open(database: &Path) -> Result<Reader, StoreError> {
         if !database.exists() {
             return Err(StoreError::Corrupt(format!(
