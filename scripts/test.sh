@@ -10,6 +10,8 @@
 #   systemd                  systemd-analyze checks the unit
 #   kubernetes-client        kubectl applies patches in the fake Kubernetes API server
 #                            (skipped when any kubectl is already on PATH)
+#   dpkg-dev                 dpkg-shlibdeps, which cargo-deb uses for the package's Depends
+# and cargo-deb, installed with cargo (the package test runs `cargo deb`, then dpkg-deb).
 # Installing needs root (or sudo); without either the missing packages are named and the
 # script stops before running anything.
 set -euo pipefail
@@ -21,6 +23,7 @@ command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
+command -v dpkg-shlibdeps >/dev/null 2>&1 || need+=(dpkg-dev)
 if [ ${#need[@]} -gt 0 ]; then
     echo "test.sh: installing ${need[*]}"
     if [ "$(id -u)" -eq 0 ]; then
@@ -41,6 +44,11 @@ if [ ${#need[@]} -gt 0 ]; then
             "${sudo[@]}" systemctl disable --now "$service" >/dev/null 2>&1 || true
         fi
     done
+fi
+
+if ! cargo deb --version >/dev/null 2>&1; then
+    echo "test.sh: installing cargo-deb"
+    cargo install cargo-deb --locked
 fi
 
 # CI's one-shot build gains nothing from incremental state, and it takes gigabytes of disk.

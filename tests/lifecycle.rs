@@ -806,3 +806,178 @@ argv = ["/usr/bin/touch", "{}/ran-{{{{ labels.n }}}}"]
     assert_eq!(action["verdict"], "run", "{action:#}");
     assert!(marker.path().join("ran-3").exists());
 }
+
+/// The Debian package (`cargo deb`, configured in Cargo.toml): what it holds, its maintainer
+/// scripts, and that the unpacked binary checks the unpacked config and finds the unpacked
+/// runbooks. Builds the package (a release build) unless NIGHTSHIFT_TEST_DEB names one.
+#[test]
+fn package_installs_binary_unit_config_and_runbooks() {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    fn run(command: &mut Command) -> String {
+        let output = command
+            .output()
+            .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+        assert!(
+            output.status.success(),
+            "{command:?}: {}\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    let scratch = tempfile::tempdir().unwrap();
+    let deb: PathBuf = match std::env::var_os("NIGHTSHIFT_TEST_DEB") {
+        Some(deb) => deb.into(),
+        None => {
+            let deb = scratch.path().join("nightshift.deb");
+            run(Command::new(env!("CARGO"))
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args(["deb", "--output"])
+                .arg(&deb));
+            deb
+        }
+    };
+
+    // Contents, with modes.
+    let listing = run(Command::new("dpkg-deb").arg("-c").arg(&deb));
+    let entry = |path: &str| {
+        listing
+            .lines()
+            .find(|line| line.ends_with(&format!(" .{path}")))
+            .unwrap_or_else(|| panic!("{path} is not in the package:\n{listing}"))
+    };
+    assert!(entry("/usr/bin/nightshift").starts_with("-rwxr-xr-x"));
+    for path in [
+        "/usr/lib/systemd/system/nightshift.service",
+        "/usr/lib/sysusers.d/nightshift.conf",
+        "/usr/lib/tmpfiles.d/nightshift.conf",
+        "/etc/nightshift/rules/vastai.toml",
+        "/etc/nightshift/rules/kubernetes.toml",
+        "/usr/share/nightshift/prometheus/nightshift-alerts.yml",
+        "/usr/share/nightshift/prometheus/vastai-alerts.yml",
+        "/usr/share/doc/nightshift/README.md",
+        "/usr/share/doc/nightshift/rules/README.md",
+    ] {
+        assert!(entry(path).starts_with("-rw-r--r--"), "{}", entry(path));
+    }
+    assert!(entry("/etc/nightshift/nightshift.toml").starts_with("-rw-r-----"));
+    for left_out in [
+        "payloads",
+        ".test.yml",
+        "/usr/share/doc/nightshift/nightshift.toml",
+    ] {
+        assert!(
+            !listing.contains(left_out),
+            "{left_out} is packaged:\n{listing}"
+        );
+    }
+
+    // Control fields.
+    let fields = run(Command::new("dpkg-deb").arg("-f").arg(&deb).args([
+        "Package",
+        "Version",
+        "Architecture",
+        "Depends",
+    ]));
+    assert!(fields.contains("Package: nightshift\n"), "{fields}");
+    assert!(
+        fields.contains(&format!("Version: {}", env!("CARGO_PKG_VERSION"))),
+        "{fields}"
+    );
+    assert!(fields.contains("Depends: "), "{fields}");
+
+    // Maintainer scripts and conffiles.
+    let control = scratch.path().join("DEBIAN");
+    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control));
+    let read = |name: &str| {
+        std::fs::read_to_string(control.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let conffiles = read("conffiles");
+    assert!(
+        conffiles
+            .lines()
+            .any(|l| l == "/etc/nightshift/nightshift.toml"),
+        "{conffiles}"
+    );
+    let postinst = read("postinst");
+    for needle in [
+        "systemd-sysusers nightshift.conf",
+        "systemd-tmpfiles --create nightshift.conf",
+        "chown root:nightshift /etc/nightshift",
+        "deb-systemd-helper enable nightshift.service",
+        "[ -d /run/systemd/system ]",
+        "systemctl start nightshift.service",
+    ] {
+        assert!(
+            postinst.contains(needle),
+            "postinst lacks {needle}:\n{postinst}"
+        );
+    }
+    let prerm = read("prerm");
+    assert!(
+        prerm.contains("systemctl stop nightshift.service"),
+        "{prerm}"
+    );
+    let postrm = read("postrm");
+    assert!(postrm.contains("rm -rf /var/lib/nightshift"), "{postrm}");
+    let purge_only = postrm.split("if [ \"$1\" = \"purge\" ]; then").nth(1);
+    assert!(
+        purge_only.is_some_and(|purge| purge.contains("rm -rf /var/lib/nightshift")),
+        "postrm deletes the state outside purge:\n{postrm}"
+    );
+    for script in ["postinst", "prerm", "postrm"] {
+        run(Command::new("sh").arg("-n").arg(control.join(script)));
+    }
+
+    // Unpacked: the conffile's settings, then `check` from elsewhere finds the runbooks.
+    let root = scratch.path().join("root");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
+    let config_path = root.join("etc/nightshift/nightshift.toml");
+    let config: toml::Table = std::fs::read_to_string(&config_path)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(config["store"]["dir"].as_str(), Some("/var/lib/nightshift"));
+    assert_eq!(config["rules"]["dir"].as_str(), Some("rules"));
+    assert_eq!(config["server"]["listen"].as_str(), Some("127.0.0.1:9797"));
+    assert_eq!(config["actions"]["mode"].as_str(), Some("dry-run"));
+    assert!(
+        config
+            .get("auth")
+            .and_then(|a| a.as_table())
+            .is_none_or(|a| a.is_empty()),
+        "credentials are left to be generated: {config:?}"
+    );
+    let mut check = Command::new(root.join("usr/bin/nightshift"));
+    check
+        .current_dir(Path::new("/"))
+        .args(["check", "--config"])
+        .arg(&config_path);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("NIGHTSHIFT_") {
+            check.env_remove(key);
+        }
+    }
+    let output = check.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{}: {text}", output.status);
+    let rules: usize = regex::Regex::new(r"(\d+) rules? in \d+ files?")
+        .unwrap()
+        .captures(&text)
+        .unwrap_or_else(|| panic!("no rule count in: {text}"))[1]
+        .parse()
+        .unwrap();
+    assert!(rules > 0, "{text}");
+    assert!(
+        text.contains(&root.join("etc/nightshift/rules").display().to_string()),
+        "{text}"
+    );
+}
