@@ -232,7 +232,12 @@ fn check(path: Option<PathBuf>, env: &[(String, String)], config_only: bool) -> 
         }
         Err(errors) => {
             for error in errors {
-                eprintln!("{error}");
+                if error.file == loaded.config.rules.dir && error.line.is_none() {
+                    // The directory itself is wrong: point at the key that names it.
+                    eprintln!("{}: rules.dir: {error}", loaded.origins.of("rules.dir"));
+                } else {
+                    eprintln!("{error}");
+                }
             }
             1
         }

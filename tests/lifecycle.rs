@@ -472,6 +472,10 @@ fn relative_paths_follow_the_config_file_and_missing_runbooks_are_loud() {
             stderr.contains(&etc.join(rules).display().to_string()),
             "{rules}: {stderr}"
         );
+        assert!(
+            stderr.starts_with(&format!("{}:2: rules.dir: ", other.display())),
+            "{rules}: {stderr}"
+        );
     }
     // The daemon on an empty rules directory runs (webhooks are still accepted) but says so
     // loudly: ERROR in the log, the metric at 0, /readyz degraded yet 200.
