@@ -127,28 +127,41 @@ impl Credential {
 
     /// Does this `Authorization` header value open the credential? An unset credential is open.
     pub fn permits(&self, authorization: Option<&[u8]>) -> bool {
-        if !self.is_required() {
-            return true;
+        !self.is_required() || Presented::parse(authorization).is_some_and(|p| self.accepts(&p))
+    }
+
+    /// Whether a parsed, digested secret is this credential's (constant time).
+    fn accepts(&self, presented: &Presented) -> bool {
+        match (presented, &self.bearer, &self.basic) {
+            (Presented::Bearer(given), Some(expected), _)
+            | (Presented::Basic(given), _, Some(expected)) => bool::from(given.ct_eq(expected)),
+            _ => false,
         }
-        let Some(header) = authorization else {
-            return false;
-        };
-        let Ok(header) = std::str::from_utf8(header) else {
-            return false;
-        };
+    }
+}
+
+/// The secret an `Authorization` header presents, digested once however many credentials it is
+/// compared with.
+enum Presented {
+    Bearer([u8; 32]),
+    Basic([u8; 32]),
+}
+
+impl Presented {
+    fn parse(authorization: Option<&[u8]>) -> Option<Presented> {
+        let header = std::str::from_utf8(authorization?).ok()?;
         let (scheme, value) = header.split_once(' ').unwrap_or((header, ""));
         let value = value.trim();
         if scheme.eq_ignore_ascii_case("bearer") {
-            if let Some(expected) = &self.bearer {
-                return bool::from(digest(value.as_bytes()).ct_eq(expected));
-            }
-        } else if scheme.eq_ignore_ascii_case("basic")
-            && let Some(expected) = &self.basic
-            && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(value)
-        {
-            return bool::from(digest(&decoded).ct_eq(expected));
+            Some(Presented::Bearer(digest(value.as_bytes())))
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .ok()?;
+            Some(Presented::Basic(digest(&decoded)))
+        } else {
+            None
         }
-        false
     }
 }
 
@@ -243,10 +256,12 @@ impl Credentials {
     /// Whether this `Authorization` header value opens any credential that is required: the
     /// request comes from someone nightshift knows, whatever the endpoint.
     pub fn any_permits(&self, authorization: Option<&[u8]>) -> bool {
-        authorization.is_some()
-            && [&self.ingest, &self.read, &self.admin]
-                .into_iter()
-                .any(|credential| credential.is_required() && credential.permits(authorization))
+        let Some(presented) = Presented::parse(authorization) else {
+            return false;
+        };
+        [&self.ingest, &self.read, &self.admin]
+            .into_iter()
+            .any(|credential| credential.is_required() && credential.accepts(&presented))
     }
 
     pub fn for_role(&self, role: Role) -> &Credential {

@@ -197,15 +197,9 @@ impl Reloader {
         let (credentials, created) =
             Credentials::load(&loaded.config.auth, Missing::Generate(&state_dir))?;
         let new = loaded.config;
+        // `config::load` already refused enforce with the webhook open (the rule lives there);
+        // this is the same safety net as at start: never enforcing without an ingest credential.
         let (mode, mode_note) = effective_mode(&new, &credentials);
-        if mode_note.is_some() {
-            // Never left enforcing with ingest open: the whole reload is refused.
-            return Err(vec![format!(
-                "{}: actions.mode = \"enforce\" needs a credential on the webhook; the \
-                 reload would leave actions enforcing while anyone can post alerts",
-                loaded.origins.of("actions.mode")
-            )]);
-        }
         let delivery = crate::notify::deliver::DeliverySettings::from_config(&new)
             .map_err(|error| vec![error])?;
         let options = LoadOptions::from_config(&new);
@@ -261,8 +255,11 @@ impl Reloader {
         self.metrics
             .actions_enforced
             .set(i64::from(mode == Mode::Enforce));
+        if let Some(note) = &mode_note {
+            tracing::error!("{note}");
+        }
         if let Ok(mut slot) = self.actions_note.write() {
-            *slot = None;
+            *slot = mode_note;
         }
         self.store.update_settings(StoreSettings::from_config(&new));
         if let Ok(mut slot) = self.delivery.settings.write() {

@@ -176,17 +176,16 @@ async fn healthz() -> &'static str {
 /// Ready or not for anyone (load balancers, systemd checks); the reasons only for callers with
 /// the *read* credential, since error text can name paths, hosts and rules.
 async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let detailed = state.permits(Role::Read, &headers);
-    let (status, text) = readiness(&state).await;
-    if detailed {
-        return (status, text).into_response();
+    if state.permits(Role::Read, &headers) {
+        return readiness(&state).await.into_response();
     }
-    let brief = if status == StatusCode::OK {
-        "ready\n"
+    // Load balancers poll this: the answer needs no store read, only the status.
+    let ready = !state.shutdown.is_cancelled() && state.store.health().is_ok();
+    if ready {
+        (StatusCode::OK, "ready\n").into_response()
     } else {
-        "not ready\n"
-    };
-    (status, brief).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
 }
 
 async fn readiness(state: &AppState) -> (StatusCode, String) {
@@ -202,8 +201,9 @@ async fn readiness(state: &AppState) -> (StatusCode, String) {
         .collect();
     // A P1 nothing is configured to page about is a daemon that cannot do its job for it:
     // still ready (ingest works), but said loudly. A store that cannot be read says so below.
+    let health = state.store.health();
     let store = state.store.clone();
-    if state.store.health().is_ok()
+    if health.is_ok()
         && let Ok(Ok(unpaged)) =
             tokio::task::spawn_blocking(move || store.reader()?.unpaged_p1_incidents()).await
         && let Some((_, why)) = unpaged.first()
@@ -217,7 +217,7 @@ async fn readiness(state: &AppState) -> (StatusCode, String) {
         ));
     }
     let degraded = (!degraded.is_empty()).then(|| degraded.join("; "));
-    match state.store.health() {
+    match health {
         // Ingest works, so the daemon is ready; but say loudly that the rules are not the
         // configured ones.
         Ok(()) => match degraded {
@@ -643,7 +643,7 @@ pub async fn serve(
         idle_timeout: config.header_read_timeout,
         closing: CancellationToken::new(),
         credentials,
-        unauthorized: std::sync::Mutex::new(UnauthorizedLog::default()),
+        unauthorized: std::sync::Mutex::new(EveryMinute::default()),
     });
     // Each connection task holds a watcher until it ends, so that `graceful.shutdown()` waits
     // for them all; the signal to close goes through `listening.closing`.
@@ -750,41 +750,9 @@ struct Listening {
     /// Cancelled at shutdown: each connection finishes what it has in flight, then closes.
     closing: CancellationToken,
     credentials: Arc<RwLock<Arc<Credentials>>>,
-    /// Requests refused for their credential, logged with the peer (rate-limited).
-    unauthorized: std::sync::Mutex<UnauthorizedLog>,
-}
-
-/// Requests answered 401 are logged with the peer's address: the first at once (an
-/// Alertmanager holding the wrong token shows up in the log, not only in a counter), then at
-/// most one line a minute with how many came since.
-#[derive(Default)]
-struct UnauthorizedLog {
-    last: Option<tokio::time::Instant>,
-    since: u64,
-}
-
-impl UnauthorizedLog {
-    const INTERVAL: Duration = Duration::from_secs(60);
-
-    fn refused(&mut self, peer: SocketAddr, method: &str, path: &str) {
-        self.since += 1;
-        let now = tokio::time::Instant::now();
-        if self
-            .last
-            .is_some_and(|last| now.duration_since(last) < Self::INTERVAL)
-        {
-            return;
-        }
-        tracing::warn!(
-            %peer,
-            method,
-            path,
-            refused = self.since,
-            "request refused: missing or wrong credential (401)"
-        );
-        self.last = Some(now);
-        self.since = 0;
-    }
+    /// Requests answered 401, logged with the peer: the first at once, then once a minute
+    /// with the count (an Alertmanager holding the wrong token shows in the journal).
+    unauthorized: std::sync::Mutex<EveryMinute>,
 }
 
 /// An accepted connection and what it holds until it ends.
@@ -866,12 +834,20 @@ async fn serve_connection(listening: Arc<Listening>, accepted: Accepted) {
             let closing = closing.clone();
             async move {
                 let mut response = router.call(request).await?;
-                if response.status() == StatusCode::UNAUTHORIZED {
-                    listening
+                if response.status() == StatusCode::UNAUTHORIZED
+                    && let Some(refused) = listening
                         .unauthorized
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .refused(remote, &method, &path);
+                        .count()
+                {
+                    tracing::warn!(
+                        peer = %remote,
+                        method,
+                        path,
+                        refused,
+                        "request refused: missing or wrong credential (401)"
+                    );
                 }
                 if !authenticated || response.status() == StatusCode::UNAUTHORIZED {
                     // Only requests that carry a credential may keep a connection (and its
@@ -932,7 +908,7 @@ struct PeerGate {
     limit: usize,
     counts: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     metrics: Arc<Metrics>,
-    refusals: std::sync::Mutex<RefusalLog>,
+    refusals: std::sync::Mutex<EveryMinute>,
 }
 
 impl PeerGate {
@@ -941,7 +917,7 @@ impl PeerGate {
             limit,
             counts: std::sync::Mutex::new(std::collections::HashMap::new()),
             metrics,
-            refusals: std::sync::Mutex::new(RefusalLog::default()),
+            refusals: std::sync::Mutex::new(EveryMinute::default()),
         }
     }
 
@@ -969,10 +945,19 @@ impl PeerGate {
             .http_connections_refused_total
             .with_label_values(&["unauthenticated_per_peer"])
             .inc();
-        self.refusals
+        let due = self
+            .refusals
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .refused(peer, self.limit);
+            .count();
+        if let Some(refused) = due {
+            tracing::warn!(
+                %peer,
+                refused,
+                limit = self.limit,
+                "connections closed: the peer holds too many connections waiting for a first request"
+            );
+        }
     }
 
     #[cfg(test)]
@@ -1022,33 +1007,29 @@ impl Drop for Unauthenticated {
     }
 }
 
-/// Refused connections are logged at most once a minute, with how many there were since.
+/// A refusal that is logged the first time at once, then at most once a minute with how many
+/// there were since: enough to see who is knocking, never a log flood.
 #[derive(Default)]
-struct RefusalLog {
+struct EveryMinute {
     last: Option<tokio::time::Instant>,
     since: u64,
 }
 
-impl RefusalLog {
+impl EveryMinute {
     const INTERVAL: Duration = Duration::from_secs(60);
 
-    fn refused(&mut self, peer: std::net::IpAddr, limit: usize) {
+    /// Count one; `Some(count since the last line)` when a line is due now.
+    fn count(&mut self) -> Option<u64> {
         self.since += 1;
         let now = tokio::time::Instant::now();
         if self
             .last
             .is_some_and(|last| now.duration_since(last) < Self::INTERVAL)
         {
-            return;
+            return None;
         }
-        tracing::warn!(
-            %peer,
-            refused = self.since,
-            limit,
-            "connections closed: the peer holds too many connections waiting for a first request"
-        );
         self.last = Some(now);
-        self.since = 0;
+        Some(std::mem::take(&mut self.since))
     }
 }
 
