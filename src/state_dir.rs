@@ -18,13 +18,29 @@ pub const FILE_MODE: u32 = 0o640;
 pub const LOCK_FILE: &str = "nightshift.lock";
 
 /// Create `path` (and its missing parents) as directories with [`DIR_MODE`], and set that
-/// mode on `path` itself even if it existed.
+/// mode on `path` itself even if it existed (an older version, or another umask, may have left
+/// it open).
 pub fn create_dir(path: &Path) -> std::io::Result<()> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(path)?;
+    create_dirs(path)?;
     std::fs::set_permissions(path, Permissions::from_mode(DIR_MODE))
+}
+
+/// Create `dir` and its missing parents, each one created with [`DIR_MODE`] set after `mkdir`
+/// (which the umask narrows); directories already there are left as they are. Cheap when
+/// `dir` exists, so writers may call it before every file.
+pub fn create_dirs(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dirs(parent)?;
+    }
+    match DirBuilder::new().mode(DIR_MODE).create(dir) {
+        Ok(()) => std::fs::set_permissions(dir, Permissions::from_mode(DIR_MODE)),
+        // Another writer made it meanwhile, and set its mode.
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(error) => Err(error),
+    }
 }
 
 /// Set [`FILE_MODE`] on a file nightshift wrote, if it exists.

@@ -4,9 +4,9 @@
 //! explicitly, whatever the process's umask: directories [`DIR_MODE`], archives
 //! [`FILE_MODE`], so the service's group (operators) can read bundles and nobody else can.
 
-use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::fs::{OpenOptions, Permissions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The suffix of an archive being written.
@@ -19,25 +19,7 @@ pub const FILE_MODE: u32 = crate::state_dir::FILE_MODE;
 /// Create the bundles directory if it is missing, and give it [`DIR_MODE`] even if it was
 /// there (an older version, or another umask, may have left it open to everyone).
 pub fn create_root(root: &Path) -> std::io::Result<()> {
-    create_dirs(root)?;
-    std::fs::set_permissions(root, Permissions::from_mode(DIR_MODE))
-}
-
-/// Create `dir` and its missing parents, each created one with [`DIR_MODE`] set after
-/// `mkdir` (which the umask narrows); directories already there are left as they are.
-fn create_dirs(dir: &Path) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        create_dirs(parent)?;
-    }
-    match DirBuilder::new().mode(DIR_MODE).create(dir) {
-        Ok(()) => std::fs::set_permissions(dir, Permissions::from_mode(DIR_MODE)),
-        // Another bundle writer made it meanwhile, and set its mode.
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        Err(error) => Err(error),
-    }
+    crate::state_dir::create_dir(root)
 }
 
 /// Write `files` (path inside the archive, bytes) as `path`, atomically; returns its size.
@@ -45,7 +27,7 @@ pub fn write_atomic(path: &Path, files: &[(String, Vec<u8>)], mtime: u64) -> std
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("an archive path needs a directory"))?;
-    create_dirs(dir)?;
+    crate::state_dir::create_dirs(dir)?;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
