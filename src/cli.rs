@@ -54,9 +54,9 @@ pub enum Command {
     /// Stop every automatic action (pages still go) until `resume` or the time runs out.
     /// Talks to the running daemon with the admin credential.
     Pause {
-        /// How long, e.g. 30m or 2h; without it, until resumed.
-        #[arg(long = "for", value_name = "DURATION")]
-        duration: Option<String>,
+        /// How long, e.g. 30m or 1h30m; without it, until resumed.
+        #[arg(long = "for", value_name = "DURATION", value_parser = crate::duration::parse)]
+        duration: Option<std::time::Duration>,
         #[arg(long)]
         reason: Option<String>,
     },
@@ -75,9 +75,9 @@ pub enum Command {
     /// The night in one report: incidents by severity, what was done and whether it helped,
     /// who was paged, what waits for the next business day.
     Report {
-        /// How far back, e.g. 24h, 3d.
-        #[arg(long, default_value = "24h")]
-        since: String,
+        /// How far back, e.g. 24h or 3d.
+        #[arg(long, default_value = "24h", value_parser = crate::duration::parse)]
+        since: std::time::Duration,
         #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
         format: ReportFormat,
     },
@@ -160,7 +160,7 @@ pub fn main() -> i32 {
         Command::Pause { duration, reason } => {
             let mut query = Vec::new();
             if let Some(duration) = duration {
-                query.push(("for", duration));
+                query.push(("for", crate::duration::format(duration)));
             }
             if let Some(reason) = reason {
                 query.push(("reason", reason));
@@ -170,7 +170,7 @@ pub fn main() -> i32 {
         Command::Resume => admin_call(cli.config, &env, "/-/resume", &[]).map(|()| 0),
         Command::Incidents { command } => incidents(cli.config, &env, command).map(|()| 0),
         Command::Bundles { command } => bundles(cli.config, &env, command).map(|()| 0),
-        Command::Report { since, format } => report(cli.config, &env, &since, format).map(|()| 0),
+        Command::Report { since, format } => report(cli.config, &env, since, format).map(|()| 0),
     };
     match result {
         Ok(code) => code,
@@ -407,10 +407,9 @@ fn bundles(
 fn report(
     path: Option<PathBuf>,
     env: &[(String, String)],
-    since: &str,
+    since: std::time::Duration,
     format: ReportFormat,
 ) -> anyhow::Result<()> {
-    let since = humantime::parse_duration(since).with_context(|| format!("--since {since:?}"))?;
     let loaded = config::load(path.as_deref(), env)
         .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
     let options = crate::bundle::bundler::ReportOptions {

@@ -57,13 +57,13 @@ pub struct ServerConfig {
     /// Never less than `max_body_bytes` in effect.
     pub max_inflight_body_bytes: u64,
     /// How long a client may take to send its request headers.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text")]
     pub header_read_timeout: Duration,
     /// How long a client may take to send its request body.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text")]
     pub body_read_timeout: Duration,
     /// How long a TLS handshake may take.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text")]
     pub tls_handshake_timeout: Duration,
     /// Connections served at once; further ones wait in the kernel's backlog. Lowered at start
     /// (with a warning) so that connections leave a quarter of the open-file limit
@@ -72,7 +72,7 @@ pub struct ServerConfig {
     /// Webhooks waiting to be committed; when full, ingest answers 503.
     pub commit_queue: usize,
     /// How long a graceful shutdown may take before the process exits anyway.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text")]
     pub shutdown_timeout: Duration,
 }
 
@@ -184,14 +184,14 @@ pub struct StoreConfig {
     /// Notifications stored but not yet reconciled; at this many, ingest answers 503.
     pub max_unreconciled: u64,
     /// Reconciled raw notifications older than this are pruned.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text")]
     pub retention: Duration,
     /// Reconciled raw notifications beyond this many are pruned, oldest first.
     pub max_notifications: u64,
     /// How many rejected request bodies are kept for forensics.
     pub rejected_keep: usize,
     /// How often pruning and the readiness self-check run.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text")]
     pub maintenance_interval: Duration,
     /// Largest size of the database file; 0 for no cap beyond the disk. When it is reached,
     /// ingest answers 503 (Alertmanager retries) and nightshift pages about it, as on a full
@@ -218,7 +218,7 @@ impl Default for StoreConfig {
 pub struct ReconcileConfig {
     /// An episode missing from a later snapshot of its group is called `gone` only once it has
     /// been known this long: a retried old snapshot may arrive up to a group_interval late.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text")]
     pub gone_grace: Duration,
     /// Notifications reconciled per store transaction.
     pub batch_size: usize,
@@ -238,9 +238,9 @@ impl Default for ReconcileConfig {
 pub struct AlertmanagerConfig {
     /// Alertmanager's base URL; when set, open episodes are checked against `/api/v2/alerts`.
     pub url: Option<String>,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text")]
     pub sync_interval: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text")]
     pub timeout: Duration,
     pub token_file: Option<PathBuf>,
     pub basic_auth_file: Option<PathBuf>,
@@ -352,7 +352,7 @@ impl PagerDutySeverity {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SeverityConfig {
     pub meaning: String,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text")]
     pub respond_within: Duration,
     pub pagerduty_severity: PagerDutySeverity,
     pub paging: PagingPolicy,
@@ -369,7 +369,7 @@ pub struct SeverityConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct SeverityOverrides {
     pub meaning: Option<String>,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text_option")]
     pub respond_within: Option<Duration>,
     pub pagerduty_severity: Option<PagerDutySeverity>,
     pub paging: Option<PagingPolicy>,
@@ -530,7 +530,7 @@ pub struct ActionsConfig {
     pub max_attempts: u32,
     /// A change reverted on resolve is held at least this long, so a flapping alert does not
     /// roll the pods every few minutes; also the revert's own cooldown on its target.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text")]
     pub min_hold: Duration,
     /// Where `secret("name")` reads `name` from. Unset: systemd's credentials directory
     /// (`$CREDENTIALS_DIRECTORY`, from `LoadCredential=`), where only the credentials named
@@ -587,16 +587,16 @@ pub struct PagingConfig {
     pub fallback: Vec<String>,
     /// How long PagerDuty may fail to take a page before it also goes to the fallback; time
     /// held back by nightshift's own rate limiter does not count.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text")]
     pub fallback_after: Duration,
     /// How long an `after_verify` incident waits for its actions to be planned before it
     /// pages anyway (a crash between deciding and acting).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text")]
     pub settle_within: Duration,
     /// Incidents listed in one page's details (a group of thousands is summarised).
     pub max_incidents_per_page: usize,
     /// How long the store may fail before nightshift pages about it (from memory).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text")]
     pub store_failing_after: Duration,
 }
 
@@ -631,7 +631,7 @@ pub struct PagerDutyConfig {
     pub self_routing_key: Option<String>,
     /// Events sent per routing key per minute at most (PagerDuty drops beyond ~120).
     pub events_per_minute: u32,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text")]
     pub timeout: Duration,
     /// Send a change event after each automatic action.
     pub change_events: bool,
@@ -667,7 +667,7 @@ pub struct NotifierConfig {
     pub template: Option<String>,
     #[serde(default = "default_notifier_rate")]
     pub events_per_minute: u32,
-    #[serde(default = "default_notifier_timeout", with = "humantime_serde")]
+    #[serde(default = "default_notifier_timeout", with = "crate::duration::text")]
     pub timeout: Duration,
 }
 
@@ -704,14 +704,14 @@ pub struct BundlesConfig {
     pub concurrency: usize,
     /// An identical collector request (same query, workload and window) within this long
     /// reuses the first one's result: a storm does not mean thousands of log downloads.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text")]
     pub share_for: Duration,
     /// How long a disruptive action (restart, scale, set env) waits for its incident's
     /// `before_action` collectors before it goes ahead anyway.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text")]
     pub before_action_wait: Duration,
     /// Bundles of closed incidents older than this are deleted.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text")]
     pub max_age: Duration,
     /// Past this many bytes in all, the oldest bundles of closed incidents are deleted, then
     /// (only if that is not enough) those of the incidents open longest, keeping the newest.
@@ -743,7 +743,7 @@ pub struct WatchdogConfig {
     /// Its `alertname`; such alerts are heartbeats only, never incidents.
     pub alertname: String,
     /// Page when none has arrived for this long.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text")]
     pub timeout: Duration,
 }
 

@@ -267,7 +267,7 @@ fn render_plan(out: &mut String, plan: &Plan) {
                 }
                 flags.push(format!(
                     "timeout {}",
-                    humantime::format_duration(request.timeout)
+                    crate::duration::Shown(request.timeout)
                 ));
                 flags.push(format!("max {} bytes", request.max_bytes));
                 let _ = writeln!(

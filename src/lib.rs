@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod decide;
+pub mod duration;
 pub mod escape;
 pub mod explain;
 pub mod governor;

@@ -390,7 +390,7 @@ async fn report(
     if let Some(response) = state.authorize(Role::Read, &headers) {
         return response;
     }
-    let since = match humantime::parse_duration(query.since.as_deref().unwrap_or("24h")) {
+    let since = match crate::duration::parse(query.since.as_deref().unwrap_or("24h")) {
         Ok(since) => since,
         Err(error) => {
             return json_error(
@@ -489,7 +489,7 @@ async fn pause(
     let now = state.clock.now_millis();
     let until = match query.duration.as_deref() {
         None => i64::MAX / 2,
-        Some(text) => match humantime::parse_duration(text) {
+        Some(text) => match crate::duration::parse(text) {
             Ok(duration) => now.saturating_add(crate::clock::duration_millis(duration)),
             Err(error) => {
                 return json_error(
@@ -506,9 +506,15 @@ async fn pause(
     match state.store.set_pause(Some((until, reason.clone()))).await {
         Ok(()) => {
             state.metrics.actions_paused.set(1);
-            tracing::warn!(%reason, until, "automatic actions paused");
-            let until_text = (until < i64::MAX / 2)
-                .then(|| crate::reconcile::canonical_time(crate::clock::millis_to_datetime(until)));
+            let until_text = (until < i64::MAX / 2).then(|| crate::duration::rfc3339_millis(until));
+            let until_shown = until_text
+                .as_deref()
+                .map_or_else(|| "resumed".to_owned(), |at| at.to_owned());
+            tracing::warn!(
+                reason = %crate::escape::log_text(&reason),
+                until = %until_shown,
+                "automatic actions paused until {until_shown}"
+            );
             axum::Json(
                 serde_json::json!({"status": "paused", "until": until_text, "reason": reason}),
             )

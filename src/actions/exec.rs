@@ -235,7 +235,7 @@ fn first_line(text: &str) -> &str {
 }
 
 fn human(duration: Duration) -> String {
-    humantime::format_duration(duration).to_string()
+    crate::duration::format(duration)
 }
 
 /// Run the command once.

@@ -280,7 +280,7 @@ pub async fn run(client: &reqwest::Client, request: &HttpActionRequest) -> Outco
             return Outcome::Unknown {
                 error: format!(
                     "no answer within {}; the request may have been received",
-                    humantime::format_duration(request.timeout)
+                    crate::duration::Shown(request.timeout)
                 ),
             };
         }

@@ -239,7 +239,7 @@ impl Bundler {
             let note = format!(
                 "{action} went ahead at {} before the before_action collectors finished (waited {})",
                 crate::reconcile::canonical_time(millis_to_datetime(self.clock.now_millis())),
-                humantime::format_duration(bound)
+                crate::duration::Shown(bound)
             );
             tracing::warn!(episode = episode_id, %note, "evidence before disruption: bound reached");
             self.missed
@@ -842,7 +842,7 @@ pub fn incident_facts(
         let start = chrono::DateTime::parse_from_rfc3339(&summary.starts_at).ok()?;
         let end = chrono::DateTime::parse_from_rfc3339(end).ok()?;
         let seconds = (end - start).num_seconds().max(0) as u64;
-        Some(humantime::format_duration(Duration::from_secs(seconds)).to_string())
+        Some(crate::duration::format(Duration::from_secs(seconds)))
     });
     let incident = IncidentFacts {
         id: summary.id.clone(),
@@ -853,7 +853,7 @@ pub fn incident_facts(
         status: summary.status.clone(),
         severity: severity.clone(),
         meaning: config.meaning.clone(),
-        respond_within: humantime::format_duration(config.respond_within).to_string(),
+        respond_within: crate::duration::format(config.respond_within),
         rule: summary.rule.clone().unwrap_or_default(),
         branch: summary.branch.clone().unwrap_or_default(),
         note: latest.map(|d| text(&d.trace["note"])).unwrap_or_default(),

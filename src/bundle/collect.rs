@@ -653,7 +653,7 @@ fn one_line(text: &str) -> String {
 }
 
 fn human(duration: Duration) -> String {
-    humantime::format_duration(duration).to_string()
+    crate::duration::format(duration)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -308,7 +308,7 @@ fn action_events(action: &ActionLine, events: &mut Vec<Event>) {
     }
     let window = action.verify_window.trim();
     let judged_at = at.map(|at| {
-        humantime::parse_duration(window)
+        crate::duration::parse(window)
             .ok()
             .and_then(|window| chrono::Duration::from_std(window).ok())
             .and_then(|window| at.checked_add_signed(window))
@@ -1489,31 +1489,11 @@ fn clock_span(start: &str, end: &str, from: &str, to: &str) -> Option<String> {
     }
 }
 
-/// "42m", "1h 5m", "2d 3h", "30s": the largest unit and the next one.
+/// "42m", "1h5m", "2d3h", "30s": the largest unit and the next one.
 pub(crate) fn duration_text(seconds: i64) -> String {
-    let mut rest = seconds.max(0);
-    let units = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
-    let mut parts = Vec::new();
-    let mut started = false;
-    for (size, unit) in units {
-        let count = rest / size;
-        rest %= size;
-        if started {
-            if count > 0 {
-                parts.push(format!("{count}{unit}"));
-            }
-            break;
-        }
-        if count > 0 {
-            parts.push(format!("{count}{unit}"));
-            started = true;
-        }
-    }
-    if parts.is_empty() {
-        "0s".to_owned()
-    } else {
-        parts.join(" ")
-    }
+    crate::duration::format_rough(std::time::Duration::from_secs(
+        u64::try_from(seconds).unwrap_or(0),
+    ))
 }
 
 fn milliseconds_text(milliseconds: u64) -> String {
@@ -2127,7 +2107,7 @@ mod tests {
         let mut facts = vastai_5xx();
         facts.incident.duration = None;
         facts.incident.ended_at = Some("2026-11-28T04:47:30Z".into());
-        assert!(postmortem(&facts).contains("- **Duration:** 1h 45m ("));
+        assert!(postmortem(&facts).contains("- **Duration:** 1h45m ("));
     }
 
     #[test]
@@ -2327,11 +2307,11 @@ mod tests {
             (-5, "0s"),
             (30, "30s"),
             (42 * 60, "42m"),
-            (42 * 60 + 10, "42m 10s"),
+            (42 * 60 + 10, "42m10s"),
             (3600 + 5, "1h"),
-            (3600 + 5 * 60, "1h 5m"),
-            (2 * 86_400 + 3 * 3600, "2d 3h"),
-            (i64::MAX, "106751991167300d 15h"),
+            (3600 + 5 * 60, "1h5m"),
+            (2 * 86_400 + 3 * 3600, "2d3h"),
+            (i64::MAX, "106751991167300d15h"),
         ] {
             assert_eq!(duration_text(seconds), expected, "{seconds}");
         }

@@ -50,7 +50,7 @@ pub struct IncidentFacts {
     pub starts_at: String,
     /// When it resolved (or was seen gone), if it did.
     pub ended_at: Option<String>,
-    /// How long it lasted, humanised ("42m 10s"), once ended.
+    /// How long it lasted, written as "42m10s", once ended.
     pub duration: Option<String>,
     /// Whether and why it paged (`paged`, `not_paged`, `waiting`, `resolved`), and why.
     pub paging_state: String,

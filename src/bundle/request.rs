@@ -18,7 +18,7 @@ pub struct CollectorRequest {
     pub rule: String,
     pub kind: RequestKind,
     /// The whole collector (every request it makes) must finish within this.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::text")]
     pub timeout: Duration,
     /// The bytes it may bring back, all files together; beyond it, output is cut and the
     /// collector marked truncated.
@@ -40,7 +40,7 @@ pub enum RequestKind {
         query: String,
         start: Millis,
         end: Millis,
-        #[serde(with = "humantime_serde")]
+        #[serde(with = "crate::duration::text")]
         step: Duration,
     },
     /// `GET /api/v1/query` at `at` (unix milliseconds); saved as JSON and CSV.
@@ -55,7 +55,7 @@ pub enum RequestKind {
         /// Only these containers (all when empty).
         containers: Vec<String>,
         tail_lines: Option<u64>,
-        #[serde(with = "humantime_serde")]
+        #[serde(with = "crate::duration::text_option")]
         since: Option<Duration>,
         previous: bool,
     },

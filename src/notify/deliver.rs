@@ -858,7 +858,7 @@ pub fn page_view(
         group_key,
         severity: severity.clone(),
         meaning: config.meaning.clone(),
-        respond_within: humantime::format_duration(config.respond_within).to_string(),
+        respond_within: crate::duration::format(config.respond_within),
         pagerduty_severity: config.pagerduty_severity.as_str().to_owned(),
         status,
         incident_commander: config.incident_commander.clone(),
@@ -980,7 +980,7 @@ pub fn action_line(action: &Value) -> ActionLine {
             .or(action["created_at"].as_str())
             .map(str::to_owned),
         verified: action["verified"].as_str().map(str::to_owned),
-        verify_window: humantime::format_duration(window).to_string(),
+        verify_window: crate::duration::format(window),
         detail: pagerduty::truncate_chars(&detail, 200).to_owned(),
         shares: action["verdict_detail"]["shares"].as_i64(),
     }

@@ -270,7 +270,7 @@ impl Prober {
             Ok(result) => result,
             Err(_) => ProbeResult::failure(
                 request.kind(),
-                format!("timed out after {}", humantime::format_duration(timeout)),
+                format!("timed out after {}", crate::duration::Shown(timeout)),
             ),
         };
         result.latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -62,9 +62,9 @@ pub enum ActionSpec {
         description: String,
         #[serde(default)]
         revert_on_resolve: bool,
-        #[serde(default = "default_verify_window", with = "humantime_serde")]
+        #[serde(default = "default_verify_window", with = "crate::duration::text")]
         verify_window: Duration,
-        #[serde(default = "default_cooldown", with = "humantime_serde")]
+        #[serde(default = "default_cooldown", with = "crate::duration::text")]
         cooldown: Duration,
     },
     /// Set (or remove) environment variables on a workload's containers.
@@ -83,9 +83,9 @@ pub enum ActionSpec {
         description: String,
         #[serde(default)]
         revert_on_resolve: bool,
-        #[serde(default = "default_verify_window", with = "humantime_serde")]
+        #[serde(default = "default_verify_window", with = "crate::duration::text")]
         verify_window: Duration,
-        #[serde(default = "default_cooldown", with = "humantime_serde")]
+        #[serde(default = "default_cooldown", with = "crate::duration::text")]
         cooldown: Duration,
     },
     /// Set replicas through the scale subresource.
@@ -99,9 +99,9 @@ pub enum ActionSpec {
         description: String,
         #[serde(default)]
         revert_on_resolve: bool,
-        #[serde(default = "default_verify_window", with = "humantime_serde")]
+        #[serde(default = "default_verify_window", with = "crate::duration::text")]
         verify_window: Duration,
-        #[serde(default = "default_cooldown", with = "humantime_serde")]
+        #[serde(default = "default_cooldown", with = "crate::duration::text")]
         cooldown: Duration,
     },
     /// A local command: an argv list, no shell.
@@ -111,7 +111,7 @@ pub enum ActionSpec {
         /// What the governor's cooldown and in-flight rules count this action against (a
         /// template); default: the action's name.
         target: Option<String>,
-        #[serde(default = "default_timeout", with = "humantime_serde")]
+        #[serde(default = "default_timeout", with = "crate::duration::text")]
         timeout: Duration,
         /// Allow a rendered argument to start with `-`.
         #[serde(default)]
@@ -122,9 +122,9 @@ pub enum ActionSpec {
         description: String,
         #[serde(default)]
         revert_on_resolve: bool,
-        #[serde(default = "default_verify_window", with = "humantime_serde")]
+        #[serde(default = "default_verify_window", with = "crate::duration::text")]
         verify_window: Duration,
-        #[serde(default = "default_cooldown", with = "humantime_serde")]
+        #[serde(default = "default_cooldown", with = "crate::duration::text")]
         cooldown: Duration,
     },
     /// An HTTP call; scheme and host are fixed in the file, templates fill path, query, body.
@@ -141,15 +141,15 @@ pub enum ActionSpec {
         body: String,
         #[serde(default)]
         expect_status: Vec<u16>,
-        #[serde(default = "default_timeout", with = "humantime_serde")]
+        #[serde(default = "default_timeout", with = "crate::duration::text")]
         timeout: Duration,
         #[serde(default)]
         description: String,
         #[serde(default)]
         revert_on_resolve: bool,
-        #[serde(default = "default_verify_window", with = "humantime_serde")]
+        #[serde(default = "default_verify_window", with = "crate::duration::text")]
         verify_window: Duration,
-        #[serde(default = "default_cooldown", with = "humantime_serde")]
+        #[serde(default = "default_cooldown", with = "crate::duration::text")]
         cooldown: Duration,
     },
 }

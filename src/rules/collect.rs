@@ -92,13 +92,13 @@ pub enum CollectorSpec {
     /// A PromQL range query around the alert's start.
     PrometheusRange {
         query: String,
-        #[serde(default = "default_look_back", with = "humantime_serde")]
+        #[serde(default = "default_look_back", with = "crate::duration::text")]
         look_back: Duration,
-        #[serde(default = "default_step", with = "humantime_serde")]
+        #[serde(default = "default_step", with = "crate::duration::text")]
         step: Duration,
         #[serde(default)]
         description: String,
-        #[serde(default = "default_timeout", with = "humantime_serde")]
+        #[serde(default = "default_timeout", with = "crate::duration::text")]
         timeout: Duration,
         #[serde(default = "default_max_bytes")]
         max_bytes: u64,
@@ -113,7 +113,7 @@ pub enum CollectorSpec {
         at: At,
         #[serde(default)]
         description: String,
-        #[serde(default = "default_timeout", with = "humantime_serde")]
+        #[serde(default = "default_timeout", with = "crate::duration::text")]
         timeout: Duration,
         #[serde(default = "default_max_bytes")]
         max_bytes: u64,
@@ -131,13 +131,13 @@ pub enum CollectorSpec {
         containers: Vec<String>,
         #[serde(default = "default_tail_lines")]
         tail_lines: u64,
-        #[serde(default = "default_since", with = "humantime_serde")]
+        #[serde(default = "default_since", with = "crate::duration::text")]
         since: Duration,
         #[serde(default = "default_true")]
         previous: bool,
         #[serde(default)]
         description: String,
-        #[serde(default = "default_timeout", with = "humantime_serde")]
+        #[serde(default = "default_timeout", with = "crate::duration::text")]
         timeout: Duration,
         #[serde(default = "default_max_bytes")]
         max_bytes: u64,
@@ -152,7 +152,7 @@ pub enum CollectorSpec {
         selector: Option<String>,
         #[serde(default)]
         description: String,
-        #[serde(default = "default_timeout", with = "humantime_serde")]
+        #[serde(default = "default_timeout", with = "crate::duration::text")]
         timeout: Duration,
         #[serde(default = "default_max_bytes")]
         max_bytes: u64,
@@ -166,7 +166,7 @@ pub enum CollectorSpec {
         workload: String,
         #[serde(default)]
         description: String,
-        #[serde(default = "default_timeout", with = "humantime_serde")]
+        #[serde(default = "default_timeout", with = "crate::duration::text")]
         timeout: Duration,
         #[serde(default = "default_max_bytes")]
         max_bytes: u64,
@@ -181,7 +181,7 @@ pub enum CollectorSpec {
         headers: BTreeMap<String, String>,
         #[serde(default)]
         description: String,
-        #[serde(default = "default_timeout", with = "humantime_serde")]
+        #[serde(default = "default_timeout", with = "crate::duration::text")]
         timeout: Duration,
         #[serde(default = "default_max_bytes")]
         max_bytes: u64,
@@ -197,7 +197,7 @@ pub enum CollectorSpec {
         allow_leading_dash: bool,
         #[serde(default)]
         description: String,
-        #[serde(default = "default_timeout", with = "humantime_serde")]
+        #[serde(default = "default_timeout", with = "crate::duration::text")]
         timeout: Duration,
         #[serde(default = "default_max_bytes")]
         max_bytes: u64,
@@ -800,7 +800,7 @@ fn check_selector(selector: &str) -> Result<(), String> {
 }
 
 fn human(duration: Duration) -> String {
-    humantime::format_duration(duration).to_string()
+    crate::duration::format(duration)
 }
 
 /// Unix milliseconds as RFC 3339 UTC, to the second (or millisecond when there are some).

@@ -125,7 +125,7 @@ struct RawRule {
     #[serde(default)]
     collect: Vec<String>,
     summary: Option<String>,
-    #[serde(default = "default_reevaluate", with = "humantime_serde")]
+    #[serde(default = "default_reevaluate", with = "crate::duration::text")]
     reevaluate_every: Duration,
     #[serde(default)]
     shadow: bool,
@@ -161,9 +161,9 @@ struct RawFailureBranch {
 enum RawProbe {
     Statuspage {
         url: String,
-        #[serde(default = "default_timeout", with = "humantime_serde")]
+        #[serde(default = "default_timeout", with = "crate::duration::text")]
         timeout: Duration,
-        #[serde(default = "default_cache", with = "humantime_serde")]
+        #[serde(default = "default_cache", with = "crate::duration::text")]
         cache: Duration,
     },
     Http {
@@ -176,27 +176,27 @@ enum RawProbe {
         capture_headers: Vec<String>,
         #[serde(default)]
         json_fields: Vec<String>,
-        #[serde(default = "default_timeout", with = "humantime_serde")]
+        #[serde(default = "default_timeout", with = "crate::duration::text")]
         timeout: Duration,
-        #[serde(default = "default_cache", with = "humantime_serde")]
+        #[serde(default = "default_cache", with = "crate::duration::text")]
         cache: Duration,
     },
     Prometheus {
         query: String,
         #[serde(default)]
         urls: Vec<String>,
-        #[serde(default = "default_timeout", with = "humantime_serde")]
+        #[serde(default = "default_timeout", with = "crate::duration::text")]
         timeout: Duration,
-        #[serde(default = "default_cache", with = "humantime_serde")]
+        #[serde(default = "default_cache", with = "crate::duration::text")]
         cache: Duration,
     },
     Kubernetes {
         namespace: String,
         workload: Option<String>,
         object: Option<String>,
-        #[serde(default = "default_timeout", with = "humantime_serde")]
+        #[serde(default = "default_timeout", with = "crate::duration::text")]
         timeout: Duration,
-        #[serde(default = "default_cache", with = "humantime_serde")]
+        #[serde(default = "default_cache", with = "crate::duration::text")]
         cache: Duration,
     },
 }

@@ -661,7 +661,7 @@ impl RuleSet {
         let page = PagePlan {
             severity,
             meaning: settings.meaning.clone(),
-            respond_within: humantime::format_duration(settings.respond_within).to_string(),
+            respond_within: crate::duration::format(settings.respond_within),
             pagerduty_severity: settings.pagerduty_severity.as_str().to_owned(),
             // P1 is always immediate whatever the configuration says.
             policy: if severity == Severity::P1 {

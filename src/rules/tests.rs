@@ -848,7 +848,7 @@ url = "https://{{ labels.host }}/status"
         "a.toml:18: collector relative: argv[0] \"journalctl\" must be an absolute path",
         "a.toml:22: collector templated: argv[0], the program, must not be a template",
         "a.toml:26: collector secret: argv[2]: secret() is not allowed in collectors",
-        "a.toml:30: collector too-many-points: look_back 1day / step 5s is 17280 points",
+        "a.toml:30: collector too-many-points: look_back 1d / step 5s is 17280 points",
         "a.toml:36: collector slow: timeout 15m is over the limit of 10m",
         "a.toml:44: collector unknown-key: unknown field `method`",
         "a.toml:47: collector no-such-kind: unknown variant `kubernetes_secret`",
