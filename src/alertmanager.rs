@@ -134,7 +134,12 @@ pub async fn run(
                         .with_label_values(&["ok"])
                         .inc();
                     if summary.silenced + summary.unsilenced + summary.gone > 0 {
-                        tracing::info!(?summary, "alertmanager sync changed episodes");
+                        tracing::info!(
+                            silenced = summary.silenced,
+                            unsilenced = summary.unsilenced,
+                            gone = summary.gone,
+                            "alertmanager sync changed episodes"
+                        );
                     }
                 }
                 Err(error) => {

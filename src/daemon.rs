@@ -166,7 +166,7 @@ impl Reloader {
                     .with_label_values(&["success"])
                     .inc();
                 self.metrics.config_last_reload_successful.set(1);
-                tracing::info!(trigger, ?notes, "configuration reloaded");
+                tracing::info!(trigger, notes = %notes.join("; "), "configuration reloaded");
             }
             Err(errors) => {
                 self.metrics
@@ -176,7 +176,7 @@ impl Reloader {
                 self.metrics.config_last_reload_successful.set(0);
                 tracing::error!(
                     trigger,
-                    ?errors,
+                    errors = %errors.join("; "),
                     "configuration reload failed; keeping the running configuration"
                 );
             }
@@ -250,7 +250,7 @@ impl Reloader {
                                  still reverted"
                     .to_owned(),
             });
-            tracing::warn!(mode = ?mode, "action mode switched by reload");
+            tracing::warn!(mode = mode.as_str(), "action mode switched by reload");
         }
         self.metrics
             .actions_enforced
@@ -348,7 +348,11 @@ async fn run_async(
         .map_err(|error| anyhow::anyhow!("cannot load paging settings: {error}"))?;
     if delivery_settings.routing_keys.is_empty() {
         tracing::warn!(
-            fallback = ?delivery_settings.fallback,
+            fallback = %if delivery_settings.fallback.is_empty() {
+                "none".to_owned()
+            } else {
+                delivery_settings.fallback.join(", ")
+            },
             "no PagerDuty routing keys ([pagerduty] routing_keys): pages are recorded and go \
              only to the fallback notifiers, if any"
         );
@@ -586,7 +590,7 @@ async fn run_async(
     shutdown.cancelled().await;
     let started = Instant::now();
     tracing::info!(
-        ?deadline,
+        deadline = %crate::duration::Shown(deadline),
         "shutting down: no new connections; finishing commits in flight"
     );
     let _ = tokio::time::timeout(deadline, server_task).await;
@@ -602,7 +606,7 @@ async fn run_async(
         .await
         .unwrap_or(false);
     if finished {
-        tracing::info!(elapsed = ?started.elapsed(), "stopped cleanly");
+        tracing::info!(elapsed = %crate::duration::Shown(started.elapsed()), "stopped cleanly");
     } else {
         tracing::warn!(
             "store writer did not finish before the deadline; unreconciled work resumes at the next start"
@@ -655,7 +659,9 @@ async fn watchdog(
             notifier.watchdog_ping();
         } else {
             tracing::error!(
-                age_ms = age,
+                behind = %crate::duration::Shown(std::time::Duration::from_millis(
+                    u64::try_from(age).unwrap_or(0)
+                )),
                 "store writer is not going round; withholding the watchdog ping"
             );
         }

@@ -28,6 +28,16 @@ pub struct Limits {
     pub hourly_budget: u32,
 }
 
+impl Mode {
+    /// The configuration's spelling: `dry-run` or `enforce`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::DryRun => "dry-run",
+            Mode::Enforce => "enforce",
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits { hourly_budget: 12 }

@@ -512,7 +512,6 @@ async fn pause(
                 .map_or_else(|| "resumed".to_owned(), |at| at.to_owned());
             tracing::warn!(
                 reason = %crate::escape::log_text(&reason),
-                until = %until_shown,
                 "automatic actions paused until {until_shown}"
             );
             axum::Json(
@@ -693,7 +692,7 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!(
-            ?drain,
+            drain = %crate::duration::Shown(drain),
             "connections still open after the drain deadline; closing them"
         );
     }
@@ -1199,7 +1198,7 @@ impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for IdleCutoff<I> {
             std::task::Poll::Pending if this.expired(cx) => {
                 // End of stream: the protocol closes the connection as if the client had.
                 this.cut = true;
-                tracing::debug!(idle = ?this.idle, "idle connection closed");
+                tracing::debug!(idle = %crate::duration::Shown(this.idle), "idle connection closed");
                 std::task::Poll::Ready(Ok(()))
             }
             other => other,

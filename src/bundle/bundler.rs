@@ -550,7 +550,12 @@ impl Bundler {
             files.push((name, file.bytes));
         }
         if output.status != CollectorStatus::Ok {
-            tracing::warn!(collector = %output.name, status, error = ?output.error, "collector did not finish cleanly");
+            tracing::warn!(
+                collector = %output.name,
+                status,
+                error = %crate::escape::log_text(output.error.as_deref().unwrap_or("")),
+                "collector did not finish cleanly"
+            );
         }
         collected.push(CollectorFacts {
             name: output.name,

@@ -823,9 +823,10 @@ pub(crate) async fn post_json(
             let body = response.text().await.unwrap_or_default();
             pagerduty::interpret(status, &body)
         }
-        Err(error) if error.is_timeout() => {
-            Delivery::Retry(format!("no answer within {timeout:?}"))
-        }
+        Err(error) if error.is_timeout() => Delivery::Retry(format!(
+            "no answer within {}",
+            crate::duration::Shown(timeout)
+        )),
         Err(error) => Delivery::Retry(format!(
             "cannot reach {destination}: {}",
             root_cause(&error)

@@ -275,7 +275,7 @@ impl SelfPager {
             Delivery::Rejected(errors) => {
                 tracing::error!(
                     reason,
-                    ?errors,
+                    errors = %errors.join("; "),
                     "PagerDuty rejected a self-page; not retried"
                 );
                 true

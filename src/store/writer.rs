@@ -1169,7 +1169,14 @@ impl Writer {
                 .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |row| {
                     row.get(0)
                 })?;
-        tracing::info!(max_bytes, pages = applied, "store size cap applied");
+        if max_bytes == 0 {
+            tracing::debug!("store size: no cap (store.max_size_bytes = 0)");
+        } else {
+            tracing::info!(
+                max_bytes,
+                "store size capped at {max_bytes} bytes ({applied} pages of {page_size} bytes)"
+            );
+        }
         Ok(())
     }
 
