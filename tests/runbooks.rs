@@ -208,3 +208,45 @@ fn explain_works_on_real_alertmanager_payloads() {
     assert!(out.contains("branch    on_probe_failure"), "{out}");
     assert!(out.contains("actions   none"), "{out}");
 }
+
+/// A misspelt key in the config file and a misspelt environment override are both reported
+/// by `check`, at once: the file's with its `file:line`, the override's with the variable's
+/// name, each with the key that was probably meant.
+#[test]
+fn check_suggests_the_nearest_key_for_a_typo_in_the_file_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nightshift.toml");
+    std::fs::write(
+        &path,
+        format!("[rules]\ndir = \"{ROOT}/rules\"\n[server]\nlistn = \"127.0.0.1:9\"\n"),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_nightshift"))
+        .args(["check", "--config", path.to_str().unwrap()])
+        .current_dir(ROOT)
+        .env("NIGHTSHIFT_SERVR__LISTEN", "127.0.0.1:9")
+        .env("NIGHTSHIFT_LOG__LEVL", "debug")
+        .output()
+        .expect("run nightshift");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "{}:4: server.listn: unknown field `listn`; did you mean `listen`?",
+                path.display()
+            ),
+            // Every override is reported, in name order.
+            "environment NIGHTSHIFT_LOG__LEVL: log.levl: unknown field `levl`; did you mean \
+             `level`?"
+                .to_owned(),
+            "environment NIGHTSHIFT_SERVR__LISTEN: servr: unknown section; did you mean \
+             [server]?"
+                .to_owned(),
+        ],
+        "{}",
+        text(&output)
+    );
+}

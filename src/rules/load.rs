@@ -264,9 +264,19 @@ pub fn load_files(paths: &[PathBuf], options: &LoadOptions) -> Result<RuleSet, V
     let mut errors = Vec::new();
     let mut names: HashSet<String> = HashSet::new();
     for path in paths {
+        let first_error = errors.len();
+        let mut warnings = Vec::new();
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                load_file(path, &text, options, &mut set, &mut names, &mut errors);
+                load_file(
+                    path,
+                    &text,
+                    options,
+                    &mut set,
+                    &mut names,
+                    &mut errors,
+                    &mut warnings,
+                );
             }
             Err(error) => errors.push(LoadError {
                 file: path.clone(),
@@ -275,6 +285,13 @@ pub fn load_files(paths: &[PathBuf], options: &LoadOptions) -> Result<RuleSet, V
                 message: format!("cannot read: {error}"),
             }),
         }
+        // Each file is checked part by part (probes, then actions, collectors, rules), but
+        // people read it top to bottom: report in line order. The sorts are stable, so
+        // problems on one line keep the order they were found in.
+        errors[first_error..].sort_by_key(|error| error.line);
+        warnings.sort_by_key(|warning| warning.line);
+        set.warnings
+            .extend(warnings.iter().map(ToString::to_string));
     }
     if errors.is_empty() {
         set.index();
@@ -287,6 +304,8 @@ pub fn load_files(paths: &[PathBuf], options: &LoadOptions) -> Result<RuleSet, V
 struct FileContext<'a> {
     path: &'a Path,
     errors: &'a mut Vec<LoadError>,
+    /// Things that load but will not work as written, with the same shape as errors.
+    warnings: &'a mut Vec<LoadError>,
     /// Offsets of every newline, so a line number is a binary search rather than a count
     /// from the start of the file each time.
     newlines: Vec<usize>,
@@ -300,6 +319,16 @@ impl FileContext<'_> {
     fn error(&mut self, offset: Option<usize>, context: &str, message: impl Into<String>) {
         let line = offset.map(|o| self.line(o));
         self.errors.push(LoadError {
+            file: self.path.to_path_buf(),
+            line,
+            context: context.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, offset: usize, context: &str, message: impl Into<String>) {
+        let line = Some(self.line(offset));
+        self.warnings.push(LoadError {
             file: self.path.to_path_buf(),
             line,
             context: context.to_owned(),
@@ -369,6 +398,7 @@ fn load_file(
     set: &mut RuleSet,
     names: &mut HashSet<String>,
     errors: &mut Vec<LoadError>,
+    warnings: &mut Vec<LoadError>,
 ) {
     let newlines = text
         .bytes()
@@ -379,6 +409,7 @@ fn load_file(
     let mut file = FileContext {
         path,
         errors,
+        warnings,
         newlines,
     };
     let document = match DeTable::parse(text) {
@@ -500,9 +531,7 @@ fn load_file(
     }
     let mut probes = BTreeMap::new();
     for (offset, name, raw) in raw_probes {
-        if let Some(mut definition) =
-            compile_probe(&mut file, offset, &name, raw, options, &mut set.warnings)
-        {
+        if let Some(mut definition) = compile_probe(&mut file, offset, &name, raw, options) {
             definition.key = format!("{runbook}/{name}");
             probes.insert(name, definition);
         }
@@ -516,12 +545,14 @@ fn load_file(
         if let Some(namespace) = spec.literal_namespace()
             && !options.namespaces.iter().any(|n| n == namespace)
         {
-            set.warnings.push(format!(
-                "{}:{}: action {name}: namespace {namespace:?} is not in kubernetes.namespaces; \
-                 the action will be refused until it is",
-                path.display(),
-                file.line(offset)
-            ));
+            file.warn(
+                offset,
+                &format!("action {name}"),
+                format!(
+                    "namespace {namespace:?} is not in kubernetes.namespaces; the action will \
+                     be refused until it is"
+                ),
+            );
         }
         actions.insert(name, spec);
     }
@@ -535,12 +566,14 @@ fn load_file(
             && super::is_rfc1123_label(namespace)
             && !options.namespaces.iter().any(|n| n == namespace)
         {
-            set.warnings.push(format!(
-                "{}:{}: collector {name}: namespace {namespace:?} is not in \
-                 kubernetes.namespaces; the collector will be refused until it is",
-                path.display(),
-                file.line(offset)
-            ));
+            file.warn(
+                offset,
+                &format!("collector {name}"),
+                format!(
+                    "namespace {namespace:?} is not in kubernetes.namespaces; the collector \
+                     will be refused until it is"
+                ),
+            );
         }
         collectors.insert(name, spec);
     }
@@ -645,7 +678,6 @@ fn compile_probe(
     name: &str,
     raw: RawProbe,
     options: &LoadOptions,
-    warnings: &mut Vec<String>,
 ) -> Option<ProbeDef> {
     let context = format!("probe {name}");
     let (request, timeout, cache) = match raw {
@@ -732,12 +764,14 @@ fn compile_probe(
                 file.error(Some(offset), &context, error);
             }
             if Template::is_literal(&namespace) && !options.namespaces.contains(&namespace) {
-                warnings.push(format!(
-                    "{}:{}: {context}: namespace {namespace:?} is not in kubernetes.namespaces; \
-                     the probe will fail (and its rules take on_probe_failure) until it is",
-                    file.path.display(),
-                    file.line(offset)
-                ));
+                file.warn(
+                    offset,
+                    &context,
+                    format!(
+                        "namespace {namespace:?} is not in kubernetes.namespaces; the probe \
+                         will fail (and its rules take on_probe_failure) until it is"
+                    ),
+                );
             }
             (
                 ProbeRequest::Kubernetes {

@@ -193,7 +193,8 @@ pub struct RuleSet {
     pub severities: SeveritiesConfig,
     /// Where the set was loaded from (the rules directory or the last-good copy).
     pub source: PathBuf,
-    /// Things that load but will not work as written (a namespace outside the allowlist).
+    /// Things that load but will not work as written (a namespace outside the allowlist),
+    /// as `file:line: context: message`, in file then line order.
     pub warnings: Vec<String>,
     /// Rules with an `alertname="X"` matcher, by X, and the rules without one; both in rule
     /// order. Classification only looks at the rules an alert's name can reach.

@@ -855,14 +855,52 @@ url = "https://{{ labels.host }}/status"
         "a.toml:50: collector ../escape: a collector name must be",
         "a.toml:54: collector host: url \"https://{{ labels.host }}/status\": the host must be written out",
     ];
-    for want in expected {
+    assert_eq!(errors.len(), expected.len(), "{}", errors.join("\n"));
+    // In the order the file reads, line 8 before line 14 (not as text, "14" < "8").
+    for (error, want) in errors.iter().zip(expected) {
         assert!(
-            errors.iter().any(|e| e.starts_with(want)),
-            "missing {want:?} in\n{}",
+            error.starts_with(want),
+            "expected {want:?}, got {error:?} in\n{}",
             errors.join("\n")
         );
     }
-    assert_eq!(errors.len(), expected.len(), "{}", errors.join("\n"));
+}
+
+#[test]
+fn warnings_come_in_file_then_line_order() {
+    // Found probes first, then actions, then collectors; written the other way round.
+    let first = "[[rule]]\nname = \"a\"\nmatchers = ['alertname=\"A\"']\nseverity = \"P3\"\n\n\
+                 [collector.events]\nkind = \"kubernetes_events\"\nnamespace = \"payments\"\n\
+                 selector = \"app=a\"\n\n\
+                 [action.restart]\nkind = \"kubernetes.rollout_restart\"\n\
+                 namespace = \"payments\"\nworkload = \"deployment/x\"\n\n\
+                 [probe.pods]\nkind = \"kubernetes\"\nnamespace = \"payments\"\n\
+                 workload = \"deployment/x\"\n";
+    let second = "\n[probe.pods]\nkind = \"kubernetes\"\nnamespace = \"billing\"\n\
+                  workload = \"deployment/y\"\n";
+    let set = load(&[("a.toml", first), ("b.toml", second)]).unwrap();
+    let places: Vec<String> = set
+        .warnings
+        .iter()
+        .map(|warning| {
+            let (path, rest) = warning.split_once(':').unwrap();
+            let file = std::path::Path::new(path).file_name().unwrap();
+            let (line, rest) = rest.split_once(": ").unwrap();
+            let context = rest.split(": ").next().unwrap();
+            format!("{}:{line}: {context}", file.to_string_lossy())
+        })
+        .collect();
+    assert_eq!(
+        places,
+        [
+            "a.toml:6: collector events",
+            "a.toml:11: action restart",
+            "a.toml:16: probe pods",
+            "b.toml:2: probe pods",
+        ],
+        "{:#?}",
+        set.warnings
+    );
 }
 
 #[test]
