@@ -1496,7 +1496,11 @@ fn store_stays_failing(
 fn cap_store(setup: &Setup, config: &str, max_bytes: u64) {
     let response = setup.reload_with(config, &format!("[store]\nmax_size_bytes = {max_bytes}\n"));
     assert_eq!(response.status, 200, "{}", response.body);
-    let applied = format!("store size cap applied max_bytes={max_bytes} ");
+    let applied = if max_bytes == 0 {
+        "store size not capped max_bytes=0".to_owned()
+    } else {
+        format!("store size cap applied max_bytes={max_bytes} ")
+    };
     let count = |log: &str| log.matches(&applied).count();
     let before = count(&setup.daemon.log());
     let seen = wait_for(Duration::from_secs(10), || {

@@ -1170,11 +1170,13 @@ impl Writer {
                     row.get(0)
                 })?;
         if max_bytes == 0 {
-            tracing::debug!("store size: no cap (store.max_size_bytes = 0)");
+            tracing::info!(max_bytes, "store size not capped");
         } else {
             tracing::info!(
                 max_bytes,
-                "store size capped at {max_bytes} bytes ({applied} pages of {page_size} bytes)"
+                pages = applied,
+                page_size,
+                "store size cap applied"
             );
         }
         Ok(())
