@@ -985,3 +985,215 @@ fn package_installs_binary_unit_config_and_runbooks() {
         "{text}"
     );
 }
+
+/// The daemon's and the operators' ids in `operators_in_the_state_directory_group_read_*`:
+/// spare numeric ids with no account, so the test needs no `/etc/passwd` entry.
+const DAEMON_ID: u32 = 64123;
+const OPERATOR_ID: u32 = 64124;
+const OUTSIDER_ID: u32 = 64125;
+
+/// `nightshift` (or any program) run through `setpriv` as `uid`, with `uid` as its group and
+/// `group` as its only supplementary group.
+fn as_user(uid: u32, group: Option<u32>, program: &str) -> std::process::Command {
+    let mut command = std::process::Command::new("setpriv");
+    command.arg(format!("--reuid={uid}"));
+    command.arg(format!("--regid={uid}"));
+    match group {
+        Some(group) => command.arg(format!("--groups={group}")),
+        None => command.arg("--clear-groups"),
+    };
+    command.arg(program);
+    command
+}
+
+/// A daemon started by hand as another user; killed if the test ends without stopping it.
+struct AsUserDaemon(Option<std::process::Child>);
+
+impl AsUserDaemon {
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.0.take().expect("running");
+        // SAFETY: signalling our own child process (setpriv exec'd nightshift in place).
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let status = wait_for(Duration::from_secs(15), || child.try_wait().ok().flatten());
+        status.unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("nightshift did not stop after SIGTERM");
+        })
+    }
+}
+
+impl Drop for AsUserDaemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn operators_in_the_state_directory_group_read_the_store_running_or_stopped() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid only reads this process's credentials.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipped: running the daemon and the CLI as other users needs root");
+        return;
+    }
+    let binary = env!("CARGO_BIN_EXE_nightshift");
+    let mode = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    // Everything the daemon and the operators read lives under a directory all may enter.
+    let root = tempfile::tempdir().unwrap();
+    mode(root.path(), 0o755);
+    let config = root.path().join("nightshift.toml");
+    std::fs::write(&config, "").unwrap();
+    mode(&config, 0o644);
+    let rules = root.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    mode(&rules, 0o755);
+    let rule = rules.join("placeholder.toml");
+    std::fs::write(
+        &rule,
+        "[[rule]]\nname = \"placeholder\"\n\
+         matchers = ['alertname=\"__matches_nothing__\"']\nseverity = \"P4\"\n",
+    )
+    .unwrap();
+    mode(&rule, 0o644);
+    // The state directory as the package's tmpfiles entry makes it: the daemon's, 0750.
+    let state = root.path().join("var");
+    std::fs::create_dir(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(DAEMON_ID), Some(DAEMON_ID)).unwrap();
+    mode(&state, 0o750);
+    let env = [
+        ("NIGHTSHIFT_SERVER__LISTEN", "127.0.0.1:0".to_owned()),
+        ("NIGHTSHIFT_STORE__DIR", state.display().to_string()),
+        ("NIGHTSHIFT_RULES__DIR", rules.display().to_string()),
+        ("NIGHTSHIFT_SERVER__SHUTDOWN_TIMEOUT", "5s".to_owned()),
+    ];
+
+    let log_path = root.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = as_user(DAEMON_ID, None, binary)
+        .args(["run", "--config"])
+        .arg(&config)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("setpriv");
+    let mut daemon = AsUserDaemon(Some(child));
+    let daemon_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let base = wait_for(Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(state.join("nightshift.addr")).ok()?;
+        text.ends_with('\n').then(|| text.trim().to_owned())
+    })
+    .unwrap_or_else(|| panic!("nightshift did not start:\n{}", daemon_log()));
+    let credential = |role: &str| {
+        std::fs::read_to_string(state.join("credentials").join(role))
+            .ok()
+            .map(|text| text.trim().to_owned())
+    };
+    http_client::remember(
+        base.trim_start_matches("http://"),
+        http_client::Tokens {
+            ingest: credential("ingest"),
+            read: credential("read"),
+            admin: credential("admin"),
+        },
+    );
+    let body = webhook(
+        "GroupRead",
+        &[("GroupRead", "db-1", "firing", "2026-11-28T03:00:00Z")],
+        0,
+    );
+    let response = client().post(&format!("{base}/webhook"), &[JSON], body.as_bytes());
+    assert_eq!(response.status, 200, "{}", daemon_log());
+    let id = wait_for(Duration::from_secs(20), || {
+        let list = client()
+            .get(&format!("{base}/api/v1/incidents"), &[])
+            .json();
+        list["incidents"].as_array()?.first()?["id"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .expect("an incident");
+
+    let cli = |uid: u32, group: Option<u32>, args: &[&str]| {
+        as_user(uid, group, binary)
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("setpriv")
+    };
+    let operator_reads = |when: &str| {
+        let reads: [&[&str]; 4] = [
+            &["incidents", "list"],
+            &["incidents", "show", &id],
+            &["bundles", "list"],
+            &["report", "--since", "2000days"],
+        ];
+        for args in reads {
+            let output = cli(OPERATOR_ID, Some(DAEMON_ID), args);
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success(),
+                "{args:?} as an operator, {when}: {}{stdout}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            if args[0] == "incidents" {
+                assert!(stdout.contains(&id), "{args:?}, {when}: {stdout}");
+            }
+        }
+    };
+    let outsider_is_told = |when: &str| {
+        let output = cli(OUTSIDER_ID, None, &["incidents", "list"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{when}: {stderr}");
+        let expected = format!(
+            "cannot read {}: permission denied — are you in the group that owns {} (gid {DAEMON_ID})?",
+            state.join("nightshift.db").display(),
+            state.display()
+        );
+        assert!(stderr.contains(&expected), "{when}: {stderr}");
+    };
+
+    operator_reads("daemon running");
+    outsider_is_told("daemon running");
+    let credentials = as_user(OPERATOR_ID, Some(DAEMON_ID), "cat")
+        .arg(state.join("credentials").join("admin"))
+        .output()
+        .unwrap();
+    assert!(!credentials.status.success());
+    assert!(
+        String::from_utf8_lossy(&credentials.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&credentials.stderr)
+    );
+
+    let status = daemon.terminate();
+    assert!(status.success(), "{status}:\n{}", daemon_log());
+    // The daemon kept the write-ahead log's files, which operators cannot create.
+    assert!(state.join("nightshift.db-shm").exists());
+    assert!(state.join("nightshift.db-wal").exists());
+    operator_reads("daemon stopped");
+    outsider_is_told("daemon stopped");
+
+    // A store last closed by an older nightshift has neither file: its SQLite checkpointed
+    // and deleted them, as a plain connection closing last does. Still readable by the group.
+    let plain = rusqlite::Connection::open(state.join("nightshift.db")).unwrap();
+    let _: i64 = plain
+        .query_row("SELECT count(*) FROM episodes", [], |row| row.get(0))
+        .unwrap();
+    plain.close().unwrap();
+    assert!(!state.join("nightshift.db-shm").exists());
+    assert!(!state.join("nightshift.db-wal").exists());
+    operator_reads("daemon stopped, no -wal and -shm");
+}

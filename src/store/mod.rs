@@ -4,10 +4,13 @@
 //! bounded queue; the writer commits everything queued in one transaction (group commit) and
 //! answers each request only after that commit is on disk (WAL, `synchronous=FULL`). Between
 //! commits it reconciles stored notifications into episode transitions and does maintenance.
-//! Readers (API, CLI) open their own read-only connections; WAL lets them run beside the writer.
+//! Readers (API, CLI) open their own read-only connections; WAL lets them run beside the writer,
+//! and `access` lets an operator who may only read the state directory open one, the daemon
+//! running or stopped.
 //!
 //! Invariant: an `Ok` from [`Store::try_submit`]'s receiver means the notification is durable.
 
+mod access;
 mod bundles;
 mod paging;
 mod reader;
@@ -51,6 +54,27 @@ pub enum StoreError {
     Stopped,
     #[error("store: {0}")]
     Corrupt(String),
+    /// The reader may not read a store file: the one way an operator outside the state
+    /// directory's group fails, told in words that say what to do.
+    #[error(
+        "cannot read {}: permission denied — are you in the group that owns {} ({group})?",
+        path.display(),
+        dir.display()
+    )]
+    PermissionDenied {
+        path: PathBuf,
+        dir: PathBuf,
+        group: String,
+    },
+    /// A reader that may not create `-shm` cannot read the store without it.
+    #[error(
+        "store: {} is missing and this user may not create it; nightshift is running or {} \
+         holds commits, so the store cannot be read without it: run this as root or as \
+         nightshift's user",
+        shm.display(),
+        wal.display()
+    )]
+    NoSharedMemory { shm: PathBuf, wal: PathBuf },
 }
 
 impl StoreError {
@@ -60,6 +84,8 @@ impl StoreError {
             StoreError::StateDir { .. } => "state_dir",
             StoreError::Stopped => "stopped",
             StoreError::Corrupt(_) => "corrupt",
+            StoreError::PermissionDenied { .. } => "permission_denied",
+            StoreError::NoSharedMemory { .. } => "no_shared_memory",
         }
     }
 }
@@ -354,6 +380,18 @@ fn connect(path: &Path, read_only: bool) -> Result<Connection, rusqlite::Error> 
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let connection = Connection::open_with_flags(path, flags)?;
+    if !read_only {
+        // Keep `-wal` and `-shm` when the last connection closes instead of letting SQLite
+        // delete them: a reader who may not write the state directory (an operator in its
+        // group) cannot create `-shm` again, and SQLite needs it to read a WAL database
+        // read-only. `journal_size_limit` alone would not do: it bounds the log, it still
+        // deletes both files at close.
+        let mut persist: std::ffi::c_int = 1;
+        connection.file_control(
+            Some("main"),
+            rusqlite::FileControl::PersistWal(&mut persist),
+        )?;
+    }
     // Wait briefly instead of failing when the writer holds a lock (checkpoints).
     connection.busy_timeout(Duration::from_secs(5))?;
     Ok(connection)

@@ -5,7 +5,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use super::{StoreError, connect};
+use super::StoreError;
 use crate::clock::{Millis, millis_to_datetime};
 use crate::paging::PageState;
 use crate::reconcile::EpisodeStatus;
@@ -158,15 +158,11 @@ impl Reader {
         Ok(unpaged)
     }
 
+    /// A read-only connection; works for anyone who may read the state directory's files,
+    /// whether or not the daemon runs (see `access`).
     pub fn open(database: &Path) -> Result<Reader, StoreError> {
-        if !database.exists() {
-            return Err(StoreError::Corrupt(format!(
-                "no store at {} (has nightshift run with this state directory?)",
-                database.display()
-            )));
-        }
         Ok(Reader {
-            connection: connect(database, true)?,
+            connection: super::access::open_read_only(database)?,
         })
     }
 
