@@ -364,7 +364,8 @@ fn the_vastai_5xx_bundle_holds_the_evidence_and_a_useful_postmortem() {
     );
     let shown = setup.daemon.cli(&["bundles", "show", &id]);
     assert!(
-        String::from_utf8_lossy(&shown.stdout).contains("\"collectors\""),
+        // JSON (`"collectors": [...]`) or the table (`collectors:`): the manifest was read.
+        String::from_utf8_lossy(&shown.stdout).contains("collectors"),
         "{shown:?}"
     );
 
@@ -584,7 +585,8 @@ fn a_crash_while_bundles_are_written_leaves_no_partial_archive_and_the_work_resu
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             assert!(name.ends_with(".tar.gz"), "left over: {name}");
-            untar(&std::fs::read(&path).unwrap());
+            let (folder, _) = untar_with_folder(&std::fs::read(&path).unwrap());
+            assert_eq!(folder, name.trim_end_matches(".tar.gz"));
             archives += 1;
         }
     }
@@ -641,5 +643,64 @@ fn retention_deletes_closed_incidents_bundles_never_open_ones() {
     assert!(
         metrics.contains("nightshift_bundles_deleted_total 1"),
         "{metrics}"
+    );
+}
+
+#[test]
+fn a_bundle_unpacks_into_one_folder_named_after_its_incident() {
+    let setup = setup("");
+    post(&setup, &payload("vastai-server-errors.json"));
+    let id = only_incident(&setup);
+    bundle(&setup, &id, "initial");
+    let response = read_get(&setup, &format!("/api/v1/incidents/{id}/bundle"));
+    assert_eq!(response.status, 200);
+    let scratch = tempfile::tempdir().unwrap();
+    let archive = scratch.path().join("bundle.tar.gz");
+    std::fs::write(&archive, response.body_bytes()).unwrap();
+
+    // What `tar -tzf` lists: the folder, then everything under it.
+    let listed = std::process::Command::new("tar")
+        .arg("-tzf")
+        .arg(&archive)
+        .output()
+        .expect("tar");
+    assert!(listed.status.success(), "{listed:?}");
+    let names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(names.len() > 2, "{names:?}");
+    assert_eq!(names[0], format!("{id}/"));
+    for name in &names {
+        assert!(name.starts_with(&format!("{id}/")), "{name} in {names:?}");
+    }
+    assert!(names.contains(&format!("{id}/manifest.json")), "{names:?}");
+
+    // Unpacked by the real tar into an empty directory: exactly one folder, the incident's.
+    let into = scratch.path().join("unpacked");
+    std::fs::create_dir(&into).unwrap();
+    let unpacked = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&into)
+        .output()
+        .expect("tar");
+    assert!(unpacked.status.success(), "{unpacked:?}");
+    let top: Vec<_> = std::fs::read_dir(&into)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(top, std::slice::from_ref(&id));
+    assert!(into.join(&id).is_dir());
+    assert!(into.join(&id).join("manifest.json").is_file());
+
+    // The CLI reads the manifest inside the folder.
+    let shown = setup.daemon.cli(&["bundles", "show", &id]);
+    let stdout = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success(), "{shown:?}");
+    assert!(
+        stdout.contains(&id) && stdout.contains("alert.json"),
+        "{shown:?}"
     );
 }

@@ -204,17 +204,10 @@ fn a_bundle_holds_a_real_series_from_a_real_prometheus() {
             &[],
         );
         (response.status == 200).then(|| {
-            let mut archive =
-                tar::Archive::new(flate2::read::GzDecoder::new(response.body_bytes()));
-            let mut files = std::collections::BTreeMap::new();
-            for entry in archive.entries().unwrap() {
-                let mut entry = entry.unwrap();
-                let name = entry.path().unwrap().to_string_lossy().into_owned();
-                let mut text = String::new();
-                std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
-                files.insert(name, text);
-            }
-            files
+            untar(response.body_bytes())
+                .into_iter()
+                .map(|(name, bytes)| (name, String::from_utf8(bytes).unwrap()))
+                .collect::<std::collections::BTreeMap<_, _>>()
         })
     })
     .unwrap_or_else(|| panic!("no bundle:\n{}", daemon.log()));

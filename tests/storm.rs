@@ -1268,7 +1268,8 @@ fn check_bundle_files(state_dir: &Path) -> (usize, Vec<String>, usize) {
                     let entry_name = entry.path()?.to_string_lossy().into_owned();
                     let mut content = Vec::new();
                     entry.read_to_end(&mut content)?;
-                    if entry_name == "manifest.json" {
+                    // Every entry lives in the incident's folder.
+                    if entry_name.split_once('/').map(|(_, rest)| rest) == Some("manifest.json") {
                         manifest = Some(content);
                     }
                 }

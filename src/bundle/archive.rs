@@ -3,6 +3,11 @@
 //! final name. Leftover temporary files from a crash are removed at start. Modes are set
 //! explicitly, whatever the process's umask: directories [`DIR_MODE`], archives
 //! [`FILE_MODE`], so the service's group (operators) can read bundles and nobody else can.
+//!
+//! Every entry lives under one top folder named after the archive (`<incident>.tar.gz` holds
+//! `<incident>/manifest.json`, ...), so unpacking a bundle makes one folder, not a heap of
+//! files. Readers see names inside that folder, and read archives written before it existed
+//! (entries at the top level) the same way.
 
 use std::fs::{OpenOptions, Permissions};
 use std::io::{Read, Write};
@@ -46,13 +51,22 @@ pub fn write_atomic(path: &Path, files: &[(String, Vec<u8>)], mtime: u64) -> std
         // logs and Markdown level 1 costs a little size for a fraction of level 6's CPU.
         let encoder = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
         let mut builder = tar::Builder::new(encoder);
+        let folder = folder_name(name);
+        // The folder's own entry comes first: it gives the folder a mode when unpacked, and
+        // tells `read` the archive has one.
+        let mut header = tar::Header::new_gnu();
+        header.set_size(0);
+        header.set_mode(0o755);
+        header.set_mtime(mtime);
+        header.set_entry_type(tar::EntryType::Directory);
+        builder.append_data(&mut header, format!("{folder}/"), std::io::empty())?;
         for (inner, bytes) in files {
             let mut header = tar::Header::new_gnu();
             header.set_size(bytes.len() as u64);
             header.set_mode(0o644);
             header.set_mtime(mtime);
             header.set_entry_type(tar::EntryType::Regular);
-            builder.append_data(&mut header, inner, bytes.as_slice())?;
+            builder.append_data(&mut header, format!("{folder}/{inner}"), bytes.as_slice())?;
         }
         let encoder = builder.into_inner()?;
         let mut file = encoder.finish()?;
@@ -70,14 +84,46 @@ pub fn write_atomic(path: &Path, files: &[(String, Vec<u8>)], mtime: u64) -> std
     Ok(std::fs::metadata(path)?.len())
 }
 
-/// Every file of an archive, in order.
+/// The top folder of the archive named `file_name`: the name without `.tar.gz` (the
+/// incident's id, already safe for a path), with anything else made safe all the same.
+fn folder_name(file_name: &str) -> String {
+    let stem = file_name.strip_suffix(".tar.gz").unwrap_or(file_name);
+    let safe: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if safe.is_empty() || safe.chars().all(|c| c == '.') {
+        "bundle".to_owned()
+    } else {
+        safe
+    }
+}
+
+/// Every file of an archive, in order, named inside its top folder (`manifest.json`, not
+/// `<incident>/manifest.json`); archives written before the folder read the same.
 pub fn read(path: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
     let file = std::fs::File::open(path)?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut files = Vec::new();
-    for entry in archive.entries()? {
+    // Set by a leading directory entry: the folder every other entry is under.
+    let mut folder: Option<String> = None;
+    for (index, entry) in archive.entries()?.enumerate() {
         let mut entry = entry?;
         let name = entry.path()?.to_string_lossy().into_owned();
+        if index == 0 && entry.header().entry_type() == tar::EntryType::Directory {
+            folder = Some(format!("{}/", name.trim_end_matches('/')));
+            continue;
+        }
+        let name = match folder.as_deref().and_then(|f| name.strip_prefix(f)) {
+            Some(inner) => inner.to_owned(),
+            None => name,
+        };
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes)?;
         files.push((name, bytes));
@@ -149,6 +195,65 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn entries_live_in_one_folder_named_after_the_incident() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir
+            .path()
+            .join("2026-11-28/c626d2275ab0f610-20260822T140311.482Z.tar.gz");
+        let files = vec![
+            ("manifest.json".to_owned(), b"{}".to_vec()),
+            ("collectors/logs/app.log".to_owned(), b"line".to_vec()),
+        ];
+        write_atomic(&path, &files, 0).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "c626d2275ab0f610-20260822T140311.482Z/",
+                "c626d2275ab0f610-20260822T140311.482Z/manifest.json",
+                "c626d2275ab0f610-20260822T140311.482Z/collectors/logs/app.log",
+            ]
+        );
+        assert_eq!(read(&path).unwrap(), files);
+    }
+
+    #[test]
+    fn archives_from_before_the_folder_are_read_as_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.tar.gz");
+        let file = std::fs::File::create(&path).unwrap();
+        let encoder = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+        let mut builder = tar::Builder::new(encoder);
+        for (name, bytes) in [("manifest.json", &b"{}"[..]), ("collectors/a/b.log", b"x")] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            builder.append_data(&mut header, name, bytes).unwrap();
+        }
+        builder.into_inner().unwrap().finish().unwrap();
+        assert_eq!(
+            read_one(&path, "manifest.json").unwrap(),
+            Some(b"{}".to_vec())
+        );
+        assert_eq!(read(&path).unwrap()[1].0, "collectors/a/b.log");
+    }
+
+    #[test]
+    fn folder_names_are_safe_for_a_path() {
+        assert_eq!(folder_name("abc-1.tar.gz"), "abc-1");
+        assert_eq!(folder_name("a/../b c.tar.gz"), "a_.._b_c");
+        assert_eq!(folder_name("...tar.gz"), "bundle");
+        assert_eq!(folder_name(".tar.gz"), "bundle");
     }
 
     #[test]

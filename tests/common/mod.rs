@@ -274,19 +274,40 @@ impl Drop for Daemon {
 }
 
 /// A blocking HTTP client for tests; every call has a timeout.
-/// A bundle's files (a `tar.gz` as downloaded), by path.
+/// A bundle's files (a `tar.gz` as downloaded), by path inside the one folder every entry
+/// lives in (named after the incident); a file outside it fails the test.
 pub fn untar(bytes: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    untar_with_folder(bytes).1
+}
+
+/// The folder a bundle's entries live in, and its files by path inside it.
+pub fn untar_with_folder(bytes: &[u8]) -> (String, std::collections::BTreeMap<String, Vec<u8>>) {
     use std::io::Read;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
     let mut files = std::collections::BTreeMap::new();
+    let mut folder: Option<String> = None;
     for entry in archive.entries().expect("a tar.gz") {
         let mut entry = entry.expect("an entry");
         let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let (top, rest) = name.split_once('/').unwrap_or((name.as_str(), ""));
+        let top = top.to_owned();
+        let rest = rest.to_owned();
+        match &folder {
+            None => folder = Some(top),
+            Some(seen) => assert_eq!(seen, &top, "{name} is outside the bundle's folder"),
+        }
+        if rest.is_empty() {
+            assert!(
+                entry.header().entry_type().is_dir(),
+                "{name} is not in a folder"
+            );
+            continue;
+        }
         let mut content = Vec::new();
         entry.read_to_end(&mut content).unwrap();
-        files.insert(name, content);
+        files.insert(rest, content);
     }
-    files
+    (folder.expect("an empty archive"), files)
 }
 
 /// Stop a helper process (Alertmanager, Prometheus): SIGTERM, up to 5 s to exit, then SIGKILL.
