@@ -1,5 +1,12 @@
 //! explain: what nightshift would do with a webhook payload, with no side effects. Probes run
 //! live unless a result is given with `--probe NAME=JSON`; actions are rendered, never run.
+//! Beside what the rules ask for, it says what the running configuration would make of it
+//! (`effective`): dry-run, shadow or refused actions, and where the page would go. The payload
+//! is a webhook body, a bundle's `alert.json`, or `nightshift incidents show ID --json`
+//! (`payload`).
+
+mod effective;
+mod payload;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,13 +17,22 @@ use anyhow::Context as _;
 use crate::bundle::request::CollectorRequest;
 use crate::config;
 use crate::decide::{self, GivenProbes};
-use crate::ingest::webhook;
 use crate::probes::{ProbeSettings, Prober, kubernetes::ClientSlot};
 use crate::rules::{self, AlertInput, Decision, LoadOptions, RuleSet};
 
 /// A decision's bundle plan: the rendered collectors, and those that could not be rendered
 /// (name, why).
 type Plan = Vec<Result<CollectorRequest, (String, String)>>;
+
+/// One alert explained: the decision, its bundle plan, and what the configuration makes of it.
+struct Explained {
+    input: AlertInput,
+    decision: Decision,
+    plan: Plan,
+    /// One per `decision.actions`, in order.
+    actions: Vec<effective::ActionEffect>,
+    page: effective::PageEffect,
+}
 
 pub fn run(
     config_path: Option<PathBuf>,
@@ -40,12 +56,10 @@ pub fn run(
     };
     let body =
         std::fs::read(payload).with_context(|| format!("cannot read {}", payload.display()))?;
-    let notification = webhook::parse(&body).map_err(|error| {
-        anyhow::anyhow!(
-            "{}: not a valid webhook payload: {error}",
-            payload.display()
-        )
-    })?;
+    let (shape, notification) =
+        payload::read(&body).map_err(|error| anyhow::anyhow!("{}: {error}", payload.display()))?;
+    let effective = effective::Effective::from_config(&config)
+        .map_err(|error| anyhow::anyhow!("cannot read the paging configuration: {error}"))?;
     let given = given_probes(&set, probe_args)?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let prober = Prober::with_http(
@@ -76,12 +90,32 @@ pub fn run(
         let decision = runtime.block_on(decide::decide(&set, &input, &prober, &given));
         // The bundle plan as if the incident opened now.
         let plan = set.collector_requests(&decision, &input, chrono::Utc::now().timestamp_millis());
-        explained.push((input, decision, plan));
+        let actions: Vec<effective::ActionEffect> = decision
+            .actions
+            .iter()
+            .map(|chosen| effective.action(&set, &input.incident_id, chosen))
+            .collect();
+        let page = effective.page(&set, &decision);
+        explained.push(Explained {
+            input,
+            decision,
+            plan,
+            actions,
+            page,
+        });
     }
+    let (mode, mode_note) = effective.mode();
     if json {
         let out: Vec<serde_json::Value> = explained
             .iter()
-            .map(|(input, decision, plan)| {
+            .map(|explained| {
+                let Explained {
+                    input,
+                    decision,
+                    plan,
+                    actions,
+                    page,
+                } = explained;
                 let bundle: Vec<&CollectorRequest> =
                     plan.iter().filter_map(|r| r.as_ref().ok()).collect();
                 let errors: Vec<serde_json::Value> = plan
@@ -96,13 +130,36 @@ pub fn run(
                     "given_probes": given.keys().collect::<Vec<_>>(),
                     "bundle": bundle,
                     "bundle_errors": errors,
+                    "payload_shape": shape,
+                    "effective": {
+                        "mode": mode,
+                        "mode_note": mode_note,
+                        "actions": decision.actions.iter().zip(actions).map(|(chosen, effect)| {
+                            serde_json::json!({
+                                "name": chosen.name,
+                                "rule": chosen.rule,
+                                "kind": chosen.kind,
+                                "effective": effect,
+                            })
+                        }).collect::<Vec<_>>(),
+                        "page": {"effective": page},
+                    },
                 })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        for (input, decision, plan) in &explained {
-            print!("{}", render(&set, input, decision, plan, &given));
+        println!("payload   {} ({})", payload.display(), shape.describe());
+        let mode = match (mode, mode_note) {
+            (crate::governor::Mode::Enforce, _) => {
+                "enforce: actions the governor allows are carried out".to_owned()
+            }
+            (crate::governor::Mode::DryRun, Some(note)) => format!("dry-run ({note})"),
+            (crate::governor::Mode::DryRun, None) => "dry-run: nothing is changed".to_owned(),
+        };
+        println!("mode      {mode}\n");
+        for explained in &explained {
+            print!("{}", render(&set, explained, &given));
         }
     }
     Ok(0)
@@ -136,13 +193,14 @@ fn given_probes(set: &RuleSet, args: &[String]) -> anyhow::Result<GivenProbes> {
     Ok(given)
 }
 
-fn render(
-    set: &RuleSet,
-    input: &AlertInput,
-    decision: &Decision,
-    plan: &Plan,
-    given: &GivenProbes,
-) -> String {
+fn render(set: &RuleSet, explained: &Explained, given: &GivenProbes) -> String {
+    let Explained {
+        input,
+        decision,
+        plan,
+        actions,
+        page: page_effect,
+    } = explained;
     let mut out = String::new();
     let labels: Vec<String> = input
         .labels
@@ -215,12 +273,13 @@ fn render(
     if decision.actions.is_empty() {
         let _ = writeln!(out, "  actions   none");
     }
-    for action in &decision.actions {
+    for (action, effect) in decision.actions.iter().zip(actions) {
         let _ = writeln!(
             out,
             "  action    {} ({}): {}",
             action.name, action.kind, action.rendered
         );
+        let _ = writeln!(out, "    effective {}", effect.sentence);
     }
     if !decision.note.is_empty() {
         let _ = writeln!(out, "  note      {}", decision.note);
@@ -236,6 +295,7 @@ fn render(
         page.policy,
         page.respond_within
     );
+    let _ = writeln!(out, "    effective {}", page_effect.sentence);
     render_plan(&mut out, plan);
     out.push('\n');
     out

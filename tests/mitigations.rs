@@ -844,3 +844,207 @@ fn an_action_planned_but_never_started_before_a_crash_does_not_block_its_target(
         .unwrap();
     assert_eq!(state, "failed", "recorded as never run");
 }
+
+/// `explain` on the Vast.ai payload (status probe given: the provider-outage branch and its
+/// set_env action) under `config`, as text and as JSON.
+fn explain_under(config: &str) -> (String, serde_json::Value) {
+    let daemon = Daemon::prepare(config, &[]);
+    std::fs::create_dir_all(daemon.path("rules")).unwrap();
+    std::fs::copy(
+        Path::new(ROOT).join("rules/vastai.toml"),
+        daemon.path("rules/vastai.toml"),
+    )
+    .unwrap();
+    daemon.write_file("ingest", "e2e-ingest\n");
+    daemon.write_file("pd-primary", "pdroutingkey0123456789abcdef0123\n");
+    let payload = daemon.write_file("payload.json", &unreachable_payload());
+    let run = |json: bool| {
+        let mut args = vec![
+            "explain",
+            "--payload",
+            payload.to_str().unwrap(),
+            "--probe",
+            r#"status={"indicator":"major","description":"Major outage"}"#,
+        ];
+        if json {
+            args.push("--json");
+        }
+        let output = daemon.cli(&args);
+        assert!(output.status.success(), "{config}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let text = run(false);
+    let json = serde_json::from_str(&run(true)).unwrap();
+    (text, json)
+}
+
+#[test]
+fn explain_says_what_the_running_configuration_would_do() {
+    const RULES: &str = "[rules]\ndir = \"{dir}/rules\"\n";
+    const AUTH: &str = "[auth]\ningest_token_file = \"{dir}/ingest\"\n";
+    const ROUTED: &str = "[pagerduty]\nrouting_keys = { primary = \"{dir}/pd-primary\" }\ndefault_routing_key = \"primary\"\n";
+    // (configuration, action state, words the action line says, page state, words the page says)
+    let cases = [
+        (
+            format!("{RULES}[kubernetes]\nnamespaces = [\"vastai\"]\n"),
+            "dry_run",
+            "dry-run: would not run; set [actions] mode = \"enforce\" to act",
+            "no_destination",
+            "no routing key: this page would reach nobody",
+        ),
+        (
+            format!(
+                "{RULES}{AUTH}[actions]\nmode = \"enforce\"\n[kubernetes]\nnamespaces = [\"other\"]\n"
+            ),
+            "refused",
+            "refused: namespace \"vastai\" is not in kubernetes.namespaces",
+            "no_destination",
+            "no routing key: this page would reach nobody",
+        ),
+        (
+            format!(
+                "{RULES}{AUTH}{ROUTED}[actions]\nmode = \"enforce\"\n[kubernetes]\nnamespaces = [\"vastai\"]\n"
+            ),
+            "run",
+            "would run on deployment/vastai/vastai-integration",
+            "pagerduty",
+            "would go to PagerDuty with routing key \"primary\"",
+        ),
+    ];
+    for (config, action_state, action_words, page_state, page_words) in cases {
+        let (text, json) = explain_under(&config);
+        let action_line = text
+            .lines()
+            .skip_while(|line| !line.starts_with("  action    fallback"))
+            .nth(1)
+            .unwrap_or_default();
+        assert!(
+            action_line.starts_with("    effective ") && action_line.contains(action_words),
+            "{config}\n{text}"
+        );
+        let page_line = text
+            .lines()
+            .skip_while(|line| !line.starts_with("  page "))
+            .nth(1)
+            .unwrap_or_default();
+        assert!(page_line.contains(page_words), "{config}\n{text}");
+        let effective = &json[0]["effective"];
+        assert_eq!(effective["actions"][0]["name"], "fallback", "{json:#}");
+        assert_eq!(
+            effective["actions"][0]["effective"]["state"], action_state,
+            "{config}\n{json:#}"
+        );
+        assert_eq!(
+            effective["page"]["effective"]["state"], page_state,
+            "{config}\n{json:#}"
+        );
+        // Only dry-run says nothing changes; only a page with no destination reaches nobody.
+        assert_eq!(
+            text.contains("dry-run"),
+            action_state == "dry_run",
+            "{config}\n{text}"
+        );
+        assert_eq!(
+            text.contains("would reach nobody"),
+            page_state == "no_destination",
+            "{config}\n{text}"
+        );
+        // The routing key is named, never shown.
+        assert!(!text.contains("pdroutingkey0123456789abcdef0123"), "{text}");
+    }
+}
+
+#[test]
+fn explain_reads_a_bundle_alert_json_and_an_incident_as_their_webhook() {
+    let mut daemon = Daemon::prepare(
+        "[rules]\ndir = \"{dir}/rules\"\n[auth]\ningest_token_file = \"{dir}/ingest\"\nread_token_file = \"{dir}/read\"\n",
+        &[],
+    );
+    daemon.write_file("ingest", "e2e-ingest\n");
+    daemon.write_file("read", "e2e-read\n");
+    std::fs::create_dir_all(daemon.path("rules")).unwrap();
+    daemon.write_file(
+        "rules/disk.toml",
+        "[[rule]]\nname = \"disk-full\"\nmatchers = ['alertname=\"DiskFull\"']\nseverity = \"P2\"\n",
+    );
+    daemon.spawn();
+    // One group of two alerts: the bundle's notification holds both, the incident is one.
+    let body = webhook(
+        "g",
+        &[
+            ("DiskFull", "db-1", "firing", "2026-11-28T03:00:00Z"),
+            ("DiskFull", "db-2", "firing", "2026-11-28T03:00:05Z"),
+        ],
+        0,
+    );
+    let response = client().post(
+        &format!("{}/webhook", daemon.base),
+        &[JSON, ("Authorization", TOKEN)],
+        body.as_bytes(),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    let read = |path: &str| {
+        client().get(
+            &format!("{}{path}", daemon.base),
+            &[("Authorization", "Bearer e2e-read")],
+        )
+    };
+    let explain = |payload: &Path| {
+        let output = daemon.cli(&["explain", "--payload", payload.to_str().unwrap(), "--json"]);
+        assert!(output.status.success(), "{output:?}");
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let webhook_path = daemon.write_file("webhook.json", &body);
+    let from_webhook = explain(&webhook_path);
+    assert_eq!(from_webhook.as_array().unwrap().len(), 2);
+    let original = from_webhook
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|alert| alert["labels"]["instance"] == "db-2")
+        .unwrap()
+        .clone();
+    assert_eq!(original["decision"]["page"]["severity"], "P2");
+    let id = original["incident_id"].as_str().unwrap().to_owned();
+    // The bundle's alert.json, as the daemon wrote it.
+    let alert_json = wait_for(Duration::from_secs(60), || {
+        let response = read(&format!("/api/v1/incidents/{id}/bundle"));
+        if response.status != 200 {
+            return None;
+        }
+        untar(response.body_bytes()).remove("alert.json")
+    })
+    .unwrap_or_else(|| panic!("no bundle for {id}:\n{}", daemon.log()));
+    let alert_json = String::from_utf8(alert_json).unwrap();
+    assert!(alert_json.contains("db-1"), "the whole group: {alert_json}");
+    let bundle_path = daemon.write_file("alert.json", &alert_json);
+    // `incidents show --json`, as printed.
+    let show = daemon.cli(&["incidents", "show", &id, "--json"]);
+    assert!(show.status.success(), "{show:?}");
+    let incident_path =
+        daemon.write_file("incident.json", std::str::from_utf8(&show.stdout).unwrap());
+    for (path, shape) in [(bundle_path, "bundle_alert"), (incident_path, "incident")] {
+        let explained = explain(&path);
+        assert_eq!(explained.as_array().unwrap().len(), 1, "{explained:#}");
+        let alert = &explained[0];
+        assert_eq!(alert["payload_shape"], shape);
+        assert_eq!(alert["incident_id"], id.as_str(), "{shape}");
+        assert_eq!(alert["labels"], original["labels"], "{shape}");
+        assert_eq!(
+            alert["decision"]["classification"]["matched"][0]["rule"], "disk-full",
+            "{shape}: {alert:#}"
+        );
+        assert_eq!(
+            alert["decision"]["page"]["severity"], original["decision"]["page"]["severity"],
+            "{shape}"
+        );
+    }
+    // Anything else is refused, naming the three shapes it takes.
+    let other = daemon.write_file("other.json", "{\"incidents\": []}");
+    let output = daemon.cli(&["explain", "--payload", other.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for shape in ["webhook body", "alert.json", "incidents show ID --json"] {
+        assert!(stderr.contains(shape), "{stderr}");
+    }
+}
