@@ -590,3 +590,82 @@ fn reads_beside_a_busy_daemon_never_disturb_it() {
     assert!(all.is_some(), "{}", daemon.log());
     assert!(daemon.try_wait().is_none(), "{}", daemon.log());
 }
+
+/// `check` and `test` give the same outcome as text and as JSON.
+#[test]
+fn check_and_test_answer_in_json_too() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, format!("[rules]\ndir = \"{root}/rules\"\n")).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nightshift"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let text = run(&["check", "--config", good.to_str().unwrap()]);
+    assert!(text.status.success(), "{text:?}");
+    let said = String::from_utf8(text.stdout).unwrap();
+    let json = run(&["check", "--json", "--config", good.to_str().unwrap()]);
+    assert!(json.status.success(), "{json:?}");
+    let outcome: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(outcome["ok"], true, "{outcome}");
+    let rules = outcome["rules"].as_u64().unwrap();
+    let files = outcome["files"].as_u64().unwrap();
+    assert!(rules > 0 && files > 0, "{outcome}");
+    assert!(
+        said.contains(&format!("{rules} rules in {files} files OK")),
+        "{said} / {outcome}"
+    );
+    assert_eq!(
+        outcome["warnings"].as_array().unwrap().len(),
+        String::from_utf8_lossy(&text.stderr)
+            .lines()
+            .filter(|l| l.starts_with("warning: "))
+            .count(),
+        "{outcome}"
+    );
+
+    // A typo: exit 1 either way, the same file:line error in both.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\nlistn = \"127.0.0.1:1\"\n").unwrap();
+    let text = run(&["check", "--config", bad.to_str().unwrap()]);
+    assert_eq!(text.status.code(), Some(1));
+    let json = run(&["check", "--json", "--config", bad.to_str().unwrap()]);
+    assert_eq!(json.status.code(), Some(1));
+    let outcome: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(outcome["ok"], false);
+    let errors: Vec<&str> = outcome["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    let stderr = String::from_utf8(text.stderr).unwrap();
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), errors);
+    assert!(
+        errors[0].starts_with(&format!("{}:2: ", bad.display())),
+        "{errors:?}"
+    );
+
+    // The runbooks' own [[test]] cases: every file passes, as the text says.
+    let rules_dir = format!("{root}/rules");
+    let text = run(&["test", &rules_dir]);
+    assert!(text.status.success(), "{text:?}");
+    let json = run(&["test", "--json", &rules_dir]);
+    assert!(json.status.success(), "{json:?}");
+    let outcome: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(outcome["passed"], true, "{outcome}");
+    let said = String::from_utf8(text.stdout).unwrap();
+    let reports = outcome["files"].as_array().unwrap();
+    assert_eq!(reports.len(), said.matches("SUCCESS (").count(), "{said}");
+    for report in reports {
+        let passed = report["passed"].as_u64().unwrap();
+        assert!(
+            said.contains(&format!("SUCCESS ({passed} tests)")),
+            "{report} / {said}"
+        );
+        assert!(report["failures"].as_array().unwrap().is_empty());
+    }
+}

@@ -44,16 +44,24 @@ pub enum Command {
         /// Check only the configuration file and the files it names, not the rules.
         #[arg(long)]
         config_only: bool,
+        /// Print the outcome as JSON (ok, errors, warnings, rules and files counted) on
+        /// standard output instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the `[[test]]` cases of rule files (default: the configured rules directory).
     Test {
         /// Rule files or directories.
         files: Vec<PathBuf>,
+        /// Print each file's passed count and failures as JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// What would happen to a webhook payload: rule, matchers, probes, branch, actions, page.
     /// No side effects: actions are rendered, not run.
     Explain {
-        /// A webhook body as Alertmanager sends it.
+        /// The alert to explain: a webhook body as Alertmanager sends it, a bundle's
+        /// alert.json, or the output of `incidents show ID --json`.
         #[arg(long)]
         payload: PathBuf,
         /// Use this result instead of running the probe: NAME=JSON, e.g.
@@ -203,8 +211,8 @@ pub fn main() -> i32 {
             env,
         })
         .map(|()| 0),
-        Command::Check { config_only } => Ok(check(cli.config, &env, config_only)),
-        Command::Test { files } => test_rules(cli.config, &env, files),
+        Command::Check { config_only, json } => Ok(check(cli.config, &env, config_only, json)),
+        Command::Test { files, json } => test_rules(cli.config, &env, files, json),
         Command::Explain {
             payload,
             probes,
@@ -257,73 +265,124 @@ pub fn main() -> i32 {
     }
 }
 
-fn check(path: Option<PathBuf>, env: &[(String, String)], config_only: bool) -> i32 {
+/// What `check` found: every error and warning, and what loaded.
+#[derive(Debug, Default, serde::Serialize)]
+struct CheckOutcome {
+    ok: bool,
+    /// The configuration checked: its file, or the built-in defaults.
+    config: String,
+    errors: Vec<String>,
+    warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rules_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rules: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    files: Option<usize>,
+}
+
+fn check(path: Option<PathBuf>, env: &[(String, String)], config_only: bool, json: bool) -> i32 {
+    let outcome = check_outcome(path, env, config_only);
+    if json {
+        match serde_json::to_string_pretty(&outcome) {
+            Ok(text) => println!("{text}"),
+            Err(error) => {
+                eprintln!("nightshift: {error}");
+                return 1;
+            }
+        }
+    } else {
+        for error in &outcome.errors {
+            eprintln!("{error}");
+        }
+        for warning in &outcome.warnings {
+            eprintln!("warning: {warning}");
+        }
+        if outcome.ok {
+            match (&outcome.rules_dir, outcome.rules, outcome.files) {
+                (Some(dir), Some(rules), Some(files)) => println!(
+                    "{}: configuration OK; {}: {rules} rules in {files} files OK",
+                    outcome.config,
+                    dir.display()
+                ),
+                _ => println!("{}: configuration OK", outcome.config),
+            }
+        }
+    }
+    if outcome.ok { 0 } else { 1 }
+}
+
+fn check_outcome(
+    path: Option<PathBuf>,
+    env: &[(String, String)],
+    config_only: bool,
+) -> CheckOutcome {
+    let mut outcome = CheckOutcome {
+        config: path.as_ref().map_or_else(
+            || "built-in defaults".to_owned(),
+            |p| p.display().to_string(),
+        ),
+        ..CheckOutcome::default()
+    };
     let loaded = match config::load(path.as_deref(), env) {
         Ok(loaded) => loaded,
         Err(errors) => {
-            for error in &errors.0 {
-                eprintln!("{error}");
-            }
-            return 1;
+            outcome.errors = errors.0.iter().map(ToString::to_string).collect();
+            return outcome;
         }
     };
-    let mut failed = false;
     if let Err(errors) =
         crate::auth::Credentials::load(&loaded.config.auth, crate::auth::Missing::CheckOnly)
     {
-        for error in errors {
-            eprintln!("{}: {error}", loaded.origins.of(""));
-        }
-        failed = true;
+        let origin = loaded.origins.of("");
+        outcome
+            .errors
+            .extend(errors.into_iter().map(|error| format!("{origin}: {error}")));
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     if let Err(error) = crate::server::load_tls(&loaded.config.server) {
-        eprintln!("{}: {error}", loaded.origins.of("server.tls_cert_file"));
-        failed = true;
+        outcome.errors.push(format!(
+            "{}: {error}",
+            loaded.origins.of("server.tls_cert_file")
+        ));
     }
-    if failed {
-        return 1;
+    if !outcome.errors.is_empty() {
+        return outcome;
     }
-    let shown = path.map_or_else(
-        || "built-in defaults".to_owned(),
-        |p| p.display().to_string(),
-    );
     if config_only {
-        println!("{shown}: configuration OK");
-        return 0;
+        outcome.ok = true;
+        return outcome;
     }
     let options = crate::rules::LoadOptions::from_config(&loaded.config);
     match crate::rules::load_dir(&loaded.config.rules.dir, &options) {
         Ok(set) => {
-            for warning in &set.warnings {
-                eprintln!("warning: {warning}");
-            }
-            println!(
-                "{shown}: configuration OK; {}: {} rules in {} files OK",
-                loaded.config.rules.dir.display(),
-                set.rules.len(),
-                set.files.len()
-            );
-            0
+            outcome.ok = true;
+            outcome.warnings = set.warnings.iter().map(ToString::to_string).collect();
+            outcome.rules_dir = Some(loaded.config.rules.dir.clone());
+            outcome.rules = Some(set.rules.len());
+            outcome.files = Some(set.files.len());
         }
         Err(errors) => {
             for error in errors {
-                if error.file == loaded.config.rules.dir && error.line.is_none() {
-                    // The directory itself is wrong: point at the key that names it.
-                    eprintln!("{}: rules.dir: {error}", loaded.origins.of("rules.dir"));
-                } else {
-                    eprintln!("{error}");
-                }
+                outcome.errors.push(
+                    if error.file == loaded.config.rules.dir && error.line.is_none() {
+                        // The directory itself is wrong: point at the key that names it.
+                        format!("{}: rules.dir: {error}", loaded.origins.of("rules.dir"))
+                    } else {
+                        error.to_string()
+                    },
+                );
             }
-            1
         }
     }
+    outcome
 }
 
 fn test_rules(
     path: Option<PathBuf>,
     env: &[(String, String)],
     files: Vec<PathBuf>,
+    json: bool,
 ) -> anyhow::Result<i32> {
     let loaded = config::load(path.as_deref(), env)
         .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
@@ -344,15 +403,44 @@ fn test_rules(
     let set = match crate::rules::load_files(&paths, &options) {
         Ok(set) => set,
         Err(errors) => {
-            for error in errors {
-                eprintln!("{error}");
+            if json {
+                let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"passed": false, "errors": errors, "files": []})
+                    )?
+                );
+            } else {
+                for error in errors {
+                    eprintln!("{error}");
+                }
             }
             return Ok(1);
         }
     };
     let reports = crate::rules::testing::run(&set);
     let (text, passed) = crate::rules::testing::render(&reports);
-    print!("{text}");
+    if json {
+        let files: Vec<serde_json::Value> = reports
+            .iter()
+            .map(|report| {
+                serde_json::json!({
+                    "file": report.file,
+                    "passed": report.passed,
+                    "failures": report.failures,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"passed": passed, "errors": [], "files": files})
+            )?
+        );
+    } else {
+        print!("{text}");
+    }
     Ok(if passed { 0 } else { 1 })
 }
 
