@@ -5,7 +5,7 @@
 //! recorded together with marking its transition done, so a crash in between (probes are
 //! side-effect free) only means the decision is made again after the restart.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,45 @@ struct Act {
     decision: Decision,
 }
 
+/// Which episodes may not be dispatched now: those with a decision in flight, and those whose
+/// decision finished while the work queue was being read. That read may predate the
+/// decision's commit, so its transition can still look pending; deciding it again would be
+/// wasted (and, with probes, ask the world twice). A transition is dispatched once.
+#[derive(Debug, Default)]
+struct InFlight {
+    busy: HashSet<String>,
+    /// Episode → the dispatch round current when its decision finished.
+    finished: HashMap<String, u64>,
+    round: u64,
+}
+
+impl InFlight {
+    /// Start a dispatch round, before the work queue is read. Decisions that finished before
+    /// this point are committed, so the coming read shows them: forget them.
+    fn begin_round(&mut self) {
+        self.round += 1;
+        let round = self.round;
+        self.finished.retain(|_, finished_in| *finished_in >= round);
+    }
+
+    /// Whether `episode` may be dispatched in this round.
+    fn blocked(&self, episode: &str) -> bool {
+        self.busy.contains(episode) || self.finished.contains_key(episode)
+    }
+
+    /// `episode`'s decision (and act stage) is done: committed before this call.
+    fn finish(&mut self, episode: &str) {
+        self.busy.remove(episode);
+        self.finished.insert(episode.to_owned(), self.round);
+    }
+}
+
+type SharedInFlight = Arc<Mutex<InFlight>>;
+
+fn lock(in_flight: &SharedInFlight) -> std::sync::MutexGuard<'_, InFlight> {
+    in_flight.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub struct Worker {
     pub store: Store,
     /// One read connection, opened on first use and reused by every poll.
@@ -75,8 +114,9 @@ impl Worker {
         // restart waiting for its evidence (up to `before_action_wait`) or verify must not
         // stall the decisions of every other incident in a storm.
         let act_slots = Arc::new(Semaphore::new(self.concurrency.max(1) * ACT_SLOTS_PER_SLOT));
-        // Episodes with a decision in flight; never two at once for one episode.
-        let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
+        // Episodes with a decision in flight (never two at once for one episode), or one
+        // that finished while the work queue was read.
+        let busy: SharedInFlight = Arc::default();
         loop {
             let dispatched = match self.dispatch(&slots, &act_slots, &busy, &shutdown).await {
                 Ok(count) => count,
@@ -118,10 +158,11 @@ impl Worker {
         self: &Arc<Self>,
         slots: &Arc<Semaphore>,
         act_slots: &Arc<Semaphore>,
-        busy: &Arc<Mutex<HashSet<String>>>,
+        busy: &SharedInFlight,
         shutdown: &CancellationToken,
     ) -> Result<usize, String> {
         let now = self.clock.now_millis();
+        lock(busy).begin_round();
         let worker = self.clone();
         let (pending, due, reverts) = tokio::task::spawn_blocking(move || {
             worker.read(|reader| {
@@ -145,10 +186,7 @@ impl Worker {
             if !seen_in_batch.insert(transition.episode_id.clone()) {
                 continue;
             }
-            if busy
-                .lock()
-                .map_or(true, |b| b.contains(&transition.episode_id))
-            {
+            if lock(busy).blocked(&transition.episode_id) {
                 continue;
             }
             match transition.kind.as_str() {
@@ -159,9 +197,7 @@ impl Worker {
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
                         break;
                     };
-                    if let Ok(mut b) = busy.lock() {
-                        b.insert(transition.episode_id.clone());
-                    }
+                    lock(busy).busy.insert(transition.episode_id.clone());
                     let worker = self.clone();
                     let busy = busy.clone();
                     let act_slots = act_slots.clone();
@@ -171,9 +207,7 @@ impl Worker {
                             .await;
                         drop(permit);
                         worker.act_stage(act, &act_slots).await;
-                        if let Ok(mut b) = busy.lock() {
-                            b.remove(&transition.episode_id);
-                        }
+                        lock(&busy).finish(&transition.episode_id);
                     });
                     started += 1;
                 }
@@ -225,15 +259,13 @@ impl Worker {
             if shutdown.is_cancelled() || seen_in_batch.contains(&episode_id) {
                 break;
             }
-            if busy.lock().map_or(true, |b| b.contains(&episode_id)) {
+            if lock(busy).blocked(&episode_id) {
                 continue;
             }
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 break;
             };
-            if let Ok(mut b) = busy.lock() {
-                b.insert(episode_id.clone());
-            }
+            lock(busy).busy.insert(episode_id.clone());
             let worker = self.clone();
             let busy = busy.clone();
             let act_slots = act_slots.clone();
@@ -243,9 +275,7 @@ impl Worker {
                     .await;
                 drop(permit);
                 worker.act_stage(act, &act_slots).await;
-                if let Ok(mut b) = busy.lock() {
-                    b.remove(&episode_id);
-                }
+                lock(&busy).finish(&episode_id);
             });
             started += 1;
         }
@@ -420,6 +450,7 @@ impl Worker {
         let plan = record.bundle_plan.clone();
         match self.store.record_decision(record).await {
             Ok(Recorded::Recorded { changed }) => {
+                self.count_recorded(&decision);
                 // Evidence collection starts before any action, which may wait for it.
                 if let (Some(bundler), Some(plan)) = (&self.bundler, &plan) {
                     bundler.start(episode_id, plan);
@@ -492,7 +523,9 @@ impl Worker {
         .await
     }
 
-    fn observe(&self, decision: &Decision, started: Instant) {
+    /// Count a decision that was recorded (one that found its transition already handled
+    /// is not a decision of this incident).
+    fn count_recorded(&self, decision: &Decision) {
         let rule = decision
             .classification
             .matched
@@ -506,6 +539,9 @@ impl Worker {
             .decisions_total
             .with_label_values(&[rule, decision.severity.as_str(), branch_kind])
             .inc();
+    }
+
+    fn observe(&self, decision: &Decision, started: Instant) {
         self.metrics
             .decision_duration_seconds
             .observe(started.elapsed().as_secs_f64());
