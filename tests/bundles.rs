@@ -578,7 +578,28 @@ fn a_crash_while_bundles_are_written_leaves_no_partial_archive_and_the_work_resu
     for id in &ids {
         bundle(&setup, id, "initial");
     }
-    // And nothing half-written is left anywhere.
+    // And nothing half-written by a killed daemon is left anywhere. The running one may still
+    // be writing (an archive is written as `<name>.<pid>.partial`, then renamed): wait for
+    // its own to finish first.
+    let bundles = setup.daemon.state_dir().join("bundles");
+    let live = format!(".{}.partial", setup.daemon.pid());
+    let writing = || {
+        std::fs::read_dir(&bundles)
+            .unwrap()
+            .flat_map(|day| std::fs::read_dir(day.unwrap().path()).unwrap())
+            .any(|entry| {
+                entry
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(&live)
+            })
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || (!writing()).then_some(())).is_some(),
+        "the running daemon never finished writing:\n{}",
+        setup.daemon.log()
+    );
     let mut archives = 0;
     for day in std::fs::read_dir(setup.daemon.state_dir().join("bundles")).unwrap() {
         for entry in std::fs::read_dir(day.unwrap().path()).unwrap() {
