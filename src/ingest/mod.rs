@@ -419,7 +419,7 @@ async fn ingest(
         }
         Ok(Err(error)) => (
             Outcome::StoreUnavailable,
-            unavailable("store unavailable", &error),
+            unavailable("store unavailable", error.message()),
         ),
         Err(_) => (
             Outcome::StoreUnavailable,

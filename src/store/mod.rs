@@ -14,6 +14,7 @@ mod access;
 mod bundles;
 mod paging;
 mod reader;
+mod write_error;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ pub use reader::{
     DecisionEntry, DueRevert, EpisodeRow, IncidentDetail, IncidentSummary, PendingTransition,
     Reader, TransitionRecord,
 };
+pub use write_error::{WriteError, WriteErrorKind};
 
 use crate::clock::{Millis, SharedClock};
 use crate::config::{ReconcileConfig, StoreConfig};
@@ -52,6 +54,9 @@ pub enum StoreError {
     },
     #[error("store: the writer has stopped")]
     Stopped,
+    /// The writer could not carry out a command; the kind says why (full, read-only, ...).
+    #[error("store: {0}")]
+    Write(WriteError),
     #[error("store: {0}")]
     Corrupt(String),
     /// The reader may not read a store file: the one way an operator outside the state
@@ -83,6 +88,7 @@ impl StoreError {
             StoreError::Sqlite(_) => "sqlite",
             StoreError::StateDir { .. } => "state_dir",
             StoreError::Stopped => "stopped",
+            StoreError::Write(error) => error.kind().label(),
             StoreError::Corrupt(_) => "corrupt",
             StoreError::PermissionDenied { .. } => "permission_denied",
             StoreError::NoSharedMemory { .. } => "no_shared_memory",
@@ -291,38 +297,41 @@ pub struct PlannedAction {
 enum Command {
     PlanAction(
         Box<ActionPlan>,
-        oneshot::Sender<Result<PlannedAction, String>>,
+        oneshot::Sender<Result<PlannedAction, WriteError>>,
     ),
     /// Mark an action started (before it runs) or finished (after): id, state, result.
     UpdateAction(
         i64,
         String,
         Option<String>,
-        oneshot::Sender<Result<bool, String>>,
+        oneshot::Sender<Result<bool, WriteError>>,
     ),
     SetPause(
         Option<(Millis, String)>,
-        oneshot::Sender<Result<(), String>>,
+        oneshot::Sender<Result<(), WriteError>>,
     ),
-    AddHolds(Box<HoldRequest>, oneshot::Sender<Result<(), String>>),
-    Verify(Millis, oneshot::Sender<Result<Vec<Verified>, String>>),
-    ReleaseHolds(String, Millis, oneshot::Sender<Result<usize, String>>),
+    AddHolds(Box<HoldRequest>, oneshot::Sender<Result<(), WriteError>>),
+    Verify(Millis, oneshot::Sender<Result<Vec<Verified>, WriteError>>),
+    ReleaseHolds(String, Millis, oneshot::Sender<Result<usize, WriteError>>),
     FinishHold(
         i64,
         String,
         Option<String>,
-        oneshot::Sender<Result<(), String>>,
+        oneshot::Sender<Result<(), WriteError>>,
     ),
     RecordDecision(
         Box<DecisionRecord>,
-        oneshot::Sender<Result<Recorded, String>>,
+        oneshot::Sender<Result<Recorded, WriteError>>,
     ),
-    Paging(PagingOp, oneshot::Sender<Result<PagingDone, String>>),
-    Bundle(BundleOp, oneshot::Sender<Result<bool, String>>),
-    Ingest(IngestRecord, oneshot::Sender<Result<i64, String>>),
-    ApiSync(Vec<ApiAlert>, oneshot::Sender<Result<SyncSummary, String>>),
-    CompleteTransitions(Vec<i64>, oneshot::Sender<Result<usize, String>>),
-    Inspect(oneshot::Sender<Result<Durability, String>>),
+    Paging(PagingOp, oneshot::Sender<Result<PagingDone, WriteError>>),
+    Bundle(BundleOp, oneshot::Sender<Result<bool, WriteError>>),
+    Ingest(IngestRecord, oneshot::Sender<Result<i64, WriteError>>),
+    ApiSync(
+        Vec<ApiAlert>,
+        oneshot::Sender<Result<SyncSummary, WriteError>>,
+    ),
+    CompleteTransitions(Vec<i64>, oneshot::Sender<Result<usize, WriteError>>),
+    Inspect(oneshot::Sender<Result<Durability, WriteError>>),
     Shutdown,
 }
 
@@ -330,7 +339,7 @@ struct Shared {
     unreconciled: AtomicU64,
     queued: AtomicU64,
     /// Last store write failure, cleared by the next success.
-    last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<WriteError>>,
     /// When the writer loop last went round; read by the watchdog.
     heartbeat: AtomicI64,
     settings: RwLock<StoreSettings>,
@@ -458,7 +467,7 @@ impl Store {
     pub fn try_submit(
         &self,
         record: IngestRecord,
-    ) -> Result<oneshot::Receiver<Result<i64, String>>, Rejected> {
+    ) -> Result<oneshot::Receiver<Result<i64, WriteError>>, Rejected> {
         let cap = self.settings().store.max_unreconciled;
         let waiting = self.shared.unreconciled.load(Ordering::Relaxed)
             + self.shared.queued.load(Ordering::Relaxed);
@@ -481,7 +490,7 @@ impl Store {
 
     async fn ask<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Command,
+        make: impl FnOnce(oneshot::Sender<Result<T, WriteError>>) -> Command,
     ) -> Result<T, StoreError> {
         let (reply, receiver) = oneshot::channel();
         let commands = self.commands.clone();
@@ -494,7 +503,7 @@ impl Store {
         receiver
             .await
             .map_err(|_| StoreError::Stopped)?
-            .map_err(StoreError::Corrupt)
+            .map_err(StoreError::Write)
     }
 
     /// Check open episodes against what Alertmanager's API currently shows.
@@ -602,7 +611,7 @@ impl Store {
 
     /// `Err(reason)` when the last write failed or the writer stopped going round.
     pub fn health(&self) -> Result<(), String> {
-        if let Some(error) = self.shared.last_error.lock().map_or(None, |e| e.clone()) {
+        if let Some(error) = self.last_write_error() {
             return Err(format!("store is not writable: {error}"));
         }
         let stalled_for = self.clock.now_millis() - self.heartbeat();
@@ -612,6 +621,11 @@ impl Store {
             ));
         }
         Ok(())
+    }
+
+    /// The last store write failure, until a write succeeds again.
+    pub fn last_write_error(&self) -> Option<WriteError> {
+        self.shared.last_error.lock().map_or(None, |e| e.clone())
     }
 
     /// Resolves when a reconcile has queued work since the last call (at once if it has

@@ -740,3 +740,70 @@ fn bare_writer(
     );
     (writer, commands)
 }
+
+/// A store capped by `[store] max_size_bytes` refuses writes as full, not as corrupt: the
+/// ingest answer and a decision's error carry kind `Full`, the error's metric label says
+/// `full`, and the failures are counted under their operation as before.
+#[tokio::test]
+async fn a_size_capped_store_refuses_writes_as_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = StoreSettings {
+        store: StoreConfig {
+            dir: dir.path().join("var"),
+            max_size_bytes: 4096,
+            ..StoreConfig::default()
+        },
+        reconcile: ReconcileConfig::default(),
+        heartbeat_alertname: None,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let (store, writer) = Store::open(settings, 64, manual_clock(), metrics.clone()).unwrap();
+    // Larger than any free page the schema leaves, so every write needs new pages.
+    let padding = "x".repeat(256 * 1024);
+    let record = || IngestRecord {
+        received_at: 0,
+        remote: "test".to_owned(),
+        group_key: "g".to_owned(),
+        alert_count: 1,
+        body: Bytes::from(format!("{{\"padding\":\"{padding}\"}}")),
+    };
+    // The writer applies the cap on its first round; a write before that may still go in.
+    let mut refused = None;
+    for _ in 0..100 {
+        match store.try_submit(record()).unwrap().await.unwrap() {
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(error) => {
+                refused = Some(error);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("the capped store refused an ingest");
+    assert_eq!(refused.kind(), WriteErrorKind::Full, "{refused}");
+    assert_eq!(refused.message(), "database or disk is full");
+    assert_eq!(
+        store.last_write_error().map(|e| e.kind()),
+        Some(WriteErrorKind::Full)
+    );
+    assert!(store.health().is_err());
+
+    let mut decision = decision_for("e1");
+    decision.trace = format!("{{\"padding\":\"{padding}\"}}");
+    let error = store.record_decision(decision).await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Write(write) if write.kind() == WriteErrorKind::Full),
+        "{error:?}"
+    );
+    assert_eq!(error.metric_label(), "full");
+    assert_eq!(error.to_string(), "store: database or disk is full");
+    for operation in ["ingest", "record_decision"] {
+        let counted = metrics
+            .store_errors_total
+            .with_label_values(&[operation])
+            .get();
+        assert!(counted >= 1, "{operation}: {counted}");
+    }
+
+    store.shutdown();
+    writer.join_within(Duration::from_secs(5));
+}

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     ActionPlan, ApiAlert, Command, DecisionRecord, Durability, IngestRecord, PlannedAction,
-    Recorded, Shared, SyncSummary, Verified,
+    Recorded, Shared, SyncSummary, Verified, WriteError,
 };
 use crate::clock::{Millis, SharedClock, duration_millis};
 use crate::governor::{self, Facts, Proposal, Verdict};
@@ -127,7 +127,7 @@ pub(super) struct Writer {
 }
 
 /// Sends one held-back answer; given the error if the group could not be made durable.
-type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
+type Reply = Box<dyn FnOnce(Option<&WriteError>) + Send>;
 
 /// One stored notification waiting for reconciliation; identical consecutive snapshots of a
 /// group are folded into one entry with the latest receipt time.
@@ -281,7 +281,7 @@ impl Writer {
             Command::Inspect(reply) => {
                 let result = match &self.durability {
                     Some(durability) => Ok(durability.clone()),
-                    None => Err("no ingest commit has happened yet".to_owned()),
+                    None => Err(WriteError::invalid("no ingest commit has happened yet")),
                 };
                 self.answer(reply, result);
             }
@@ -289,8 +289,8 @@ impl Writer {
         }
     }
 
-    fn failed(&self, operation: &'static str, error: rusqlite::Error) -> String {
-        let message = error.to_string();
+    fn failed(&self, operation: &'static str, error: rusqlite::Error) -> WriteError {
+        let error = WriteError::from_sqlite(&error, self.system_errno());
         self.metrics
             .store_errors_total
             .with_label_values(&[operation])
@@ -298,11 +298,24 @@ impl Writer {
         self.metrics.store_writable.set(0);
         // Rows of the failed transaction do not count as proof of writing later.
         self.changes_seen.set(self.connection.total_changes());
-        tracing::error!(operation, error = %message, "store write failed");
+        tracing::error!(
+            operation,
+            kind = error.kind().label(),
+            error = %error,
+            "store write failed"
+        );
         if let Ok(mut last) = self.shared.last_error.lock() {
-            *last = Some(message.clone());
+            *last = Some(error.clone());
         }
-        message
+        error
+    }
+
+    /// The operating system's error behind the connection's last failed call, if any.
+    fn system_errno(&self) -> Option<i32> {
+        // SAFETY: the handle is this connection's own, open for the writer's lifetime, and
+        // sqlite3_system_errno only reads a field of it; the writer thread is its only user.
+        let errno = unsafe { rusqlite::ffi::sqlite3_system_errno(self.connection.handle()) };
+        (errno != 0).then_some(errno)
     }
 
     /// A commit went through. Only one that wrote something proves the store writable again:
@@ -335,20 +348,21 @@ impl Writer {
     /// Answer a command: at once, or, in a group, once the group is durable.
     fn answer<T: Send + 'static>(
         &mut self,
-        reply: tokio::sync::oneshot::Sender<Result<T, String>>,
-        result: Result<T, String>,
+        reply: tokio::sync::oneshot::Sender<Result<T, WriteError>>,
+        result: Result<T, WriteError>,
     ) {
         if !self.grouping {
             let _ = reply.send(result);
             return;
         }
-        self.replies.push(Box::new(move |sync_error: Option<&str>| {
-            let result = match (result, sync_error) {
-                (Ok(_), Some(error)) => Err(error.to_owned()),
-                (result, _) => result,
-            };
-            let _ = reply.send(result);
-        }));
+        self.replies
+            .push(Box::new(move |sync_error: Option<&WriteError>| {
+                let result = match (result, sync_error) {
+                    (Ok(_), Some(error)) => Err(error.clone()),
+                    (result, _) => result,
+                };
+                let _ = reply.send(result);
+            }));
     }
 
     /// Handle the commands that queued up together with one fsync instead of one each (group
@@ -380,7 +394,7 @@ impl Writer {
             None
         };
         for reply in std::mem::take(&mut self.replies) {
-            reply(sync_error.as_deref());
+            reply(sync_error.as_ref());
         }
     }
 
@@ -401,7 +415,7 @@ impl Writer {
         &mut self,
         batch: Vec<(
             IngestRecord,
-            tokio::sync::oneshot::Sender<Result<i64, String>>,
+            tokio::sync::oneshot::Sender<Result<i64, WriteError>>,
         )>,
     ) {
         let started = Instant::now();
@@ -426,9 +440,9 @@ impl Writer {
                 }
             }
             Err(error) => {
-                let message = self.failed("ingest", error);
+                let error = self.failed("ingest", error);
                 for (_, reply) in batch {
-                    let _ = reply.send(Err(message.clone()));
+                    let _ = reply.send(Err(error.clone()));
                 }
             }
         }
