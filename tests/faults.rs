@@ -1331,6 +1331,7 @@ fn store_fault(
     restore: impl FnOnce(),
     body: fn(&str) -> String,
     reason: &str,
+    kind: &str,
 ) {
     let before = groups("StoreBefore", 4);
     for group in &before {
@@ -1362,6 +1363,7 @@ fn store_fault(
                 .as_str()
                 .is_some_and(|m| m.contains(reason))
         );
+        assert_eq!(response.json()["kind"], kind, "{}", response.body);
     }
     // Said: /readyz with the reason (asked right after a refusal), the metrics, the log.
     let mut last = None;
@@ -1443,6 +1445,7 @@ fn store_stays_failing(
     fail: impl FnOnce(),
     restore: impl FnOnce(),
     body: fn(&str) -> String,
+    kind: &str,
 ) {
     setup.alert("ErrorsHigh", "SteadyBefore");
     setup.wait_incidents(&["SteadyBefore".to_owned()], 20, paged_and_delivered);
@@ -1481,6 +1484,19 @@ fn store_stays_failing(
     assert_eq!(
         setup.metric("nightshift_self_page_active{reason=\"store\"}"),
         Some(1.0)
+    );
+    let triggers: Vec<_> = setup
+        .pd
+        .accepted_for(STORE_PAGE)
+        .into_iter()
+        .filter(|e| e.is_trigger())
+        .collect();
+    assert!(
+        !triggers.is_empty()
+            && triggers
+                .iter()
+                .all(|e| e.body["payload"]["custom_details"]["store_error"] == kind),
+        "the self-page names the kind {kind}: {triggers:#?}"
     );
     restore();
     let taken = wait_for(Duration::from_secs(15), || {
@@ -1523,6 +1539,7 @@ fn a_full_store_max_size_bytes_refuses_with_503_loses_nothing_and_recovers_by_it
         || cap_store(&setup, &config, 0),
         big_alert_body,
         "database or disk is full",
+        "full",
     );
 }
 
@@ -1535,6 +1552,7 @@ fn a_store_that_stays_full_stays_not_ready_and_pages_about_itself() {
         || cap_store(&setup, &config, 4096),
         || cap_store(&setup, &config, 0),
         big_alert_body,
+        "full",
     );
 }
 
@@ -1598,6 +1616,7 @@ fn a_read_only_store_refuses_with_503_loses_nothing_and_recovers_by_itself() {
         restore,
         |group| alert_body("ErrorsHigh", group),
         "disk I/O error",
+        "io",
     );
 }
 
@@ -1607,9 +1626,13 @@ fn a_read_only_store_stays_not_ready_and_pages_about_itself() {
     let Some((fail, restore)) = read_only_fault(&mut setup) else {
         return;
     };
-    store_stays_failing(&setup, fail, restore, |group| {
-        alert_body("ErrorsHigh", group)
-    });
+    store_stays_failing(
+        &setup,
+        fail,
+        restore,
+        |group| alert_body("ErrorsHigh", group),
+        "io",
+    );
 }
 
 /// A real full disk: the state directory on a 16 MiB tmpfs, filled up by another file, then
@@ -1651,6 +1674,7 @@ fn a_store_on_a_full_disk_refuses_with_503_loses_nothing_and_recovers_by_itself(
         || std::fs::remove_file(&filler).unwrap(),
         big_alert_body,
         "database or disk is full",
+        "full",
     );
 }
 

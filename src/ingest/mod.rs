@@ -21,7 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::Role;
 use crate::server::{AppState, RemoteAddr, json_error};
-use crate::store::{IngestRecord, Rejected};
+use crate::store::{IngestRecord, Rejected, WriteError};
 
 /// Outcome labels for `nightshift_webhook_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -417,15 +417,27 @@ async fn ingest(
                 (StatusCode::OK, axum::Json(body)).into_response(),
             )
         }
-        Ok(Err(error)) => (
-            Outcome::StoreUnavailable,
-            unavailable("store unavailable", error.message()),
-        ),
+        Ok(Err(error)) => (Outcome::StoreUnavailable, store_failed(&error)),
         Err(_) => (
             Outcome::StoreUnavailable,
             unavailable("store unavailable", "the store writer stopped"),
         ),
     }
+}
+
+/// A 503 for a write the store could not make, with its kind (`full`, `read_only`, ...) so a
+/// client or a test can tell a full disk from a broken one without reading SQLite's words.
+fn store_failed(error: &WriteError) -> Response {
+    let body = serde_json::json!({
+        "error": "store unavailable",
+        "message": error.message(),
+        "kind": error.kind().label(),
+    });
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    response
 }
 
 fn unavailable(error: &str, message: &str) -> Response {

@@ -240,6 +240,13 @@ impl SelfPager {
                               Watchdog route reaches nightshift",
                     }),
                 );
+                // What kind of failure (full, read_only, io, ...), so the one paged knows
+                // whether to free space, remount, or restore the store before reading logs.
+                if reason == "store"
+                    && let Some(error) = self.store.last_write_error()
+                {
+                    details.insert("store_error".to_owned(), json!(error.kind().label()));
+                }
                 pagerduty::trigger_event(
                     &key,
                     &dedup_key,
