@@ -41,10 +41,7 @@ pub(super) fn open_read_only(database: &Path) -> Result<Connection, StoreError> 
         Ok(()) => {}
         Err(error) if error.kind() == ErrorKind::PermissionDenied => return Err(denied(database)),
         Err(error) if error.kind() == ErrorKind::NotFound => {
-            return Err(StoreError::Corrupt(format!(
-                "no store at {} (has nightshift run with this state directory?)",
-                database.display()
-            )));
+            return Err(StoreError::Missing(database.to_path_buf()));
         }
         // Anything else SQLite reports on its own.
         Err(_) => {}

@@ -57,8 +57,14 @@ pub enum StoreError {
     /// The writer could not carry out a command; the kind says why (full, read-only, ...).
     #[error("store: {0}")]
     Write(WriteError),
-    #[error("store: {0}")]
-    Corrupt(String),
+    /// No database file where one was expected (a reader before the daemon's first start).
+    #[error(
+        "store: no store at {} (has nightshift run with this state directory?)",
+        .0.display()
+    )]
+    Missing(PathBuf),
+    #[error("store: cannot start writer thread: {0}")]
+    WriterThread(std::io::Error),
     /// The reader may not read a store file: the one way an operator outside the state
     /// directory's group fails, told in words that say what to do.
     #[error(
@@ -89,7 +95,8 @@ impl StoreError {
             StoreError::StateDir { .. } => "state_dir",
             StoreError::Stopped => "stopped",
             StoreError::Write(error) => error.kind().label(),
-            StoreError::Corrupt(_) => "corrupt",
+            StoreError::Missing(_) => "missing",
+            StoreError::WriterThread(_) => "writer_thread",
             StoreError::PermissionDenied { .. } => "permission_denied",
             StoreError::NoSharedMemory { .. } => "no_shared_memory",
         }
@@ -450,7 +457,7 @@ impl Store {
         let handle = std::thread::Builder::new()
             .name("store-writer".to_owned())
             .spawn(move || writer.run())
-            .map_err(|error| StoreError::Corrupt(format!("cannot start writer thread: {error}")))?;
+            .map_err(StoreError::WriterThread)?;
         Ok((
             Store {
                 commands,
