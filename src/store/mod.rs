@@ -103,6 +103,17 @@ impl StoreError {
     }
 }
 
+/// Why the store is not healthy; /readyz and the self-page say it in these words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unhealthy {
+    /// The last write failed, and none has succeeded since.
+    #[error("store is not writable: {0}")]
+    NotWritable(WriteError),
+    /// The writer loop has not gone round for this many milliseconds.
+    #[error("store writer has not gone round for {0} ms")]
+    Stalled(Millis),
+}
+
 /// Why a notification was not even queued; each maps to a 503.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Rejected {
@@ -616,16 +627,14 @@ impl Store {
         let _ = self.commands.send(Command::Shutdown);
     }
 
-    /// `Err(reason)` when the last write failed or the writer stopped going round.
-    pub fn health(&self) -> Result<(), String> {
+    /// `Err(why)` when the last write failed or the writer stopped going round.
+    pub fn health(&self) -> Result<(), Unhealthy> {
         if let Some(error) = self.last_write_error() {
-            return Err(format!("store is not writable: {error}"));
+            return Err(Unhealthy::NotWritable(error));
         }
         let stalled_for = self.clock.now_millis() - self.heartbeat();
         if stalled_for > 30_000 {
-            return Err(format!(
-                "store writer has not gone round for {stalled_for} ms"
-            ));
+            return Err(Unhealthy::Stalled(stalled_for));
         }
         Ok(())
     }

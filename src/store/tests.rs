@@ -785,7 +785,15 @@ async fn a_size_capped_store_refuses_writes_as_full() {
         store.last_write_error().map(|e| e.kind()),
         Some(WriteErrorKind::Full)
     );
-    assert!(store.health().is_err());
+    let health = store.health();
+    assert!(
+        matches!(&health, Err(Unhealthy::NotWritable(e)) if e.kind() == WriteErrorKind::Full),
+        "{health:?}"
+    );
+    assert_eq!(
+        health.unwrap_err().to_string(),
+        "store is not writable: database or disk is full"
+    );
 
     let mut decision = decision_for("e1");
     decision.trace = format!("{{\"padding\":\"{padding}\"}}");
