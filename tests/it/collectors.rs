@@ -2,7 +2,7 @@
 //! cap, the timeout, Prometheus fallback, the global concurrency cap and the sharing of
 //! identical requests.
 
-mod fakes;
+use crate::fakes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,9 +19,9 @@ use nightshift::config::KubernetesConfig;
 use nightshift::probes::kubernetes::ClientSlot;
 use serde_json::{Value, json};
 
-use fakes::kube::{FakeKube, PodFixture, event, replica_set, secret, workload};
-use fakes::prometheus::{FakePrometheus, sample, series};
-use fakes::web::FakeWeb;
+use crate::fakes::kube::{FakeKube, PodFixture, event, replica_set, secret, workload};
+use crate::fakes::prometheus::{FakePrometheus, sample, series};
+use crate::fakes::web::FakeWeb;
 
 const NS: &str = "apps";
 const MIB: u64 = 1024 * 1024;

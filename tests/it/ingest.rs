@@ -1,7 +1,6 @@
 //! The real binary on 127.0.0.1:0: credentials, bad input, and what each answer leaves behind.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::time::Duration;
 

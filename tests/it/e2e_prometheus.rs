@@ -2,10 +2,9 @@
 //! a rule's prometheus probe asks a dead Prometheus first and the real one second, and the
 //! decision follows the real answer.
 
-mod common;
-mod fakes;
+use crate::fakes;
 
-use common::*;
+use crate::common::*;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 

@@ -11,8 +11,7 @@
 //! (PagerDuty 1 s, probes 1 s, collectors 2 s) so that slowness shows quickly; each test
 //! keeps under ~30 s.
 
-mod common;
-mod fakes;
+use crate::fakes;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,12 +21,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
+use crate::fakes::kube::{FakeKube, PodFixture};
+use crate::fakes::pagerduty::{FakeChat, FakePagerDuty, Mode, ROUTING_KEY};
+use crate::fakes::prometheus::FakePrometheus;
+use crate::fakes::statuspage::FakeStatuspage;
 use axum::http::Method;
-use common::*;
-use fakes::kube::{FakeKube, PodFixture};
-use fakes::pagerduty::{FakeChat, FakePagerDuty, Mode, ROUTING_KEY};
-use fakes::prometheus::FakePrometheus;
-use fakes::statuspage::FakeStatuspage;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 

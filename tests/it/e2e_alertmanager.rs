@@ -5,15 +5,13 @@
 //!
 //! The Alertmanager binary is required: without it these tests fail, they never skip.
 
-mod common;
-
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::*;
 use serde_json::{Value, json};
 
 /// How long any single step may take before the test fails.

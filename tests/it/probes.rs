@@ -2,8 +2,8 @@
 //! HTTP, Prometheus and Kubernetes probes, the Prober's timeout, cache and single flight, and
 //! what alert labels and answers can make a probe ask (templated URLs, redirects, proxies).
 
-mod common;
-mod fakes;
+use crate::common;
+use crate::fakes;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,10 +17,10 @@ use nightshift::probes::{
 use nightshift::rules::{LoadOptions, ProbeDef, load_files};
 use serde_json::{Value, json};
 
-use fakes::kube::{FakeKube, PodFixture, is_metadata_only};
-use fakes::prometheus::{FakePrometheus, sample};
-use fakes::statuspage::FakeStatuspage;
-use fakes::web::FakeWeb;
+use crate::fakes::kube::{FakeKube, PodFixture, is_metadata_only};
+use crate::fakes::prometheus::{FakePrometheus, sample};
+use crate::fakes::statuspage::FakeStatuspage;
+use crate::fakes::web::FakeWeb;
 
 const NO_CACHE: Duration = Duration::ZERO;
 const TIMEOUT: Duration = Duration::from_secs(10);

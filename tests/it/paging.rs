@@ -2,13 +2,10 @@
 //! that checks every event against the Events v2 schema), with the fallback notifier, the
 //! Watchdog heartbeat and a failing store.
 
-mod common;
-mod fakes;
-
 use std::time::Duration;
 
-use common::*;
-use fakes::pagerduty::{FakeChat, FakePagerDuty, Mode, ROUTING_KEY};
+use crate::common::*;
+use crate::fakes::pagerduty::{FakeChat, FakePagerDuty, Mode, ROUTING_KEY};
 use sha2::{Digest, Sha256};
 
 const TOKEN: &str = "Bearer e2e-ingest";

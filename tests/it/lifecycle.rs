@@ -1,8 +1,7 @@
 //! The daemon's life: crash and restart, graceful stop, systemd notify, reload, metrics,
 //! `check`, TLS and connection bounds.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixDatagram;

@@ -2,7 +2,7 @@
 //! own strategic-merge code: the tests assert on the resulting workload as well as on the
 //! requests (method, path, content type, body).
 
-mod fakes;
+use crate::fakes;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use nightshift::config::KubernetesConfig;
 use nightshift::probes::kubernetes::ClientSlot;
 use serde_json::{Value, json};
 
-use fakes::kube::{
+use crate::fakes::kube::{
     FakeKube, JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, body_json, content_type,
     workload_path,
 };

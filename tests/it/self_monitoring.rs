@@ -2,7 +2,7 @@
 //! pass promtool's check and their unit tests, and watch only metrics nightshift exports; and
 //! what the daemon logs about itself reads as a person would write it.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

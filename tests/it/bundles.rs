@@ -3,19 +3,18 @@
 //! PagerDuty: what a bundle holds, that no planted secret reaches it, evidence before
 //! disruption, the rewrite at resolve, retention, and crashes mid-write.
 
-mod common;
-mod fakes;
+use crate::fakes;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
-use fakes::kube::{FakeKube, PodFixture};
-use fakes::pagerduty::{FakePagerDuty, ROUTING_KEY};
-use fakes::prometheus::FakePrometheus;
-use fakes::statuspage::FakeStatuspage;
-use fakes::web::FakeWeb;
+use crate::common::*;
+use crate::fakes::kube::{FakeKube, PodFixture};
+use crate::fakes::pagerduty::{FakePagerDuty, ROUTING_KEY};
+use crate::fakes::prometheus::FakePrometheus;
+use crate::fakes::statuspage::FakeStatuspage;
+use crate::fakes::web::FakeWeb;
 use serde_json::{Value, json};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");

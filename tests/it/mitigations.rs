@@ -2,15 +2,14 @@
 //! the decision, the governor, and the change on a fake Kubernetes API server that applies
 //! patches with real strategic-merge semantics.
 
-mod common;
-mod fakes;
+use crate::fakes;
 
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::time::Duration;
 
-use fakes::kube::FakeKube;
-use fakes::statuspage::FakeStatuspage;
+use crate::fakes::kube::FakeKube;
+use crate::fakes::statuspage::FakeStatuspage;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const TOKEN: &str = "Bearer e2e-ingest";

@@ -4,7 +4,7 @@
 //! the worker tick by tick, moving the clock between ticks, and never sleeps for real beyond a
 //! few milliseconds.
 
-mod fakes;
+use crate::fakes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use nightshift::store::{
 };
 use nightshift::telemetry::Metrics;
 
-use fakes::pagerduty::{FakeChat, FakePagerDuty, Mode, PdEvent, ROUTING_KEY};
+use crate::fakes::pagerduty::{FakeChat, FakePagerDuty, Mode, PdEvent, ROUTING_KEY};
 
 /// A second routing key of the right length.
 const OTHER_KEY: &str = "S3C0NDKEY0123456789abcdef0123456";

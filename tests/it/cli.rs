@@ -1,8 +1,7 @@
 //! The command line as a person reads it: the real binary against a real daemon, its text read
 //! line by line (a pipe, so plain text: no colour, no symbols), its `--json` parsed.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

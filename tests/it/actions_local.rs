@@ -10,9 +10,9 @@ use nightshift::actions::exec::{self, ExecRequest};
 use nightshift::actions::http::{self, HttpActionRequest};
 use serde_json::{Value, json};
 
-mod fakes;
+use crate::fakes;
 
-use fakes::web::FakeWeb;
+use crate::fakes::web::FakeWeb;
 
 const INJECTIONS: [&str; 6] = [
     "$(reboot)",

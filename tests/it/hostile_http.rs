@@ -5,8 +5,7 @@
 //!
 //! The figures are printed (`cargo test --test hostile_http -- --nocapture`) as table rows.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -36,8 +36,7 @@
 //!
 //! Figures come from the store afterwards (read-only), from the fakes and from /proc.
 
-mod common;
-mod fakes;
+use crate::fakes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
@@ -46,15 +45,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
+use crate::fakes::kube::{FakeKube, PodFixture};
+use crate::fakes::pagerduty::{FakePagerDuty, ROUTING_KEY};
+use crate::fakes::prometheus::FakePrometheus;
+use crate::fakes::statuspage::FakeStatuspage;
+use crate::fakes::web::FakeWeb;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use common::*;
-use fakes::kube::{FakeKube, PodFixture};
-use fakes::pagerduty::{FakePagerDuty, ROUTING_KEY};
-use fakes::prometheus::FakePrometheus;
-use fakes::statuspage::FakeStatuspage;
-use fakes::web::FakeWeb;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Value, json};
 

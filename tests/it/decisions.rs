@@ -2,10 +2,9 @@
 //! records the decision; it re-evaluates while the incident fires; broken rules never keep it
 //! down.
 
-mod common;
-mod fakes;
+use crate::fakes;
 
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 const RULES: &str = r#"

@@ -1,0 +1,28 @@
+//! The integration tests, as one test binary (`cargo test --test it`; one module's tests:
+//! `cargo test --test it faults::`). Each former `tests/<name>.rs` is the module `<name>`:
+//! one binary links the whole crate once instead of twenty times, which is most of the build
+//! time and of the disk the tests take.
+
+mod common;
+mod fakes;
+
+mod actions_kubernetes;
+mod actions_local;
+mod bundles;
+mod cli;
+mod collectors;
+mod decisions;
+mod e2e_alertmanager;
+mod e2e_prometheus;
+mod faults;
+mod hostile_http;
+mod ingest;
+mod lifecycle;
+mod mitigations;
+mod outbox;
+mod paging;
+mod probes;
+mod properties;
+mod runbooks;
+mod self_monitoring;
+mod storm;
