@@ -9,24 +9,19 @@ use crate::common::*;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const MIB: usize = 1024 * 1024;
-
-/// One hostile test at a time: each runs its own daemon, and the memory and time figures mean
-/// something only without the other tests' load on the same CPUs.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Hostile bodies must reach the parser to show it holds: these daemons take webhooks without
 /// a credential, an explicit choice on a loopback listener (`[auth] allow_unauthenticated`).
 /// The 401 path is tested on its own (`a_401_answer_closes_the_connection`, tests/ingest.rs).
 const OPEN_WEBHOOK: &str = "[auth]\nallow_unauthenticated = [\"webhook\"]\n";
 
+/// One hostile test at a time, and none beside a storm: each runs its own daemon, and the
+/// memory and time figures mean something only without the other tests' load on the same CPUs.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    heavy()
 }
 
 /// The daemon's resident memory now and its peak since start, in KiB.

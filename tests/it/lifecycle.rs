@@ -379,7 +379,7 @@ fn tls_serves_webhooks_when_configured() {
     );
     let address = daemon.base.trim_start_matches("https://").to_owned();
 
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut cert_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
@@ -817,6 +817,9 @@ argv = ["/usr/bin/touch", "{}/ran-{{{{ labels.n }}}}"]
 fn package_installs_binary_unit_config_and_runbooks() {
     use std::path::{Path, PathBuf};
     use std::process::Command;
+
+    // The release build takes both CPUs for minutes: not beside a storm or a hostile test.
+    let _heavy = heavy();
 
     fn run(command: &mut Command) -> String {
         let output = command

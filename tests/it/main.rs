@@ -2,6 +2,10 @@
 //! `cargo test --test it faults::`). Each former `tests/<name>.rs` is the module `<name>`:
 //! one binary links the whole crate once instead of twenty times, which is most of the build
 //! time and of the disk the tests take.
+//!
+//! The modules share one process, so none may assume it is alone in its binary: process-wide
+//! state is set up in `common`, once, the same way for all (the rustls crypto provider; the
+//! lock the heavy tests take), never per module.
 
 mod common;
 mod fakes;

@@ -6,6 +6,27 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Install the rustls crypto provider (ring) for the whole test process, before anything builds
+/// a TLS config. Every integration test runs in one process (`tests/it`): the fakes and the
+/// TLS client of `lifecycle` both come here, so the process gets one provider, set one way.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// One heavy test at a time, across the whole test binary: the storms (a real Alertmanager and
+/// Prometheus and thousands of alerts), the hostile-input tests (their memory and time figures
+/// mean something only without another heavy test's load on the same CPUs) and the package
+/// test (a release build). When each file was its own test binary, the storms and the hostile
+/// tests each had their own lock and never met, as cargo runs test binaries one after another;
+/// in one binary they share this one.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/alertmanager");
 
 pub fn fixture(name: &str) -> String {

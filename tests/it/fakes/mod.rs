@@ -27,7 +27,7 @@ use axum::http::{HeaderMap, Method, Request};
 
 /// Install the rustls crypto provider (needed before anything builds a TLS config).
 pub fn init() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::common::install_crypto_provider();
 }
 
 /// A URL on 127.0.0.1 where nothing listens: the port was free a moment ago.
