@@ -11,7 +11,7 @@
 # uncertain and escalated), every page delivered (re-sends of one dedup key counted), and no
 # partial bundle. The kill moments come from a seed, printed: STORM_SEED=N replays them.
 #
-# It is the test `crash` in tests/storm.rs, sized and run by bench/storm.sh.
+# It is the test `storm::crash` in tests/it/storm.rs, sized and run by bench/storm.sh.
 #
 # Environment (all optional):
 #   STORM_ROUNDS=20                kill -9 rounds, spread over 1.5 x STORM_SECONDS (down 0-0.5 s each)

@@ -7,8 +7,8 @@
 # webhook max_alerts 0), one group of them raised by a REAL Prometheus evaluating a real
 # alerting rule, into the release build of nightshift with fakes for PagerDuty, the Kubernetes
 # API, Prometheus's query API, the status page and a health endpoint. The storm and its fakes
-# are the test `storm` in tests/storm.rs (short when run by `cargo test`; the fakes live in
-# tests/fakes); this script sizes it, runs it in release mode and prints its summary block.
+# are the test `storm::storm` in tests/it/storm.rs (short when run by `cargo test`; the fakes live in
+# tests/it/fakes); this script sizes it, runs it in release mode and prints its summary block.
 #
 # Environment (all optional):
 #   STORM_ALERTS=10000 STORM_GROUPS=100 STORM_SECONDS=60   the storm
@@ -32,10 +32,10 @@ export STORM_SETTLE_SECS=${STORM_SETTLE_SECS:-600}
 timeout_s=${STORM_TIMEOUT:-1800}
 
 out=$(mktemp "/tmp/nightshift-$test_name.XXXXXX.log")
-echo "$test_name: building (release) and running tests/storm.rs $test_name; full output in $out" >&2
+echo "$test_name: building (release) and running tests/it/storm.rs $test_name; full output in $out" >&2
 set +e
 timeout --signal=INT "$timeout_s" \
-  cargo test --release --test storm "$test_name" -- --exact --nocapture --test-threads=1 \
+  cargo test --release --test it "storm::$test_name" -- --exact --nocapture --test-threads=1 \
   >"$out" 2>&1
 rc=$?
 set -e

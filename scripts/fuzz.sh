@@ -12,7 +12,7 @@
 # is saved under fuzz/artifacts/TARGET/ and makes the script exit 1 after the other targets
 # have run; minimise one with
 #   RUSTC_BOOTSTRAP=1 cargo fuzz tmin -a TARGET fuzz/artifacts/TARGET/crash-...
-# (from fuzz/), fix it, and keep it as a regression test in tests/properties.rs.
+# (from fuzz/), fix it, and keep it as a regression test in tests/it/properties.rs.
 set -euo pipefail
 
 seconds="${1:-60}"

@@ -211,7 +211,7 @@ receivers:
             "startsAt": time_text(now),
             "endsAt": time_text(now + chrono::Duration::hours(1)),
             "createdBy": "nightshift e2e test",
-            "comment": "silenced by tests/e2e_alertmanager.rs",
+            "comment": "silenced by tests/it/e2e_alertmanager.rs",
         });
         let response = client().post(
             &format!("{}/api/v2/silences", self.base),

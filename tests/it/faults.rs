@@ -7,7 +7,7 @@
 //! Prometheus down; the status page timing out; the store's disk full (`store.max_size_bytes`,
 //! a real full tmpfs) and read-only (`chattr +i`); a rule reload with a broken file.
 //!
-//! Every test runs the real binary against the fakes of `tests/fakes` with short timeouts
+//! Every test runs the real binary against the fakes of `tests/it/fakes` with short timeouts
 //! (PagerDuty 1 s, probes 1 s, collectors 2 s) so that slowness shows quickly; each test
 //! keeps under ~30 s.
 

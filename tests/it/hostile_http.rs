@@ -3,7 +3,7 @@
 //! header floods. For each: the exact answer, another client's normal webhook still served, and
 //! the daemon's memory (VmRSS / VmHWM from /proc) within a stated bound.
 //!
-//! The figures are printed (`cargo test --test hostile_http -- --nocapture`) as table rows.
+//! The figures are printed (`cargo test --test it hostile_http:: -- --nocapture`) as table rows.
 
 use crate::common::*;
 
@@ -15,7 +15,7 @@ const MIB: usize = 1024 * 1024;
 
 /// Hostile bodies must reach the parser to show it holds: these daemons take webhooks without
 /// a credential, an explicit choice on a loopback listener (`[auth] allow_unauthenticated`).
-/// The 401 path is tested on its own (`a_401_answer_closes_the_connection`, tests/ingest.rs).
+/// The 401 path is tested on its own (`a_401_answer_closes_the_connection`, tests/it/ingest.rs).
 const OPEN_WEBHOOK: &str = "[auth]\nallow_unauthenticated = [\"webhook\"]\n";
 
 /// One hostile test at a time, and none beside a storm: each runs its own daemon, and the

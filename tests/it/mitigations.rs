@@ -40,7 +40,7 @@ fn setup(extra: &str, ingest_token: bool) -> Setup {
     };
     let mut daemon = Daemon::prepare(
         &format!(
-            // Bundles have their own tests (tests/bundles.rs); here the API server's requests
+            // Bundles have their own tests (tests/it/bundles.rs); here the API server's requests
             // are the actions' alone.
             "[rules]\ndir = \"{{dir}}/rules\"\n[kubernetes]\nkubeconfig = \"{{dir}}/kubeconfig\"\nnamespaces = [\"vastai\"]\n[bundles]\nenabled = false\n{auth}{extra}"
         ),

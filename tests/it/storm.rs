@@ -20,7 +20,7 @@
 //!
 //! Every run prints one summary block (`==== nightshift storm summary ====` … `==== end ====`):
 //! figures, and checks marked PASS / FAIL; any FAIL fails the test. The latency targets are
-//! checked in a release build only (`bench/storm.sh`, or `cargo test --release --test storm`):
+//! checked in a release build only (`bench/storm.sh`, or `cargo test --release --test it storm::`):
 //! a debug build shows their figures but does not check them.
 //!
 //! Alertmanager groups alerts by `alertname` and `group` (group_wait 1s, group_interval 5s,
@@ -607,7 +607,7 @@ async fn forward(proxy: Proxy, request: Request<Body>) -> Response {
 // ---------------------------------------------------------------------------------------
 // Setup
 
-const STORM_RULES: &str = r#"# tests/storm.rs: one rollout restart per group's deployment (so the budget shows), and
+const STORM_RULES: &str = r#"# tests/it/storm.rs: one rollout restart per group's deployment (so the budget shows), and
 # evidence every incident of the rule shares.
 [runbook]
 name = "storm"
