@@ -139,7 +139,14 @@ fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
 /// The mode actions run in: enforce only when configured and the ingest endpoint has a
 /// credential, with the reason when the configuration is overruled.
 fn effective_mode(config: &Config, credentials: &Credentials) -> (Mode, Option<String>) {
-    match (config.actions.mode, credentials.ingest.is_required()) {
+    mode_for(config.actions.mode, credentials.ingest.is_required())
+}
+
+/// The mode actions run in: enforce only when configured to and the webhook takes a
+/// credential (an unauthenticated sender must not be able to drive changes); `explain` shows
+/// the same.
+pub fn mode_for(configured: ActionMode, ingest_credential: bool) -> (Mode, Option<String>) {
+    match (configured, ingest_credential) {
         (ActionMode::Enforce, true) => (Mode::Enforce, None),
         (ActionMode::Enforce, false) => (
             Mode::DryRun,

@@ -311,6 +311,32 @@ impl Mitigator {
         }
     }
 
+    /// The workload a Kubernetes action would change, refused when its namespace is not in
+    /// `kubernetes.namespaces` (empty allows none); `explain` asks the same question.
+    pub fn kubernetes_workload(
+        namespaces: &[String],
+        chosen: &ChosenAction,
+    ) -> Result<Workload, String> {
+        let text = |field: &str| {
+            chosen.rendered[field]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("{field} did not render"))
+        };
+        let namespace = text("namespace")?;
+        if !namespaces.contains(&namespace) {
+            let allowed = if namespaces.is_empty() {
+                "it is empty, which allows none".to_owned()
+            } else {
+                format!("it allows {namespaces:?}")
+            };
+            return Err(format!(
+                "namespace {namespace:?} is not in kubernetes.namespaces ({allowed})"
+            ));
+        }
+        Workload::parse(&namespace, &text("workload")?)
+    }
+
     fn prepare(
         &self,
         name: &str,
@@ -320,23 +346,11 @@ impl Mitigator {
         context: &Value,
         severity: &str,
     ) -> Result<(String, Prepared), String> {
-        let text = |field: &str| {
-            chosen.rendered[field]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| format!("{field} did not render"))
-        };
         match spec {
             ActionSpec::RolloutRestart { .. }
             | ActionSpec::SetEnv { .. }
             | ActionSpec::Scale { .. } => {
-                let namespace = text("namespace")?;
-                if !self.namespaces.contains(&namespace) {
-                    return Err(format!(
-                        "namespace {namespace:?} is not in kubernetes.namespaces"
-                    ));
-                }
-                let workload = Workload::parse(&namespace, &text("workload")?)?;
+                let workload = Self::kubernetes_workload(&self.namespaces, chosen)?;
                 let mut env_values = std::collections::BTreeMap::new();
                 if let ActionSpec::SetEnv { env, .. } = spec {
                     for (name, source) in env {

@@ -7,9 +7,8 @@
 
 use serde::Serialize;
 
-use crate::actions::kubernetes::Workload;
 use crate::clock::duration_millis;
-use crate::config::{ActionMode, Config, OpenEndpoint, PagingPolicy};
+use crate::config::{Config, OpenEndpoint, PagingPolicy};
 use crate::governor::{self, Facts, Limits, Mode, Proposal, Verdict};
 use crate::notify::deliver::DeliverySettings;
 use crate::rules::action::{ActionSpec, Common};
@@ -141,29 +140,15 @@ impl Effective {
 
     /// The target as the act stage builds it, refusing what it refuses before judging.
     fn target(&self, spec: &ActionSpec, chosen: &ChosenAction) -> Result<String, String> {
-        let text = |field: &str| {
-            chosen.rendered[field]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| format!("{field} did not render"))
-        };
         match spec {
             ActionSpec::RolloutRestart { .. }
             | ActionSpec::SetEnv { .. }
             | ActionSpec::Scale { .. } => {
-                let namespace = text("namespace")?;
-                // The act stage's own check (`mitigate::Mitigator::prepare`).
-                if !self.namespaces.contains(&namespace) {
-                    let allowed = if self.namespaces.is_empty() {
-                        "it is empty, which allows none".to_owned()
-                    } else {
-                        format!("it allows {:?}", self.namespaces)
-                    };
-                    return Err(format!(
-                        "namespace {namespace:?} is not in kubernetes.namespaces ({allowed})"
-                    ));
-                }
-                Ok(Workload::parse(&namespace, &text("workload")?)?.target())
+                // The act stage's own check.
+                Ok(
+                    crate::mitigate::Mitigator::kubernetes_workload(&self.namespaces, chosen)?
+                        .target(),
+                )
             }
             ActionSpec::Exec { .. } | ActionSpec::Http { .. } => Ok(chosen.rendered["target"]
                 .as_str()
@@ -256,16 +241,5 @@ fn mode_of(config: &Config) -> (Mode, Option<String>) {
             .auth
             .allow_unauthenticated
             .contains(&OpenEndpoint::Webhook);
-    match (config.actions.mode, ingest_credential) {
-        (ActionMode::Enforce, true) => (Mode::Enforce, None),
-        (ActionMode::Enforce, false) => (
-            Mode::DryRun,
-            Some(
-                "actions.mode is enforce but the ingest endpoint has no credential, so the \
-                 daemon runs in dry-run"
-                    .to_owned(),
-            ),
-        ),
-        (ActionMode::DryRun, _) => (Mode::DryRun, None),
-    }
+    crate::daemon::mode_for(config.actions.mode, ingest_credential)
 }
