@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use crate::bundle::request::CollectorRequest;
-use crate::config;
 use crate::decide::{self, GivenProbes};
 use crate::probes::{ProbeSettings, Prober, kubernetes::ClientSlot};
 use crate::rules::{self, AlertInput, Decision, LoadOptions, RuleSet};
@@ -41,9 +40,7 @@ pub fn run(
     probe_args: &[String],
     json: bool,
 ) -> anyhow::Result<i32> {
-    let loaded = config::load(config_path.as_deref(), env)
-        .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
-    let config = loaded.config;
+    let config = crate::cli::load(config_path.as_deref(), env)?;
     let options = LoadOptions::from_config(&config);
     let set = match rules::load_dir(&config.rules.dir, &options) {
         Ok(set) => set,

@@ -75,9 +75,7 @@ fn call(
     endpoint: &str,
     query: &[(&str, String)],
 ) -> anyhow::Result<String> {
-    let loaded = config::load(path.as_deref(), env)
-        .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
-    let config = loaded.config;
+    let config = super::load(path.as_deref(), env)?;
     let address_file = config.store.dir.join(crate::daemon::ADDRESS_FILE);
     let base = std::fs::read_to_string(&address_file).with_context(|| {
         format!(

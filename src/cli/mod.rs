@@ -384,11 +384,10 @@ fn test_rules(
     files: Vec<PathBuf>,
     json: bool,
 ) -> anyhow::Result<i32> {
-    let loaded = config::load(path.as_deref(), env)
-        .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
-    let options = crate::rules::LoadOptions::with_tests(&loaded.config);
+    let config = load(path.as_deref(), env)?;
+    let options = crate::rules::LoadOptions::with_tests(&config);
     let files = if files.is_empty() {
-        vec![loaded.config.rules.dir.clone()]
+        vec![config.rules.dir.clone()]
     } else {
         files
     };
@@ -445,7 +444,7 @@ fn test_rules(
 }
 
 /// The configuration, or every error in it.
-fn load(
+pub(crate) fn load(
     path: Option<&std::path::Path>,
     env: &[(String, String)],
 ) -> anyhow::Result<config::Config> {
@@ -466,12 +465,11 @@ fn report(
     since: std::time::Duration,
     format: ReportFormat,
 ) -> anyhow::Result<()> {
-    let loaded = config::load(path.as_deref(), env)
-        .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+    let config = load(path.as_deref(), env)?;
     let options = crate::bundle::bundler::ReportOptions {
-        severities: loaded.config.severities.clone(),
-        external_url: loaded.config.paging.external_url.clone(),
-        state_dir: loaded.config.store.dir.clone(),
+        severities: config.severities.clone(),
+        external_url: config.paging.external_url.clone(),
+        state_dir: config.store.dir.clone(),
     };
     let reader = open_reader(path, env)?;
     let now = chrono::Utc::now().timestamp_millis();
