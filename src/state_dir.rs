@@ -16,9 +16,6 @@ pub const DIR_MODE: u32 = 0o750;
 pub const FILE_MODE: u32 = 0o640;
 /// The lock file, holding the pid of the process that has the state directory.
 pub const LOCK_FILE: &str = "nightshift.lock";
-/// How many times (5 ms apart) [`lock`] tries again while a reader's [`is_held`] probe holds
-/// the lock file.
-const PROBE_WAITS: u32 = 20;
 
 /// Create `path` (and its missing parents) as directories with [`DIR_MODE`], and set that
 /// mode on `path` itself even if it existed (an older version, or another umask, may have left
@@ -109,21 +106,10 @@ pub fn lock(dir: &Path) -> Result<StateLock, LockError> {
         .mode(FILE_MODE)
         .open(&path)
         .map_err(io)?;
-    let mut probes_waited = 0;
-    loop {
-        // SAFETY: flock on a descriptor this function owns; no memory is passed.
-        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if locked == 0 {
-            break;
-        }
+    // SAFETY: flock on a descriptor this function owns; no memory is passed.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
         let error = std::io::Error::last_os_error();
-        // A reader's `is_held` holds a shared lock for a moment: wait that out, never a
-        // daemon's hold.
-        if error.raw_os_error() == Some(libc::EWOULDBLOCK) && probes_waited < PROBE_WAITS {
-            probes_waited += 1;
-            std::thread::sleep(std::time::Duration::from_millis(5));
-            continue;
-        }
         if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
             let mut text = String::new();
             let _ = file.read_to_string(&mut text);
@@ -148,23 +134,6 @@ pub fn lock(dir: &Path) -> Result<StateLock, LockError> {
     Ok(StateLock { _file: file, path })
 }
 
-/// Whether a nightshift process holds `dir` now. Asks by taking a shared lock for a moment
-/// (which [`lock`] waits out); a lock file nobody can open is taken as held, the cautious
-/// answer for a reader deciding whether the store may change under it.
-pub fn is_held(dir: &Path) -> bool {
-    let file = match File::open(dir.join(LOCK_FILE)) {
-        Ok(file) => file,
-        Err(error) => return error.kind() != std::io::ErrorKind::NotFound,
-    };
-    // SAFETY: flock on a descriptor this function owns; no memory is passed.
-    let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
-    if free {
-        // SAFETY: as above; closing the file would release it as well.
-        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
-    }
-    !free
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,27 +154,6 @@ mod tests {
         );
         drop(first);
         lock(&state).unwrap();
-    }
-
-    #[test]
-    fn a_probe_sees_the_hold_and_does_not_keep_a_daemon_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("var");
-        assert!(!is_held(&state), "no lock file: nobody holds it");
-        let first = lock(&state).unwrap();
-        assert!(is_held(&state));
-        drop(first);
-        assert!(!is_held(&state));
-        // A probe that holds the shared lock while a daemon starts only delays it.
-        let probe = File::open(state.join(LOCK_FILE)).unwrap();
-        // SAFETY: flock on a descriptor the test owns.
-        unsafe { libc::flock(probe.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
-        let release = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            drop(probe);
-        });
-        lock(&state).unwrap();
-        release.join().unwrap();
     }
 
     #[test]

@@ -6,11 +6,12 @@
 //! `connect`), so they are normally there. When `-shm` is missing anyway (a store last closed
 //! by an older nightshift, which let SQLite delete both) the reader opens the database
 //! `immutable`, without locks or `-shm`. That is only correct when no commit lives in `-wal`
-//! alone and nobody writes, so it is done only when `-wal` is empty or missing and the daemon
-//! does not hold the state directory; otherwise the reader gets a precise error instead.
+//! alone and nobody writes. A missing `-shm` already says nobody has the store open (every
+//! WAL connection maps it, and the writer keeps it), so the reader asks only that `-wal` be
+//! empty or missing; otherwise it gets a precise error instead.
 //!
-//! Invariant: a reader never writes a file, takes no lock a writer waits for longer than a
-//! probe, and never reads a database whose `-wal` it ignores.
+//! Invariant: a reader never writes a file, takes no lock, and never reads a database whose
+//! `-wal` it ignores.
 
 use std::ffi::CString;
 use std::io::ErrorKind;
@@ -37,7 +38,7 @@ pub(super) fn open_read_only(database: &Path) -> Result<Connection, StoreError> 
     // drops every POSIX lock this process's SQLite connections hold on it (the daemon's own
     // readers come through here too), and a connection that then believes itself alone
     // resets `-shm` under a writer that has it mapped.
-    match readable(database) {
+    match may(database, libc::R_OK) {
         Ok(()) => {}
         Err(error) if error.kind() == ErrorKind::PermissionDenied => return Err(denied(database)),
         Err(error) if error.kind() == ErrorKind::NotFound => {
@@ -49,15 +50,15 @@ pub(super) fn open_read_only(database: &Path) -> Result<Connection, StoreError> 
     let wal = sibling(database, "-wal");
     let shm = sibling(database, "-shm");
     for file in [&wal, &shm] {
-        if readable(file).is_err_and(|error| error.kind() == ErrorKind::PermissionDenied) {
+        if may(file, libc::R_OK).is_err_and(|error| error.kind() == ErrorKind::PermissionDenied) {
             return Err(denied(file));
         }
     }
-    if shm.exists() || may_write(dir) {
+    if shm.exists() || may(dir, libc::W_OK).is_ok() {
         return Ok(connect(database, true)?);
     }
     let wal_holds_commits = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
-    if wal_holds_commits || crate::state_dir::is_held(dir) {
+    if wal_holds_commits {
         return Err(StoreError::NoSharedMemory { shm, wal });
     }
     Ok(connect_immutable(database)?)
@@ -70,27 +71,18 @@ fn sibling(database: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Whether this process may read `path`, by its effective ids, without opening it.
-fn readable(path: &Path) -> std::io::Result<()> {
+/// Whether this process may access `path` as `mode` (`R_OK`, `W_OK`) by its effective ids,
+/// asked with access(2), without opening it.
+fn may(path: &Path, mode: libc::c_int) -> std::io::Result<()> {
     let path = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
     // SAFETY: faccessat reads the NUL-terminated path only.
-    let status =
-        unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::R_OK, libc::AT_EACCESS) };
+    let status = unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), mode, libc::AT_EACCESS) };
     if status == 0 {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
     }
-}
-
-/// Whether this process may create files in `dir`, by its effective ids.
-fn may_write(dir: &Path) -> bool {
-    let Ok(path) = CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: faccessat reads the NUL-terminated path only.
-    unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::W_OK, libc::AT_EACCESS) == 0 }
 }
 
 /// A read-only connection that takes no locks and ignores `-wal`/`-shm`: only for a database

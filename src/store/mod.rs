@@ -79,9 +79,8 @@ pub enum StoreError {
     },
     /// A reader that may not create `-shm` cannot read the store without it.
     #[error(
-        "store: {} is missing and this user may not create it; nightshift is running or {} \
-         holds commits, so the store cannot be read without it: run this as root or as \
-         nightshift's user",
+        "store: {} is missing and this user may not create it, and {} holds commits, so \
+         the store cannot be read without it: run this as root or as nightshift's user",
         shm.display(),
         wal.display()
     )]
