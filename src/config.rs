@@ -580,7 +580,7 @@ impl ActionsConfig {
 pub struct PagingConfig {
     /// `group` (one page per Alertmanager group, keyed like Alertmanager's own PagerDuty
     /// integration) or `incident`.
-    pub dedup: crate::paging::DedupMode,
+    pub dedup: crate::page::policy::DedupMode,
     /// nightshift's own URL as people reach it; pages link to the incident under it.
     pub external_url: Option<String>,
     /// Alertmanager's URL for links in pages; defaults to `alertmanager.url`.
@@ -605,7 +605,7 @@ pub struct PagingConfig {
 impl Default for PagingConfig {
     fn default() -> Self {
         Self {
-            dedup: crate::paging::DedupMode::Group,
+            dedup: crate::page::policy::DedupMode::Group,
             external_url: None,
             alertmanager_url: None,
             fallback: Vec::new(),
@@ -1552,7 +1552,7 @@ fn validate_paging(config: &Config, fail: &mut impl FnMut(&str, String)) {
             );
         }
         if let Some(template) = &notifier.template
-            && let Err(error) = crate::notify::render::check_template(template)
+            && let Err(error) = crate::page::notify::render::check_template(template)
         {
             fail(&key, format!("template: {error}"));
         }

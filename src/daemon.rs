@@ -9,18 +9,18 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::act::governor::Mode;
+use crate::act::mitigate::ModeSwitch;
 use crate::auth::{Credentials, Missing};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{self, ActionMode, AlertmanagerConfig, Config};
-use crate::governor::Mode;
-use crate::mitigate::ModeSwitch;
+use crate::episodes::worker::{SharedRules, Worker};
 use crate::probes::{ProbeSettings, Prober};
 use crate::rules::LoadOptions;
 use crate::server::{self, AppState};
 use crate::store::{Store, StoreSettings};
 use crate::systemd::Notifier;
 use crate::telemetry::{self, LogReload, Metrics};
-use crate::worker::{SharedRules, Worker};
 
 /// The file in the state directory that holds the address actually bound (useful with port 0).
 pub const ADDRESS_FILE: &str = "nightshift.addr";
@@ -42,7 +42,7 @@ pub struct Reloader {
     /// Why the rules in use are not the configured ones, if they are not; shown by /readyz.
     rules_degraded: Arc<RwLock<Option<String>>>,
     /// Routing keys, notifiers and the fallback chain; swapped whole on reload.
-    delivery: Arc<crate::notify::deliver::Deliverer>,
+    delivery: Arc<crate::page::notify::deliver::Deliverer>,
     /// The act stage's mode, switched by `[actions] mode`.
     mode: Arc<ModeSwitch>,
     /// Why actions run dry against the configuration, if they do; shown by /readyz.
@@ -207,7 +207,7 @@ impl Reloader {
         // `config::load` already refused enforce with the webhook open (the rule lives there);
         // this is the same safety net as at start: never enforcing without an ingest credential.
         let (mode, mode_note) = effective_mode(&new, &credentials);
-        let delivery = crate::notify::deliver::DeliverySettings::from_config(&new)
+        let delivery = crate::page::notify::deliver::DeliverySettings::from_config(&new)
             .map_err(|error| vec![error])?;
         let options = LoadOptions::from_config(&new);
         let rules = crate::rules::load_dir(&new.rules.dir, &options).map_err(|errors| {
@@ -351,7 +351,7 @@ async fn run_async(
             .map_err(|errors| anyhow::anyhow!("cannot load credentials:\n{}", errors.join("\n")))?;
     log_credentials(&config, &created);
     let tls = server::load_tls(&config.server).map_err(|e| anyhow::anyhow!(e))?;
-    let delivery_settings = crate::notify::deliver::DeliverySettings::from_config(&config)
+    let delivery_settings = crate::page::notify::deliver::DeliverySettings::from_config(&config)
         .map_err(|error| anyhow::anyhow!("cannot load paging settings: {error}"))?;
     if delivery_settings.routing_keys.is_empty() {
         tracing::warn!(
@@ -423,7 +423,7 @@ async fn run_async(
     let (alertmanager_settings, alertmanager_receiver) =
         watch::channel(config.alertmanager.clone());
     let deliverer = Arc::new(
-        crate::notify::deliver::Deliverer::with_http(
+        crate::page::notify::deliver::Deliverer::with_http(
             store.clone(),
             clock.clone(),
             metrics.clone(),
@@ -432,7 +432,7 @@ async fn run_async(
         )
         .map_err(|error| anyhow::anyhow!("cannot build the HTTP client for paging: {error}"))?,
     );
-    let heartbeat = Arc::new(crate::notify::selfpage::Heartbeat::new(
+    let heartbeat = Arc::new(crate::page::notify::selfpage::Heartbeat::new(
         &config.watchdog.alertname,
         clock.now_millis(),
     ));
@@ -484,7 +484,7 @@ async fn run_async(
         shutdown.clone(),
         deadline,
     ));
-    let sync_task = tokio::spawn(crate::alertmanager::run(
+    let sync_task = tokio::spawn(crate::ingest::alertmanager::run(
         store.clone(),
         metrics.clone(),
         alertmanager_receiver,
@@ -499,7 +499,7 @@ async fn run_async(
         let collectors = crate::bundle::collect::Collectors::new(
             crate::bundle::collect::CollectEnv {
                 prometheus_urls: config.prometheus.urls.clone(),
-                http: crate::actions::http::client_for(&config.http)
+                http: crate::act::actions::http::client_for(&config.http)
                     .map_err(|e| anyhow::anyhow!(e))?,
                 kubernetes: crate::probes::kubernetes::ClientSlot::new(&config.kubernetes),
             },
@@ -522,14 +522,15 @@ async fn run_async(
     } else {
         None
     };
-    let mitigator = Arc::new(crate::mitigate::Mitigator {
+    let mitigator = Arc::new(crate::act::mitigate::Mitigator {
         store: store.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),
         kubernetes: crate::probes::kubernetes::ClientSlot::new(&config.kubernetes),
-        http: crate::actions::http::client_for(&config.http).map_err(|e| anyhow::anyhow!(e))?,
+        http: crate::act::actions::http::client_for(&config.http)
+            .map_err(|e| anyhow::anyhow!(e))?,
         mode: mode.clone(),
-        limits: crate::governor::Limits {
+        limits: crate::act::governor::Limits {
             hourly_budget: config.actions.hourly_budget,
         },
         namespaces: config.kubernetes.namespaces.clone(),
@@ -563,7 +564,7 @@ async fn run_async(
     if let Some(bundler) = &bundler {
         tokio::spawn(bundler.clone().run(shutdown.clone()));
     }
-    let self_pager = Arc::new(crate::notify::selfpage::SelfPager::new(
+    let self_pager = Arc::new(crate::page::notify::selfpage::SelfPager::new(
         deliverer.clone(),
         store.clone(),
         heartbeat,

@@ -91,7 +91,7 @@ impl fmt::Display for Shown {
 /// Milliseconds since the epoch as RFC 3339 in UTC (`2026-12-08T04:00:00Z`), the one way a
 /// point in time appears in logs and messages.
 pub fn rfc3339_millis(epoch_millis: i64) -> String {
-    crate::reconcile::canonical_time(crate::clock::millis_to_datetime(epoch_millis))
+    crate::episodes::reconcile::canonical_time(crate::clock::millis_to_datetime(epoch_millis))
 }
 
 /// `#[serde(with = "crate::duration::text")]`: a duration field written as text.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use crate::bundle::request::CollectorRequest;
-use crate::decide::{self, GivenProbes};
+use crate::episodes::decide::{self, GivenProbes};
 use crate::probes::{ProbeSettings, Prober, kubernetes::ClientSlot};
 use crate::rules::{self, AlertInput, Decision, LoadOptions, RuleSet};
 
@@ -75,10 +75,13 @@ pub fn run(
     let mut explained = Vec::new();
     for alert in notification.alerts {
         let input = AlertInput {
-            incident_id: crate::reconcile::episode_id(&alert.fingerprint, alert.starts_at),
+            incident_id: crate::episodes::reconcile::episode_id(
+                &alert.fingerprint,
+                alert.starts_at,
+            ),
             age_seconds: (now - alert.starts_at).num_seconds().max(0),
             status: alert.status.as_str().to_owned(),
-            starts_at: crate::reconcile::canonical_time(alert.starts_at),
+            starts_at: crate::episodes::reconcile::canonical_time(alert.starts_at),
             fingerprint: alert.fingerprint,
             generator_url: alert.generator_url,
             labels: alert.labels,
@@ -148,11 +151,11 @@ pub fn run(
     } else {
         println!("payload   {} ({})", payload.display(), shape.describe());
         let mode = match (mode, mode_note) {
-            (crate::governor::Mode::Enforce, _) => {
+            (crate::act::governor::Mode::Enforce, _) => {
                 "enforce: actions the governor allows are carried out".to_owned()
             }
-            (crate::governor::Mode::DryRun, Some(note)) => format!("dry-run ({note})"),
-            (crate::governor::Mode::DryRun, None) => "dry-run: nothing is changed".to_owned(),
+            (crate::act::governor::Mode::DryRun, Some(note)) => format!("dry-run ({note})"),
+            (crate::act::governor::Mode::DryRun, None) => "dry-run: nothing is changed".to_owned(),
         };
         println!("mode      {mode}\n");
         for explained in &explained {

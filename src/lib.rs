@@ -2,26 +2,21 @@
 //!
 //! See ARCHITECTURE.md for the flow and a map of these modules.
 
-pub mod actions;
-pub mod alertmanager;
+pub mod act;
 pub mod auth;
 pub mod bundle;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
-pub mod decide;
 pub mod duration;
+pub mod episodes;
 pub mod escape;
 pub mod explain;
-pub mod governor;
 pub mod http_client;
 pub mod ingest;
-pub mod mitigate;
-pub mod notify;
-pub mod paging;
+pub mod page;
 pub mod probes;
-pub mod reconcile;
 pub mod redact;
 pub mod report;
 pub mod rules;
@@ -30,4 +25,3 @@ pub mod state_dir;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;
-pub mod worker;

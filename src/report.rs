@@ -19,9 +19,9 @@ use crate::bundle::docs::{
 };
 use crate::bundle::facts::{self, PageEventFacts};
 use crate::escape::{self, markdown_code};
-use crate::notify::render::action_sentence;
-use crate::notify::view::ActionLine;
-use crate::paging::PageState;
+use crate::page::notify::render::action_sentence;
+use crate::page::notify::view::ActionLine;
+use crate::page::policy::PageState;
 
 /// Everything the report says, for one window of time.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]

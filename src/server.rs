@@ -25,7 +25,7 @@ use crate::auth::{Credentials, Role};
 use crate::clock::{Millis, SharedClock};
 use crate::config::ServerConfig;
 use crate::daemon::Reloader;
-use crate::reconcile::EpisodeStatus;
+use crate::episodes::reconcile::EpisodeStatus;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
@@ -48,7 +48,7 @@ pub struct AppState {
     /// Set when actions run in dry-run against the configuration (shown by /readyz).
     pub actions_note: Arc<RwLock<Option<String>>>,
     /// The Watchdog heartbeat, fed by ingest.
-    pub heartbeat: Arc<crate::notify::selfpage::Heartbeat>,
+    pub heartbeat: Arc<crate::page::notify::selfpage::Heartbeat>,
     /// What the night report needs besides the store.
     pub report: Arc<crate::bundle::bundler::ReportOptions>,
 }

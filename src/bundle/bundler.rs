@@ -238,7 +238,9 @@ impl Bundler {
         if !ready {
             let note = format!(
                 "{action} went ahead at {} before the before_action collectors finished (waited {})",
-                crate::reconcile::canonical_time(millis_to_datetime(self.clock.now_millis())),
+                crate::episodes::reconcile::canonical_time(millis_to_datetime(
+                    self.clock.now_millis()
+                )),
                 crate::duration::Shown(bound)
             );
             tracing::warn!(episode = episode_id, %note, "evidence before disruption: bound reached");
@@ -429,7 +431,7 @@ impl Bundler {
         let alert = json!({
             "incident": facts.incident,
             "notification": notification.map(|(received_at, remote, group_key, body)| json!({
-                "received_at": crate::reconcile::canonical_time(millis_to_datetime(received_at)),
+                "received_at": crate::episodes::reconcile::canonical_time(millis_to_datetime(received_at)),
                 "remote": remote,
                 "group_key": group_key,
                 "body": serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
@@ -800,7 +802,7 @@ fn highlights(files: &[(String, Vec<u8>)], redact: impl Fn(&str) -> String) -> V
         let text = String::from_utf8_lossy(bytes);
         for line in text.lines().filter(|l| pattern.is_match(l)) {
             let line = redact(line.trim());
-            lines.push(crate::notify::pagerduty::truncate_chars(&line, 200).to_owned());
+            lines.push(crate::page::notify::pagerduty::truncate_chars(&line, 200).to_owned());
         }
     }
     let skip = lines.len().saturating_sub(5);
@@ -820,7 +822,7 @@ pub fn incident_facts(
     let summary = &detail.summary;
     let latest = detail.decisions.last();
     let severity = summary.severity.clone().unwrap_or_default();
-    let level = crate::paging::rank(&severity).clamp(1, 4) as u8;
+    let level = crate::page::policy::rank(&severity).clamp(1, 4) as u8;
     let config = severities.get(level);
     let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
     let map = |value: &Value| -> BTreeMap<String, String> {
@@ -934,7 +936,7 @@ pub fn incident_facts(
         actions: detail
             .actions
             .iter()
-            .map(crate::notify::deliver::action_line)
+            .map(crate::page::notify::deliver::action_line)
             .collect(),
         pages,
         transitions: detail
@@ -946,7 +948,7 @@ pub fn incident_facts(
             })
             .collect(),
         collectors: collected.to_vec(),
-        generated_at: crate::reconcile::canonical_time(millis_to_datetime(now)),
+        generated_at: crate::episodes::reconcile::canonical_time(millis_to_datetime(now)),
         bundle_path: bundle_path.unwrap_or_default().to_owned(),
         bundle_url: bundle_path.map(link),
     }
@@ -967,7 +969,7 @@ pub fn report_facts(
     since: Millis,
     until: Millis,
 ) -> Result<crate::report::ReportFacts, StoreError> {
-    let time = |millis| crate::reconcile::canonical_time(millis_to_datetime(millis));
+    let time = |millis| crate::episodes::reconcile::canonical_time(millis_to_datetime(millis));
     let mut incidents = Vec::new();
     for id in reader.incident_ids_since(since, 2_000)? {
         let Some(detail) = reader.incident(&id)? else {

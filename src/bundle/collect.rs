@@ -68,9 +68,9 @@ use tokio::sync::{OnceCell, Semaphore};
 use super::request::{
     CollectedFile, CollectorOutput, CollectorRequest, CollectorStatus, RequestKind,
 };
-use crate::actions::Outcome;
-use crate::actions::exec::{self, ExecRequest};
-use crate::actions::kubernetes::{Workload, WorkloadKind};
+use crate::act::actions::Outcome;
+use crate::act::actions::exec::{self, ExecRequest};
+use crate::act::actions::kubernetes::{Workload, WorkloadKind};
 use crate::clock::Millis;
 use crate::probes::http::{describe_error, read_body, snippet};
 use crate::probes::kubernetes::{ClientSlot, error_text};
@@ -133,7 +133,7 @@ impl Collectors {
     /// `concurrency`: collectors running at once across all incidents (at least 1);
     /// `share_for`: how long a finished result is reused for an identical request (zero:
     /// only requests in flight are shared). `http` collectors use `env.http` too, which must
-    /// come from [`crate::actions::http::client_for`]: it never follows redirects (reqwest
+    /// come from [`crate::act::actions::http::client_for`]: it never follows redirects (reqwest
     /// sets that per client, not per request).
     pub fn new(env: CollectEnv, concurrency: usize, share_for: Duration) -> Collectors {
         // Built by `http_client` like every outbound client (redirects never followed, no

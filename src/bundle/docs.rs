@@ -17,11 +17,11 @@ use serde_json::{Map, Value, json};
 
 use crate::bundle::facts::{BundleFacts, CollectorFacts, DecisionFacts, PageEventFacts};
 use crate::escape::{markdown, markdown_code, markdown_fenced, markdown_url};
-use crate::notify::render::{
+use crate::page::notify::render::{
     DEFAULT_STATUS_TEMPLATE, action_sentence, change_summary, status_context,
 };
-use crate::notify::view::{ActionLine, IncidentView, PageView};
-use crate::paging::PageState;
+use crate::page::notify::view::{ActionLine, IncidentView, PageView};
+use crate::page::policy::PageState;
 
 const UNKNOWN_TIME: &str = "time unknown";
 const TO_BE_WRITTEN: &str = "_to be written_";

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::notify::view::ActionLine;
+use crate::page::notify::view::ActionLine;
 
 /// One incident, as its bundle tells it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -123,10 +123,10 @@ pub fn page_state(
     paging_state: &str,
     paging_reason: &str,
     pages: &[PageEventFacts],
-) -> crate::paging::PageState {
-    let events: Vec<crate::paging::PageEvent<'_>> = pages
+) -> crate::page::policy::PageState {
+    let events: Vec<crate::page::policy::PageEvent<'_>> = pages
         .iter()
-        .map(|page| crate::paging::PageEvent {
+        .map(|page| crate::page::policy::PageEvent {
             channel: &page.channel,
             kind: &page.kind,
             state: &page.state,
@@ -134,5 +134,5 @@ pub fn page_state(
             delivered_at: page.delivered_at.as_deref(),
         })
         .collect();
-    crate::paging::page_state(paging_state, paging_reason, &events)
+    crate::page::policy::page_state(paging_state, paging_reason, &events)
 }

@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use self::output::Style;
 
 use crate::config;
-use crate::reconcile::EpisodeStatus;
+use crate::episodes::reconcile::EpisodeStatus;
 use crate::store::{self, Reader};
 
 #[derive(Debug, Parser)]

@@ -7,10 +7,10 @@
 
 use serde::Serialize;
 
+use crate::act::governor::{self, Facts, Limits, Mode, Proposal, Verdict};
 use crate::clock::duration_millis;
 use crate::config::{Config, OpenEndpoint, PagingPolicy};
-use crate::governor::{self, Facts, Limits, Mode, Proposal, Verdict};
-use crate::notify::deliver::DeliverySettings;
+use crate::page::notify::deliver::DeliverySettings;
 use crate::rules::action::{ActionSpec, Common};
 use crate::rules::{ChosenAction, Decision, RuleSet};
 
@@ -146,7 +146,7 @@ impl Effective {
             | ActionSpec::Scale { .. } => {
                 // The act stage's own check.
                 Ok(
-                    crate::mitigate::Mitigator::kubernetes_workload(&self.namespaces, chosen)?
+                    crate::act::mitigate::Mitigator::kubernetes_workload(&self.namespaces, chosen)?
                         .target(),
                 )
             }

@@ -98,7 +98,7 @@ fn from_bundle_alert(value: &Value) -> Result<Notification, webhook::PayloadErro
             ..error
         })?;
         parsed.alerts.retain(|alert| {
-            crate::reconcile::episode_id(&alert.fingerprint, alert.starts_at) == id
+            crate::episodes::reconcile::episode_id(&alert.fingerprint, alert.starts_at) == id
         });
         if !parsed.alerts.is_empty() {
             return Ok(parsed);
@@ -243,7 +243,7 @@ mod tests {
         let (_, notification) = read(incident.to_string().as_bytes()).unwrap();
         let alert = &notification.alerts[0];
         assert_eq!(
-            crate::reconcile::episode_id(&alert.fingerprint, alert.starts_at),
+            crate::episodes::reconcile::episode_id(&alert.fingerprint, alert.starts_at),
             "0123456789abcdef-20261128T030000.5Z"
         );
         assert_eq!(alert.status, webhook::Status::Firing);

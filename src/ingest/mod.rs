@@ -5,6 +5,7 @@
 //! Alertmanager gives up on a 4xx; 503 for everything that may pass later (queue full, backlog,
 //! store failure), since Alertmanager retries 5xx.
 
+pub mod alertmanager;
 pub mod rejected;
 pub mod webhook;
 

@@ -7,9 +7,9 @@
 //! Collectors follow the actions' rules for inputs: every string that is a template is
 //! rendered from the incident's context (labels, annotations, probe results, severity,
 //! incident id); Kubernetes names are checked after rendering; an `http` collector's scheme
-//! and host are written out in the file ([`crate::actions::http::render_url`]); an `exec`
-//! collector's argv follows [`crate::actions::exec::render_argv`] and runs with
-//! [`crate::actions::exec::incident_env`]. `secret()` is refused in every collector template:
+//! and host are written out in the file ([`crate::act::actions::http::render_url`]); an `exec`
+//! collector's argv follows [`crate::act::actions::exec::render_argv`] and runs with
+//! [`crate::act::actions::exec::incident_env`]. `secret()` is refused in every collector template:
 //! a [`CollectorRequest`] carries rendered values only, and those are shown by `explain` and
 //! kept in the bundle's manifest.
 
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::template::Template;
 use super::{AlertInput, Severity};
-use crate::actions::{exec, http};
+use crate::act::actions::{exec, http};
 use crate::bundle::request::{CollectorRequest, RequestKind};
 use crate::clock::Millis;
 

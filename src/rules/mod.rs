@@ -88,7 +88,7 @@ pub struct ProbeDef {
 
 impl ProbeDef {
     /// Render every templated string of the request with the incident's context. URLs are
-    /// rendered as `http` actions' are ([`crate::actions::http::render_url`]): the origin is
+    /// rendered as `http` actions' are ([`crate::act::actions::http::render_url`]): the origin is
     /// the one written in the rule, every value printed into them is percent-encoded, and a
     /// `.` or `..` path segment is refused.
     pub fn render(&self, context: &impl Serialize) -> Result<ProbeRequest, String> {
@@ -99,7 +99,7 @@ impl ProbeDef {
             .render(context)
         };
         let render_url = |source: &str| {
-            crate::actions::http::render_url(source, context).map(|url| url.to_string())
+            crate::act::actions::http::render_url(source, context).map(|url| url.to_string())
         };
         Ok(match &self.request {
             ProbeRequest::Statuspage { url } => ProbeRequest::Statuspage {

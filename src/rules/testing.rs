@@ -89,7 +89,10 @@ pub(crate) fn compile(
                     status: alert.status.as_str().to_owned(),
                     starts_at: alert.starts_at.to_rfc3339(),
                     generator_url: alert.generator_url,
-                    incident_id: crate::reconcile::episode_id(&alert.fingerprint, alert.starts_at),
+                    incident_id: crate::episodes::reconcile::episode_id(
+                        &alert.fingerprint,
+                        alert.starts_at,
+                    ),
                     fingerprint: alert.fingerprint,
                     age_seconds: 0,
                 })

@@ -686,7 +686,7 @@ fn collectors_render_from_the_alert() {
     );
     assert_eq!(
         env,
-        &crate::actions::exec::incident_env(
+        &crate::act::actions::exec::incident_env(
             &input.incident_id,
             "server-errors",
             "P2",
@@ -922,9 +922,9 @@ fn the_vastai_5xx_rule_collects_the_evidence() {
     let notification = crate::ingest::webhook::parse(&body).unwrap();
     let alert = notification.alerts.into_iter().next().unwrap();
     let input = AlertInput {
-        incident_id: crate::reconcile::episode_id(&alert.fingerprint, alert.starts_at),
+        incident_id: crate::episodes::reconcile::episode_id(&alert.fingerprint, alert.starts_at),
         status: alert.status.as_str().to_owned(),
-        starts_at: crate::reconcile::canonical_time(alert.starts_at),
+        starts_at: crate::episodes::reconcile::canonical_time(alert.starts_at),
         fingerprint: alert.fingerprint,
         generator_url: alert.generator_url,
         labels: alert.labels,

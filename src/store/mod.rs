@@ -219,7 +219,7 @@ pub enum PagingOp {
     /// for its actions to be planned, and says when this process started (an act stage cut
     /// off by a restart is not waited for).
     Evaluate {
-        settle: crate::paging::Settle,
+        settle: crate::page::policy::Settle,
     },
     /// These episodes closed.
     Close(Vec<String>),
@@ -271,8 +271,8 @@ pub struct ActionPlan {
     pub cooldown: Millis,
     /// The rendered arguments as they may be shown (secrets redacted), JSON.
     pub arguments: String,
-    pub mode: crate::governor::Mode,
-    pub limits: crate::governor::Limits,
+    pub mode: crate::act::governor::Mode,
+    pub limits: crate::act::governor::Limits,
     /// What the action would hold if it changes something reverted on resolve:
     /// (item, value as JSON). An active hold of the same value makes it a mere hold.
     pub hold_items: Vec<(String, String)>,

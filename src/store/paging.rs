@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{Reader, StoreError};
 use crate::clock::Millis;
-use crate::paging::{self, ActionFacts, Judgement, Settle};
+use crate::page::policy::{self, ActionFacts, Judgement, Settle};
 
 /// What a decision implies for paging; recorded with the decision.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,7 +26,7 @@ pub struct PageRequest {
 /// Priority of an outbox row: triggers by severity first, then resolves, then change events.
 fn priority(kind: &str, severity: &str) -> i64 {
     match kind {
-        "trigger" => paging::rank(severity).min(4),
+        "trigger" => policy::rank(severity).min(4),
         "resolve" => 5,
         _ => 6,
     }
@@ -101,7 +101,7 @@ pub(super) fn on_decision(
             }
         }
         Some((state, severity)) => {
-            let more_severe = paging::rank(&request.severity) < paging::rank(&severity);
+            let more_severe = policy::rank(&request.severity) < policy::rank(&severity);
             if more_severe {
                 transaction.execute(
                     "UPDATE incident_pages SET severity = ?2, policy = ?3, channels = ?4
@@ -194,7 +194,7 @@ pub(super) fn page_incident(
         }
         Some((status, current)) => {
             let highest =
-                if status == "resolved" || paging::rank(&severity) < paging::rank(&current) {
+                if status == "resolved" || policy::rank(&severity) < policy::rank(&current) {
                     severity
                 } else {
                     current
@@ -330,7 +330,7 @@ pub(super) fn evaluate_waiting(
                 .and_then(|mut list| list.pop())
         };
         let stage = settle.act_stage(acted, planned, created_at, now);
-        match paging::judge_waiting(&status, stage, &actions, &shared) {
+        match policy::judge_waiting(&status, stage, &actions, &shared) {
             Judgement::Wait => {}
             Judgement::Page(reason) => {
                 page_incident(transaction, &episode_id, &reason, now)?;
@@ -904,7 +904,7 @@ impl Reader {
     pub fn incident_page_state(
         &self,
         episode_id: &str,
-    ) -> Result<(serde_json::Value, Option<paging::PageState>), StoreError> {
+    ) -> Result<(serde_json::Value, Option<policy::PageState>), StoreError> {
         let page = self
             .connection
             .query_row(
@@ -951,9 +951,9 @@ impl Reader {
             .collect::<Result<Vec<_>, _>>()?;
         let decision = page["state"].as_str().unwrap_or_default().to_owned();
         let reason = page["reason"].as_str().unwrap_or_default().to_owned();
-        let facts: Vec<paging::PageEvent<'_>> = events
+        let facts: Vec<policy::PageEvent<'_>> = events
             .iter()
-            .map(|event| paging::PageEvent {
+            .map(|event| policy::PageEvent {
                 channel: event["channel"].as_str().unwrap_or_default(),
                 kind: event["kind"].as_str().unwrap_or_default(),
                 state: event["state"].as_str().unwrap_or_default(),
@@ -961,14 +961,14 @@ impl Reader {
                 delivered_at: event["delivered_at"].as_str(),
             })
             .collect();
-        let state = paging::page_state(&decision, &reason, &facts);
+        let state = policy::page_state(&decision, &reason, &facts);
         // `state` stays the paging decision (clients compare it); `page_state` is what reached
         // people, from the one function every view uses. `paged_at` was when the page was
         // queued: that is `queued_at` now, and `paged_at` is set only once a trigger was
         // delivered, so nobody reads a rejected page as a page.
         page["queued_at"] = page["paged_at"].clone();
         page["paged_at"] = match &state {
-            paging::PageState::Delivered { at, .. } => at.clone().into(),
+            policy::PageState::Delivered { at, .. } => at.clone().into(),
             _ => serde_json::Value::Null,
         };
         page["page_state"] = state.as_str().into();

@@ -8,10 +8,10 @@ use bytes::Bytes;
 use chrono::TimeZone;
 
 use super::{Attempt, OutboxRow, PageRequest};
+use crate::act::governor::{Limits, Mode};
 use crate::clock::{Clock, ManualClock, Millis};
 use crate::config::{ReconcileConfig, StoreConfig};
-use crate::governor::{Limits, Mode};
-use crate::paging::DedupMode;
+use crate::page::policy::DedupMode;
 use crate::store::{
     ActionPlan, DecisionRecord, IngestRecord, PagingDone, PagingOp, Reader, Store, StoreSettings,
     WriterThread,
@@ -124,7 +124,7 @@ impl Fixture {
     async fn decide(&self, group: &str, instance: &str, severity: &str, policy: &str) -> String {
         let id = self.episode(group, instance);
         let request = PageRequest {
-            dedup_key: crate::paging::dedup_key(DedupMode::Group, group, &id),
+            dedup_key: crate::page::policy::dedup_key(DedupMode::Group, group, &id),
             group_key: group.to_owned(),
             rule: "rule-a".to_owned(),
             severity: severity.to_owned(),
@@ -247,7 +247,7 @@ impl Drop for Fixture {
 const VERIFY_WINDOW: Millis = 600_000;
 
 fn group_key(group: &str) -> String {
-    crate::paging::dedup_key(DedupMode::Group, group, "")
+    crate::page::policy::dedup_key(DedupMode::Group, group, "")
 }
 
 fn triggers(rows: &[OutboxRow]) -> Vec<&OutboxRow> {
@@ -570,7 +570,7 @@ async fn after_verify_decided_before_a_restart_is_judged_at_once_on_what_the_sta
             .await
             .unwrap()
     );
-    let settle = crate::paging::Settle {
+    let settle = crate::page::policy::Settle {
         within: 300_000,
         started_at: Some(started_at),
     };

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::StoreError;
 use crate::clock::{Millis, millis_to_datetime};
-use crate::paging::PageState;
-use crate::reconcile::EpisodeStatus;
+use crate::episodes::reconcile::EpisodeStatus;
+use crate::page::policy::PageState;
 
 pub struct Reader {
     pub(super) connection: Connection,
@@ -105,7 +105,7 @@ pub struct PendingTransition {
 }
 
 pub(super) fn time_text(millis: Millis) -> String {
-    crate::reconcile::canonical_time(millis_to_datetime(millis))
+    crate::episodes::reconcile::canonical_time(millis_to_datetime(millis))
 }
 
 fn json(text: String) -> serde_json::Value {

@@ -413,7 +413,7 @@ async fn restart_resumes_unreconciled_work() {
     assert!(writer.join_within(Duration::from_secs(5)));
 }
 
-fn plan(f: &Fixture, n: usize, target: &str, mode: crate::governor::Mode) -> ActionPlan {
+fn plan(f: &Fixture, n: usize, target: &str, mode: crate::act::governor::Mode) -> ActionPlan {
     let _ = f;
     ActionPlan {
         key: format!("incident-{n}|restart-rule|restart|{target}"),
@@ -427,7 +427,7 @@ fn plan(f: &Fixture, n: usize, target: &str, mode: crate::governor::Mode) -> Act
         cooldown: 30 * 60_000,
         arguments: "{}".to_owned(),
         mode,
-        limits: crate::governor::Limits { hourly_budget: 3 },
+        limits: crate::act::governor::Limits { hourly_budget: 3 },
         hold_items: Vec::new(),
         defer_on_skip: false,
         defer_in_flight: false,
@@ -437,7 +437,7 @@ fn plan(f: &Fixture, n: usize, target: &str, mode: crate::governor::Mode) -> Act
 
 #[tokio::test]
 async fn a_storm_for_one_deployment_plans_exactly_one_restart() {
-    use crate::governor::Mode;
+    use crate::act::governor::Mode;
     let f = Fixture::new(1000);
     let target = "deployment/vastai/vastai-integration";
     let mut handles = Vec::new();
@@ -468,7 +468,7 @@ async fn a_storm_for_one_deployment_plans_exactly_one_restart() {
 
 #[tokio::test]
 async fn the_budget_pause_and_dry_run_are_enforced_from_the_store() {
-    use crate::governor::Mode;
+    use crate::act::governor::Mode;
     let f = Fixture::new(1000);
     // Three targets run; the fourth is over the hourly budget of three.
     for n in 0..3 {

@@ -13,12 +13,12 @@ use super::{
     ActionPlan, ApiAlert, Command, DecisionRecord, Durability, IngestRecord, PlannedAction,
     Recorded, Shared, SyncSummary, Verified, WriteError,
 };
+use crate::act::governor::{self, Facts, Proposal, Verdict};
 use crate::clock::{Millis, SharedClock, duration_millis};
-use crate::governor::{self, Facts, Proposal, Verdict};
-use crate::ingest::webhook::{self, Alert, Notification};
-use crate::reconcile::{
+use crate::episodes::reconcile::{
     self, ApiOutcome, ApiView, EpisodeStatus, Known, SnapshotOutcome, TransitionKind,
 };
+use crate::ingest::webhook::{self, Alert, Notification};
 use crate::telemetry::Metrics;
 
 const SCHEMA: &str = include_str!("schema.sql");
@@ -1077,7 +1077,7 @@ impl Writer {
             PagingOp::Acted(episode_id) => {
                 super::paging::mark_acted(&transaction, episode_id)?;
                 // Marked acted: how long it waited for the act stage no longer matters.
-                let settle = crate::paging::Settle::from(Millis::MAX);
+                let settle = crate::page::policy::Settle::from(Millis::MAX);
                 done.count =
                     super::paging::evaluate_waiting(&transaction, Some(episode_id), now, settle)?;
             }

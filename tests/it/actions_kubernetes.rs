@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::Method;
 use chrono::{DateTime, TimeZone, Utc};
-use nightshift::actions::Outcome;
-use nightshift::actions::kubernetes::{
+use nightshift::act::actions::Outcome;
+use nightshift::act::actions::kubernetes::{
     ACTION_KEY_ANNOTATION, RESTARTED_AT_ANNOTATION, Workload, WorkloadKind, read_env,
     read_replicas, read_restart_key, rollout_restart, scale, set_env,
 };

@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use nightshift::actions::Outcome;
-use nightshift::actions::exec::{self, ExecRequest};
-use nightshift::actions::http::{self, HttpActionRequest};
+use nightshift::act::actions::Outcome;
+use nightshift::act::actions::exec::{self, ExecRequest};
+use nightshift::act::actions::http::{self, HttpActionRequest};
 use serde_json::{Value, json};
 
 use crate::fakes;

@@ -45,7 +45,7 @@ fn env(prometheus_urls: Vec<String>, kubernetes: ClientSlot) -> CollectEnv {
     fakes::init();
     CollectEnv {
         prometheus_urls,
-        http: nightshift::actions::http::client().unwrap(),
+        http: nightshift::act::actions::http::client().unwrap(),
         kubernetes,
     }
 }

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use chrono::TimeZone;
 use nightshift::clock::{Clock, ManualClock, Millis};
 use nightshift::config::{NotifierKind, ReconcileConfig, SeveritiesConfig, StoreConfig};
-use nightshift::notify::deliver::{Deliverer, DeliverySettings, NotifierTarget};
-use nightshift::paging::{DedupMode, dedup_key};
+use nightshift::page::notify::deliver::{Deliverer, DeliverySettings, NotifierTarget};
+use nightshift::page::policy::{DedupMode, dedup_key};
 use nightshift::store::{
     DecisionRecord, IngestRecord, PageRequest, PagingOp, Store, StoreSettings, WriterThread,
 };

@@ -29,8 +29,8 @@ pub enum DedupMode {
 /// The dedup key of an incident's page.
 pub fn dedup_key(mode: DedupMode, group_key: &str, incident_id: &str) -> String {
     match mode {
-        DedupMode::Group => crate::notify::pagerduty::group_dedup_key(group_key),
-        DedupMode::Incident => crate::notify::pagerduty::incident_dedup_key(incident_id),
+        DedupMode::Group => crate::page::notify::pagerduty::group_dedup_key(group_key),
+        DedupMode::Incident => crate::page::notify::pagerduty::incident_dedup_key(incident_id),
     }
 }
 

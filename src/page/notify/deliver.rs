@@ -121,7 +121,7 @@ impl DeliverySettings {
     /// The routing key for a page of `rule` at `severity`: the rule's, else the severity's,
     /// else the default. `None` when PagerDuty is not configured.
     pub fn routing_key_for(&self, rule: &str, severity: &str) -> Option<String> {
-        let level = crate::paging::rank(severity).clamp(1, 4) as u8;
+        let level = crate::page::policy::rank(severity).clamp(1, 4) as u8;
         let name = self
             .rule_routing_keys
             .get(rule)
@@ -754,7 +754,7 @@ impl Deliverer {
             let line = action_line(&action);
             let (summary, details) = render::change_summary(&line, &episode);
             let at = line.at.clone().unwrap_or_else(|| {
-                crate::reconcile::canonical_time(millis_to_datetime(row.created_at))
+                crate::episodes::reconcile::canonical_time(millis_to_datetime(row.created_at))
             });
             let mut body = pagerduty::change_event(key, &summary, &at, details);
             if let Some(base) = &settings.external_url {
@@ -852,7 +852,7 @@ pub fn page_view(
         return Ok(None);
     };
     let (incidents, more) = reader.paged_incidents(dedup_key, settings.max_incidents)?;
-    let level = crate::paging::rank(&severity).clamp(1, 4) as u8;
+    let level = crate::page::policy::rank(&severity).clamp(1, 4) as u8;
     let config = settings.severities.get(level);
     let mut view = PageView {
         dedup_key: dedup_key.to_owned(),

@@ -13,8 +13,8 @@ use serde_json::{Map, Value, json};
 
 use crate::config::NotifierKind;
 use crate::escape;
-use crate::notify::pagerduty::{SUMMARY_LIMIT, Trigger, truncate_chars};
-use crate::notify::view::{ActionLine, IncidentView, PageView};
+use crate::page::notify::pagerduty::{SUMMARY_LIMIT, Trigger, truncate_chars};
+use crate::page::notify::view::{ActionLine, IncidentView, PageView};
 
 /// The runbook's internal status update. Rendered against `status_context`.
 pub const DEFAULT_STATUS_TEMPLATE: &str = "\
@@ -745,8 +745,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::notify::pagerduty::{EVENT_LIMIT, trigger_event};
-    use crate::notify::view::ProbeLine;
+    use crate::page::notify::pagerduty::{EVENT_LIMIT, trigger_event};
+    use crate::page::notify::view::ProbeLine;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

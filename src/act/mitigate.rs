@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::actions::kubernetes::{self as kube_actions, Workload};
-use crate::actions::{Outcome, exec, http};
+use crate::act::actions::kubernetes::{self as kube_actions, Workload};
+use crate::act::actions::{Outcome, exec, http};
+use crate::act::governor::{Limits, Mode};
 use crate::clock::{SharedClock, duration_millis};
-use crate::governor::{Limits, Mode};
 use crate::probes::kubernetes::ClientSlot;
 use crate::rules::action::{ActionSpec, Common};
 use crate::rules::{AlertInput, ChosenAction, RuleSet};

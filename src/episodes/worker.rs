@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Millis, SharedClock, duration_millis};
-use crate::decide;
+use crate::episodes::decide;
 use crate::probes::Prober;
 use crate::rules::{AlertInput, Decision, RuleSet};
 use crate::store::{DecisionRecord, EpisodeRow, Recorded, Store};
@@ -91,9 +91,9 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     pub concurrency: usize,
     /// The act stage; `None` records decisions only.
-    pub mitigator: Option<Arc<crate::mitigate::Mitigator>>,
+    pub mitigator: Option<Arc<crate::act::mitigate::Mitigator>>,
     /// How pages are keyed.
-    pub dedup: crate::paging::DedupMode,
+    pub dedup: crate::page::policy::DedupMode,
     /// How long an `after_verify` incident waits for its actions to be planned.
     pub settle_within: Duration,
     /// When waiting incidents were last judged.
@@ -301,7 +301,7 @@ impl Worker {
             *last = now;
         }
         let op = crate::store::PagingOp::Evaluate {
-            settle: crate::paging::Settle {
+            settle: crate::page::policy::Settle {
                 within: duration_millis(self.settle_within),
                 started_at: Some(self.started_at),
             },
@@ -439,7 +439,7 @@ impl Worker {
             bundle_plan: (kind == "initial" && self.bundler.is_some())
                 .then(|| self.bundle_plan(&rules, &decision, &input, now)),
             page: Some(crate::store::PageRequest {
-                dedup_key: crate::paging::dedup_key(self.dedup, &row.group_key, &row.id),
+                dedup_key: crate::page::policy::dedup_key(self.dedup, &row.group_key, &row.id),
                 group_key: row.group_key.clone(),
                 rule: rule_name.clone(),
                 severity: decision.severity.as_str().to_owned(),
