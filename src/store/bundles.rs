@@ -4,7 +4,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
-use super::{Reader, StoreError};
+use super::{BundleOp, Reader, StoreError};
 use crate::clock::Millis;
 
 /// A stored notification: (received at, remote address, group key, raw body).
@@ -239,4 +239,20 @@ impl Reader {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
+}
+
+/// Apply one bundle operation from the bundler.
+pub(super) fn apply(
+    transaction: &Transaction<'_>,
+    op: &BundleOp,
+    now: Millis,
+) -> rusqlite::Result<bool> {
+    let refreshed = match op {
+        BundleOp::Written(done) => written(transaction, done, now)?,
+        BundleOp::Deleted(episode_id) => {
+            deleted(transaction, episode_id)?;
+            false
+        }
+    };
+    Ok(refreshed)
 }

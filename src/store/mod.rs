@@ -11,9 +11,14 @@
 //! Invariant: an `Ok` from [`Store::try_submit`]'s receiver means the notification is durable.
 
 mod access;
+mod actions;
 mod bundles;
+mod decisions;
+mod episodes;
+mod journal;
 mod paging;
 mod reader;
+mod schema;
 mod write_error;
 mod writer;
 
@@ -449,8 +454,8 @@ impl Store {
             name.push(suffix);
             crate::state_dir::set_file_mode(Path::new(&name)).map_err(state_dir_error)?;
         }
-        writer::prepare(&connection)?;
-        let unreconciled = writer::count_unreconciled(&connection)?;
+        schema::prepare(&connection)?;
+        let unreconciled = journal::count_unreconciled(&connection)?;
         metrics.notifications_unreconciled.set(unreconciled as i64);
         metrics.store_writable.set(1);
         let shared = Arc::new(Shared {

@@ -6,7 +6,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
-use super::{Reader, StoreError};
+use super::{PagingDone, PagingOp, Reader, StoreError};
 use crate::clock::Millis;
 use crate::page::policy::{self, ActionFacts, Judgement, Settle};
 
@@ -997,6 +997,51 @@ impl Reader {
             .find(|a| a["id"].as_i64() == Some(id));
         Ok(found.map(|a| (episode, a)))
     }
+}
+
+/// Apply one paging operation from the outbox worker or the act stage.
+pub(super) fn apply(
+    transaction: &Transaction<'_>,
+    op: &PagingOp,
+    now: Millis,
+) -> rusqlite::Result<PagingDone> {
+    let mut done = PagingDone::default();
+    match op {
+        PagingOp::Acted(episode_id) => {
+            mark_acted(transaction, episode_id)?;
+            // Marked acted: how long it waited for the act stage no longer matters.
+            let settle = crate::page::policy::Settle::from(Millis::MAX);
+            done.count = evaluate_waiting(transaction, Some(episode_id), now, settle)?;
+        }
+        PagingOp::Evaluate { settle } => {
+            done.count = evaluate_waiting(transaction, None, now, *settle)?;
+        }
+        PagingOp::Close(episodes) => {
+            for episode_id in episodes {
+                done.count += usize::from(on_close(transaction, episode_id, now)?);
+            }
+        }
+        PagingOp::Attempt(id, attempt) => {
+            record_attempt(transaction, *id, attempt, now)?;
+        }
+        PagingOp::Sending(ids) => {
+            done.count = mark_sending(transaction, ids, now)?;
+        }
+        PagingOp::FallBack {
+            id,
+            channels,
+            reason,
+        } => {
+            done.count = fall_back(transaction, *id, channels, reason, now)?;
+        }
+        PagingOp::FixRoutingKey {
+            dedup_key,
+            routing_key,
+        } => {
+            done.routing_key = Some(fix_routing_key(transaction, dedup_key, routing_key)?);
+        }
+    }
+    Ok(done)
 }
 
 #[cfg(test)]

@@ -381,7 +381,7 @@ async fn restart_resumes_unreconciled_work() {
     // Journal directly as a crashed run would have left it: stored, not reconciled.
     {
         let connection = connect(&database_path(dir.path()), false).unwrap();
-        writer::prepare(&connection).unwrap();
+        schema::prepare(&connection).unwrap();
         let body = body("g", &[("a", "firing", T0)], 0);
         let hash = <sha2::Sha256 as sha2::Digest>::digest(body.as_bytes());
         connection
@@ -616,7 +616,7 @@ fn a_reconcile_batch_is_bounded_by_the_bytes_of_its_bodies() {
     let clock = manual_clock();
     let path = dir.path().join("bytes.db");
     let connection = connect(&path, false).unwrap();
-    writer::prepare(&connection).unwrap();
+    schema::prepare(&connection).unwrap();
     // A firing snapshot of one alert, padded out to about `size` bytes.
     let padded = |group: &str, size: usize| {
         let snapshot = body(group, &[("a", "firing", T0)], 0);
@@ -713,7 +713,7 @@ fn bare_writer(
     unreconciled: u64,
 ) -> (writer::Writer, std::sync::mpsc::SyncSender<Command>) {
     let connection = connect(path, false).unwrap();
-    writer::prepare(&connection).unwrap();
+    schema::prepare(&connection).unwrap();
     let settings = StoreSettings {
         store: StoreConfig {
             dir: path.parent().unwrap().to_owned(),
