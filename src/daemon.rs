@@ -546,7 +546,6 @@ async fn run_async(
     let worker = Arc::new(Worker {
         mitigator: Some(mitigator),
         store: store.clone(),
-        reader: Arc::default(),
         rules,
         prober,
         clock: clock.clone(),

@@ -202,10 +202,8 @@ async fn readiness(state: &AppState) -> (StatusCode, String) {
     // A P1 nothing is configured to page about is a daemon that cannot do its job for it:
     // still ready (ingest works), but said loudly. A store that cannot be read says so below.
     let health = state.store.health();
-    let store = state.store.clone();
     if health.is_ok()
-        && let Ok(Ok(unpaged)) =
-            tokio::task::spawn_blocking(move || store.reader()?.unpaged_p1_incidents()).await
+        && let Ok(unpaged) = state.store.read(|r| r.unpaged_p1_incidents()).await
         && let Some((_, why)) = unpaged.first()
     {
         let ids: Vec<&str> = unpaged.iter().map(|(id, _)| id.as_str()).collect();
@@ -286,7 +284,7 @@ async fn list_incidents(
     };
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_LIST_LIMIT);
     let store = state.store.clone();
-    match read_store(move || store.reader()?.incidents(status, limit)).await {
+    match read_store(move || store.read_blocking(|r| r.incidents(status, limit))).await {
         Ok(incidents) => axum::Json(serde_json::json!({ "incidents": incidents })).into_response(),
         Err(response) => response,
     }
@@ -302,7 +300,7 @@ async fn show_incident(
     }
     let store = state.store.clone();
     let lookup = id.clone();
-    match read_store(move || store.reader()?.incident(&lookup)).await {
+    match read_store(move || store.read_blocking(|r| r.incident(&lookup))).await {
         Ok(Some(incident)) => axum::Json(incident).into_response(),
         Ok(None) => json_error(
             StatusCode::NOT_FOUND,
@@ -326,8 +324,9 @@ async fn download_bundle(
     let state_dir = state.state_dir.clone();
     let lookup = id.clone();
     let result = read_store(move || {
-        let row = store.reader().map_err(|e| e.to_string())?.bundle(&lookup);
-        let row = row.map_err(|e| e.to_string())?;
+        let row = store
+            .read_blocking(|r| r.bundle(&lookup))
+            .map_err(|e| e.to_string())?;
         let Some(path) = row
             .filter(|row| matches!(row.state.as_str(), "written" | "final"))
             .and_then(|row| row.path)
@@ -415,13 +414,14 @@ async fn report(
     let now = state.clock.now_millis();
     let options = state.report.clone();
     let result = read_store(move || {
-        let reader = store.reader()?;
-        crate::bundle::bundler::report_facts(
-            &reader,
-            &options,
-            now - crate::clock::duration_millis(since),
-            now,
-        )
+        store.read_blocking(|reader| {
+            crate::bundle::bundler::report_facts(
+                reader,
+                &options,
+                now - crate::clock::duration_millis(since),
+                now,
+            )
+        })
     })
     .await;
     match result {

@@ -893,16 +893,13 @@ impl Mitigator {
     /// After a restart: actions marked started with no recorded result are settled by
     /// reading their target back, or marked `uncertain`; none is run again.
     pub async fn recover(&self) {
-        let store = self.store.clone();
-        let open =
-            match tokio::task::spawn_blocking(move || store.reader()?.started_actions()).await {
-                Ok(Ok(open)) => open,
-                Ok(Err(error)) => {
-                    tracing::error!(%error, "cannot read actions left started");
-                    return;
-                }
-                Err(_) => return,
-            };
+        let open = match self.store.read(|r| r.started_actions()).await {
+            Ok(open) => open,
+            Err(error) => {
+                tracing::error!(%error, "cannot read actions left started");
+                return;
+            }
+        };
         for (id, kind, target, key, arguments, state) in open {
             let arguments: Value = serde_json::from_str(&arguments).unwrap_or_default();
             let lost = "nightshift stopped while it ran".to_owned();

@@ -52,7 +52,6 @@ pub struct Bundler {
     pub redactor: Arc<Mutex<Redactor>>,
     pub severities: SeveritiesConfig,
     pub external_url: Option<String>,
-    reader: Mutex<Option<Reader>>,
     /// Incidents whose bundle is being written, with their evidence gate (true once every
     /// `before_action` collector finished).
     running: Mutex<HashMap<String, watch::Receiver<bool>>>,
@@ -116,7 +115,6 @@ impl Bundler {
             redactor,
             severities,
             external_url,
-            reader: Mutex::default(),
             running: Mutex::default(),
             missed: Mutex::default(),
             last_retention: Mutex::default(),
@@ -136,13 +134,6 @@ impl Bundler {
         )
     }
 
-    fn read<T>(
-        &self,
-        query: impl FnOnce(&Reader) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        crate::store::with_reader(&self.reader, &self.store, query)
-    }
-
     /// Poll for owed bundles (after a restart, or closed incidents) and keep retention.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
@@ -153,7 +144,7 @@ impl Bundler {
             let bundler = self.clone();
             match self
                 .background
-                .run(move || bundler.read(|r| r.bundle_work(64)))
+                .run(move || bundler.store.read_blocking(|r| r.bundle_work(64)))
                 .await
             {
                 Ok(Ok(work)) => {
@@ -290,7 +281,10 @@ impl Bundler {
                 .run(move || {
                     let previous = archive::read(&bundler.state_dir.join(&path))
                         .map_err(|error| format!("cannot read {path}: {error}"))?;
-                    let row = bundler.read(|r| r.bundle(&id)).map_err(|e| e.to_string())?;
+                    let row = bundler
+                        .store
+                        .read_blocking(|r| r.bundle(&id))
+                        .map_err(|e| e.to_string())?;
                     Ok::<_, String>((previous, row))
                 })
                 .await??;
@@ -400,7 +394,8 @@ impl Bundler {
         let episode_id = episode_id.to_owned();
         // One read for the incident and the notification it came in.
         let (detail, notification) = self
-            .read(|r| {
+            .store
+            .read_blocking(|r| {
                 let Some(detail) = r.incident(&episode_id)? else {
                     return Ok((None, None));
                 };
@@ -601,7 +596,7 @@ impl Bundler {
 
     /// The blocking half of [`Bundler::retention`].
     fn sweep(&self) -> Result<Sweep, StoreError> {
-        let rows = self.read(|r| r.bundles_on_disk())?;
+        let rows = self.store.read_blocking(|r| r.bundles_on_disk())?;
         let busy = |episode_id: &str| {
             self.running
                 .lock()

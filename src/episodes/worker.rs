@@ -83,8 +83,6 @@ fn lock(in_flight: &SharedInFlight) -> std::sync::MutexGuard<'_, InFlight> {
 
 pub struct Worker {
     pub store: Store,
-    /// One read connection, opened on first use and reused by every poll.
-    pub reader: Arc<Mutex<Option<crate::store::Reader>>>,
     pub rules: SharedRules,
     pub prober: Arc<Prober>,
     pub clock: SharedClock,
@@ -163,19 +161,17 @@ impl Worker {
     ) -> Result<usize, String> {
         let now = self.clock.now_millis();
         lock(busy).begin_round();
-        let worker = self.clone();
-        let (pending, due, reverts) = tokio::task::spawn_blocking(move || {
-            worker.read(|reader| {
+        let (pending, due, reverts) = self
+            .store
+            .read(move |reader| {
                 Ok((
                     reader.pending_transitions(512)?,
                     reader.due_for_evaluation(now, 256)?,
                     reader.due_reverts(now)?,
                 ))
             })
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+            .await
+            .map_err(|e| e.to_string())?;
         let mut started = 0;
         let mut closing = Vec::new();
         let mut closing_episodes = Vec::new();
@@ -362,13 +358,6 @@ impl Worker {
         serde_json::to_string(&plan).unwrap_or_else(|_| "{}".to_owned())
     }
 
-    fn read<T>(
-        &self,
-        query: impl FnOnce(&crate::store::Reader) -> Result<T, crate::store::StoreError>,
-    ) -> Result<T, crate::store::StoreError> {
-        crate::store::with_reader(&self.reader, &self.store, query)
-    }
-
     /// Classify, probe and decide one episode, and record the decision; returns what the act
     /// stage has to do about it, if anything.
     async fn decide_episode(
@@ -393,25 +382,15 @@ impl Worker {
         kind: &str,
     ) -> Option<Act> {
         let started = Instant::now();
-        let reader = self.reader.clone();
-        let store = self.store.clone();
         let id = episode_id.to_owned();
-        let row = match tokio::task::spawn_blocking(move || {
-            crate::store::with_reader(&reader, &store, |r| r.episode(&id))
-        })
-        .await
-        {
-            Ok(Ok(Some(row))) => row,
-            Ok(Ok(None)) => {
+        let row = match self.store.read(move |r| r.episode(&id)).await {
+            Ok(Some(row)) => row,
+            Ok(None) => {
                 tracing::error!("episode vanished from the store; transition left pending");
                 return None;
             }
-            Ok(Err(error)) => {
-                tracing::error!(%error, "cannot read the episode");
-                return None;
-            }
             Err(error) => {
-                tracing::error!(%error, "episode read task failed");
+                tracing::error!(%error, "cannot read the episode");
                 return None;
             }
         };

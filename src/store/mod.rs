@@ -17,6 +17,7 @@ mod decisions;
 mod episodes;
 mod journal;
 mod paging;
+mod pool;
 mod reader;
 mod schema;
 mod write_error;
@@ -377,6 +378,7 @@ pub struct Store {
     shared: Arc<Shared>,
     database: PathBuf,
     clock: SharedClock,
+    reads: Arc<pool::ReadPool>,
 }
 
 /// The writer thread; join it after [`Store::shutdown`].
@@ -477,6 +479,7 @@ impl Store {
             Store {
                 commands,
                 shared,
+                reads: pool::ReadPool::new(database.clone()),
                 database,
                 clock,
             },
@@ -682,31 +685,29 @@ impl Store {
         &self.database
     }
 
-    /// A new read-only connection.
+    /// A read-only connection of the caller's own, outside the pool: for tests and tools that
+    /// hold one across several reads. The daemon reads through [`Store::read`].
     pub fn reader(&self) -> Result<Reader, StoreError> {
         Reader::open(&self.database)
     }
-}
 
-/// Run `query` on the shared read connection, opening it if needed; a failed query drops the
-/// connection so the next one starts afresh.
-pub fn with_reader<T>(
-    slot: &Mutex<Option<Reader>>,
-    store: &Store,
-    query: impl FnOnce(&Reader) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-    if slot.is_none() {
-        *slot = Some(store.reader()?);
+    /// Run a read on the store's pool of read-only connections, on a blocking thread: the
+    /// daemon's one way to read (never SQLite on an async worker thread).
+    pub async fn read<T, Q>(&self, query: Q) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        Q: FnOnce(&Reader) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.reads.read(query).await
     }
-    let Some(reader) = slot.as_ref() else {
-        return Err(StoreError::Stopped);
-    };
-    let result = query(reader);
-    if result.is_err() {
-        *slot = None;
+
+    /// The same read, for code already on a blocking thread (a collector, a test).
+    pub fn read_blocking<T>(
+        &self,
+        query: impl FnOnce(&Reader) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.reads.read_blocking(query)
     }
-    result
 }
 
 #[cfg(test)]

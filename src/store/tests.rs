@@ -815,3 +815,52 @@ async fn a_size_capped_store_refuses_writes_as_full() {
     store.shutdown();
     writer.join_within(Duration::from_secs(5));
 }
+
+/// Reads run on blocking threads, each on a connection of its own: four reads that wait for
+/// one another all finish on a runtime with a single async thread (a read on that thread, or
+/// four sharing one connection, would never let the others in), and their connections are kept
+/// for reuse. A read that fails gives its connection up.
+#[tokio::test(flavor = "current_thread")]
+async fn reads_run_side_by_side_off_the_async_thread_and_a_failed_one_drops_its_connection() {
+    let f = Fixture::new(1_000);
+    f.send("g1", &[("fp1", "firing", "2026-11-28T02:00:00Z")])
+        .await;
+    // Each read counts itself in, then waits (bounded) until all four are in at once.
+    let arrived = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reads: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, arrived) = (f.store.clone(), arrived.clone());
+            tokio::spawn(async move {
+                store
+                    .read(move |r| {
+                        arrived.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                        while arrived.load(std::sync::atomic::Ordering::SeqCst) < 4 {
+                            if std::time::Instant::now() > deadline {
+                                return Err(StoreError::Stopped);
+                            }
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        r.incidents(None, 10)
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for read in futures_util::future::join_all(reads).await {
+        let incidents = read.unwrap().expect("all four reads were in at once");
+        assert_eq!(incidents.len(), 1, "each read saw the incident");
+    }
+    assert_eq!(
+        f.store.reads.idle(),
+        4,
+        "each read had its own connection, kept for reuse"
+    );
+    let failed: Result<(), StoreError> = f.store.read(|_| Err(StoreError::Stopped)).await;
+    assert!(matches!(failed, Err(StoreError::Stopped)));
+    assert_eq!(
+        f.store.reads.idle(),
+        3,
+        "the failed read's connection was dropped"
+    );
+}

@@ -158,7 +158,6 @@ pub struct Deliverer {
     pub metrics: Arc<Metrics>,
     pub http: reqwest::Client,
     pub settings: RwLock<Arc<DeliverySettings>>,
-    reader: Mutex<Option<Reader>>,
     limiter: Mutex<Limiter>,
     /// Per channel: whether its destination is failing, and when to try it again.
     health: Mutex<HashMap<String, Health>>,
@@ -240,7 +239,6 @@ impl Deliverer {
             metrics,
             http,
             settings: RwLock::new(Arc::new(settings)),
-            reader: Mutex::default(),
             limiter: Mutex::default(),
             health: Mutex::default(),
         })
@@ -268,15 +266,20 @@ impl Deliverer {
         }
     }
 
-    fn read<T>(
-        &self,
-        query: impl FnOnce(&Reader) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        crate::store::with_reader(&self.reader, &self.store, query)
+    async fn read<T, Q>(&self, query: Q) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        Q: FnOnce(&Reader) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.store.read(query).await
     }
 
     /// Read what went out before this process started, once, before anything is sent.
-    fn learn_history(&self, settings: &DeliverySettings, now: Millis) -> Result<(), StoreError> {
+    async fn learn_history(
+        &self,
+        settings: &DeliverySettings,
+        now: Millis,
+    ) -> Result<(), StoreError> {
         if self
             .limiter
             .lock()
@@ -286,7 +289,9 @@ impl Deliverer {
         {
             return Ok(());
         }
-        let events = self.read(|r| r.outbox_sent_since(now - WINDOW))?;
+        let events = self
+            .read(move |r| r.outbox_sent_since(now - WINDOW))
+            .await?;
         let mut sent: HashMap<String, Vec<Millis>> = HashMap::new();
         for event in events {
             let bucket = if event.channel == "pagerduty" {
@@ -334,15 +339,15 @@ impl Deliverer {
     pub async fn tick(&self) -> usize {
         let now = self.clock.now_millis();
         let settings = self.settings();
-        let rows = match self.read(|r| r.due_outbox(now, 1024)) {
+        let rows = match self.read(move |r| r.due_outbox(now, 1024)).await {
             Ok(rows) => rows,
             Err(error) => {
                 tracing::error!(%error, "cannot read the outbox");
                 return 0;
             }
         };
-        self.observe_backlog(now);
-        if let Err(error) = self.learn_history(&settings, now) {
+        self.observe_backlog(now).await;
+        if let Err(error) = self.learn_history(&settings, now).await {
             // Without it a restart could exceed the rate limit: send nothing yet.
             tracing::error!(%error, "cannot read what was sent before the start");
             return 0;
@@ -596,8 +601,8 @@ impl Deliverer {
         }
     }
 
-    fn observe_backlog(&self, now: Millis) {
-        let Ok((counts, oldest)) = self.read(|r| r.outbox_backlog(now)) else {
+    async fn observe_backlog(&self, now: Millis) {
+        let Ok((counts, oldest)) = self.read(move |r| r.outbox_backlog(now)).await else {
             return;
         };
         let settings = self.settings();
@@ -654,7 +659,8 @@ impl Deliverer {
             }
             let episode = row.episode_id.clone().unwrap_or_default();
             let (rule, severity) = self
-                .read(|r| r.episode_facts(&episode))
+                .read(move |r| r.episode_facts(&episode))
+                .await
                 .map_err(|e| e.to_string())?;
             return settings
                 .routing_key_for(&rule, &severity)
@@ -662,8 +668,10 @@ impl Deliverer {
                 .ok_or_else(|| "no routing key".to_owned());
         }
         let dedup_key = row.dedup_key.clone().unwrap_or_default();
+        let key = dedup_key.clone();
         let (_, rule, severity, stored_key, _) = self
-            .read(|r| r.page(&dedup_key))
+            .read(move |r| r.page(&key))
+            .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("page {dedup_key} is gone"))?;
         if let Some(key) = stored_key {
@@ -688,12 +696,12 @@ impl Deliverer {
     /// Build the event for a row, for `bucket` from [`Deliverer::route`].
     async fn prepare(
         &self,
-        settings: &DeliverySettings,
+        settings: &Arc<DeliverySettings>,
         row: &OutboxRow,
         bucket: &str,
     ) -> Result<Outgoing, String> {
         if row.channel == "pagerduty" {
-            return self.prepare_pagerduty(settings, row, bucket);
+            return self.prepare_pagerduty(settings, row, bucket).await;
         }
         let Some(notifier) = settings.notifiers.get(&row.channel) else {
             return Err(format!(
@@ -702,8 +710,10 @@ impl Deliverer {
             ));
         };
         let dedup_key = row.dedup_key.clone().unwrap_or_default();
+        let (for_read, key) = (settings.clone(), dedup_key.clone());
         let mut view = self
-            .read(|r| page_view(r, settings, &dedup_key))
+            .read(move |r| page_view(r, &for_read, &key))
+            .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("page {dedup_key} is gone"))?;
         if row.kind == "resolve" {
@@ -739,16 +749,17 @@ impl Deliverer {
         })
     }
 
-    fn prepare_pagerduty(
+    async fn prepare_pagerduty(
         &self,
-        settings: &DeliverySettings,
+        settings: &Arc<DeliverySettings>,
         row: &OutboxRow,
         key: &str,
     ) -> Result<Outgoing, String> {
         let (path, body) = if row.kind == "change" {
             let action_id = row.action_id.unwrap_or_default();
             let (episode, action) = self
-                .read(|r| r.action(action_id))
+                .read(move |r| r.action(action_id))
+                .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("action {action_id} is gone"))?;
             let line = action_line(&action);
@@ -769,8 +780,10 @@ impl Deliverer {
             let body = if row.kind == "resolve" {
                 pagerduty::resolve_event(key, &dedup_key)
             } else {
+                let (for_read, page) = (settings.clone(), dedup_key.clone());
                 let view = self
-                    .read(|r| page_view(r, settings, &dedup_key))
+                    .read(move |r| page_view(r, &for_read, &page))
+                    .await
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("page {dedup_key} is gone"))?;
                 pagerduty::trigger_event(key, &dedup_key, &render::trigger(&view))
