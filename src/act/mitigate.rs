@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::act::actions::kubernetes::{self as kube_actions, Workload};
+use crate::act::actions::kubernetes as kube_actions;
 use crate::act::actions::{Outcome, exec, http};
 use crate::act::governor::{Limits, Mode};
 use crate::clock::{SharedClock, duration_millis};
-use crate::probes::kubernetes::ClientSlot;
+use crate::kubernetes::{ClientSlot, Workload};
 use crate::rules::action::{ActionSpec, Common};
 use crate::rules::{AlertInput, ChosenAction, RuleSet};
 use crate::store::{ActionPlan, Store};

@@ -61,7 +61,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{GetParams, ListParams, LogParams};
+use kube::api::{ListParams, LogParams};
 use serde_json::{Map, Value, json};
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -70,11 +70,10 @@ use super::request::{
 };
 use crate::act::actions::Outcome;
 use crate::act::actions::exec::{self, ExecRequest};
-use crate::act::actions::kubernetes::{Workload, WorkloadKind};
 use crate::clock::Millis;
+use crate::kubernetes::names::is_rfc1123_label;
+use crate::kubernetes::{ClientSlot, Workload, WorkloadKind, error_text, get_workload};
 use crate::probes::http::{describe_error, read_body, snippet};
-use crate::probes::kubernetes::{ClientSlot, error_text};
-use crate::rules::is_rfc1123_label;
 
 /// At most this many pods have their logs fetched per collector.
 pub const MAX_LOG_PODS: usize = 20;
@@ -1008,22 +1007,6 @@ async fn read_tail(mut body: kube::client::Body, keep: usize) -> Result<(Vec<u8>
     Ok((bytes, total))
 }
 
-/// The workload as the API serves it.
-async fn get_workload(client: &kube::Client, workload: &Workload) -> Result<Value, String> {
-    // `deployments`, `statefulsets`, `daemonsets`: the kind's name and an s.
-    let path = format!(
-        "/apis/apps/v1/namespaces/{}/{}s",
-        workload.namespace,
-        workload.kind.as_str()
-    );
-    api_json(
-        client,
-        kube::core::Request::new(path).get(&workload.name, &GetParams::default()),
-    )
-    .await
-    .map_err(|error| format!("get {workload}: {error}"))
-}
-
 /// Every object of a namespaced list (`/api/v1/namespaces/{ns}/pods`, …) matching `selector`.
 async fn list_items(
     client: &kube::Client,
@@ -1065,7 +1048,7 @@ impl PodsOf {
                 let workload = Workload::parse(namespace, reference).map_err(Failure::Failed)?;
                 let object = get_workload(client, &workload)
                     .await
-                    .map_err(Failure::Failed)?;
+                    .map_err(|error| Failure::Failed(error.text()))?;
                 let selector = workload_selector(&workload, &object).map_err(Failure::Failed)?;
                 (Some((workload, object)), selector)
             }
@@ -1575,7 +1558,7 @@ async fn kubernetes_object(
 ) -> Collected {
     let mut object = get_workload(client, workload)
         .await
-        .map_err(Failure::Failed)?;
+        .map_err(|error| Failure::Failed(error.text()))?;
     if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         metadata.remove("managedFields");
     }

@@ -16,7 +16,7 @@ use nightshift::bundle::request::{
     CollectorOutput, CollectorRequest, CollectorStatus, RequestKind,
 };
 use nightshift::config::KubernetesConfig;
-use nightshift::probes::kubernetes::ClientSlot;
+use nightshift::kubernetes::ClientSlot;
 use serde_json::{Value, json};
 
 use crate::fakes::kube::{FakeKube, PodFixture, event, replica_set, secret, workload};
