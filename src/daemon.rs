@@ -496,8 +496,8 @@ async fn run_async(
         .set(i64::from(mode.get() == Mode::Enforce));
     let redactor: Arc<std::sync::Mutex<crate::redact::Redactor>> = Arc::default();
     let bundler = if config.bundles.enabled {
-        let collectors = crate::bundle::collect::Collectors::new(
-            crate::bundle::collect::CollectEnv {
+        let collectors = crate::bundle::collectors::Collectors::new(
+            crate::bundle::collectors::CollectEnv {
                 prometheus_urls: config.prometheus.urls.clone(),
                 http: crate::act::actions::http::client_for(&config.http)
                     .map_err(|e| anyhow::anyhow!(e))?,

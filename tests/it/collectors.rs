@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::http::Method;
-use nightshift::bundle::collect::{CollectEnv, Collectors};
+use nightshift::bundle::collectors::{CollectEnv, Collectors};
 use nightshift::bundle::request::{
     CollectorOutput, CollectorRequest, CollectorStatus, RequestKind,
 };
