@@ -1,6 +1,9 @@
 //! Kubernetes actions: `rollout_restart`, `set_env` and `scale` on a Deployment, StatefulSet
 //! or DaemonSet, plus the read-backs that settle an action whose result was lost (a crash
-//! between "started" and "finished", a timeout).
+//! between "started" and "finished", a timeout), and the lifecycle `mitigate` drives: a
+//! [`Request`] is run ([`run`]), settled by read-back ([`settle`], [`settle_stored`] after a
+//! crash), holds its changed items ([`hold_items`], [`previous_of`]) and reverts them
+//! ([`revert`]) when its incident resolves.
 //!
 //! Every function takes a ready `kube::Client` (the one [`crate::kubernetes::ClientSlot`]
 //! builds) and arguments already rendered and allowed (the namespace allowlist is the
@@ -56,8 +59,8 @@ use serde_json::{Map, Value, json};
 use super::Outcome;
 use crate::kubernetes::names::is_rfc1123_label;
 use crate::kubernetes::{
-    ErrorKind, RequestError, Workload, WorkloadKind, get_scale, get_workload, patch_scale,
-    patch_workload,
+    ClientSlot, ErrorKind, RequestError, Workload, WorkloadKind, get_scale, get_workload,
+    patch_scale, patch_workload,
 };
 
 /// The pod template annotation carrying the idempotency key of the action that last
@@ -489,6 +492,403 @@ pub async fn read_replicas(client: &kube::Client, workload: &Workload) -> Result
     get_scale(client, workload)
         .await
         .map_err(|error| error.text())
+}
+
+// ---------------------------------------------------------------------------------------
+// The lifecycle the act stage drives: render, run, read back, hold, revert
+
+/// A Kubernetes action rendered and checked: what `mitigate` runs, settles and holds.
+pub struct Request {
+    pub workload: Workload,
+    pub change: Change,
+    /// The arguments as rendered for the record (`env.NAME`, `replicas`): secrets appear as
+    /// placeholders here, never as values.
+    pub rendered: Value,
+}
+
+/// What a Kubernetes action changes.
+pub enum Change {
+    RolloutRestart,
+    /// `set`: the values rendered for use, secrets included; never recorded.
+    SetEnv {
+        containers: Vec<String>,
+        set: BTreeMap<String, String>,
+        remove: Vec<String>,
+    },
+    /// The count is read from `rendered["replicas"]` when the action runs: one that is not a
+    /// number fails the action, it does not refuse it.
+    Scale,
+}
+
+/// The workload an action's rendered arguments name, refused when its namespace is not in
+/// `kubernetes.namespaces` (empty allows none).
+pub fn target_workload(namespaces: &[String], rendered: &Value) -> Result<Workload, String> {
+    let text = |field: &str| {
+        rendered[field]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{field} did not render"))
+    };
+    let namespace = text("namespace")?;
+    if !namespaces.contains(&namespace) {
+        let allowed = if namespaces.is_empty() {
+            "it is empty, which allows none".to_owned()
+        } else {
+            format!("it allows {namespaces:?}")
+        };
+        return Err(format!(
+            "namespace {namespace:?} is not in kubernetes.namespaces ({allowed})"
+        ));
+    }
+    Workload::parse(&namespace, &text("workload")?)
+}
+
+/// The value written into [`ACTION_KEY_ANNOTATION`] for an idempotency key: a digest, since
+/// annotation values should stay short and free of label text.
+pub fn action_key(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(key.as_bytes())[..16])
+}
+
+/// Run the action once; `key` is its idempotency key.
+pub async fn run(slot: &ClientSlot, request: &Request, key: &str, now: DateTime<Utc>) -> Outcome {
+    let client = match slot.client().await {
+        Ok(client) => client,
+        Err(error) => {
+            return Outcome::NotApplied {
+                error,
+                retryable: true,
+            };
+        }
+    };
+    let workload = &request.workload;
+    match &request.change {
+        Change::RolloutRestart => rollout_restart(&client, workload, &action_key(key), now).await,
+        Change::SetEnv {
+            containers,
+            set,
+            remove,
+        } => set_env(&client, workload, containers, set, remove, &action_key(key)).await,
+        Change::Scale => {
+            let rendered = &request.rendered;
+            let replicas = match &rendered["replicas"] {
+                Value::Number(n) => n.as_i64(),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            };
+            match replicas.and_then(|n| i32::try_from(n).ok()) {
+                Some(replicas) => scale(&client, workload, replicas, &action_key(key)).await,
+                None => Outcome::Failed {
+                    error: format!("replicas {} is not a number", rendered["replicas"]),
+                },
+            }
+        }
+    }
+}
+
+/// A request went out and the answer was lost: read the workload back.
+pub async fn settle(slot: &ClientSlot, request: &Request, key: &str, error: String) -> Outcome {
+    let expected = match &request.change {
+        Change::RolloutRestart => Expected::Restart,
+        Change::Scale => Expected::from_arguments("kubernetes.scale", &request.rendered),
+        Change::SetEnv {
+            containers,
+            set,
+            remove,
+        } => {
+            let mut values: BTreeMap<String, Option<String>> = set
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect();
+            for name in remove {
+                values.insert(name.clone(), None);
+            }
+            Expected::Env {
+                containers: containers.clone(),
+                values,
+            }
+        }
+    };
+    read_back(slot, &request.workload, key, &expected, error).await
+}
+
+/// An action of `kind` found started after a crash, settled from the arguments stored with
+/// it. A value shown as a secret placeholder cannot be compared.
+pub async fn settle_stored(
+    slot: &ClientSlot,
+    workload: &Workload,
+    kind: &str,
+    key: &str,
+    arguments: &Value,
+    error: String,
+) -> Outcome {
+    let expected = Expected::from_arguments(kind, arguments);
+    read_back(slot, workload, key, &expected, error).await
+}
+
+/// What a Kubernetes action leaves behind when it took effect.
+enum Expected {
+    Restart,
+    Replicas(i64),
+    /// Per name: the value it sets, or `None` for a removal, on these containers.
+    Env {
+        containers: Vec<String>,
+        values: BTreeMap<String, Option<String>>,
+    },
+    Unknowable,
+}
+
+impl Expected {
+    /// From the arguments stored with an action (after a crash). A value shown as a secret
+    /// placeholder cannot be compared.
+    fn from_arguments(kind: &str, arguments: &Value) -> Expected {
+        match kind {
+            "kubernetes.rollout_restart" => Expected::Restart,
+            "kubernetes.scale" => match &arguments["replicas"] {
+                Value::Number(n) => n.as_i64().map_or(Expected::Unknowable, Expected::Replicas),
+                Value::String(text) => text
+                    .trim()
+                    .parse()
+                    .map_or(Expected::Unknowable, Expected::Replicas),
+                _ => Expected::Unknowable,
+            },
+            "kubernetes.set_env" => {
+                let mut values = BTreeMap::new();
+                for (field, value) in arguments.as_object().into_iter().flatten() {
+                    if let Some(name) = field.strip_prefix("env.") {
+                        match value.as_str() {
+                            Some(text) if !text.contains("<secret:") => {
+                                values.insert(name.to_owned(), Some(text.to_owned()));
+                            }
+                            _ => return Expected::Unknowable,
+                        }
+                    }
+                }
+                for name in arguments["remove"].as_array().into_iter().flatten() {
+                    if let Some(name) = name.as_str() {
+                        values.insert(name.to_owned(), None);
+                    }
+                }
+                if values.is_empty() {
+                    // Nothing to compare (a revert records what it restores differently).
+                    return Expected::Unknowable;
+                }
+                let containers = arguments["containers"]
+                    .as_array()
+                    .map(|list| {
+                        list.iter()
+                            .filter_map(|c| c.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_else(|| vec!["*".to_owned()]);
+                Expected::Env { containers, values }
+            }
+            _ => Expected::Unknowable,
+        }
+    }
+}
+
+/// Read the target back: the change present → done; absent → not applied (escalated, not
+/// retried blindly); anything else stays unknown. Only a rollout restart carries a mark that
+/// proves it landed; the others compare values.
+async fn read_back(
+    slot: &ClientSlot,
+    workload: &Workload,
+    key: &str,
+    expected: &Expected,
+    error: String,
+) -> Outcome {
+    let client = match slot.client().await {
+        Ok(client) => client,
+        Err(read) => {
+            return Outcome::Unknown {
+                error: format!("{error}; cannot read back: {read}"),
+            };
+        }
+    };
+    let present = match expected {
+        Expected::Restart => read_restart_key(&client, workload)
+            .await
+            .map(|found| Some(found.as_deref() == Some(action_key(key).as_str()))),
+        Expected::Replicas(replicas) => read_replicas(&client, workload)
+            .await
+            .map(|current| Some(i64::from(current) == *replicas)),
+        Expected::Env { containers, values } => {
+            let names: Vec<String> = values.keys().cloned().collect();
+            read_env(&client, workload, containers, &names)
+                .await
+                .map(|current| {
+                    let matches: Vec<bool> = current
+                        .values()
+                        .flat_map(|found| {
+                            values.iter().map(move |(name, want)| {
+                                found.get(name).cloned().flatten() == *want
+                            })
+                        })
+                        .collect();
+                    if matches.iter().all(|m| *m) {
+                        Some(true)
+                    } else if matches.iter().all(|m| !*m) {
+                        Some(false)
+                    } else {
+                        None
+                    }
+                })
+        }
+        Expected::Unknowable => Ok(None),
+    };
+    match present {
+        Ok(Some(true)) => Outcome::Done {
+            detail: json!({"settled_by_read_back": true, "lost_answer": error}),
+        },
+        Ok(Some(false)) => Outcome::NotApplied {
+            error: format!("{error}; read-back shows the change absent"),
+            retryable: false,
+        },
+        Ok(None) => Outcome::Unknown {
+            error: format!("{error}; read-back cannot tell"),
+        },
+        Err(read) => Outcome::Unknown {
+            error: format!("{error}; read-back failed: {read}"),
+        },
+    }
+}
+
+/// What the action holds when it is reverted on resolve: (item, the value it sets as JSON).
+/// `env:NAME` per variable set or removed, `replicas` for a scale; a restart holds nothing.
+pub fn hold_items(request: &Request) -> Vec<(String, String)> {
+    let rendered = &request.rendered;
+    match &request.change {
+        Change::SetEnv { set, remove, .. } => set
+            .keys()
+            .map(|name| {
+                let value = rendered[format!("env.{name}")].clone();
+                (format!("env:{name}"), value.to_string())
+            })
+            .chain(
+                remove
+                    .iter()
+                    .map(|name| (format!("env:{name}"), "null".to_owned())),
+            )
+            .collect(),
+        Change::Scale => {
+            let replicas = match &rendered["replicas"] {
+                Value::String(text) => text
+                    .trim()
+                    .parse::<i64>()
+                    .map(|n| json!(n))
+                    .unwrap_or(Value::Null),
+                other => other.clone(),
+            };
+            vec![("replicas".to_owned(), replicas.to_string())]
+        }
+        Change::RolloutRestart => Vec::new(),
+    }
+}
+
+/// A held item's value before the change, from the action's `Done` detail.
+pub fn previous_of(item: &str, detail: &Value) -> String {
+    if item == "replicas" {
+        return detail["previous_replicas"].to_string();
+    }
+    let name = item.trim_start_matches("env:");
+    let per_container: Map<String, Value> = detail["previous"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(container, values)| (container.clone(), values[name].clone()))
+        .collect();
+    Value::Object(per_container).to_string()
+}
+
+/// The kind of the action that reverts a held item.
+pub fn revert_kind(item: &str) -> &'static str {
+    if item == "replicas" {
+        "kubernetes.scale"
+    } else {
+        "kubernetes.set_env"
+    }
+}
+
+/// How a revert ended.
+pub enum Reverted {
+    /// The value is no longer the one nightshift set: a human's change wins, nothing is sent.
+    /// What was found and what nightshift had set.
+    Left(Value),
+    /// The revert ran.
+    Ran(Outcome),
+}
+
+/// Put a held item back to `previous` (JSON as stored), only if it still has the value `ours`
+/// (JSON as stored) that nightshift set. `key` is the revert's idempotency key.
+pub async fn revert(
+    slot: &ClientSlot,
+    workload: &Workload,
+    item: &str,
+    ours: &str,
+    previous: &str,
+    key: &str,
+) -> Result<Reverted, String> {
+    let client = slot.client().await?;
+    let ours: Value = serde_json::from_str(ours).unwrap_or_default();
+    let previous: Value = serde_json::from_str(previous).unwrap_or_default();
+    let key = action_key(key);
+    if item == "replicas" {
+        let current = read_replicas(&client, workload).await?;
+        if json!(current) != ours {
+            return Ok(Reverted::Left(json!({"current": current, "ours": ours})));
+        }
+        let replicas = previous
+            .as_i64()
+            .and_then(|n| i32::try_from(n).ok())
+            .ok_or("no previous replica count")?;
+        return Ok(Reverted::Ran(
+            scale(&client, workload, replicas, &key).await,
+        ));
+    }
+    let name = item.trim_start_matches("env:");
+    let containers: Vec<String> = previous
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let current = read_env(&client, workload, &containers, &[name.to_owned()]).await?;
+    let changed = current.values().any(|values| {
+        let now = values.get(name).cloned().flatten();
+        json!(now) != ours
+    });
+    if changed {
+        return Ok(Reverted::Left(json!({"current": current, "ours": ours})));
+    }
+    let mut last = Outcome::Done { detail: json!({}) };
+    for (container, before) in previous.as_object().into_iter().flatten() {
+        let one = [container.clone()];
+        last = match before {
+            Value::String(text) => {
+                let set = [(name.to_owned(), text.clone())].into();
+                set_env(&client, workload, &one, &set, &[], &key).await
+            }
+            Value::Null => {
+                set_env(
+                    &client,
+                    workload,
+                    &one,
+                    &Default::default(),
+                    &[name.to_owned()],
+                    &key,
+                )
+                .await
+            }
+            other => Outcome::Failed {
+                error: format!(
+                    "{name} came from {other} before; it cannot be restored automatically"
+                ),
+            },
+        };
+        if !matches!(last, Outcome::Done { .. }) {
+            break;
+        }
+    }
+    Ok(Reverted::Ran(last))
 }
 
 // ---------------------------------------------------------------------------------------
