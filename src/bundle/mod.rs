@@ -6,7 +6,8 @@
 //!   logs/events/object, HTTP, exec), and what they share in `mod.rs`: dispatch, timeouts,
 //!   size caps, a global concurrency cap and sharing of identical requests in a storm.
 //! - `facts` — everything known about an incident, as the documents need it.
-//! - `docs` — `timeline.md`, `comms.md` and `postmortem.md`, rendered from the facts.
+//! - `docs` — one file per document (`timeline.md`, `comms.md`, `postmortem.md`, the JSON
+//!   files), rendered from the facts.
 //! - `archive` — `tar.gz` written atomically (temporary name, fsync, rename).
 //! - `background` — the low-priority threads that render, scrub and compress bundles.
 //! - `bundler` — the work: collect, gather the facts, redact, write, rewrite at close,
