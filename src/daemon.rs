@@ -407,7 +407,7 @@ async fn run_async(
             prometheus_urls: config.prometheus.urls.clone(),
             kubernetes_namespaces: config.kubernetes.namespaces.clone(),
         },
-        crate::probes::kubernetes::ClientSlot::new(&config.kubernetes),
+        crate::kubernetes::ClientSlot::new(&config.kubernetes),
         &config.http,
     ));
 
@@ -496,12 +496,12 @@ async fn run_async(
         .set(i64::from(mode.get() == Mode::Enforce));
     let redactor: Arc<std::sync::Mutex<crate::redact::Redactor>> = Arc::default();
     let bundler = if config.bundles.enabled {
-        let collectors = crate::bundle::collect::Collectors::new(
-            crate::bundle::collect::CollectEnv {
+        let collectors = crate::bundle::collectors::Collectors::new(
+            crate::bundle::collectors::CollectEnv {
                 prometheus_urls: config.prometheus.urls.clone(),
                 http: crate::act::actions::http::client_for(&config.http)
                     .map_err(|e| anyhow::anyhow!(e))?,
-                kubernetes: crate::probes::kubernetes::ClientSlot::new(&config.kubernetes),
+                kubernetes: crate::kubernetes::ClientSlot::new(&config.kubernetes),
             },
             config.bundles.concurrency,
             config.bundles.share_for,
@@ -526,7 +526,7 @@ async fn run_async(
         store: store.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),
-        kubernetes: crate::probes::kubernetes::ClientSlot::new(&config.kubernetes),
+        kubernetes: crate::kubernetes::ClientSlot::new(&config.kubernetes),
         http: crate::act::actions::http::client_for(&config.http)
             .map_err(|e| anyhow::anyhow!(e))?,
         mode: mode.clone(),

@@ -16,7 +16,8 @@ use anyhow::Context as _;
 
 use crate::bundle::request::CollectorRequest;
 use crate::episodes::decide::{self, GivenProbes};
-use crate::probes::{ProbeSettings, Prober, kubernetes::ClientSlot};
+use crate::kubernetes::ClientSlot;
+use crate::probes::{ProbeSettings, Prober};
 use crate::rules::{self, AlertInput, Decision, LoadOptions, RuleSet};
 
 /// A decision's bundle plan: the rendered collectors, and those that could not be rendered

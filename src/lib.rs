@@ -15,6 +15,7 @@ pub mod escape;
 pub mod explain;
 pub mod http_client;
 pub mod ingest;
+pub mod kubernetes;
 pub mod page;
 pub mod probes;
 pub mod redact;

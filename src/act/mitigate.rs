@@ -1,20 +1,22 @@
-//! mitigate: the act stage. For each action a decision chose, build the exact request
-//! (rendered, checked), pass it through the governor (inside the store's transaction), mark it
-//! started durably, run it, settle an unknown outcome by reading the target back, and record
-//! the result. Every action carries an idempotency key (incident, rule, action, target): one
-//! that was planned before is never planned again, and one found `started` after a crash is
-//! settled by read-back or marked `uncertain`, never run again.
+//! mitigate: the act stage's orchestration. For each action a decision chose: have its kind
+//! build the exact request (rendered, checked), pass it through the governor (inside the
+//! store's transaction), mark it started durably, have the kind run it and, when the answer was
+//! lost, read it back; record the result, holds and reverts. What each kind does (its requests,
+//! read-back, the items it holds and how it reverts them) lives in its module under `actions`.
+//! Every action carries an idempotency key (incident, rule, action, target): one that was
+//! planned before is never planned again, and one found `started` after a crash is settled by
+//! read-back or marked `uncertain`, never run again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::act::actions::kubernetes::{self as kube_actions, Workload};
+use crate::act::actions::kubernetes::{self as kube_actions, Change};
 use crate::act::actions::{Outcome, exec, http};
 use crate::act::governor::{Limits, Mode};
 use crate::clock::{SharedClock, duration_millis};
-use crate::probes::kubernetes::ClientSlot;
+use crate::kubernetes::{ClientSlot, Workload};
 use crate::rules::action::{ActionSpec, Common};
 use crate::rules::{AlertInput, ChosenAction, RuleSet};
 use crate::store::{ActionPlan, Store};
@@ -76,15 +78,10 @@ impl ModeSwitch {
     }
 }
 
-/// An action ready to run: its target and the request for its executor.
+/// An action ready to run: the request for its kind, which runs it, reads it back and
+/// reverts it.
 enum Prepared {
-    Kubernetes {
-        workload: Workload,
-        spec: ActionSpec,
-        rendered: Value,
-        /// set_env values, rendered for use (secrets included); never recorded.
-        env_values: std::collections::BTreeMap<String, String>,
-    },
+    Kubernetes(kube_actions::Request),
     Exec(exec::ExecRequest),
     Http(http::HttpActionRequest),
 }
@@ -138,10 +135,11 @@ impl Mitigator {
             "{}|{}|{}|{}",
             alert.incident_id, rule.name, chosen.name, target
         );
-        let hold_items = if common.revert_on_resolve {
-            hold_items(&spec, &chosen.rendered)
-        } else {
-            Vec::new()
+        let hold_items = match &prepared {
+            Prepared::Kubernetes(request) if common.revert_on_resolve => {
+                kube_actions::hold_items(request)
+            }
+            _ => Vec::new(),
         };
         let plan = ActionPlan {
             key: key.clone(),
@@ -203,7 +201,7 @@ impl Mitigator {
         }
         // Evidence before disruption: logs and events of pods about to be restarted, scaled or
         // re-configured are collected first (bounded; what was missed goes in the bundle).
-        if let (Prepared::Kubernetes { .. }, Some(evidence)) = (&prepared, &self.evidence) {
+        if let (Prepared::Kubernetes(_), Some(evidence)) = (&prepared, &self.evidence) {
             let action = format!("{} on {target}", chosen.name);
             evidence
                 .evidence_ready(&alert.incident_id, &action, self.evidence_wait)
@@ -267,7 +265,10 @@ impl Mitigator {
             {
                 let items = hold_items
                     .iter()
-                    .map(|(item, value)| (item.clone(), value.clone(), previous_of(item, detail)))
+                    .map(|(item, value)| {
+                        let previous = kube_actions::previous_of(item, detail);
+                        (item.clone(), value.clone(), previous)
+                    })
                     .collect();
                 self.store
                     .add_holds(crate::store::HoldRequest {
@@ -317,24 +318,7 @@ impl Mitigator {
         namespaces: &[String],
         chosen: &ChosenAction,
     ) -> Result<Workload, String> {
-        let text = |field: &str| {
-            chosen.rendered[field]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| format!("{field} did not render"))
-        };
-        let namespace = text("namespace")?;
-        if !namespaces.contains(&namespace) {
-            let allowed = if namespaces.is_empty() {
-                "it is empty, which allows none".to_owned()
-            } else {
-                format!("it allows {namespaces:?}")
-            };
-            return Err(format!(
-                "namespace {namespace:?} is not in kubernetes.namespaces ({allowed})"
-            ));
-        }
-        Workload::parse(&namespace, &text("workload")?)
+        kube_actions::target_workload(namespaces, &chosen.rendered)
     }
 
     fn prepare(
@@ -347,26 +331,26 @@ impl Mitigator {
         severity: &str,
     ) -> Result<(String, Prepared), String> {
         match spec {
-            ActionSpec::RolloutRestart { .. }
-            | ActionSpec::SetEnv { .. }
-            | ActionSpec::Scale { .. } => {
-                let workload = Self::kubernetes_workload(&self.namespaces, chosen)?;
-                let mut env_values = std::collections::BTreeMap::new();
-                if let ActionSpec::SetEnv { env, .. } = spec {
-                    for (name, source) in env {
-                        env_values.insert(name.clone(), self.render_secret(source, context)?);
-                    }
-                }
-                Ok((
-                    workload.target(),
-                    Prepared::Kubernetes {
-                        workload,
-                        spec: spec.clone(),
-                        rendered: chosen.rendered.clone(),
-                        env_values,
-                    },
-                ))
+            ActionSpec::RolloutRestart { .. } => {
+                self.kubernetes(chosen, |_| Ok(Change::RolloutRestart))
             }
+            ActionSpec::SetEnv {
+                containers,
+                env,
+                remove,
+                ..
+            } => self.kubernetes(chosen, |this| {
+                let mut set = std::collections::BTreeMap::new();
+                for (name, source) in env {
+                    set.insert(name.clone(), this.render_secret(source, context)?);
+                }
+                Ok(Change::SetEnv {
+                    containers: containers.clone(),
+                    set,
+                    remove: remove.clone(),
+                })
+            }),
+            ActionSpec::Scale { .. } => self.kubernetes(chosen, |_| Ok(Change::Scale)),
             ActionSpec::Exec {
                 argv,
                 timeout,
@@ -425,6 +409,24 @@ impl Mitigator {
         }
     }
 
+    /// A Kubernetes action: the workload (its namespace allowed) first, then the change.
+    fn kubernetes(
+        &self,
+        chosen: &ChosenAction,
+        change: impl FnOnce(&Self) -> Result<Change, String>,
+    ) -> Result<(String, Prepared), String> {
+        let workload = Self::kubernetes_workload(&self.namespaces, chosen)?;
+        let change = change(self)?;
+        Ok((
+            workload.target(),
+            Prepared::Kubernetes(kube_actions::Request {
+                workload,
+                change,
+                rendered: chosen.rendered.clone(),
+            }),
+        ))
+    }
+
     /// Render a template for use: `secret("name")` gives the secret itself, which the
     /// redactor learns so that no output that echoes it is stored or logged as is.
     fn render_secret(&self, source: &str, context: &Value) -> Result<String, String> {
@@ -442,237 +444,20 @@ impl Mitigator {
         match prepared {
             Prepared::Exec(request) => exec::run(request).await,
             Prepared::Http(request) => http::run(&self.http, request).await,
-            Prepared::Kubernetes {
-                workload,
-                spec,
-                rendered,
-                env_values,
-            } => {
-                let client = match self.kubernetes.client().await {
-                    Ok(client) => client,
-                    Err(error) => {
-                        return Outcome::NotApplied {
-                            error,
-                            retryable: true,
-                        };
-                    }
-                };
-                match spec {
-                    ActionSpec::RolloutRestart { .. } => {
-                        kube_actions::rollout_restart(
-                            &client,
-                            workload,
-                            &action_key(key),
-                            self.clock.now(),
-                        )
-                        .await
-                    }
-                    ActionSpec::SetEnv {
-                        containers, remove, ..
-                    } => {
-                        let set = env_values.clone();
-                        kube_actions::set_env(
-                            &client,
-                            workload,
-                            containers,
-                            &set,
-                            remove,
-                            &action_key(key),
-                        )
-                        .await
-                    }
-                    ActionSpec::Scale { .. } => {
-                        let replicas = match &rendered["replicas"] {
-                            Value::Number(n) => n.as_i64(),
-                            Value::String(s) => s.trim().parse().ok(),
-                            _ => None,
-                        };
-                        match replicas.and_then(|n| i32::try_from(n).ok()) {
-                            Some(replicas) => {
-                                kube_actions::scale(&client, workload, replicas, &action_key(key))
-                                    .await
-                            }
-                            None => Outcome::Failed {
-                                error: format!("replicas {} is not a number", rendered["replicas"]),
-                            },
-                        }
-                    }
-                    _ => Outcome::Failed {
-                        error: "not a Kubernetes action".to_owned(),
-                    },
-                }
+            Prepared::Kubernetes(request) => {
+                kube_actions::run(&self.kubernetes, request, key, self.clock.now()).await
             }
         }
     }
 
-    /// A request went out and the answer was lost: read the target back. Only a rollout
-    /// restart carries a mark that proves it landed; anything else stays `uncertain`.
+    /// A request went out and the answer was lost: the kind reads its target back. Only
+    /// Kubernetes actions can be read back; anything else stays `uncertain`.
     async fn settle(&self, prepared: &Prepared, key: &str, error: String) -> Outcome {
-        let Prepared::Kubernetes {
-            workload,
-            spec,
-            rendered,
-            env_values,
-        } = prepared
-        else {
-            return Outcome::Unknown { error };
-        };
-        let expected = Expected::of(spec, rendered, env_values);
-        self.settle_kubernetes(workload, key, &expected, error)
-            .await
-    }
-
-    /// Read the target back: the change present → done; absent → not applied (escalated,
-    /// not retried blindly); anything else stays unknown.
-    async fn settle_kubernetes(
-        &self,
-        workload: &Workload,
-        key: &str,
-        expected: &Expected,
-        error: String,
-    ) -> Outcome {
-        let client = match self.kubernetes.client().await {
-            Ok(client) => client,
-            Err(read) => {
-                return Outcome::Unknown {
-                    error: format!("{error}; cannot read back: {read}"),
-                };
+        match prepared {
+            Prepared::Kubernetes(request) => {
+                kube_actions::settle(&self.kubernetes, request, key, error).await
             }
-        };
-        let present = match expected {
-            Expected::Restart => kube_actions::read_restart_key(&client, workload)
-                .await
-                .map(|found| Some(found.as_deref() == Some(action_key(key).as_str()))),
-            Expected::Replicas(replicas) => kube_actions::read_replicas(&client, workload)
-                .await
-                .map(|current| Some(i64::from(current) == *replicas)),
-            Expected::Env { containers, values } => {
-                let names: Vec<String> = values.keys().cloned().collect();
-                kube_actions::read_env(&client, workload, containers, &names)
-                    .await
-                    .map(|current| {
-                        let matches: Vec<bool> = current
-                            .values()
-                            .flat_map(|found| {
-                                values.iter().map(move |(name, want)| {
-                                    found.get(name).cloned().flatten() == *want
-                                })
-                            })
-                            .collect();
-                        if matches.iter().all(|m| *m) {
-                            Some(true)
-                        } else if matches.iter().all(|m| !*m) {
-                            Some(false)
-                        } else {
-                            None
-                        }
-                    })
-            }
-            Expected::Unknowable => Ok(None),
-        };
-        match present {
-            Ok(Some(true)) => Outcome::Done {
-                detail: json!({"settled_by_read_back": true, "lost_answer": error}),
-            },
-            Ok(Some(false)) => Outcome::NotApplied {
-                error: format!("{error}; read-back shows the change absent"),
-                retryable: false,
-            },
-            Ok(None) => Outcome::Unknown {
-                error: format!("{error}; read-back cannot tell"),
-            },
-            Err(read) => Outcome::Unknown {
-                error: format!("{error}; read-back failed: {read}"),
-            },
-        }
-    }
-}
-
-/// What a Kubernetes action leaves behind when it took effect.
-enum Expected {
-    Restart,
-    Replicas(i64),
-    /// Per name: the value it sets, or `None` for a removal, on these containers.
-    Env {
-        containers: Vec<String>,
-        values: std::collections::BTreeMap<String, Option<String>>,
-    },
-    Unknowable,
-}
-
-impl Expected {
-    fn of(
-        spec: &ActionSpec,
-        rendered: &Value,
-        env_values: &std::collections::BTreeMap<String, String>,
-    ) -> Expected {
-        match spec {
-            ActionSpec::RolloutRestart { .. } => Expected::Restart,
-            ActionSpec::Scale { .. } => Self::from_arguments("kubernetes.scale", rendered),
-            ActionSpec::SetEnv {
-                containers, remove, ..
-            } => {
-                let mut values: std::collections::BTreeMap<String, Option<String>> = env_values
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Some(v.clone())))
-                    .collect();
-                for name in remove {
-                    values.insert(name.clone(), None);
-                }
-                Expected::Env {
-                    containers: containers.clone(),
-                    values,
-                }
-            }
-            _ => Expected::Unknowable,
-        }
-    }
-
-    /// From the arguments stored with an action (after a crash). A value shown as a secret
-    /// placeholder cannot be compared.
-    fn from_arguments(kind: &str, arguments: &Value) -> Expected {
-        match kind {
-            "kubernetes.rollout_restart" => Expected::Restart,
-            "kubernetes.scale" => match &arguments["replicas"] {
-                Value::Number(n) => n.as_i64().map_or(Expected::Unknowable, Expected::Replicas),
-                Value::String(text) => text
-                    .trim()
-                    .parse()
-                    .map_or(Expected::Unknowable, Expected::Replicas),
-                _ => Expected::Unknowable,
-            },
-            "kubernetes.set_env" => {
-                let mut values = std::collections::BTreeMap::new();
-                for (field, value) in arguments.as_object().into_iter().flatten() {
-                    if let Some(name) = field.strip_prefix("env.") {
-                        match value.as_str() {
-                            Some(text) if !text.contains("<secret:") => {
-                                values.insert(name.to_owned(), Some(text.to_owned()));
-                            }
-                            _ => return Expected::Unknowable,
-                        }
-                    }
-                }
-                for name in arguments["remove"].as_array().into_iter().flatten() {
-                    if let Some(name) = name.as_str() {
-                        values.insert(name.to_owned(), None);
-                    }
-                }
-                if values.is_empty() {
-                    // Nothing to compare (a revert records what it restores differently).
-                    return Expected::Unknowable;
-                }
-                let containers = arguments["containers"]
-                    .as_array()
-                    .map(|list| {
-                        list.iter()
-                            .filter_map(|c| c.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_else(|| vec!["*".to_owned()]);
-                Expected::Env { containers, values }
-            }
-            _ => Expected::Unknowable,
+            Prepared::Exec(_) | Prepared::Http(_) => Outcome::Unknown { error },
         }
     }
 }
@@ -745,12 +530,8 @@ impl Mitigator {
         value: &str,
         previous: &str,
     ) -> Result<Option<(&'static str, Value)>, String> {
-        let workload = workload_of(target)?;
-        let kind = if item == "replicas" {
-            "kubernetes.scale"
-        } else {
-            "kubernetes.set_env"
-        };
+        let workload = Workload::from_target(target)?;
+        let kind = kube_actions::revert_kind(item);
         let planned = self
             .store
             .plan_action(ActionPlan {
@@ -794,13 +575,18 @@ impl Mitigator {
                 json!({"error": "the revert was already started"}),
             )));
         }
-        let client = self.kubernetes.client().await?;
-        let ours: Value = serde_json::from_str(value).unwrap_or_default();
-        let previous: Value = serde_json::from_str(previous).unwrap_or_default();
-        let key = action_key(&format!("revert|{id}"));
-        let outcome = if item == "replicas" {
-            let current = kube_actions::read_replicas(&client, &workload).await?;
-            if json!(current) != ours {
+        let reverted = kube_actions::revert(
+            &self.kubernetes,
+            &workload,
+            item,
+            value,
+            previous,
+            &format!("revert|{id}"),
+        )
+        .await?;
+        let outcome = match reverted {
+            kube_actions::Reverted::Ran(outcome) => outcome,
+            kube_actions::Reverted::Left(found) => {
                 self.store
                     .update_action(
                         planned.id,
@@ -809,66 +595,8 @@ impl Mitigator {
                     )
                     .await
                     .map_err(|e| e.to_string())?;
-                return Ok(Some(("left", json!({"current": current, "ours": ours}))));
+                return Ok(Some(("left", found)));
             }
-            let replicas = previous
-                .as_i64()
-                .and_then(|n| i32::try_from(n).ok())
-                .ok_or("no previous replica count")?;
-            kube_actions::scale(&client, &workload, replicas, &key).await
-        } else {
-            let name = item.trim_start_matches("env:");
-            let containers: Vec<String> = previous
-                .as_object()
-                .map(|m| m.keys().cloned().collect())
-                .unwrap_or_default();
-            let current =
-                kube_actions::read_env(&client, &workload, &containers, &[name.to_owned()]).await?;
-            let changed = current.values().any(|values| {
-                let now = values.get(name).cloned().flatten();
-                json!(now) != ours
-            });
-            if changed {
-                self.store
-                    .update_action(
-                        planned.id,
-                        "skipped",
-                        Some(json!({"left": "changed since"}).to_string()),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                return Ok(Some(("left", json!({"current": current, "ours": ours}))));
-            }
-            let mut last = Outcome::Done { detail: json!({}) };
-            for (container, before) in previous.as_object().into_iter().flatten() {
-                let one = [container.clone()];
-                last = match before {
-                    Value::String(text) => {
-                        let set = [(name.to_owned(), text.clone())].into();
-                        kube_actions::set_env(&client, &workload, &one, &set, &[], &key).await
-                    }
-                    Value::Null => {
-                        kube_actions::set_env(
-                            &client,
-                            &workload,
-                            &one,
-                            &Default::default(),
-                            &[name.to_owned()],
-                            &key,
-                        )
-                        .await
-                    }
-                    other => Outcome::Failed {
-                        error: format!(
-                            "{name} came from {other} before; it cannot be restored automatically"
-                        ),
-                    },
-                };
-                if !matches!(last, Outcome::Done { .. }) {
-                    break;
-                }
-            }
-            last
         };
         let state = match &outcome {
             Outcome::Done { .. } => "done",
@@ -903,7 +631,7 @@ impl Mitigator {
         for (id, kind, target, key, arguments, state) in open {
             let arguments: Value = serde_json::from_str(&arguments).unwrap_or_default();
             let lost = "nightshift stopped while it ran".to_owned();
-            let outcome = match workload_of(&target) {
+            let outcome = match Workload::from_target(&target) {
                 // Planned but never started: nothing ran. Recorded as not applied (the
                 // incident is escalated), so the target is not left "in flight" forever.
                 _ if state == "planned" => Outcome::NotApplied {
@@ -912,9 +640,15 @@ impl Mitigator {
                     retryable: false,
                 },
                 Ok(workload) if kind.starts_with("kubernetes.") => {
-                    let expected = Expected::from_arguments(&kind, &arguments);
-                    self.settle_kubernetes(&workload, &key, &expected, lost)
-                        .await
+                    kube_actions::settle_stored(
+                        &self.kubernetes,
+                        &workload,
+                        &kind,
+                        &key,
+                        &arguments,
+                        lost,
+                    )
+                    .await
                 }
                 _ => Outcome::Unknown {
                     error: format!("{lost}; the outcome of a {kind} action cannot be read back"),
@@ -936,67 +670,4 @@ impl Mitigator {
                 .inc();
         }
     }
-}
-
-/// What an action reverted on resolve holds: (item, value it sets as JSON).
-fn hold_items(spec: &ActionSpec, rendered: &Value) -> Vec<(String, String)> {
-    match spec {
-        ActionSpec::SetEnv { env, remove, .. } => env
-            .keys()
-            .map(|name| {
-                let value = rendered[format!("env.{name}")].clone();
-                (format!("env:{name}"), value.to_string())
-            })
-            .chain(
-                remove
-                    .iter()
-                    .map(|name| (format!("env:{name}"), "null".to_owned())),
-            )
-            .collect(),
-        ActionSpec::Scale { .. } => {
-            let replicas = match &rendered["replicas"] {
-                Value::String(text) => text
-                    .trim()
-                    .parse::<i64>()
-                    .map(|n| json!(n))
-                    .unwrap_or(Value::Null),
-                other => other.clone(),
-            };
-            vec![("replicas".to_owned(), replicas.to_string())]
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// The value before the change, from an executor's `Done` detail.
-fn previous_of(item: &str, detail: &Value) -> String {
-    if item == "replicas" {
-        return detail["previous_replicas"].to_string();
-    }
-    let name = item.trim_start_matches("env:");
-    let per_container: serde_json::Map<String, Value> = detail["previous"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(container, values)| (container.clone(), values[name].clone()))
-        .collect();
-    Value::Object(per_container).to_string()
-}
-
-/// `deployment/NAMESPACE/NAME` back to a workload.
-fn workload_of(target: &str) -> Result<Workload, String> {
-    let mut parts = target.splitn(3, '/');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(kind), Some(namespace), Some(name)) => {
-            Workload::parse(namespace, &format!("{kind}/{name}"))
-        }
-        _ => Err(format!("unreadable target {target}")),
-    }
-}
-
-/// The value written into `nightshift.io/action-key`: a digest of the idempotency key, since
-/// annotation values should stay short and free of label text.
-pub fn action_key(key: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(&Sha256::digest(key.as_bytes())[..16])
 }

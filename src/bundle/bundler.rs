@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::background::Background;
-use super::collect::Collectors;
+use super::collectors::Collectors;
 use super::facts::{
     BundleFacts, CollectorFacts, DecisionFacts, IncidentFacts, PageEventFacts, TransitionFacts,
 };

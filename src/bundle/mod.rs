@@ -2,11 +2,12 @@
 //!
 //! - `request` — what a collector is asked to fetch (rendered from the rule file) and what it
 //!   brings back.
-//! - `collect` — the collector executors (Prometheus, Kubernetes logs/events/objects, HTTP,
-//!   exec), with timeouts, size caps, a global concurrency cap and sharing of identical
-//!   requests in a storm.
+//! - `collectors` — the collector executors, one file per kind (Prometheus, Kubernetes
+//!   logs/events/object, HTTP, exec), and what they share in `mod.rs`: dispatch, timeouts,
+//!   size caps, a global concurrency cap and sharing of identical requests in a storm.
 //! - `facts` — everything known about an incident, as the documents need it.
-//! - `docs` — `timeline.md`, `comms.md` and `postmortem.md`, rendered from the facts.
+//! - `docs` — one file per document (`timeline.md`, `comms.md`, `postmortem.md`, the JSON
+//!   files), rendered from the facts.
 //! - `archive` — `tar.gz` written atomically (temporary name, fsync, rename).
 //! - `background` — the low-priority threads that render, scrub and compress bundles.
 //! - `bundler` — the work: collect, gather the facts, redact, write, rewrite at close,
@@ -15,7 +16,7 @@
 pub mod archive;
 pub mod background;
 pub mod bundler;
-pub mod collect;
+pub mod collectors;
 pub mod docs;
 pub mod facts;
 pub mod request;

@@ -10,13 +10,10 @@
 //! name (RFC 1123 subdomain, as for actions) and the namespace a valid namespace name: a
 //! value like `..`, `a/../b` or `x?watch=1` would otherwise change the API path asked for.
 //!
-//! The client is built on first use from `[kubernetes]`: the named kubeconfig file (and
-//! context), or else the usual inference (in-cluster service account, `$KUBECONFIG`,
-//! `~/.kube/config`). A client that cannot be built is a failure, and the next probe tries
-//! again.
+//! The client is [`crate::kubernetes::ClientSlot`]'s: a client that cannot be built is a
+//! failure, and the next probe tries again.
 
 use std::collections::BTreeMap;
-use std::error::Error as StdError;
 use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
@@ -28,115 +25,12 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use kube::api::{Api, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::{ProbeKind, ProbeResult};
-use crate::config::KubernetesConfig;
-use crate::rules::{is_rfc1123_label, is_rfc1123_name};
-
-/// The Kubernetes client, built on first use from `[kubernetes]`.
-pub struct ClientSlot {
-    config: KubernetesConfig,
-    client: tokio::sync::OnceCell<kube::Client>,
-}
-
-impl ClientSlot {
-    pub fn new(config: &KubernetesConfig) -> ClientSlot {
-        ClientSlot {
-            config: config.clone(),
-            client: tokio::sync::OnceCell::new(),
-        }
-    }
-
-    /// The configuration the client is (or will be) built from.
-    pub fn config(&self) -> &KubernetesConfig {
-        &self.config
-    }
-
-    /// The client, built now if this is the first use. Concurrent first uses build it once;
-    /// a failure is not remembered, so the next call tries again (a kubeconfig written late,
-    /// an API server that was not resolvable yet).
-    pub async fn client(&self) -> Result<kube::Client, String> {
-        self.client
-            .get_or_try_init(|| build_client(&self.config))
-            .await
-            .cloned()
-    }
-}
-
-async fn build_client(config: &KubernetesConfig) -> Result<kube::Client, String> {
-    let kube_config = match &config.kubeconfig {
-        Some(path) => {
-            // The error names the file.
-            let kubeconfig = Kubeconfig::read_from(path)
-                .map_err(|error| format!("Kubernetes client: {}", error_text(&error)))?;
-            let options = KubeConfigOptions {
-                context: config.context.clone(),
-                ..KubeConfigOptions::default()
-            };
-            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-                .await
-                .map_err(|error| {
-                    let context = config
-                        .context
-                        .as_deref()
-                        .map(|context| format!(" (context {context:?})"))
-                        .unwrap_or_default();
-                    format!(
-                        "Kubernetes client: kubeconfig {}{context}: {}",
-                        path.display(),
-                        error_text(&error)
-                    )
-                })?
-        }
-        None if config.context.is_some() => {
-            // A context without a file: the default kubeconfig, that context.
-            let options = KubeConfigOptions {
-                context: config.context.clone(),
-                ..KubeConfigOptions::default()
-            };
-            kube::Config::from_kubeconfig(&options)
-                .await
-                .map_err(|error| {
-                    format!(
-                        "Kubernetes client: default kubeconfig (context {:?}): {}",
-                        config.context.as_deref().unwrap_or_default(),
-                        error_text(&error)
-                    )
-                })?
-        }
-        None => kube::Config::infer().await.map_err(|error| {
-            format!(
-                "Kubernetes client: no kubeconfig configured and none could be inferred: {}",
-                error_text(&error)
-            )
-        })?,
-    };
-    let mut kube_config = kube_config;
-    // kube-client takes HTTPS_PROXY from the environment when the kubeconfig names no proxy;
-    // nightshift uses no proxy from the environment (see `http_client`), so only the
-    // kubeconfig's own `proxy-url` stays.
-    let named = match &config.kubeconfig {
-        Some(path) => Kubeconfig::read_from(path).ok(),
-        None => Kubeconfig::read().ok(),
-    }
-    .is_some_and(|kubeconfig| {
-        kubeconfig.clusters.iter().any(|named| {
-            named
-                .cluster
-                .as_ref()
-                .and_then(|cluster| cluster.proxy_url.as_deref())
-                .is_some_and(|url| !url.is_empty())
-        })
-    });
-    if !named {
-        kube_config.proxy_url = None;
-    }
-    kube::Client::try_from(kube_config)
-        .map_err(|error| format!("Kubernetes client: {}", error_text(&error)))
-}
+use crate::kubernetes::names::{check_namespace, is_rfc1123_name};
+use crate::kubernetes::{ClientSlot, ErrorKind, Workload, WorkloadKind, error_text, get_workload};
 
 pub async fn probe(
     slot: &ClientSlot,
@@ -154,11 +48,8 @@ pub async fn probe(
         Ok(object) => object,
         Err(error) => return fail(error),
     };
-    if !is_rfc1123_label(namespace) {
-        return fail(format!(
-            "kubernetes namespace {namespace:?} is not a valid namespace name (RFC 1123 label: \
-             lower case letters, digits and '-', at most 63)"
-        ));
+    if let Err(error) = check_namespace(namespace) {
+        return fail(error);
     }
     let client = match slot.client().await {
         Ok(client) => client,
@@ -199,23 +90,6 @@ pub async fn probe(
 
 // ---------------------------------------------------------------------------------------
 // What was asked
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WorkloadKind {
-    Deployment,
-    StatefulSet,
-    DaemonSet,
-}
-
-impl WorkloadKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            WorkloadKind::Deployment => "deployment",
-            WorkloadKind::StatefulSet => "statefulset",
-            WorkloadKind::DaemonSet => "daemonset",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ObjectKind {
@@ -279,18 +153,9 @@ pub fn check_targets(workload: Option<&str>, object: Option<&str>) -> Result<(),
     Ok(())
 }
 
-fn workload_kind(kind: &str) -> Option<WorkloadKind> {
-    match kind {
-        "deployment" | "deployments" | "deploy" => Some(WorkloadKind::Deployment),
-        "statefulset" | "statefulsets" | "sts" => Some(WorkloadKind::StatefulSet),
-        "daemonset" | "daemonsets" | "ds" => Some(WorkloadKind::DaemonSet),
-        _ => None,
-    }
-}
-
 fn parse_workload(reference: &str) -> Result<(WorkloadKind, String), String> {
     let (kind, name) = split_reference("workload", reference)?;
-    let kind = workload_kind(&kind).ok_or_else(|| {
+    let kind = WorkloadKind::parse(&kind).ok_or_else(|| {
         format!(
             "kubernetes workload {reference:?}: kind {kind:?} is not one of deployment, \
              statefulset, daemonset"
@@ -314,7 +179,7 @@ fn parse_object(reference: &str) -> Result<(ObjectKind, String), String> {
         "job" | "jobs" => ObjectKind::Job,
         "cronjob" | "cronjobs" | "cj" => ObjectKind::CronJob,
         "ingress" | "ingresses" | "ing" => ObjectKind::Ingress,
-        other => match workload_kind(other) {
+        other => match WorkloadKind::parse(other) {
             Some(workload) => ObjectKind::Workload(workload),
             None => {
                 return Err(format!(
@@ -337,21 +202,33 @@ async fn pods_of_workload(
     kind: WorkloadKind,
     name: &str,
 ) -> Result<Map<String, Value>, String> {
-    let what = format!("{}/{name} in namespace {namespace}", kind.as_str());
-    let selector = match kind {
-        WorkloadKind::Deployment => get_workload::<Deployment>(client, namespace, name, &what)
-            .await?
-            .spec
-            .map(|spec| spec.selector),
-        WorkloadKind::StatefulSet => get_workload::<StatefulSet>(client, namespace, name, &what)
-            .await?
-            .spec
-            .map(|spec| spec.selector),
-        WorkloadKind::DaemonSet => get_workload::<DaemonSet>(client, namespace, name, &what)
-            .await?
-            .spec
-            .map(|spec| spec.selector),
+    let workload = Workload {
+        kind,
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
     };
+    // `deployment/web in namespace apps`.
+    let what = workload.to_string();
+    let object = match get_workload(client, &workload).await {
+        Ok(object) => object,
+        Err(error) => {
+            return Err(match &error.kind {
+                ErrorKind::Status {
+                    code: 404, message, ..
+                } => format!(
+                    "get {what}: not found (HTTP 404{})",
+                    if message.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {message}")
+                    }
+                ),
+                _ => error.text(),
+            });
+        }
+    };
+    let selector: Option<LabelSelector> =
+        serde_json::from_value(object["spec"]["selector"].clone()).ok();
     let selector = selector.as_ref().map(selector_string).unwrap_or_default();
     if selector.is_empty() {
         return Err(format!(
@@ -366,7 +243,7 @@ async fn pods_of_workload(
             format!(
                 "list pods in namespace {namespace} with labelSelector {selector:?} (for {}/{name}): {}",
                 kind.as_str(),
-                kube_error_text(&error)
+                error_text(&error)
             )
         })?;
 
@@ -395,31 +272,6 @@ async fn pods_of_workload(
     fields.insert("oom_killed".to_owned(), json!(oom_killed));
     fields.insert("oldest_pod_started_at".to_owned(), json!(oldest));
     Ok(fields)
-}
-
-async fn get_workload<K>(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    what: &str,
-) -> Result<K, String>
-where
-    K: kube::Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
-    K::DynamicType: Default,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    match api.get(name).await {
-        Ok(object) => Ok(object),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Err(format!(
-            "get {what}: not found (HTTP 404{})",
-            if status.message.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", status.message)
-            }
-        )),
-        Err(error) => Err(format!("get {what}: {}", kube_error_text(&error))),
-    }
 }
 
 /// A label selector in the API's query syntax: `app=web,tier in (a,b),!legacy`.
@@ -565,7 +417,7 @@ async fn object_metadata(
         format!(
             "get metadata of {}/{name} in namespace {namespace}: {}",
             kind.as_str(),
-            kube_error_text(&error)
+            error_text(&error)
         )
     })?;
 
@@ -619,45 +471,6 @@ where
 
 fn unix_seconds(time: &Time) -> i64 {
     time.0.as_second()
-}
-
-/// An API error as `HTTP 403 Forbidden: <the server's message>`; any other error with its
-/// causes.
-fn kube_error_text(error: &kube::Error) -> String {
-    match error {
-        kube::Error::Api(status) => {
-            let mut text = if status.code == 0 {
-                "API error".to_owned()
-            } else {
-                format!("HTTP {}", status.code)
-            };
-            if !status.reason.is_empty() {
-                text.push(' ');
-                text.push_str(&status.reason);
-            }
-            if !status.message.is_empty() {
-                text.push_str(": ");
-                text.push_str(&status.message);
-            }
-            text
-        }
-        other => error_text(other),
-    }
-}
-
-/// An error and each cause not already spelled out by the text before it.
-pub(crate) fn error_text(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !cause_text.is_empty() && !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -212,21 +212,21 @@ pub struct Prober {
     /// Follows no redirects and reads no proxy from the environment
     /// ([`crate::http_client`]); a client that could not be built fails each HTTP probe.
     http: Result<reqwest::Client, String>,
-    kubernetes: kubernetes::ClientSlot,
+    kubernetes: crate::kubernetes::ClientSlot,
     settings: ProbeSettings,
     cache: Mutex<HashMap<String, CacheEntry>>,
 }
 
 impl Prober {
     /// A prober whose HTTP probes use no proxy at all.
-    pub fn new(settings: ProbeSettings, kubernetes: kubernetes::ClientSlot) -> Prober {
+    pub fn new(settings: ProbeSettings, kubernetes: crate::kubernetes::ClientSlot) -> Prober {
         Prober::with_http(settings, kubernetes, &HttpConfig::default())
     }
 
     /// A prober whose HTTP probes go through the `[http]` proxy, if one is set.
     pub fn with_http(
         settings: ProbeSettings,
-        kubernetes: kubernetes::ClientSlot,
+        kubernetes: crate::kubernetes::ClientSlot,
         http: &HttpConfig,
     ) -> Prober {
         Prober {

@@ -11,11 +11,11 @@ use axum::http::Method;
 use chrono::{DateTime, TimeZone, Utc};
 use nightshift::act::actions::Outcome;
 use nightshift::act::actions::kubernetes::{
-    ACTION_KEY_ANNOTATION, RESTARTED_AT_ANNOTATION, Workload, WorkloadKind, read_env,
-    read_replicas, read_restart_key, rollout_restart, scale, set_env,
+    ACTION_KEY_ANNOTATION, RESTARTED_AT_ANNOTATION, read_env, read_replicas, read_restart_key,
+    rollout_restart, scale, set_env,
 };
 use nightshift::config::KubernetesConfig;
-use nightshift::probes::kubernetes::ClientSlot;
+use nightshift::kubernetes::{ClientSlot, Workload, WorkloadKind};
 use serde_json::{Value, json};
 
 use crate::fakes::kube::{

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::http::Method;
-use nightshift::bundle::collect::{CollectEnv, Collectors};
+use nightshift::bundle::collectors::{CollectEnv, Collectors};
 use nightshift::bundle::request::{
     CollectorOutput, CollectorRequest, CollectorStatus, RequestKind,
 };
 use nightshift::config::KubernetesConfig;
-use nightshift::probes::kubernetes::ClientSlot;
+use nightshift::kubernetes::ClientSlot;
 use serde_json::{Value, json};
 
 use crate::fakes::kube::{FakeKube, PodFixture, event, replica_set, secret, workload};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::Method;
 use nightshift::config::{HttpConfig, KubernetesConfig};
-use nightshift::probes::kubernetes::ClientSlot;
+use nightshift::kubernetes::ClientSlot;
 use nightshift::probes::{
     ProbeKind, ProbeRequest, ProbeResult, ProbeSettings, Prober, sample_fields,
 };

@@ -1,8 +1,11 @@
 //! Kubernetes actions: `rollout_restart`, `set_env` and `scale` on a Deployment, StatefulSet
 //! or DaemonSet, plus the read-backs that settle an action whose result was lost (a crash
-//! between "started" and "finished", a timeout).
+//! between "started" and "finished", a timeout), and the lifecycle `mitigate` drives: a
+//! [`Request`] is run ([`run`]), settled by read-back ([`settle`], [`settle_stored`] after a
+//! crash), holds its changed items ([`hold_items`], [`previous_of`]) and reverts them
+//! ([`revert`]) when its incident resolves.
 //!
-//! Every function takes a ready `kube::Client` (the one [`crate::probes::kubernetes::ClientSlot`]
+//! Every function takes a ready `kube::Client` (the one [`crate::kubernetes::ClientSlot`]
 //! builds) and arguments already rendered and allowed (the namespace allowlist is the
 //! caller's); [`Workload::parse`] checks the names.
 //!
@@ -44,24 +47,21 @@
 //! * a timeout, a 5xx or a broken answer after the PATCH was sent: `Unknown`; settle it with
 //!   [`read_restart_key`], [`read_env`] or [`read_replicas`].
 //!
-//! Each request is bounded by [`REQUEST_TIMEOUT`] (the client's own `read_timeout`, when
-//! shorter, applies first). Note: kube's default client retries 429/503/504 by itself
-//! (`Config::default_retry`), so such an answer reaches this module only after its retries;
-//! every patch here sets absolute values, so a re-sent patch changes nothing more.
+//! Each request is bounded by [`crate::kubernetes::REQUEST_TIMEOUT`]. kube's default client
+//! retries 429/503/504 by itself, so such an answer reaches this module only after its
+//! retries; every patch here sets absolute values, so a re-sent patch changes nothing more.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::error::Error as StdError;
-use std::fmt;
-use std::future::Future;
-use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::{Map, Value, json};
 
 use super::Outcome;
-use crate::rules::{is_rfc1123_label, is_rfc1123_name};
+use crate::kubernetes::names::is_rfc1123_label;
+use crate::kubernetes::{
+    ClientSlot, ErrorKind, RequestError, Workload, WorkloadKind, get_scale, get_workload,
+    patch_scale, patch_workload,
+};
 
 /// The pod template annotation carrying the idempotency key of the action that last
 /// changed the template.
@@ -70,125 +70,8 @@ pub const ACTION_KEY_ANNOTATION: &str = "nightshift.io/action-key";
 /// The pod template annotation `kubectl rollout restart` sets.
 pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
 
-/// The `fieldManager` of every write.
-pub const FIELD_MANAGER: &str = "nightshift";
-
-/// The longest any one request may take.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The longest idempotency key accepted (annotation values may be larger; keys are short).
 const MAX_ACTION_KEY: usize = 1024;
-
-// ---------------------------------------------------------------------------------------
-// What is acted on
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum WorkloadKind {
-    Deployment,
-    StatefulSet,
-    DaemonSet,
-}
-
-impl WorkloadKind {
-    /// The kind as kubectl spells it in `kind/name`: `deployment`, `statefulset`, `daemonset`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkloadKind::Deployment => "deployment",
-            WorkloadKind::StatefulSet => "statefulset",
-            WorkloadKind::DaemonSet => "daemonset",
-        }
-    }
-
-    /// The kind as kubectl accepts it: singular, plural or short name, any case.
-    pub fn parse(kind: &str) -> Option<WorkloadKind> {
-        match kind.to_ascii_lowercase().as_str() {
-            "deployment" | "deployments" | "deploy" => Some(WorkloadKind::Deployment),
-            "statefulset" | "statefulsets" | "sts" => Some(WorkloadKind::StatefulSet),
-            "daemonset" | "daemonsets" | "ds" => Some(WorkloadKind::DaemonSet),
-            _ => None,
-        }
-    }
-
-    fn api_resource(self) -> ApiResource {
-        match self {
-            WorkloadKind::Deployment => ApiResource::erase::<Deployment>(&()),
-            WorkloadKind::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
-            WorkloadKind::DaemonSet => ApiResource::erase::<DaemonSet>(&()),
-        }
-    }
-}
-
-impl fmt::Display for WorkloadKind {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
-
-/// A Deployment, StatefulSet or DaemonSet in a namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Workload {
-    pub kind: WorkloadKind,
-    pub namespace: String,
-    pub name: String,
-}
-
-impl Workload {
-    /// `namespace` and `deployment/NAME` (or `statefulset/…`, `daemonset/…`, kubectl's
-    /// plural and short kind names too). The namespace must be an RFC 1123 label and the
-    /// name an RFC 1123 subdomain: nothing is trimmed, decoded or otherwise repaired.
-    pub fn parse(namespace: &str, reference: &str) -> Result<Workload, String> {
-        let Some((kind, name)) = reference.split_once('/') else {
-            return Err(format!(
-                "kubernetes workload {reference:?}: expected KIND/NAME, e.g. deployment/web"
-            ));
-        };
-        let kind = WorkloadKind::parse(kind).ok_or_else(|| {
-            format!(
-                "kubernetes workload {reference:?}: kind {kind:?} is not one of deployment, \
-                 statefulset, daemonset"
-            )
-        })?;
-        if !is_rfc1123_name(name) {
-            return Err(format!(
-                "kubernetes workload {reference:?}: {name:?} is not a valid object name \
-                 (RFC 1123: lower case letters, digits, '-' and '.', at most 253)"
-            ));
-        }
-        if !is_rfc1123_label(namespace) {
-            return Err(format!(
-                "kubernetes namespace {namespace:?} is not a valid namespace name (RFC 1123 \
-                 label: lower case letters, digits and '-', at most 63)"
-            ));
-        }
-        Ok(Workload {
-            kind,
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        })
-    }
-
-    /// `kind/namespace/name`: the target for cooldowns and holds.
-    pub fn target(&self) -> String {
-        format!("{}/{}/{}", self.kind.as_str(), self.namespace, self.name)
-    }
-
-    fn api(&self, client: &kube::Client) -> Api<DynamicObject> {
-        Api::namespaced_with(client.clone(), &self.namespace, &self.kind.api_resource())
-    }
-}
-
-impl fmt::Display for Workload {
-    /// `deployment/web in namespace apps`.
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            formatter,
-            "{}/{} in namespace {}",
-            self.kind.as_str(),
-            self.name,
-            self.namespace
-        )
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // rollout restart
@@ -210,7 +93,7 @@ pub async fn rollout_restart(
     }
     let object = match get_workload(client, workload).await {
         Ok(object) => object,
-        Err(error) => return error.outcome(Step::Read),
+        Err(error) => return outcome_of(&error, Step::Read),
     };
     if workload.kind == WorkloadKind::Deployment && object["spec"]["paused"] == json!(true) {
         return Outcome::Failed {
@@ -240,7 +123,7 @@ pub async fn rollout_restart(
         Ok(()) => Outcome::Done {
             detail: json!({"restarted_at": restarted_at}),
         },
-        Err(error) => error.context("rollout restart").outcome(Step::Write),
+        Err(error) => outcome_of(&error.context("rollout restart"), Step::Write),
     }
 }
 
@@ -278,7 +161,7 @@ pub async fn set_env(
     }
     let object = match get_workload(client, workload).await {
         Ok(object) => object,
-        Err(error) => return error.outcome(Step::Read),
+        Err(error) => return outcome_of(&error, Step::Read),
     };
     let chosen = match choose_containers(&object, workload, containers) {
         Ok(chosen) => chosen,
@@ -366,7 +249,7 @@ pub async fn set_env(
         Ok(()) => Outcome::Done {
             detail: json!({"previous": previous, "changed": true}),
         },
-        Err(error) => error.context("set env").outcome(Step::Write),
+        Err(error) => outcome_of(&error.context("set env"), Step::Write),
     }
 }
 
@@ -514,14 +397,9 @@ pub async fn scale(
             error: format!("scale {workload}: replicas must be 0 or more, not {replicas}"),
         };
     }
-    let api = workload.api(client);
-    let previous = match bounded(api.get_scale(&workload.name)).await {
-        Ok(scale) => scale.spec.and_then(|spec| spec.replicas).unwrap_or(0),
-        Err(error) => {
-            return error
-                .context(&format!("get scale of {workload}"))
-                .outcome(Step::Read);
-        }
+    let previous = match get_scale(client, workload).await {
+        Ok(previous) => previous,
+        Err(error) => return outcome_of(&error, Step::Read),
     };
     if previous == replicas {
         return Outcome::Done {
@@ -533,8 +411,7 @@ pub async fn scale(
             }),
         };
     }
-    let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
-    match bounded(api.patch_scale(&workload.name, &patch_params(), &patch)).await {
+    match patch_scale(client, workload, replicas).await {
         Ok(_) => Outcome::Done {
             detail: json!({
                 "previous_replicas": previous,
@@ -543,9 +420,7 @@ pub async fn scale(
                 "action_key": action_key
             }),
         },
-        Err(error) => error
-            .context(&format!("scale {workload}"))
-            .outcome(Step::Write),
+        Err(error) => outcome_of(&error, Step::Write),
     }
 }
 
@@ -614,10 +489,406 @@ pub async fn read_replicas(client: &kube::Client, workload: &Workload) -> Result
     if workload.kind == WorkloadKind::DaemonSet {
         return Err(format!("{workload}: a daemonset has no replica count"));
     }
-    let scale = bounded(workload.api(client).get_scale(&workload.name))
+    get_scale(client, workload)
         .await
-        .map_err(|error| error.context(&format!("get scale of {workload}")).text())?;
-    Ok(scale.spec.and_then(|spec| spec.replicas).unwrap_or(0))
+        .map_err(|error| error.text())
+}
+
+// ---------------------------------------------------------------------------------------
+// The lifecycle the act stage drives: render, run, read back, hold, revert
+
+/// A Kubernetes action rendered and checked: what `mitigate` runs, settles and holds.
+pub struct Request {
+    pub workload: Workload,
+    pub change: Change,
+    /// The arguments as rendered for the record (`env.NAME`, `replicas`): secrets appear as
+    /// placeholders here, never as values.
+    pub rendered: Value,
+}
+
+/// What a Kubernetes action changes.
+pub enum Change {
+    RolloutRestart,
+    /// `set`: the values rendered for use, secrets included; never recorded.
+    SetEnv {
+        containers: Vec<String>,
+        set: BTreeMap<String, String>,
+        remove: Vec<String>,
+    },
+    /// The count is read from `rendered["replicas"]` when the action runs: one that is not a
+    /// number fails the action, it does not refuse it.
+    Scale,
+}
+
+/// The workload an action's rendered arguments name, refused when its namespace is not in
+/// `kubernetes.namespaces` (empty allows none).
+pub fn target_workload(namespaces: &[String], rendered: &Value) -> Result<Workload, String> {
+    let text = |field: &str| {
+        rendered[field]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{field} did not render"))
+    };
+    let namespace = text("namespace")?;
+    if !namespaces.contains(&namespace) {
+        let allowed = if namespaces.is_empty() {
+            "it is empty, which allows none".to_owned()
+        } else {
+            format!("it allows {namespaces:?}")
+        };
+        return Err(format!(
+            "namespace {namespace:?} is not in kubernetes.namespaces ({allowed})"
+        ));
+    }
+    Workload::parse(&namespace, &text("workload")?)
+}
+
+/// The value written into [`ACTION_KEY_ANNOTATION`] for an idempotency key: a digest, since
+/// annotation values should stay short and free of label text.
+pub fn action_key(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(key.as_bytes())[..16])
+}
+
+/// Run the action once; `key` is its idempotency key.
+pub async fn run(slot: &ClientSlot, request: &Request, key: &str, now: DateTime<Utc>) -> Outcome {
+    let client = match slot.client().await {
+        Ok(client) => client,
+        Err(error) => {
+            return Outcome::NotApplied {
+                error,
+                retryable: true,
+            };
+        }
+    };
+    let workload = &request.workload;
+    match &request.change {
+        Change::RolloutRestart => rollout_restart(&client, workload, &action_key(key), now).await,
+        Change::SetEnv {
+            containers,
+            set,
+            remove,
+        } => set_env(&client, workload, containers, set, remove, &action_key(key)).await,
+        Change::Scale => {
+            let rendered = &request.rendered;
+            let replicas = match &rendered["replicas"] {
+                Value::Number(n) => n.as_i64(),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            };
+            match replicas.and_then(|n| i32::try_from(n).ok()) {
+                Some(replicas) => scale(&client, workload, replicas, &action_key(key)).await,
+                None => Outcome::Failed {
+                    error: format!("replicas {} is not a number", rendered["replicas"]),
+                },
+            }
+        }
+    }
+}
+
+/// A request went out and the answer was lost: read the workload back.
+pub async fn settle(slot: &ClientSlot, request: &Request, key: &str, error: String) -> Outcome {
+    let expected = match &request.change {
+        Change::RolloutRestart => Expected::Restart,
+        Change::Scale => Expected::from_arguments("kubernetes.scale", &request.rendered),
+        Change::SetEnv {
+            containers,
+            set,
+            remove,
+        } => {
+            let mut values: BTreeMap<String, Option<String>> = set
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect();
+            for name in remove {
+                values.insert(name.clone(), None);
+            }
+            Expected::Env {
+                containers: containers.clone(),
+                values,
+            }
+        }
+    };
+    read_back(slot, &request.workload, key, &expected, error).await
+}
+
+/// An action of `kind` found started after a crash, settled from the arguments stored with
+/// it. A value shown as a secret placeholder cannot be compared.
+pub async fn settle_stored(
+    slot: &ClientSlot,
+    workload: &Workload,
+    kind: &str,
+    key: &str,
+    arguments: &Value,
+    error: String,
+) -> Outcome {
+    let expected = Expected::from_arguments(kind, arguments);
+    read_back(slot, workload, key, &expected, error).await
+}
+
+/// What a Kubernetes action leaves behind when it took effect.
+enum Expected {
+    Restart,
+    Replicas(i64),
+    /// Per name: the value it sets, or `None` for a removal, on these containers.
+    Env {
+        containers: Vec<String>,
+        values: BTreeMap<String, Option<String>>,
+    },
+    Unknowable,
+}
+
+impl Expected {
+    /// From the arguments stored with an action (after a crash). A value shown as a secret
+    /// placeholder cannot be compared.
+    fn from_arguments(kind: &str, arguments: &Value) -> Expected {
+        match kind {
+            "kubernetes.rollout_restart" => Expected::Restart,
+            "kubernetes.scale" => match &arguments["replicas"] {
+                Value::Number(n) => n.as_i64().map_or(Expected::Unknowable, Expected::Replicas),
+                Value::String(text) => text
+                    .trim()
+                    .parse()
+                    .map_or(Expected::Unknowable, Expected::Replicas),
+                _ => Expected::Unknowable,
+            },
+            "kubernetes.set_env" => {
+                let mut values = BTreeMap::new();
+                for (field, value) in arguments.as_object().into_iter().flatten() {
+                    if let Some(name) = field.strip_prefix("env.") {
+                        match value.as_str() {
+                            Some(text) if !text.contains("<secret:") => {
+                                values.insert(name.to_owned(), Some(text.to_owned()));
+                            }
+                            _ => return Expected::Unknowable,
+                        }
+                    }
+                }
+                for name in arguments["remove"].as_array().into_iter().flatten() {
+                    if let Some(name) = name.as_str() {
+                        values.insert(name.to_owned(), None);
+                    }
+                }
+                if values.is_empty() {
+                    // Nothing to compare (a revert records what it restores differently).
+                    return Expected::Unknowable;
+                }
+                let containers = arguments["containers"]
+                    .as_array()
+                    .map(|list| {
+                        list.iter()
+                            .filter_map(|c| c.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_else(|| vec!["*".to_owned()]);
+                Expected::Env { containers, values }
+            }
+            _ => Expected::Unknowable,
+        }
+    }
+}
+
+/// Read the target back: the change present → done; absent → not applied (escalated, not
+/// retried blindly); anything else stays unknown. Only a rollout restart carries a mark that
+/// proves it landed; the others compare values.
+async fn read_back(
+    slot: &ClientSlot,
+    workload: &Workload,
+    key: &str,
+    expected: &Expected,
+    error: String,
+) -> Outcome {
+    let client = match slot.client().await {
+        Ok(client) => client,
+        Err(read) => {
+            return Outcome::Unknown {
+                error: format!("{error}; cannot read back: {read}"),
+            };
+        }
+    };
+    let present = match expected {
+        Expected::Restart => read_restart_key(&client, workload)
+            .await
+            .map(|found| Some(found.as_deref() == Some(action_key(key).as_str()))),
+        Expected::Replicas(replicas) => read_replicas(&client, workload)
+            .await
+            .map(|current| Some(i64::from(current) == *replicas)),
+        Expected::Env { containers, values } => {
+            let names: Vec<String> = values.keys().cloned().collect();
+            read_env(&client, workload, containers, &names)
+                .await
+                .map(|current| {
+                    let matches: Vec<bool> = current
+                        .values()
+                        .flat_map(|found| {
+                            values.iter().map(move |(name, want)| {
+                                found.get(name).cloned().flatten() == *want
+                            })
+                        })
+                        .collect();
+                    if matches.iter().all(|m| *m) {
+                        Some(true)
+                    } else if matches.iter().all(|m| !*m) {
+                        Some(false)
+                    } else {
+                        None
+                    }
+                })
+        }
+        Expected::Unknowable => Ok(None),
+    };
+    match present {
+        Ok(Some(true)) => Outcome::Done {
+            detail: json!({"settled_by_read_back": true, "lost_answer": error}),
+        },
+        Ok(Some(false)) => Outcome::NotApplied {
+            error: format!("{error}; read-back shows the change absent"),
+            retryable: false,
+        },
+        Ok(None) => Outcome::Unknown {
+            error: format!("{error}; read-back cannot tell"),
+        },
+        Err(read) => Outcome::Unknown {
+            error: format!("{error}; read-back failed: {read}"),
+        },
+    }
+}
+
+/// What the action holds when it is reverted on resolve: (item, the value it sets as JSON).
+/// `env:NAME` per variable set or removed, `replicas` for a scale; a restart holds nothing.
+pub fn hold_items(request: &Request) -> Vec<(String, String)> {
+    let rendered = &request.rendered;
+    match &request.change {
+        Change::SetEnv { set, remove, .. } => set
+            .keys()
+            .map(|name| {
+                let value = rendered[format!("env.{name}")].clone();
+                (format!("env:{name}"), value.to_string())
+            })
+            .chain(
+                remove
+                    .iter()
+                    .map(|name| (format!("env:{name}"), "null".to_owned())),
+            )
+            .collect(),
+        Change::Scale => {
+            let replicas = match &rendered["replicas"] {
+                Value::String(text) => text
+                    .trim()
+                    .parse::<i64>()
+                    .map(|n| json!(n))
+                    .unwrap_or(Value::Null),
+                other => other.clone(),
+            };
+            vec![("replicas".to_owned(), replicas.to_string())]
+        }
+        Change::RolloutRestart => Vec::new(),
+    }
+}
+
+/// A held item's value before the change, from the action's `Done` detail.
+pub fn previous_of(item: &str, detail: &Value) -> String {
+    if item == "replicas" {
+        return detail["previous_replicas"].to_string();
+    }
+    let name = item.trim_start_matches("env:");
+    let per_container: Map<String, Value> = detail["previous"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(container, values)| (container.clone(), values[name].clone()))
+        .collect();
+    Value::Object(per_container).to_string()
+}
+
+/// The kind of the action that reverts a held item.
+pub fn revert_kind(item: &str) -> &'static str {
+    if item == "replicas" {
+        "kubernetes.scale"
+    } else {
+        "kubernetes.set_env"
+    }
+}
+
+/// How a revert ended.
+pub enum Reverted {
+    /// The value is no longer the one nightshift set: a human's change wins, nothing is sent.
+    /// What was found and what nightshift had set.
+    Left(Value),
+    /// The revert ran.
+    Ran(Outcome),
+}
+
+/// Put a held item back to `previous` (JSON as stored), only if it still has the value `ours`
+/// (JSON as stored) that nightshift set. `key` is the revert's idempotency key.
+pub async fn revert(
+    slot: &ClientSlot,
+    workload: &Workload,
+    item: &str,
+    ours: &str,
+    previous: &str,
+    key: &str,
+) -> Result<Reverted, String> {
+    let client = slot.client().await?;
+    let ours: Value = serde_json::from_str(ours).unwrap_or_default();
+    let previous: Value = serde_json::from_str(previous).unwrap_or_default();
+    let key = action_key(key);
+    if item == "replicas" {
+        let current = read_replicas(&client, workload).await?;
+        if json!(current) != ours {
+            return Ok(Reverted::Left(json!({"current": current, "ours": ours})));
+        }
+        let replicas = previous
+            .as_i64()
+            .and_then(|n| i32::try_from(n).ok())
+            .ok_or("no previous replica count")?;
+        return Ok(Reverted::Ran(
+            scale(&client, workload, replicas, &key).await,
+        ));
+    }
+    let name = item.trim_start_matches("env:");
+    let containers: Vec<String> = previous
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let current = read_env(&client, workload, &containers, &[name.to_owned()]).await?;
+    let changed = current.values().any(|values| {
+        let now = values.get(name).cloned().flatten();
+        json!(now) != ours
+    });
+    if changed {
+        return Ok(Reverted::Left(json!({"current": current, "ours": ours})));
+    }
+    let mut last = Outcome::Done { detail: json!({}) };
+    for (container, before) in previous.as_object().into_iter().flatten() {
+        let one = [container.clone()];
+        last = match before {
+            Value::String(text) => {
+                let set = [(name.to_owned(), text.clone())].into();
+                set_env(&client, workload, &one, &set, &[], &key).await
+            }
+            Value::Null => {
+                set_env(
+                    &client,
+                    workload,
+                    &one,
+                    &Default::default(),
+                    &[name.to_owned()],
+                    &key,
+                )
+                .await
+            }
+            other => Outcome::Failed {
+                error: format!(
+                    "{name} came from {other} before; it cannot be restored automatically"
+                ),
+            },
+        };
+        if !matches!(last, Outcome::Done { .. }) {
+            break;
+        }
+    }
+    Ok(Reverted::Ran(last))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -636,39 +907,6 @@ fn check_action_key(action_key: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn patch_params() -> PatchParams {
-    PatchParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-        ..PatchParams::default()
-    }
-}
-
-/// The workload as JSON (`apiVersion`, `kind`, `metadata`, `spec`, `status`).
-async fn get_workload(client: &kube::Client, workload: &Workload) -> Result<Value, RequestError> {
-    let object = bounded(workload.api(client).get(&workload.name))
-        .await
-        .map_err(|error| error.context(&format!("get {workload}")))?;
-    serde_json::to_value(&object).map_err(|error| RequestError {
-        what: format!("get {workload}"),
-        kind: ErrorKind::Answer(error.to_string()),
-    })
-}
-
-async fn patch_workload(
-    client: &kube::Client,
-    workload: &Workload,
-    patch: Value,
-) -> Result<(), RequestError> {
-    bounded(
-        workload
-            .api(client)
-            .patch(&workload.name, &patch_params(), &Patch::Strategic(patch)),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|error| error.context(&workload.to_string()))
-}
-
 /// Whether a failed request was a read (nothing changed whatever happened) or a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
@@ -676,196 +914,42 @@ enum Step {
     Write,
 }
 
-#[derive(Debug)]
-enum ErrorKind {
-    /// The API server answered with this status.
-    Status { code: u16, text: String },
-    /// Provably never sent: no connection (refused, DNS, TLS), no credentials, a request
-    /// that could not be built.
-    NotSent(String),
-    /// The request could not be built: a bug, not worth retrying.
-    Invalid(String),
-    /// Sent, and no usable answer came back (transport failure after sending, timeout).
-    Lost(String),
-    /// A 2xx answer that could not be read.
-    Answer(String),
-}
-
-#[derive(Debug)]
-struct RequestError {
-    what: String,
-    kind: ErrorKind,
-}
-
-impl RequestError {
-    fn context(mut self, what: &str) -> RequestError {
-        if self.what.is_empty() {
-            self.what = what.to_owned();
-        } else {
-            self.what = format!("{what}: {}", self.what);
-        }
-        self
-    }
-
-    fn text(&self) -> String {
-        let detail = match &self.kind {
-            ErrorKind::Status { text, .. } => text.clone(),
-            ErrorKind::NotSent(text) => format!("not sent: {text}"),
-            ErrorKind::Invalid(text) => format!("invalid request: {text}"),
-            ErrorKind::Lost(text) => format!("no answer: {text}"),
-            ErrorKind::Answer(text) => format!("unreadable answer: {text}"),
-        };
-        if self.what.is_empty() {
-            detail
-        } else {
-            format!("{}: {detail}", self.what)
-        }
-    }
-
-    /// What this error means for the action: the invariant of [`Outcome`].
-    fn outcome(&self, step: Step) -> Outcome {
-        let error = self.text();
-        let transient = |error: String| match step {
-            Step::Read => Outcome::NotApplied {
-                error,
-                retryable: true,
-            },
+/// What a failed request means for the action: the invariant of [`Outcome`].
+fn outcome_of(failed: &RequestError, step: Step) -> Outcome {
+    let error = failed.text();
+    let transient = |error: String| match step {
+        Step::Read => Outcome::NotApplied {
+            error,
+            retryable: true,
+        },
+        Step::Write => Outcome::Unknown { error },
+    };
+    match &failed.kind {
+        ErrorKind::Status {
+            code: 409 | 429, ..
+        } => Outcome::NotApplied {
+            error,
+            retryable: true,
+        },
+        // 0: an error answer without a code; treat like a server error.
+        ErrorKind::Status { code, .. } if *code >= 500 || *code == 0 => transient(error),
+        ErrorKind::Status { .. } => Outcome::Failed { error },
+        ErrorKind::NotSent(_) => Outcome::NotApplied {
+            error,
+            retryable: true,
+        },
+        ErrorKind::Invalid(_) => Outcome::Failed { error },
+        ErrorKind::Lost(_) => transient(error),
+        ErrorKind::Answer(_) => match step {
+            Step::Read => Outcome::Failed { error },
             Step::Write => Outcome::Unknown { error },
-        };
-        match &self.kind {
-            ErrorKind::Status {
-                code: 409 | 429, ..
-            } => Outcome::NotApplied {
-                error,
-                retryable: true,
-            },
-            // 0: an error answer without a code; treat like a server error.
-            ErrorKind::Status { code, .. } if *code >= 500 || *code == 0 => transient(error),
-            ErrorKind::Status { .. } => Outcome::Failed { error },
-            ErrorKind::NotSent(_) => Outcome::NotApplied {
-                error,
-                retryable: true,
-            },
-            ErrorKind::Invalid(_) => Outcome::Failed { error },
-            ErrorKind::Lost(_) => transient(error),
-            ErrorKind::Answer(_) => match step {
-                Step::Read => Outcome::Failed { error },
-                Step::Write => Outcome::Unknown { error },
-            },
-        }
+        },
     }
 }
-
-/// Run one request within [`REQUEST_TIMEOUT`], classifying its error.
-async fn bounded<T>(
-    request: impl Future<Output = Result<T, kube::Error>>,
-) -> Result<T, RequestError> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(RequestError {
-            what: String::new(),
-            kind: classify(&error),
-        }),
-        Err(_) => Err(RequestError {
-            what: String::new(),
-            kind: ErrorKind::Lost(format!("timed out after {}s", REQUEST_TIMEOUT.as_secs())),
-        }),
-    }
-}
-
-fn classify(error: &kube::Error) -> ErrorKind {
-    match error {
-        kube::Error::Api(status) => {
-            let mut text = if status.code == 0 {
-                "API error".to_owned()
-            } else {
-                format!("HTTP {}", status.code)
-            };
-            if !status.reason.is_empty() {
-                text.push(' ');
-                text.push_str(&status.reason);
-            }
-            if !status.message.is_empty() {
-                text.push_str(": ");
-                text.push_str(&status.message);
-            }
-            ErrorKind::Status {
-                code: status.code,
-                text,
-            }
-        }
-        kube::Error::Auth(_)
-        | kube::Error::TlsRequired
-        | kube::Error::ProxyProtocolUnsupported { .. }
-        | kube::Error::ProxyProtocolDisabled { .. } => ErrorKind::NotSent(error_text(error)),
-        kube::Error::BuildRequest(_) | kube::Error::HttpError(_) => {
-            ErrorKind::Invalid(error_text(error))
-        }
-        kube::Error::SerdeError(_) | kube::Error::FromUtf8(_) => {
-            ErrorKind::Answer(error_text(error))
-        }
-        _ if never_connected(error) => ErrorKind::NotSent(error_text(error)),
-        _ => ErrorKind::Lost(error_text(error)),
-    }
-}
-
-/// Did the request fail while connecting (TCP connect, DNS, TLS handshake, proxy), so that
-/// not a byte of it reached the API server? hyper-util's client (the one kube uses) says so
-/// with `is_connect()`; its pool re-sends by itself a request that was never written on a
-/// reused connection. Anything else (a read timeout, a reset after sending) may have been
-/// received.
-fn never_connected(error: &kube::Error) -> bool {
-    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
-    while let Some(cause) = current {
-        if let Some(client_error) = cause.downcast_ref::<hyper_util::client::legacy::Error>() {
-            return client_error.is_connect();
-        }
-        current = cause.source();
-    }
-    false
-}
-
-use crate::probes::kubernetes::error_text;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_workloads() {
-        let workload = Workload::parse("apps", "deployment/web").unwrap();
-        assert_eq!(workload.kind, WorkloadKind::Deployment);
-        assert_eq!(workload.target(), "deployment/apps/web");
-        assert_eq!(workload.to_string(), "deployment/web in namespace apps");
-        assert_eq!(
-            Workload::parse("apps", "STS/db-0.x").unwrap().target(),
-            "statefulset/apps/db-0.x"
-        );
-        assert_eq!(
-            Workload::parse("apps", "ds/agent").unwrap().kind,
-            WorkloadKind::DaemonSet
-        );
-        for (namespace, reference) in [
-            ("apps", "web"),
-            ("apps", "pod/web"),
-            ("apps", "deployment/"),
-            ("apps", "deployment/Web"),
-            ("apps", "deployment/web/x"),
-            ("apps", "deployment/ web"),
-            ("apps", "deployment/../../etc"),
-            ("apps", "deployment/$(reboot)"),
-            ("apps", "deployment/--kubeconfig=/x"),
-            ("a.b", "deployment/web"),
-            ("", "deployment/web"),
-            ("Apps", "deployment/web"),
-            ("apps;rm", "deployment/web"),
-        ] {
-            assert!(
-                Workload::parse(namespace, reference).is_err(),
-                "{namespace:?} {reference:?}"
-            );
-        }
-    }
 
     #[test]
     fn checks_env_requests() {
@@ -915,12 +999,13 @@ mod tests {
             kind: ErrorKind::Status {
                 code,
                 text: format!("HTTP {code}"),
+                message: String::new(),
             },
         };
         for code in [409, 429] {
             for step in [Step::Read, Step::Write] {
                 assert!(matches!(
-                    status(code).outcome(step),
+                    outcome_of(&status(code), step),
                     Outcome::NotApplied {
                         retryable: true,
                         ..
@@ -930,16 +1015,19 @@ mod tests {
         }
         for code in [400, 401, 403, 404, 415, 422] {
             for step in [Step::Read, Step::Write] {
-                assert!(matches!(status(code).outcome(step), Outcome::Failed { .. }));
+                assert!(matches!(
+                    outcome_of(&status(code), step),
+                    Outcome::Failed { .. }
+                ));
             }
         }
         for code in [500, 503, 504] {
             assert!(matches!(
-                status(code).outcome(Step::Write),
+                outcome_of(&status(code), Step::Write),
                 Outcome::Unknown { .. }
             ));
             assert!(matches!(
-                status(code).outcome(Step::Read),
+                outcome_of(&status(code), Step::Read),
                 Outcome::NotApplied {
                     retryable: true,
                     ..
@@ -950,13 +1038,16 @@ mod tests {
             what: String::new(),
             kind: ErrorKind::Lost("timed out".to_owned()),
         };
-        assert!(matches!(lost.outcome(Step::Write), Outcome::Unknown { .. }));
+        assert!(matches!(
+            outcome_of(&lost, Step::Write),
+            Outcome::Unknown { .. }
+        ));
         let not_sent = RequestError {
             what: String::new(),
             kind: ErrorKind::NotSent("connection refused".to_owned()),
         };
         assert!(matches!(
-            not_sent.outcome(Step::Write),
+            outcome_of(&not_sent, Step::Write),
             Outcome::NotApplied {
                 retryable: true,
                 ..

@@ -1,6 +1,7 @@
 //! actions: carrying out what a decision chose. One file per kind, each a few async functions
-//! with every argument already rendered and checked; the governor (`governor`) decides whether
-//! an action may run at all, and the worker records it before and after.
+//! with every argument already rendered and checked; a kind owns its whole lifecycle (run,
+//! read back, revert), `mitigate` only orchestrates it. The governor (`governor`) decides
+//! whether an action may run at all, and `mitigate` records it before and after.
 //!
 //! Invariant: an executor reports exactly what is known about the effect. `NotApplied` only
 //! when the change provably did not happen (so retrying is safe); `Unknown` when a request was
