@@ -26,6 +26,7 @@ use crate::clock::{Millis, SharedClock};
 use crate::config::ServerConfig;
 use crate::daemon::Reloader;
 use crate::episodes::reconcile::EpisodeStatus;
+use crate::store::Engine;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
@@ -114,6 +115,19 @@ pub fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
 
 /// Run a read of the store (SQLite, blocking) off the async workers: its error is a 503 (the
 /// store may be back soon), a task that failed a 500.
+/// A store read's answer, or the 503 that says the store could not be read.
+// The error is the response itself, handed straight back to axum; boxing it gains nothing.
+#[allow(clippy::result_large_err)]
+fn stored<T>(result: Result<T, crate::store::StoreError>) -> Result<T, Response> {
+    result.map_err(|error| {
+        json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store unavailable",
+            &error.to_string(),
+        )
+    })
+}
+
 async fn read_store<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
     read: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, Response> {
@@ -203,7 +217,7 @@ async fn readiness(state: &AppState) -> (StatusCode, String) {
     // still ready (ingest works), but said loudly. A store that cannot be read says so below.
     let health = state.store.health();
     if health.is_ok()
-        && let Ok(unpaged) = state.store.read(|r| r.unpaged_p1_incidents()).await
+        && let Ok(unpaged) = state.store.unpaged_p1_incidents().await
         && let Some((_, why)) = unpaged.first()
     {
         let ids: Vec<&str> = unpaged.iter().map(|(id, _)| id.as_str()).collect();
@@ -283,8 +297,7 @@ async fn list_incidents(
         },
     };
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_LIST_LIMIT);
-    let store = state.store.clone();
-    match read_store(move || store.read_blocking(|r| r.incidents(status, limit))).await {
+    match stored(state.store.incidents(status, limit).await) {
         Ok(incidents) => axum::Json(serde_json::json!({ "incidents": incidents })).into_response(),
         Err(response) => response,
     }
@@ -298,9 +311,7 @@ async fn show_incident(
     if let Some(response) = state.authorize(Role::Read, &headers) {
         return response;
     }
-    let store = state.store.clone();
-    let lookup = id.clone();
-    match read_store(move || store.read_blocking(|r| r.incident(&lookup))).await {
+    match stored(state.store.incident(&id).await) {
         Ok(Some(incident)) => axum::Json(incident).into_response(),
         Ok(None) => json_error(
             StatusCode::NOT_FOUND,
@@ -320,13 +331,12 @@ async fn download_bundle(
     if let Some(response) = state.authorize(Role::Read, &headers) {
         return response;
     }
-    let store = state.store.clone();
+    let row = match stored(state.store.bundle_row(&id).await) {
+        Ok(row) => row,
+        Err(response) => return response,
+    };
     let state_dir = state.state_dir.clone();
-    let lookup = id.clone();
     let result = read_store(move || {
-        let row = store
-            .read_blocking(|r| r.bundle(&lookup))
-            .map_err(|e| e.to_string())?;
         let Some(path) = row
             .filter(|row| matches!(row.state.as_str(), "written" | "final"))
             .and_then(|row| row.path)

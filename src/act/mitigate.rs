@@ -19,6 +19,7 @@ use crate::clock::{SharedClock, duration_millis};
 use crate::kubernetes::{ClientSlot, Workload};
 use crate::rules::action::{ActionSpec, Common};
 use crate::rules::{AlertInput, ChosenAction, RuleSet};
+use crate::store::Engine;
 use crate::store::{ActionPlan, Store};
 use crate::telemetry::Metrics;
 
@@ -621,7 +622,7 @@ impl Mitigator {
     /// After a restart: actions marked started with no recorded result are settled by
     /// reading their target back, or marked `uncertain`; none is run again.
     pub async fn recover(&self) {
-        let open = match self.store.read(|r| r.started_actions()).await {
+        let open = match self.store.started_actions().await {
             Ok(open) => open,
             Err(error) => {
                 tracing::error!(%error, "cannot read actions left started");

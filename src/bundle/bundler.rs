@@ -26,7 +26,10 @@ use super::{archive, docs};
 use crate::clock::{Millis, SharedClock, millis_to_datetime};
 use crate::config::{BundlesConfig, SeveritiesConfig};
 use crate::redact::{Patterns, Redactor, scrub_evidence, scrub_evidence_text};
-use crate::store::{BundleOp, BundleWork, BundleWritten, Reader, Store, StoreError};
+use crate::store::{
+    BundleOp, BundleRow, BundleWork, BundleWritten, Engine, IncidentDetail, Reader, Store,
+    StoreError, StoredNotification,
+};
 use crate::telemetry::Metrics;
 
 /// What a bundle is to collect, rendered when the incident opened.
@@ -141,18 +144,12 @@ impl Bundler {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
-            let bundler = self.clone();
-            match self
-                .background
-                .run(move || bundler.store.read_blocking(|r| r.bundle_work(64)))
-                .await
-            {
-                Ok(Ok(work)) => {
+            match self.store.bundle_work(64).await {
+                Ok(work) => {
                     for item in work {
                         self.spawn(item);
                     }
                 }
-                Ok(Err(error)) => tracing::error!(%error, "cannot read the bundle queue"),
                 Err(error) => tracing::error!(%error, "cannot read the bundle queue"),
             }
             let due = {
@@ -273,21 +270,20 @@ impl Bundler {
             let _ = ready.send(true);
             // The incident closed: keep what was collected at open, add the on_resolve ones.
             let path = work.path.clone().unwrap_or_default();
-            // Unpacking the archive and the store read are blocking: on a bundle thread.
-            let bundler = self.clone();
-            let id = episode_id.clone();
-            let (previous, row) = self
+            // Unpacking the archive is blocking: on a bundle thread.
+            let archive_path = self.state_dir.join(&path);
+            let previous = self
                 .background
                 .run(move || {
-                    let previous = archive::read(&bundler.state_dir.join(&path))
-                        .map_err(|error| format!("cannot read {path}: {error}"))?;
-                    let row = bundler
-                        .store
-                        .read_blocking(|r| r.bundle(&id))
-                        .map_err(|e| e.to_string())?;
-                    Ok::<_, String>((previous, row))
+                    archive::read(&archive_path)
+                        .map_err(|error| format!("cannot read {path}: {error}"))
                 })
                 .await??;
+            let row = self
+                .store
+                .bundle_row(&episode_id)
+                .await
+                .map_err(|e| e.to_string())?;
             files.extend(
                 previous
                     .into_iter()
@@ -332,13 +328,34 @@ impl Bundler {
             .await
             .map_err(|_| "the bundler is shutting down".to_owned())?;
         // Rendering, scrubbing and compressing are CPU work: on the nicer bundle threads.
+        // The incident and the notification it came in, read before the blocking build.
+        let detail = self
+            .store
+            .incident(&episode_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("incident {episode_id} is not in the store"))?;
+        let notification = self
+            .store
+            .notification(detail.first_notification)
+            .await
+            .map_err(|e| e.to_string())?;
         let bundler = self.clone();
-        let id = episode_id.clone();
         let work_path = work.path.clone();
         let plan_errors = plan.errors.clone();
         let built = self
             .background
-            .run(move || bundler.build(&id, work_path, collected, files, &plan_errors, last))
+            .run(move || {
+                bundler.build(
+                    detail,
+                    notification,
+                    work_path,
+                    collected,
+                    files,
+                    &plan_errors,
+                    last,
+                )
+            })
             .await??;
         let Built {
             path,
@@ -382,30 +399,18 @@ impl Bundler {
 
     /// Gather the facts, render the documents, scrub everything and write the archive; runs on
     /// a bundle thread.
+    #[allow(clippy::too_many_arguments)]
     fn build(
         &self,
-        episode_id: &str,
+        detail: IncidentDetail,
+        notification: Option<StoredNotification>,
         work_path: Option<String>,
         collected: Vec<CollectorFacts>,
         files: Vec<(String, bytes::Bytes)>,
         plan_errors: &[(String, String)],
         last: bool,
     ) -> Result<Built, String> {
-        let episode_id = episode_id.to_owned();
-        // One read for the incident and the notification it came in.
-        let (detail, notification) = self
-            .store
-            .read_blocking(|r| {
-                let Some(detail) = r.incident(&episode_id)? else {
-                    return Ok((None, None));
-                };
-                let notification = r.notification(detail.first_notification)?;
-                Ok((Some(detail), notification))
-            })
-            .map_err(|e| e.to_string())?;
-        let Some(detail) = detail else {
-            return Err(format!("incident {episode_id} is not in the store"));
-        };
+        let episode_id = detail.summary.id.clone();
         let path = match &work_path {
             Some(path) => path.clone(),
             None => bundle_path(
@@ -571,8 +576,15 @@ impl Bundler {
     /// page and the report show only `written` and `final` bundles). Reading the rows and
     /// deleting the files happen on a bundle thread.
     pub async fn retention(self: &Arc<Self>) {
+        let rows = match self.store.bundles_on_disk().await {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the bundles on disk");
+                return;
+            }
+        };
         let bundler = self.clone();
-        let Ok(Ok(sweep)) = self.background.run(move || bundler.sweep()).await else {
+        let Ok(sweep) = self.background.run(move || bundler.sweep(rows)).await else {
             return;
         };
         for (episode_id, path, reason) in sweep.deleted {
@@ -595,8 +607,7 @@ impl Bundler {
     }
 
     /// The blocking half of [`Bundler::retention`].
-    fn sweep(&self) -> Result<Sweep, StoreError> {
-        let rows = self.store.read_blocking(|r| r.bundles_on_disk())?;
+    fn sweep(&self, rows: Vec<BundleRow>) -> Sweep {
         let busy = |episode_id: &str| {
             self.running
                 .lock()
@@ -651,7 +662,7 @@ impl Bundler {
                 .deleted
                 .push((row.episode_id.clone(), path.clone(), reason));
         }
-        Ok(sweep)
+        sweep
     }
 }
 

@@ -16,6 +16,7 @@ use crate::clock::{Millis, SharedClock, duration_millis};
 use crate::episodes::decide;
 use crate::probes::Prober;
 use crate::rules::{AlertInput, Decision, RuleSet};
+use crate::store::Engine;
 use crate::store::{DecisionRecord, EpisodeRow, Recorded, Store};
 use crate::telemetry::Metrics;
 
@@ -161,15 +162,13 @@ impl Worker {
     ) -> Result<usize, String> {
         let now = self.clock.now_millis();
         lock(busy).begin_round();
-        let (pending, due, reverts) = self
+        let crate::store::PendingWork {
+            transitions: pending,
+            due,
+            reverts,
+        } = self
             .store
-            .read(move |reader| {
-                Ok((
-                    reader.pending_transitions(512)?,
-                    reader.due_for_evaluation(now, 256)?,
-                    reader.due_reverts(now)?,
-                ))
-            })
+            .pending_work(now)
             .await
             .map_err(|e| e.to_string())?;
         let mut started = 0;
@@ -382,8 +381,7 @@ impl Worker {
         kind: &str,
     ) -> Option<Act> {
         let started = Instant::now();
-        let id = episode_id.to_owned();
-        let row = match self.store.read(move |r| r.episode(&id)).await {
+        let row = match self.store.episode(episode_id).await {
             Ok(Some(row)) => row,
             Ok(None) => {
                 tracing::error!("episode vanished from the store; transition left pending");

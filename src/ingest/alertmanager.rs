@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AlertmanagerConfig, HttpConfig};
+use crate::store::Engine;
 use crate::store::{ApiAlert, Store};
 use crate::telemetry::Metrics;
 

@@ -14,6 +14,7 @@ mod access;
 mod actions;
 mod bundles;
 mod decisions;
+mod engine;
 mod episodes;
 mod journal;
 mod paging;
@@ -34,11 +35,13 @@ use bytes::Bytes;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+pub use bundles::StoredNotification;
 pub use bundles::{BundleRow, BundleWork, BundleWritten};
-pub use paging::{Attempt, OutboxRow, PageFacts, PageRequest, PagedIncident};
+pub use engine::{Engine, PendingWork};
+pub use paging::{Attempt, OutboxRow, PageFacts, PageRequest, PagedIncident, SentEvent};
 pub use reader::{
     DecisionEntry, DueRevert, EpisodeRow, IncidentDetail, IncidentSummary, PendingTransition,
-    Reader, TransitionRecord,
+    Reader, StartedAction, TransitionRecord,
 };
 pub use write_error::{WriteError, WriteErrorKind};
 
@@ -531,104 +534,6 @@ impl Store {
             .map_err(StoreError::Write)
     }
 
-    /// Check open episodes against what Alertmanager's API currently shows.
-    pub async fn sync_with_alertmanager(
-        &self,
-        alerts: Vec<ApiAlert>,
-    ) -> Result<SyncSummary, StoreError> {
-        self.ask(|reply| Command::ApiSync(alerts, reply)).await
-    }
-
-    /// Put an action through the governor and record it, once per idempotency key; the
-    /// facts the governor needs are read in the same transaction, so concurrent incidents
-    /// asking for the same target see each other.
-    pub async fn plan_action(&self, plan: ActionPlan) -> Result<PlannedAction, StoreError> {
-        self.ask(|reply| Command::PlanAction(Box::new(plan), reply))
-            .await
-    }
-
-    /// `started` (durably, before it runs: returns false if it was not `planned` or
-    /// `not_applied`), or a final state with its result after.
-    pub async fn update_action(
-        &self,
-        id: i64,
-        state: &str,
-        result: Option<String>,
-    ) -> Result<bool, StoreError> {
-        let state = state.to_owned();
-        self.ask(|reply| Command::UpdateAction(id, state, result, reply))
-            .await
-    }
-
-    /// Judge the actions whose verify window has passed: (action id, episode, action name,
-    /// helped).
-    pub async fn verify_actions(&self, now: Millis) -> Result<Vec<Verified>, StoreError> {
-        self.ask(|reply| Command::Verify(now, reply)).await
-    }
-
-    /// Record what an action changed that its incident holds.
-    pub async fn add_holds(&self, request: HoldRequest) -> Result<(), StoreError> {
-        self.ask(|reply| Command::AddHolds(Box::new(request), reply))
-            .await
-    }
-
-    /// An episode closed: drop it as a holder; returns how many holds have no holder left.
-    pub async fn release_holds(
-        &self,
-        episode_id: &str,
-        min_hold: Millis,
-    ) -> Result<usize, StoreError> {
-        let episode_id = episode_id.to_owned();
-        self.ask(|reply| Command::ReleaseHolds(episode_id, min_hold, reply))
-            .await
-    }
-
-    /// `reverted` or `left` (a human changed it) with a result, or `defer` to try again in a
-    /// minute.
-    pub async fn finish_hold(
-        &self,
-        id: i64,
-        state: &str,
-        result: Option<String>,
-    ) -> Result<(), StoreError> {
-        let state = state.to_owned();
-        self.ask(|reply| Command::FinishHold(id, state, result, reply))
-            .await
-    }
-
-    /// Pause automatic actions until a time, with a reason; `None` resumes.
-    pub async fn set_pause(&self, pause: Option<(Millis, String)>) -> Result<(), StoreError> {
-        self.ask(|reply| Command::SetPause(pause, reply)).await
-    }
-
-    /// Record a decision (and mark its transition done) in one transaction.
-    pub async fn record_decision(&self, record: DecisionRecord) -> Result<Recorded, StoreError> {
-        self.ask(|reply| Command::RecordDecision(Box::new(record), reply))
-            .await
-    }
-
-    /// One bundle step; `Written` returns whether the incident's page was queued again with
-    /// the bundle's link.
-    pub async fn bundle(&self, op: BundleOp) -> Result<bool, StoreError> {
-        self.ask(|reply| Command::Bundle(op, reply)).await
-    }
-
-    /// One paging step (see [`PagingOp`]).
-    pub async fn paging(&self, op: PagingOp) -> Result<PagingDone, StoreError> {
-        self.ask(|reply| Command::Paging(op, reply)).await
-    }
-
-    /// Mark transitions as handled by later stages; returns how many were still pending.
-    pub async fn complete_transitions(&self, seqs: Vec<i64>) -> Result<usize, StoreError> {
-        self.ask(|reply| Command::CompleteTransitions(seqs, reply))
-            .await
-    }
-
-    /// The writer connection's durability settings, as seen during the last ingest commit.
-    pub async fn durability(&self) -> Result<Durability, StoreError> {
-        self.ask(Command::Inspect).await
-    }
-
     /// Ask the writer to finish what is queued and stop.
     pub fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown);
@@ -691,8 +596,10 @@ impl Store {
         Reader::open(&self.database)
     }
 
-    /// Run a read on the store's pool of read-only connections, on a blocking thread: the
-    /// daemon's one way to read (never SQLite on an async worker thread).
+    /// Run a read on the store's pool of read-only connections, on a blocking thread (never
+    /// SQLite on an async worker thread). The SQLite engine's named reads ([`Engine`]) are
+    /// built on it; outside `store/` only the night report still composes its reads on a
+    /// `Reader` (shared with the CLI), through [`Store::read_blocking`].
     pub async fn read<T, Q>(&self, query: Q) -> Result<T, StoreError>
     where
         T: Send + 'static,

@@ -12,6 +12,7 @@ use crate::act::governor::{Limits, Mode};
 use crate::clock::{Clock, ManualClock, Millis};
 use crate::config::{ReconcileConfig, StoreConfig};
 use crate::page::policy::DedupMode;
+use crate::store::Engine;
 use crate::store::{
     ActionPlan, DecisionRecord, IngestRecord, PagingDone, PagingOp, Reader, Store, StoreSettings,
     WriterThread,

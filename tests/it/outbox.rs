@@ -16,6 +16,7 @@ use nightshift::clock::{Clock, ManualClock, Millis};
 use nightshift::config::{NotifierKind, ReconcileConfig, SeveritiesConfig, StoreConfig};
 use nightshift::page::notify::deliver::{Deliverer, DeliverySettings, NotifierTarget};
 use nightshift::page::policy::{DedupMode, dedup_key};
+use nightshift::store::Engine;
 use nightshift::store::{
     DecisionRecord, IngestRecord, PageRequest, PagingOp, Store, StoreSettings, WriterThread,
 };

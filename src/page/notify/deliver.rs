@@ -31,7 +31,8 @@ use super::render;
 use super::view::{ActionLine, IncidentView, PageView, ProbeLine};
 use crate::clock::{Millis, SharedClock, duration_millis, millis_to_datetime};
 use crate::config::{Config, NotifierKind, SeveritiesConfig};
-use crate::store::{Attempt, OutboxRow, PagingOp, Reader, Store, StoreError};
+use crate::store::Engine;
+use crate::store::{Attempt, OutboxRow, PagingOp, Store, StoreError};
 use crate::telemetry::Metrics;
 
 /// A notifier with its URL read.
@@ -266,14 +267,6 @@ impl Deliverer {
         }
     }
 
-    async fn read<T, Q>(&self, query: Q) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        Q: FnOnce(&Reader) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.store.read(query).await
-    }
-
     /// Read what went out before this process started, once, before anything is sent.
     async fn learn_history(
         &self,
@@ -289,9 +282,7 @@ impl Deliverer {
         {
             return Ok(());
         }
-        let events = self
-            .read(move |r| r.outbox_sent_since(now - WINDOW))
-            .await?;
+        let events = self.store.outbox_sent_since(now - WINDOW).await?;
         let mut sent: HashMap<String, Vec<Millis>> = HashMap::new();
         for event in events {
             let bucket = if event.channel == "pagerduty" {
@@ -339,7 +330,7 @@ impl Deliverer {
     pub async fn tick(&self) -> usize {
         let now = self.clock.now_millis();
         let settings = self.settings();
-        let rows = match self.read(move |r| r.due_outbox(now, 1024)).await {
+        let rows = match self.store.due_outbox(now, 1024).await {
             Ok(rows) => rows,
             Err(error) => {
                 tracing::error!(%error, "cannot read the outbox");
@@ -602,7 +593,7 @@ impl Deliverer {
     }
 
     async fn observe_backlog(&self, now: Millis) {
-        let Ok((counts, oldest)) = self.read(move |r| r.outbox_backlog(now)).await else {
+        let Ok((counts, oldest)) = self.store.outbox_backlog(now).await else {
             return;
         };
         let settings = self.settings();
@@ -659,7 +650,8 @@ impl Deliverer {
             }
             let episode = row.episode_id.clone().unwrap_or_default();
             let (rule, severity) = self
-                .read(move |r| r.episode_facts(&episode))
+                .store
+                .episode_facts(&episode)
                 .await
                 .map_err(|e| e.to_string())?;
             return settings
@@ -668,9 +660,9 @@ impl Deliverer {
                 .ok_or_else(|| "no routing key".to_owned());
         }
         let dedup_key = row.dedup_key.clone().unwrap_or_default();
-        let key = dedup_key.clone();
         let (_, rule, severity, stored_key, _) = self
-            .read(move |r| r.page(&key))
+            .store
+            .page(&dedup_key)
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("page {dedup_key} is gone"))?;
@@ -710,9 +702,7 @@ impl Deliverer {
             ));
         };
         let dedup_key = row.dedup_key.clone().unwrap_or_default();
-        let (for_read, key) = (settings.clone(), dedup_key.clone());
-        let mut view = self
-            .read(move |r| page_view(r, &for_read, &key))
+        let mut view = page_view(&self.store, settings, &dedup_key)
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("page {dedup_key} is gone"))?;
@@ -758,7 +748,8 @@ impl Deliverer {
         let (path, body) = if row.kind == "change" {
             let action_id = row.action_id.unwrap_or_default();
             let (episode, action) = self
-                .read(move |r| r.action(action_id))
+                .store
+                .action(action_id)
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("action {action_id} is gone"))?;
@@ -780,9 +771,7 @@ impl Deliverer {
             let body = if row.kind == "resolve" {
                 pagerduty::resolve_event(key, &dedup_key)
             } else {
-                let (for_read, page) = (settings.clone(), dedup_key.clone());
-                let view = self
-                    .read(move |r| page_view(r, &for_read, &page))
+                let view = page_view(&self.store, settings, &dedup_key)
                     .await
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("page {dedup_key} is gone"))?;
@@ -856,15 +845,17 @@ fn root_cause(error: &dyn std::error::Error) -> String {
 }
 
 /// A page as it reads now: its paged incidents with their probes and actions.
-pub fn page_view(
-    reader: &Reader,
+pub async fn page_view(
+    store: &impl Engine,
     settings: &DeliverySettings,
     dedup_key: &str,
 ) -> Result<Option<PageView>, StoreError> {
-    let Some((group_key, _rule, severity, _key, status)) = reader.page(dedup_key)? else {
+    let Some((group_key, _rule, severity, _key, status)) = store.page(dedup_key).await? else {
         return Ok(None);
     };
-    let (incidents, more) = reader.paged_incidents(dedup_key, settings.max_incidents)?;
+    let (incidents, more) = store
+        .paged_incidents(dedup_key, settings.max_incidents)
+        .await?;
     let level = crate::page::policy::rank(&severity).clamp(1, 4) as u8;
     let config = settings.severities.get(level);
     let mut view = PageView {
@@ -882,10 +873,13 @@ pub fn page_view(
         more_incidents: more,
     };
     for (episode_id, severity, _state, reason) in incidents {
-        let Some(row) = reader.episode(&episode_id)? else {
+        let Some(row) = store.episode(&episode_id).await? else {
             continue;
         };
-        let trace = reader.latest_trace(&episode_id)?.unwrap_or(Value::Null);
+        let trace = store
+            .latest_trace(&episode_id)
+            .await?
+            .unwrap_or(Value::Null);
         let probes = trace["probes"]
             .as_object()
             .map(|probes| {
@@ -895,13 +889,15 @@ pub fn page_view(
                     .collect()
             })
             .unwrap_or_default();
-        let actions = reader
-            .actions(&episode_id)?
+        let actions = store
+            .actions(&episode_id)
+            .await?
             .iter()
             .map(action_line)
             .collect();
-        let bundle = reader
-            .bundle(&episode_id)?
+        let bundle = store
+            .bundle_row(&episode_id)
+            .await?
             .filter(|b| matches!(b.state.as_str(), "written" | "final"));
         let recent_errors = bundle
             .as_ref()
