@@ -10,7 +10,7 @@ mod payload;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
 
@@ -34,14 +34,13 @@ struct Explained {
     page: effective::PageEffect,
 }
 
+/// `config` is loaded by the CLI (`cli::load`), as for every other subcommand.
 pub fn run(
-    config_path: Option<PathBuf>,
-    env: &[(String, String)],
+    config: crate::config::Config,
     payload: &Path,
     probe_args: &[String],
     json: bool,
 ) -> anyhow::Result<i32> {
-    let config = crate::cli::load(config_path.as_deref(), env)?;
     let options = LoadOptions::from_config(&config);
     let set = match rules::load_dir(&config.rules.dir, &options) {
         Ok(set) => set,

@@ -942,7 +942,7 @@ pub fn incident_facts(
         actions: detail
             .actions
             .iter()
-            .map(crate::page::notify::deliver::action_line)
+            .map(crate::page::notify::view::action_line)
             .collect(),
         pages,
         transitions: detail

@@ -217,7 +217,8 @@ pub fn main() -> i32 {
             payload,
             probes,
             json,
-        } => crate::explain::run(cli.config, &env, &payload, &probes, json),
+        } => load(cli.config.as_deref(), &env)
+            .and_then(|config| crate::explain::run(config, &payload, &probes, json)),
         Command::Pause {
             duration,
             reason,

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::pagerduty::{self, Delivery};
 use super::ratelimit::{TokenBuckets, WINDOW};
 use super::render;
-use super::view::{ActionLine, IncidentView, PageView, ProbeLine};
+use super::view::{IncidentView, PageView, action_line, probe_line};
 use crate::clock::{Millis, SharedClock, duration_millis, millis_to_datetime};
 use crate::config::{Config, NotifierKind, SeveritiesConfig};
 use crate::store::Engine;
@@ -934,66 +934,6 @@ pub async fn page_view(
         });
     }
     Ok(Some(view))
-}
-
-fn probe_line(name: &str, result: &Value) -> ProbeLine {
-    let ok = result["ok"].as_bool().unwrap_or(false);
-    let text = if ok {
-        result["fields"].to_string()
-    } else {
-        result["error"].as_str().unwrap_or_default().to_owned()
-    };
-    ProbeLine {
-        name: name.to_owned(),
-        ok,
-        result: pagerduty::truncate_chars(&text, 300).to_owned(),
-    }
-}
-
-/// An action row (as [`Reader::actions`] gives it) as a page shows it.
-pub fn action_line(action: &Value) -> ActionLine {
-    let text = |field: &str| action[field].as_str().unwrap_or_default().to_owned();
-    let detail = match action["state"].as_str() {
-        Some("skipped") => {
-            let reason = &action["verdict_detail"];
-            reason["why"]
-                .as_str()
-                .or(reason["reason"].as_str())
-                .unwrap_or_default()
-                .to_owned()
-        }
-        _ => {
-            let result = &action["result"];
-            result["detail"]
-                .as_str()
-                .or(result["error"].as_str())
-                .map(str::to_owned)
-                .unwrap_or_else(|| {
-                    if result.is_null() {
-                        String::new()
-                    } else {
-                        result.to_string()
-                    }
-                })
-        }
-    };
-    let window = Duration::from_millis(action["verify_window_ms"].as_u64().unwrap_or(0));
-    ActionLine {
-        id: action["id"].as_i64().unwrap_or_default(),
-        name: text("action"),
-        kind: text("kind"),
-        target: text("target"),
-        verdict: text("verdict"),
-        state: text("state"),
-        at: action["finished_at"]
-            .as_str()
-            .or(action["created_at"].as_str())
-            .map(str::to_owned),
-        verified: action["verified"].as_str().map(str::to_owned),
-        verify_window: crate::duration::format(window),
-        detail: pagerduty::truncate_chars(&detail, 200).to_owned(),
-        shares: action["verdict_detail"]["shares"].as_i64(),
-    }
 }
 
 #[cfg(test)]

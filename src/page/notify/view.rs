@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use serde::Serialize;
+use serde_json::Value;
 
 /// One page: an Alertmanager group (or one incident, with `dedup = "incident"`).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -95,4 +98,65 @@ pub struct ActionLine {
     pub detail: String,
     /// For a skip that follows another action (cooldown, in flight): that action's id.
     pub shares: Option<i64>,
+}
+
+/// A probe's stored result as a page shows it: its fields, or its error.
+pub fn probe_line(name: &str, result: &Value) -> ProbeLine {
+    let ok = result["ok"].as_bool().unwrap_or(false);
+    let text = if ok {
+        result["fields"].to_string()
+    } else {
+        result["error"].as_str().unwrap_or_default().to_owned()
+    };
+    ProbeLine {
+        name: name.to_owned(),
+        ok,
+        result: super::pagerduty::truncate_chars(&text, 300).to_owned(),
+    }
+}
+
+/// An action row (as the store's `actions` read gives it) as a page shows it.
+pub fn action_line(action: &Value) -> ActionLine {
+    let text = |field: &str| action[field].as_str().unwrap_or_default().to_owned();
+    let detail = match action["state"].as_str() {
+        Some("skipped") => {
+            let reason = &action["verdict_detail"];
+            reason["why"]
+                .as_str()
+                .or(reason["reason"].as_str())
+                .unwrap_or_default()
+                .to_owned()
+        }
+        _ => {
+            let result = &action["result"];
+            result["detail"]
+                .as_str()
+                .or(result["error"].as_str())
+                .map(str::to_owned)
+                .unwrap_or_else(|| {
+                    if result.is_null() {
+                        String::new()
+                    } else {
+                        result.to_string()
+                    }
+                })
+        }
+    };
+    let window = Duration::from_millis(action["verify_window_ms"].as_u64().unwrap_or(0));
+    ActionLine {
+        id: action["id"].as_i64().unwrap_or_default(),
+        name: text("action"),
+        kind: text("kind"),
+        target: text("target"),
+        verdict: text("verdict"),
+        state: text("state"),
+        at: action["finished_at"]
+            .as_str()
+            .or(action["created_at"].as_str())
+            .map(str::to_owned),
+        verified: action["verified"].as_str().map(str::to_owned),
+        verify_window: crate::duration::format(window),
+        detail: super::pagerduty::truncate_chars(&detail, 200).to_owned(),
+        shares: action["verdict_detail"]["shares"].as_i64(),
+    }
 }
