@@ -785,14 +785,7 @@ fn setup(params: Params) -> Setup {
             .build()
             .expect("client"),
     };
-    let proxy_server = {
-        let proxy = proxy.clone();
-        let router = axum::Router::new().fallback(move |request: Request<Body>| {
-            let proxy = proxy.clone();
-            async move { forward(proxy, request).await }
-        });
-        runtime.block_on(fakes::Server::start(router))
-    };
+    let proxy_server = runtime.block_on(fakes::Server::serve(proxy.clone(), forward));
 
     let config = format!(
         r#"[rules]

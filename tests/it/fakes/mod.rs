@@ -24,6 +24,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request};
+use axum::response::Response;
+use std::future::Future;
 
 /// Install the rustls crypto provider (needed before anything builds a TLS config).
 pub fn init() {
@@ -183,6 +185,23 @@ pub struct Server {
 }
 
 impl Server {
+    /// Start a fake on 127.0.0.1:0 that hands every request, whatever its method and path, to
+    /// `handle` with a clone of `shared` (the fake's journal and state): the one way every
+    /// fake listens, so each fake is only its `handle` and its settings.
+    pub async fn serve<S, H, F>(shared: S, handle: H) -> Server
+    where
+        S: Clone + Send + Sync + 'static,
+        H: Fn(S, Request<Body>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response> + Send + 'static,
+    {
+        let router = Router::new().fallback(move |request: Request<Body>| {
+            let shared = shared.clone();
+            let handle = handle.clone();
+            async move { handle(shared, request).await }
+        });
+        Server::start(router).await
+    }
+
     pub async fn start(router: Router) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -30,7 +30,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -174,16 +173,11 @@ impl FakePagerDuty {
             rate_limited: Vec::new(),
             problems: Vec::new(),
         }));
-        let router = {
-            let journal = journal.clone();
-            let state = state.clone();
-            Router::new().fallback(move |request: Request<Body>| {
-                let journal = journal.clone();
-                let state = state.clone();
-                async move { handle_pd(journal, state, request).await }
-            })
-        };
-        let server = Server::start(router).await;
+        let server = Server::serve(
+            (journal.clone(), state.clone()),
+            |(journal, state), request| handle_pd(journal, state, request),
+        )
+        .await;
         FakePagerDuty {
             journal,
             state,
@@ -869,18 +863,13 @@ impl FakeChat {
             messages: Vec::new(),
             problems: Vec::new(),
         }));
-        let router = {
-            let journal = journal.clone();
-            let state = state.clone();
-            let path = path.to_owned();
-            Router::new().fallback(move |request: Request<Body>| {
-                let journal = journal.clone();
-                let state = state.clone();
-                let path = path.clone();
-                async move { handle_chat(journal, state, &path, slack, request).await }
-            })
-        };
-        let server = Server::start(router).await;
+        let server = Server::serve(
+            (journal.clone(), state.clone(), path.to_owned()),
+            move |(journal, state, path), request| async move {
+                handle_chat(journal, state, &path, slack, request).await
+            },
+        )
+        .await;
         FakeChat {
             journal,
             path: path.to_owned(),
