@@ -1,6 +1,10 @@
 //! Helpers shared by the integration tests: start the real `nightshift` binary on
 //! 127.0.0.1:0 with a temporary state directory, talk to it, kill and restart it.
 
+pub mod stack;
+
+pub use stack::{ADMIN, Stack, install_vastai_runbook};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
