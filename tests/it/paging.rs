@@ -649,3 +649,329 @@ fn a_p1_nothing_can_page_is_shown_the_same_everywhere_and_said_loudly() {
         "{postmortem}"
     );
 }
+
+/// The custom details of the newest accepted trigger under `key`.
+fn latest_trigger_details(setup: &Stack, key: &str) -> serde_json::Value {
+    setup
+        .pd()
+        .accepted_for(key)
+        .iter()
+        .rev()
+        .find(|event| event.is_trigger())
+        .map(|event| event.body["payload"]["custom_details"].clone())
+        .unwrap_or_else(|| panic!("no trigger under {key}:\n{}", setup.daemon.log()))
+}
+
+/// An exec action that never finishes in its time: killed at its timeout, its outcome
+/// unknown. Its verify window is an hour, so only the unknown outcome can page it.
+fn stuck_rules(marks: &std::path::Path) -> String {
+    format!(
+        r#"
+[[rule]]
+name = "stuck"
+matchers = ['alertname="Stuck"']
+severity = "P3"
+[[rule.branch]]
+name = "kick"
+otherwise = true
+actions = ["kick"]
+
+[action.kick]
+kind = "exec"
+target = "kick"
+argv = ["/bin/sh", "-c", "echo ran >> {marks}; exec /bin/sleep 30"]
+timeout = "1s"
+cooldown = "1h"
+verify_window = "1h"
+"#,
+        marks = marks.display()
+    )
+}
+
+#[test]
+fn an_action_whose_outcome_is_unknown_pages_at_once_and_is_not_retried() {
+    let marks = tempfile::tempdir().unwrap();
+    let ran = marks.path().join("ran");
+    let setup = setup("[actions]\nmode = \"enforce\"\n", &stuck_rules(&ran));
+    let body = webhook(
+        "Stuck",
+        &[("Stuck", "w-1", "firing", "2026-11-28T03:00:00Z")],
+        0,
+    );
+    assert_eq!(post(&setup, &body).status, 200);
+    let key = dedup("Stuck");
+    assert!(
+        setup.wait_pd(30, |pd| !pd.accepted_for(&key).is_empty()),
+        "an uncertain action was not paged:\n{}",
+        setup.daemon.log()
+    );
+    let details = latest_trigger_details(&setup, &key);
+    let reason = details["page_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("kick on kick: outcome unknown; escalated, not retried"),
+        "{details:#}"
+    );
+    let done = details["what_was_done"].as_str().unwrap_or_default();
+    assert!(done.contains("outcome UNKNOWN"), "{done}");
+    // Recorded as uncertain, and run exactly once.
+    let incident = setup.wait_incident("w-1", 10, |detail| {
+        detail["actions"][0]["state"] == "uncertain"
+    });
+    assert_eq!(
+        incident["actions"].as_array().unwrap().len(),
+        1,
+        "{incident:#}"
+    );
+    assert_eq!(incident["paging"]["state"], "paged", "{incident:#}");
+    assert_eq!(std::fs::read_to_string(&ran).unwrap(), "ran\n");
+    setup.pd().assert_no_unexpected();
+}
+
+/// `FLAKY_RULES` with each run of the action leaving a line in `marks`.
+fn counted_flaky_rules(marks: &std::path::Path) -> String {
+    FLAKY_RULES.replace(
+        r#"argv = ["/bin/true"]"#,
+        &format!(
+            r#"argv = ["/bin/sh", "-c", "echo ran >> {}"]"#,
+            marks.display()
+        ),
+    )
+}
+
+#[test]
+fn a_mitigation_that_did_not_help_is_not_repeated_when_the_alert_comes_back_and_pages() {
+    let marks = tempfile::tempdir().unwrap();
+    let ran = marks.path().join("ran");
+    let rules = counted_flaky_rules(&ran);
+    assert!(rules.contains("echo ran"), "{rules}");
+    let setup = setup("[actions]\nmode = \"enforce\"\n", &rules);
+    let alert = |status: &str, starts_at: &str| {
+        serde_json::json!({
+            "version": "4", "status": status, "groupKey": group_key("FlakyA"),
+            "receiver": "nightshift",
+            "alerts": [{"status": status, "labels": {"alertname": "Flaky", "instance": "FlakyA"},
+                        "startsAt": starts_at, "endsAt": if status == "firing" { "0001-01-01T00:00:00Z" } else { "2026-11-28T03:05:00Z" },
+                        "generatorURL": "http://prometheus.invalid/graph"}],
+        })
+        .to_string()
+    };
+    // The first time: run, still firing after its window, judged "did not help", paged.
+    assert_eq!(
+        post(&setup, &alert("firing", "2026-11-28T03:00:00Z")).status,
+        200
+    );
+    let key = dedup("FlakyA");
+    assert!(
+        setup.wait_pd(20, |pd| !pd.accepted_for(&key).is_empty()),
+        "{}",
+        setup.daemon.log()
+    );
+    let first = latest_trigger_details(&setup, &key);
+    assert!(
+        first["page_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("did not help")),
+        "{first:#}"
+    );
+    // It resolves, then the same alert fires again (a new episode of the same fingerprint)
+    // well within the action's cooldown.
+    assert_eq!(
+        post(&setup, &alert("resolved", "2026-11-28T03:00:00Z")).status,
+        200
+    );
+    let incidents_before = setup.incidents().len();
+    assert_eq!(incidents_before, 1);
+    let resolved = wait_for(Duration::from_secs(20), || {
+        let id = setup.incidents()[0]["id"].as_str()?.to_owned();
+        transition_done(&setup.incident(&id), "resolved").then_some(())
+    });
+    assert!(resolved.is_some(), "{}", setup.daemon.log());
+    assert_eq!(
+        post(&setup, &alert("firing", "2026-11-28T03:10:00Z")).status,
+        200
+    );
+    // The governor refuses to repeat it, and that refusal pages.
+    let again = wait_for(Duration::from_secs(20), || {
+        let list = setup.incidents();
+        let newest = list
+            .iter()
+            .map(|i| setup.incident(i["id"].as_str().unwrap()))
+            .find(|d| {
+                d["starts_at"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("2026-11-28T03:10"))
+            })?;
+        (newest["actions"][0]["verdict"] == "did_not_help").then_some(newest)
+    })
+    .unwrap_or_else(|| panic!("no did_not_help verdict:\n{}", setup.daemon.log()));
+    assert_eq!(again["actions"].as_array().unwrap().len(), 1, "{again:#}");
+    assert!(
+        setup.wait_pd(20, |pd| pd.accepted_for(&key).iter().any(|event| {
+            event.is_trigger()
+                && event.body["payload"]["custom_details"]["page_reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("did not help before; not repeated"))
+        })),
+        "{:#?}\n{}",
+        setup.pd().accepted_for(&key),
+        setup.daemon.log()
+    );
+    // The command ran once, for the first episode only.
+    assert_eq!(std::fs::read_to_string(&ran).unwrap(), "ran\n");
+    setup.pd().assert_no_unexpected();
+}
+
+/// A rule whose status probe cannot be reached, with no note of its own on the failure
+/// branch: nightshift writes one.
+fn unconfirmed_rules(status_url: &str) -> String {
+    format!(
+        r#"
+[[rule]]
+name = "upstream"
+matchers = ['alertname="UpstreamDown"']
+severity = "P1"
+probes = ["status"]
+[[rule.branch]]
+name = "provider-outage"
+when = 'probe.status.indicator != "none"'
+[[rule.branch]]
+name = "our-side"
+otherwise = true
+
+[probe.status]
+kind = "statuspage"
+url = "{status_url}"
+timeout = "2s"
+cache = "0s"
+"#
+    )
+}
+
+#[test]
+fn the_page_says_what_could_not_be_confirmed_when_a_probe_failed() {
+    let status_url = format!("{}/api/v2/status.json", crate::fakes::dead_url());
+    let setup = setup("", &unconfirmed_rules(&status_url));
+    let body = webhook(
+        "UpstreamDown",
+        &[("UpstreamDown", "u-1", "firing", "2026-11-28T03:00:00Z")],
+        0,
+    );
+    assert_eq!(post(&setup, &body).status, 200);
+    let key = dedup("UpstreamDown");
+    assert!(
+        setup.wait_pd(20, |pd| !pd.accepted_for(&key).is_empty()),
+        "{}",
+        setup.daemon.log()
+    );
+    let details = latest_trigger_details(&setup, &key);
+    let incident = &details["incidents"][0];
+    assert_eq!(incident["branch"], "on_probe_failure", "{details:#}");
+    // The note names the probe and says why it failed, as the probe itself reported.
+    let probe = incident["probes"]["test/status"]
+        .as_str()
+        .unwrap_or_default();
+    let error = probe
+        .strip_prefix("failed: ")
+        .unwrap_or_else(|| panic!("{details:#}"));
+    assert!(error.contains("Connection refused"), "{details:#}");
+    assert_eq!(
+        incident["note"].as_str().unwrap_or_default(),
+        format!("could not confirm: status {error}"),
+        "{details:#}"
+    );
+    setup.pd().assert_no_unexpected();
+}
+
+const DEGRADED_RULES: &str = r#"
+[[rule]]
+name = "degraded"
+matchers = ['alertname="Degraded"']
+severity = "P2"
+summary = "degraded on {{ labels.instance }}"
+"#;
+
+#[test]
+fn a_severitys_notify_list_sends_its_pages_to_a_webhook_notifier_as_well() {
+    let setup = Stack::builder()
+        .pagerduty()
+        .ingest_token(true)
+        .webhook_notifier("hook", "/hooks/nightshift")
+        .rules("test.toml", DEGRADED_RULES)
+        .extra("[severities.P2]\nnotify = [\"hook\"]\n")
+        .start();
+    // A P2 (whose severity notifies `hook`) and a P1 (whose severity does not).
+    for (name, instance) in [("Degraded", "web-1"), ("ApiDown", "api-1")] {
+        let body = webhook(
+            name,
+            &[(name, instance, "firing", "2026-11-28T03:00:00Z")],
+            0,
+        );
+        assert_eq!(post(&setup, &body).status, 200);
+    }
+    let hook = setup.notifier("hook");
+    let heard = setup
+        .runtime
+        .block_on(hook.wait_for(|hook| !hook.messages().is_empty(), Duration::from_secs(20)));
+    assert!(heard, "{}", setup.daemon.log());
+    assert!(
+        setup.wait_pd(20, |pd| {
+            !pd.accepted_for(&dedup("Degraded")).is_empty()
+                && !pd.accepted_for(&dedup("ApiDown")).is_empty()
+        }),
+        "{}",
+        setup.daemon.log()
+    );
+    // Both pages are settled: every event each incident queued has been answered.
+    let settled = wait_for(Duration::from_secs(20), || {
+        let details: Vec<serde_json::Value> = setup
+            .incidents()
+            .iter()
+            .map(|i| setup.incident(i["id"].as_str().unwrap()))
+            .collect();
+        let all_sent = details.len() == 2
+            && details.iter().all(|d| {
+                d["paging"]["events"]
+                    .as_array()
+                    .is_some_and(|events| events.iter().all(|e| e["state"] == "delivered"))
+            });
+        all_sent.then_some(details)
+    })
+    .unwrap_or_else(|| panic!("pages never settled:\n{}", setup.daemon.log()));
+    for detail in &settled {
+        let to_hook = detail["paging"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["channel"] == "hook")
+            .count();
+        let expected = usize::from(detail["severity"] == "P2");
+        assert_eq!(to_hook, expected, "{detail:#}");
+    }
+    // The webhook got the one P2 page, as the generic JSON document.
+    let messages = hook.messages();
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    let message = &messages[0];
+    assert_eq!(message["version"], "1", "{message:#}");
+    assert_eq!(message["event"], "trigger", "{message:#}");
+    assert!(
+        message["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("P2") && t.contains("degraded on web-1")),
+        "{message:#}"
+    );
+    assert_eq!(message["page"]["severity"], "P2", "{message:#}");
+    assert_eq!(
+        message["page"]["incidents"][0]["labels"]["instance"], "web-1",
+        "{message:#}"
+    );
+    for request in hook.journal.requests() {
+        assert_eq!(request.method, axum::http::Method::POST);
+        assert!(
+            request
+                .header("content-type")
+                .starts_with("application/json")
+        );
+    }
+    hook.assert_no_unexpected();
+    setup.pd().assert_no_unexpected();
+}

@@ -3,7 +3,7 @@
 
 pub mod stack;
 
-pub use stack::{ADMIN, Stack, install_vastai_runbook};
+pub use stack::{ADMIN, Stack, install_vastai_runbook, transition_done};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
