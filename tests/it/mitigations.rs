@@ -997,3 +997,152 @@ fn explain_reads_a_bundle_alert_json_and_an_incident_as_their_webhook() {
         assert!(stderr.contains(shape), "{stderr}");
     }
 }
+
+/// Milliseconds since the Unix epoch, the unit the store keeps times in.
+fn epoch_millis(time: std::time::SystemTime) -> i64 {
+    let since = time.duration_since(std::time::UNIX_EPOCH).unwrap();
+    i64::try_from(since.as_millis()).unwrap()
+}
+
+/// The state directory's holds, read-only while the daemon runs: (state, changed_at,
+/// release_after) of each.
+fn holds(setup: &Stack) -> Vec<(String, i64, Option<i64>)> {
+    let db = rusqlite::Connection::open_with_flags(
+        setup.daemon.state_dir().join("nightshift.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut statement = db
+        .prepare("SELECT state, changed_at, release_after FROM holds ORDER BY id")
+        .unwrap();
+    statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn a_change_stays_for_the_minimum_hold_after_it_was_made_then_is_reverted() {
+    const MIN_HOLD_MS: i64 = 8_000;
+    let setup = setup("[actions]\nmode = \"enforce\"\nmin_hold = \"8s\"\n", true);
+    setup.status().set_indicator("major", "Partial API outage");
+    post(&setup, &alert_body("a", "VastaiApiUnreachable", "firing"));
+    let actions = actions(&setup, 1);
+    assert_eq!(actions[0]["state"], "done", "{actions:#?}");
+    assert_eq!(fallback_value(&setup).as_deref(), Some("true"));
+    // It resolves at once: the positive sign that the resolve was processed is its
+    // transition marked done (the holds are released in the step before).
+    post(&setup, &alert_body("a", "VastaiApiUnreachable", "resolved"));
+    let id = setup.incidents()[0]["id"].as_str().unwrap().to_owned();
+    let processed = wait_for(Duration::from_secs(20), || {
+        transition_done(&setup.incident(&id), "resolved").then_some(())
+    });
+    assert!(processed.is_some(), "{}", setup.daemon.log());
+    let looked_at = epoch_millis(std::time::SystemTime::now());
+    let released = holds(&setup);
+    assert_eq!(released.len(), 1, "{released:?}");
+    let (state, changed_at, release_after) = released[0].clone();
+    // Reverted already only if the hold ran out meanwhile (a very slow machine).
+    assert!(
+        state == "releasing" || looked_at >= changed_at + MIN_HOLD_MS,
+        "{released:?}"
+    );
+    let release_after = release_after.expect("a release time");
+    assert!(
+        release_after >= changed_at + MIN_HOLD_MS,
+        "released before the minimum hold: {released:?}"
+    );
+    if looked_at < release_after {
+        assert_eq!(
+            fallback_value(&setup).as_deref(),
+            Some("true"),
+            "still held"
+        );
+        assert_eq!(setup.kube().writes().len(), 1);
+    }
+    // Reverted once the minimum hold has passed, and not a moment before.
+    let reverted = wait_for(Duration::from_secs(40), || {
+        fallback_value(&setup).is_none().then_some(())
+    });
+    assert!(
+        reverted.is_some(),
+        "never reverted:\n{}",
+        setup.daemon.log()
+    );
+    let writes = setup.kube().writes();
+    assert_eq!(writes.len(), 2, "one change, one revert");
+    let revert_at = epoch_millis(writes[1].received);
+    assert!(
+        revert_at >= changed_at + MIN_HOLD_MS,
+        "reverted {} ms after the change, before the {MIN_HOLD_MS} ms minimum hold",
+        revert_at - changed_at
+    );
+    let settled = wait_for(Duration::from_secs(10), || {
+        (holds(&setup)[0].0 == "reverted").then_some(())
+    });
+    assert!(settled.is_some(), "{:?}", holds(&setup));
+}
+
+const SHADOW_RULES: &str = r#"
+[runbook]
+name = "capacity"
+[[rule]]
+name = "queue-backlog"
+matchers = ['alertname="QueueBacklog"']
+severity = "P3"
+shadow = true
+[[rule.branch]]
+name = "scale-out"
+otherwise = true
+actions = ["scale-out"]
+[action.scale-out]
+kind = "kubernetes.scale"
+namespace = "vastai"
+workload = "deployment/vastai-integration"
+replicas = 5
+"#;
+
+#[test]
+fn a_shadow_rule_from_a_rule_file_records_its_action_and_changes_nothing_while_others_enforce() {
+    let setup = setup("[actions]\nmode = \"enforce\"\n", true);
+    setup.daemon.write_file("rules/capacity.toml", SHADOW_RULES);
+    let reload = client().post(
+        &format!("{}/-/reload", setup.daemon.base),
+        &[("Authorization", ADMIN)],
+        b"",
+    );
+    assert_eq!(reload.status, 200, "{}", reload.body);
+    setup.status().set_indicator("major", "Partial API outage");
+    post(&setup, &alert_body("q", "QueueBacklog", "firing"));
+    post(&setup, &alert_body("a", "VastaiApiUnreachable", "firing"));
+    let actions = actions(&setup, 2);
+    let shadowed = actions
+        .iter()
+        .find(|a| a["action"] == "scale-out")
+        .unwrap_or_else(|| panic!("{actions:#?}"));
+    assert_eq!(shadowed["verdict"], "dry_run", "{shadowed:#}");
+    assert!(
+        shadowed
+            .to_string()
+            .contains("the rule runs in shadow mode"),
+        "{shadowed:#}"
+    );
+    // The other rule, in the same daemon, enforces: the mode is not what kept it dry.
+    let enforced = actions
+        .iter()
+        .find(|a| a["action"] == "fallback")
+        .unwrap_or_else(|| panic!("{actions:#?}"));
+    assert_eq!(enforced["verdict"], "run", "{enforced:#}");
+    assert_eq!(enforced["state"], "done", "{enforced:#}");
+    // Only the enforced change reached the API server; the replicas are untouched.
+    let writes = setup.kube().writes();
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    assert!(!writes[0].path.ends_with("/scale"), "{writes:#?}");
+    let object = setup
+        .kube()
+        .workload_object("Deployment", "vastai", "vastai-integration")
+        .unwrap();
+    assert_eq!(object["spec"]["replicas"], 2, "{object:#}");
+    setup.kube().journal.assert_no_unexpected();
+}

@@ -49,6 +49,9 @@ pub struct Recorded {
     pub query: String,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
+    /// When the whole request had arrived (wall clock, to compare with the daemon's stored
+    /// times).
+    pub received: std::time::SystemTime,
 }
 
 impl Recorded {
@@ -145,6 +148,7 @@ impl Journal {
             query: parts.uri.query().unwrap_or_default().to_owned(),
             headers: parts.headers,
             body,
+            received: std::time::SystemTime::now(),
         };
         self.lock().requests.push(recorded.clone());
         recorded
