@@ -114,9 +114,10 @@ fn a_provider_outage_enables_the_fallback_on_the_deployment() {
         fakes::kube::content_type(&writes[0]),
         "application/strategic-merge-patch+json"
     );
-    // The same payload again (an Alertmanager retry) does nothing new.
+    // The same payload again (an Alertmanager retry) does nothing new: once it is
+    // reconciled and nothing is left to do, still one write.
     post(&setup, &payload);
-    std::thread::sleep(Duration::from_millis(800));
+    setup.wait_settled(2);
     assert_eq!(setup.kube().writes().len(), 1);
 }
 
@@ -265,7 +266,17 @@ fn a_crash_between_started_and_finished_is_settled_by_read_back_not_repeated() {
         "the restart was sent:\n{}",
         setup.daemon.log()
     );
-    std::thread::sleep(Duration::from_millis(200));
+    // The fake records a patch when it arrives and applies it after; the crash comes once
+    // the change is in place (its answer is still held back).
+    let landed = wait_for(Duration::from_secs(10), || {
+        let object = setup
+            .kube()
+            .workload_object("Deployment", "vastai", "vastai-integration")?;
+        object["spec"]["template"]["metadata"]["annotations"]["nightshift.io/action-key"]
+            .is_string()
+            .then_some(())
+    });
+    assert!(landed.is_some(), "{}", setup.daemon.log());
     setup.daemon.kill9();
     setup.kube().clear_faults();
     setup.daemon.spawn();
@@ -282,9 +293,10 @@ fn a_crash_between_started_and_finished_is_settled_by_read_back_not_repeated() {
             .log()
             .contains("settled an action left started by a crash")
     );
-    // Re-deliveries after the restart change nothing: one restart in all.
+    // Re-deliveries after the restart change nothing: one restart in all (the first
+    // notification this process reconciled).
     post(&setup, &payload);
-    std::thread::sleep(Duration::from_millis(800));
+    setup.wait_settled(1);
     assert_eq!(setup.kube().writes().len(), 1, "never run twice");
 }
 
@@ -322,7 +334,8 @@ fn an_action_that_did_not_land_before_the_crash_is_escalated_not_retried() {
             .unwrap()
             .contains("read-back shows the change absent")
     );
-    std::thread::sleep(Duration::from_millis(800));
+    // Everything the restarted daemon had to do is done, and it wrote nothing.
+    setup.wait_settled(0);
     assert!(setup.kube().writes().is_empty(), "not retried blindly");
 }
 
@@ -491,9 +504,22 @@ fn two_incidents_hold_one_change_and_it_is_reverted_once_after_both_resolve() {
         1,
         "the second incident only holds the change"
     );
-    // The first resolves: the other still holds it.
+    // The first resolves: the other still holds it. Once the resolve is processed (its
+    // transition done; holds are released in the step before), the hold is still held, so
+    // no revert is due however long the 1 s minimum hold has passed.
     post(&setup, &alert_body("a", "VastaiApiUnreachable", "resolved"));
-    std::thread::sleep(Duration::from_millis(2500));
+    let processed = wait_for(Duration::from_secs(20), || {
+        setup
+            .incidents()
+            .iter()
+            .filter(|i| i["alertname"] == "VastaiApiUnreachable")
+            .any(|i| transition_done(&setup.incident(i["id"].as_str().unwrap()), "resolved"))
+            .then_some(())
+    });
+    assert!(processed.is_some(), "{}", setup.daemon.log());
+    let held = holds(&setup);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].0, "held", "{held:?}");
     assert_eq!(
         fallback_value(&setup).as_deref(),
         Some("true"),
@@ -505,7 +531,12 @@ fn two_incidents_hold_one_change_and_it_is_reverted_once_after_both_resolve() {
         fallback_value(&setup).is_none().then_some(())
     });
     assert!(reverted.is_some(), "reverted:\n{}", setup.daemon.log());
-    std::thread::sleep(Duration::from_millis(1500));
+    // The revert is recorded and nothing else is pending: still one change, one revert.
+    let recorded = wait_for(Duration::from_secs(10), || {
+        (holds(&setup)[0].0 == "reverted").then_some(())
+    });
+    assert!(recorded.is_some(), "{:?}", holds(&setup));
+    setup.wait_settled(4);
     assert_eq!(setup.kube().writes().len(), 2, "one change, one revert");
 }
 
@@ -704,7 +735,12 @@ fn an_env_change_interrupted_by_a_crash_is_settled_by_reading_the_env_back() {
         (!setup.kube().writes().is_empty()).then_some(())
     });
     assert!(applied.is_some(), "{}", setup.daemon.log());
-    std::thread::sleep(Duration::from_millis(200));
+    // The fake applies the patch after recording it: crash once the change is in place
+    // (its answer is still held back).
+    let landed = wait_for(Duration::from_secs(10), || {
+        (fallback_value(&setup).as_deref() == Some("true")).then_some(())
+    });
+    assert!(landed.is_some(), "{}", setup.daemon.log());
     setup.daemon.kill9();
     setup.kube().clear_faults();
     setup.daemon.spawn();

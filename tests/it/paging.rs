@@ -106,7 +106,19 @@ fn a_group_page_triggers_once_per_change_and_resolves_with_its_last_incident() {
         0,
     );
     assert_eq!(post(&setup, &half).status, 200);
-    std::thread::sleep(Duration::from_millis(1500));
+    // Once the half resolve is processed, no resolve was queued (a resolve is queued in the
+    // same transaction as the close that causes it) and none reached PagerDuty.
+    setup.wait_settled(2);
+    for summary in setup.incidents() {
+        let detail = setup.incident(summary["id"].as_str().unwrap());
+        let queued_resolves = detail["paging"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["kind"] == "resolve")
+            .count();
+        assert_eq!(queued_resolves, 0, "resolved too early: {detail:#}");
+    }
     assert!(
         setup.pd().accepted_resolves().is_empty(),
         "resolved too early"
@@ -217,8 +229,17 @@ fn after_verify_pages_only_when_the_mitigation_did_not_help() {
         .unwrap_or_default()
         .to_owned();
     assert!(reason.contains("did not help"), "{reason}");
-    // B was never paged, and says why.
-    std::thread::sleep(Duration::from_secs(2));
+    // B was never paged, and says why: once its mitigation is judged (helped), nothing was
+    // queued for it and nothing reached PagerDuty.
+    let judged = setup.wait_incident("FlakyB", 20, |detail| {
+        detail["actions"][0]["verified"] == "helped"
+    });
+    assert!(
+        judged["paging"]["events"]
+            .as_array()
+            .is_none_or(|events| events.iter().all(|e| e["kind"] != "trigger")),
+        "{judged:#}"
+    );
     assert!(setup.pd().accepted_for(&dedup("FlakyB")).is_empty());
     let b = setup
         .incidents()
@@ -294,8 +315,16 @@ fn a_page_pagerduty_rejects_goes_to_the_fallback_and_is_shown() {
         )
     });
     assert!(detail["paging"]["paged_at"].is_string(), "{detail:#}");
-    // Never retried.
-    std::thread::sleep(Duration::from_secs(2));
+    // Never retried: nothing about it is left in the outbox, and PagerDuty saw one attempt.
+    let done = wait_for(Duration::from_secs(20), || {
+        let detail = setup.incident(&id);
+        detail["paging"]["events"]
+            .as_array()?
+            .iter()
+            .all(|e| e["state"] != "pending")
+            .then_some(())
+    });
+    assert!(done.is_some(), "{:#}", setup.incident(&id));
     assert_eq!(setup.pd().attempts_for(&dedup("Rejected")), 1);
     assert_eq!(setup.chat().messages().len(), 1);
 }
@@ -410,7 +439,19 @@ fn pages_in_the_outbox_survive_kill_9_and_are_delivered_once() {
         "{}",
         setup.daemon.log()
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Every event the outbox held is answered: any duplicate would have been sent by now.
+    let delivered = wait_for(Duration::from_secs(20), || {
+        setup
+            .incidents()
+            .iter()
+            .all(|i| {
+                setup.incident(i["id"].as_str().unwrap())["paging"]["events"]
+                    .as_array()
+                    .is_some_and(|events| events.iter().all(|e| e["state"] == "delivered"))
+            })
+            .then_some(())
+    });
+    assert!(delivered.is_some(), "{}", setup.daemon.log());
     for group in &groups {
         assert_eq!(setup.pd().accepted_for(&dedup(group)).len(), 1, "{group}");
     }
@@ -429,11 +470,32 @@ fn watchdog_silence_pages_and_its_return_resolves() {
         });
         assert_eq!(post(&setup, &body.to_string()).status, 200);
     };
-    beat();
-    std::thread::sleep(Duration::from_millis(1000));
-    beat();
-    std::thread::sleep(Duration::from_millis(1000));
-    beat();
+    // Beats one second apart (the heartbeat's own rhythm, not a wait for the daemon), each
+    // seen by the daemon before the next.
+    let last_seen = || {
+        setup
+            .metrics()
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("nightshift_watchdog_last_seen_timestamp_seconds ")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let mut seen = 0.0;
+    for round in 0..3 {
+        if round > 0 {
+            std::thread::sleep(Duration::from_millis(1000));
+        }
+        beat();
+        let newer = wait_for(Duration::from_secs(10), || {
+            let now = last_seen();
+            (now > seen).then_some(now)
+        });
+        seen = newer.unwrap_or_else(|| panic!("beat {round} not seen:\n{}", setup.metrics()));
+    }
     // Beating within the timeout: nothing.
     assert!(setup.pd().accepted().is_empty());
     let key = "nightshift/self/watchdog";

@@ -439,6 +439,11 @@ impl Stack {
         self.get(&format!("/api/v1/incidents/{id}")).json()
     }
 
+    /// [`wait_settled`] for this stack's daemon.
+    pub fn wait_settled(&self, notifications: u64) {
+        wait_settled(|path| self.get(path), notifications, || self.daemon.log());
+    }
+
     /// Wait (bounded) until `check` holds for the fake PagerDuty.
     pub fn wait_pd(&self, seconds: u64, check: impl Fn(&FakePagerDuty) -> bool) -> bool {
         self.runtime
@@ -470,6 +475,59 @@ impl Stack {
             )
         })
     }
+}
+
+/// Wait (bounded) until a daemon has processed what it was sent, asking through `get` (a
+/// request to its API with the read credential): `notifications` webhooks reconciled by this
+/// process (`nightshift_notifications_reconciled_total`), every transition of every incident
+/// marked done, and no action still planned or started. This is the positive sign a test
+/// waits for before it asserts that something did *not* happen; without it, a check that
+/// nothing changed passes when the daemon has simply not got there yet.
+pub fn wait_settled(
+    get: impl Fn(&str) -> http_client::Response,
+    notifications: u64,
+    log: impl Fn() -> String,
+) {
+    let mut last = String::new();
+    let settled = wait_for(Duration::from_secs(30), || {
+        let metrics = get("/metrics").body;
+        let reconciled = metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("nightshift_notifications_reconciled_total ")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0);
+        if reconciled < notifications as f64 {
+            last = format!("{reconciled} of {notifications} notifications reconciled");
+            return None;
+        }
+        let list = get("/api/v1/incidents?limit=1000").json();
+        for summary in list["incidents"].as_array()? {
+            let id = summary["id"].as_str()?;
+            let detail = get(&format!("/api/v1/incidents/{id}")).json();
+            let pending_transition = detail["transitions"]
+                .as_array()?
+                .iter()
+                .any(|t| !t["done_at"].is_string());
+            let pending_action = detail["actions"]
+                .as_array()?
+                .iter()
+                .any(|a| a["state"] == "planned" || a["state"] == "started");
+            if pending_transition || pending_action {
+                last = format!("{detail:#}");
+                return None;
+            }
+        }
+        Some(())
+    });
+    assert!(
+        settled.is_some(),
+        "the daemon never settled: {last}\n{}",
+        log()
+    );
 }
 
 /// Whether the incident `detail` has a transition of `kind` marked done: the positive sign
