@@ -472,6 +472,28 @@ impl Setup {
     /// Each group's page reached PagerDuty once: one accepted trigger, or two when the bundle
     /// was written after the page went out (the page is then sent again, same dedup key, with
     /// the bundle's link).
+    /// Wait (bounded) until no incident has an event left in the outbox (each one answered
+    /// or given up): the positive sign that nothing more will be sent, before a test asserts
+    /// how often something was.
+    fn wait_outbox_empty(&self, seconds: u64) {
+        let mut last = BTreeMap::new();
+        let empty = wait_for(Duration::from_secs(seconds), || {
+            last = self.incidents();
+            last.values()
+                .all(|incident| {
+                    incident["paging"]["events"]
+                        .as_array()
+                        .is_none_or(|events| events.iter().all(|e| e["state"] != "pending"))
+                })
+                .then_some(())
+        });
+        assert!(
+            empty.is_some(),
+            "events still pending:\n{last:#?}\n--- log ---\n{}",
+            self.daemon.log()
+        );
+    }
+
     fn assert_paged_once(&self, groups: &[String]) {
         for group in groups {
             let triggers: Vec<bool> = self
@@ -799,7 +821,7 @@ fn pagerduty_fault(
     setup.wait_incidents(&during, 10, paged_and_delivered);
     // The change events of the restarts arrive too, one per restart.
     assert!(setup.wait_pd(10, |pd| pd.accepted_changes().len() > during.len()));
-    std::thread::sleep(Duration::from_secs(2));
+    setup.wait_outbox_empty(20);
     if exactly_once {
         assert_eq!(setup.pd.accepted_changes().len(), 1 + during.len());
         setup.assert_paged_once(&during);
@@ -1046,7 +1068,7 @@ fn kubernetes_fault(fault: impl Fn(&FakeKube), expect: KubeFault) {
     );
     let manifest = setup.manifest(seen[&after[0]]["id"].as_str().unwrap(), 20);
     assert_eq!(collector(&manifest, "logs")["status"], "ok", "{manifest:#}");
-    std::thread::sleep(Duration::from_secs(1));
+    setup.wait_outbox_empty(20);
     setup.assert_paged_once(&[before, probed, acted, after].concat());
     setup.pd.assert_no_unexpected();
 }
@@ -1202,7 +1224,7 @@ fn prometheus_down_probes_fail_safe_bundles_note_the_failed_collector_and_it_rec
         "ok",
         "{manifest:#}"
     );
-    std::thread::sleep(Duration::from_secs(1));
+    setup.wait_outbox_empty(20);
     setup.assert_paged_once(&[before, all, after].concat());
     setup.pd.assert_no_unexpected();
 }
@@ -1301,7 +1323,7 @@ fn a_status_page_timing_out_means_no_action_pages_at_once_and_it_recovers() {
         "ok",
         "{manifest:#}"
     );
-    std::thread::sleep(Duration::from_secs(1));
+    setup.wait_outbox_empty(20);
     setup.assert_paged_once(&[before, during, after].concat());
     setup.pd.assert_no_unexpected();
 }
@@ -1431,7 +1453,7 @@ fn store_fault(
     let all: Vec<String> = [before, refused].concat();
     setup.wait_incidents(&all, 30, |i| decided(i) && paged_and_delivered(i));
     assert_eq!(setup.incidents().len(), all.len());
-    std::thread::sleep(Duration::from_secs(1));
+    setup.wait_outbox_empty(20);
     setup.assert_paged_once(&all);
     setup.pd.assert_no_unexpected();
 }
@@ -1509,15 +1531,16 @@ fn store_stays_failing(
 
 /// Reload `[store] max_size_bytes` and wait until the store writer applied it.
 fn cap_store(setup: &Setup, config: &str, max_bytes: u64) {
-    let response = setup.reload_with(config, &format!("[store]\nmax_size_bytes = {max_bytes}\n"));
-    assert_eq!(response.status, 200, "{}", response.body);
     let applied = if max_bytes == 0 {
         "store size not capped max_bytes=0".to_owned()
     } else {
         format!("store size cap applied max_bytes={max_bytes} ")
     };
     let count = |log: &str| log.matches(&applied).count();
+    // Counted before the reload: the writer may apply the cap before the reload answers.
     let before = count(&setup.daemon.log());
+    let response = setup.reload_with(config, &format!("[store]\nmax_size_bytes = {max_bytes}\n"));
+    assert_eq!(response.status, 200, "{}", response.body);
     let seen = wait_for(Duration::from_secs(10), || {
         (count(&setup.daemon.log()) > before).then_some(())
     });
