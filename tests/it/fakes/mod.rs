@@ -228,6 +228,21 @@ impl Drop for Server {
     }
 }
 
+/// Poll `check` every 20 ms, from async code (a blocking wait would stall the fakes running
+/// on the same runtime), until it holds (true) or `timeout` passes (false).
+pub async fn until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Sleep in a handler (a slow server); zero does not yield.
 pub async fn pause(delay: Duration) {
     if !delay.is_zero() {

@@ -299,22 +299,13 @@ impl FakePagerDuty {
         max_in_window(times, window)
     }
 
-    /// Poll `predicate` every 20 ms until it holds (true) or `timeout` passes (false).
+    /// Poll `predicate` until it holds (true) or `timeout` passes (false).
     pub async fn wait_for(
         &self,
         predicate: impl Fn(&FakePagerDuty) -> bool,
         timeout: Duration,
     ) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if predicate(self) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        super::until(timeout, || predicate(self)).await
     }
 
     /// What was unexpected, and why.
@@ -902,18 +893,9 @@ impl FakeChat {
             .collect()
     }
 
-    /// Poll `predicate` every 20 ms until it holds (true) or `timeout` passes (false).
+    /// Poll `predicate` until it holds (true) or `timeout` passes (false).
     pub async fn wait_for(&self, predicate: impl Fn(&FakeChat) -> bool, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if predicate(self) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        super::until(timeout, || predicate(self)).await
     }
 
     /// What was unexpected, and why.
