@@ -195,6 +195,15 @@ impl StackBuilder {
     /// Start the fakes, write the config, the credentials and the rules, start the daemon
     /// and wait until it listens.
     pub fn start(self) -> Stack {
+        let mut stack = self.prepare();
+        stack.daemon.spawn();
+        stack
+    }
+
+    /// As [`StackBuilder::start`] but the daemon is not started: the test changes what it
+    /// must first (puts a fault in front of a fake, mounts a file system), then calls
+    /// `stack.daemon.spawn()`.
+    pub fn prepare(self) -> Stack {
         crate::fakes::init();
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let kube = self
@@ -280,7 +289,7 @@ impl StackBuilder {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let mut daemon = Daemon::prepare(&config, &env);
+        let daemon = Daemon::prepare(&config, &env);
         daemon.write_file("ingest", "e2e-ingest\n");
         daemon.write_file("admin", "e2e-admin\n");
         daemon.write_file("read", "e2e-read\n");
@@ -317,7 +326,6 @@ impl StackBuilder {
             }
             daemon.write_file(&format!("rules/{name}"), &text);
         }
-        daemon.spawn();
         Stack {
             daemon,
             runtime,
