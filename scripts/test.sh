@@ -11,6 +11,7 @@
 #   kubernetes-client        kubectl applies patches in the fake Kubernetes API server
 #                            (skipped when any kubectl is already on PATH)
 #   dpkg-dev                 dpkg-shlibdeps, which cargo-deb uses for the package's Depends
+#   strace                   observes that a webhook's 200 is written only after the WAL's fsync
 # and cargo-deb, installed with cargo (the package test runs `cargo deb`, then dpkg-deb).
 # Installing needs root (or sudo); without either the missing packages are named and the
 # script stops before running anything.
@@ -24,6 +25,7 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 command -v dpkg-shlibdeps >/dev/null 2>&1 || need+=(dpkg-dev)
+command -v strace >/dev/null 2>&1 || need+=(strace)
 if [ ${#need[@]} -gt 0 ]; then
     echo "test.sh: installing ${need[*]}"
     if [ "$(id -u)" -eq 0 ]; then

@@ -1,6 +1,7 @@
 //! probes: what a rule asks the world before it decides. Each probe kind is one file with one
 //! async function; this module owns what they share: the result shape, the timeout, and a
 //! cache with single flight, so a storm of alerts asks a status page once per cache lifetime.
+//! The cache ages on the injectable [`Clock`], so tests move time instead of sleeping.
 //!
 //! Invariant: a probe never fails with an error; a failure is a value, `ok = false` with the
 //! error text, and the rule's `on_probe_failure` branch decides what that means.
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use crate::clock::{Millis, SharedClock, SystemClock, duration_millis};
 use crate::config::HttpConfig;
 
 /// The kinds of probe a rule file can declare.
@@ -205,7 +207,8 @@ pub struct ProbeSettings {
     pub kubernetes_namespaces: Vec<String>,
 }
 
-type CacheEntry = Arc<tokio::sync::Mutex<Option<(Instant, ProbeResult)>>>;
+/// When a result was stored (on the prober's clock) and the result.
+type CacheEntry = Arc<tokio::sync::Mutex<Option<(Millis, ProbeResult)>>>;
 
 /// Runs probes with timeouts, caching and single flight.
 pub struct Prober {
@@ -215,6 +218,8 @@ pub struct Prober {
     kubernetes: crate::kubernetes::ClientSlot,
     settings: ProbeSettings,
     cache: Mutex<HashMap<String, CacheEntry>>,
+    /// What the cache's ages are measured on.
+    clock: SharedClock,
 }
 
 impl Prober {
@@ -234,7 +239,14 @@ impl Prober {
             kubernetes,
             settings,
             cache: Mutex::new(HashMap::new()),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same prober, its cache aging on `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: SharedClock) -> Prober {
+        self.clock = clock;
+        self
     }
 
     pub fn settings(&self) -> &ProbeSettings {
@@ -259,7 +271,7 @@ impl Prober {
         };
         let mut slot = entry.lock().await;
         if let Some((at, result)) = slot.as_ref()
-            && at.elapsed() < cache_for
+            && self.clock.now_millis().saturating_sub(*at) < duration_millis(cache_for)
         {
             let mut result = result.clone();
             result.cached = true;
@@ -276,7 +288,7 @@ impl Prober {
         result.latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         result.cached = false;
         if !cache_for.is_zero() {
-            *slot = Some((Instant::now(), result.clone()));
+            *slot = Some((self.clock.now_millis(), result.clone()));
         }
         result
     }

@@ -676,7 +676,13 @@ async fn set_env_loses_to_a_concurrent_change() {
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The GET has reached the API server (which holds its answer back): only then does the
+    // human change A.
+    let asked = fakes::until(Duration::from_secs(10), || {
+        kube.fake.calls().iter().any(|call| call.starts_with("GET"))
+    })
+    .await;
+    assert!(asked, "{:?}", kube.fake.calls());
     let mut human = stored(&kube, "deployment", "web");
     human["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] = json!("human");
     human["metadata"]

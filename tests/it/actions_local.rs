@@ -265,16 +265,15 @@ async fn exec_timeout_kills_the_whole_process_group() {
     let text = std::fs::read_to_string(&pids).expect("the script wrote its pids");
     let pids: Vec<i32> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
     assert_eq!(pids.len(), 2, "{text}");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !pids.iter().all(|&pid| is_gone(pid)) {
-        assert!(
-            Instant::now() < deadline,
-            "still running: grandchild {} shell {}",
-            pids[0],
-            pids[1]
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let gone = fakes::until(Duration::from_secs(3), || {
+        pids.iter().all(|&pid| is_gone(pid))
+    })
+    .await;
+    assert!(
+        gone,
+        "still running: grandchild {} shell {}",
+        pids[0], pids[1]
+    );
 }
 
 #[tokio::test]
@@ -292,11 +291,11 @@ async fn exec_cancelled_run_kills_the_whole_process_group() {
     assert!(cancelled.is_err(), "{cancelled:?}");
     let text = std::fs::read_to_string(&pids).expect("the script wrote its pids");
     let pids: Vec<i32> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !pids.iter().all(|&pid| is_gone(pid)) {
-        assert!(Instant::now() < deadline, "still running: {pids:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let gone = fakes::until(Duration::from_secs(3), || {
+        pids.iter().all(|&pid| is_gone(pid))
+    })
+    .await;
+    assert!(gone, "still running: {pids:?}");
 }
 
 #[tokio::test]

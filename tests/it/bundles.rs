@@ -10,15 +10,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::fakes::kube::{FakeKube, PodFixture};
-use crate::fakes::pagerduty::{FakePagerDuty, ROUTING_KEY};
-use crate::fakes::prometheus::FakePrometheus;
-use crate::fakes::statuspage::FakeStatuspage;
-use crate::fakes::web::FakeWeb;
+use crate::fakes::kube::PodFixture;
 use serde_json::{Value, json};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const TOKEN: &str = "Bearer e2e-ingest";
 /// Planted in the logs, an env dump and the health answer: must never reach a bundle file.
 const PLANTED: [&str; 3] = [
     "planted-bearer-7f3a9c",
@@ -26,33 +21,37 @@ const PLANTED: [&str; 3] = [
     "hunter2-planted",
 ];
 
-struct Setup {
-    runtime: tokio::runtime::Runtime,
-    kube: FakeKube,
-    prometheus: FakePrometheus,
-    _status: FakeStatuspage,
-    health: FakeWeb,
-    pd: FakePagerDuty,
-    daemon: Daemon,
-}
-
-fn setup(extra: &str) -> Setup {
+fn setup(extra: &str) -> Stack {
     setup_with(extra, &[])
 }
 
-/// The setup with environment overrides too (for settings in sections the base config has).
-fn setup_with(extra: &str, env: &[(&str, &str)]) -> Setup {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let kube = runtime.block_on(FakeKube::start());
+/// The shipped Vast.ai runbook with every fake it talks to: the deployment
+/// vastai/vastai-integration with two pods (logs and events holding planted secrets), the
+/// health endpoint answering 503 with one, Prometheus and PagerDuty; and environment
+/// overrides (for settings in sections the base config has).
+fn setup_with(extra: &str, env: &[(&str, &str)]) -> Stack {
+    let mut builder = Stack::builder()
+        .vastai_runbook()
+        .web("/healthz")
+        .kubernetes(&["vastai"])
+        .prometheus()
+        .pagerduty()
+        .ingest_token(true)
+        .read_token()
+        .extra(extra);
+    for (key, value) in env {
+        builder = builder.env(key, value);
+    }
+    let stack = builder.start();
     let deployment = fakes::kube::workload(
         "Deployment",
         "vastai",
         "vastai-integration",
         &[("app", "vastai")],
     );
-    let deployment_key = kube.put(deployment);
-    let stored = kube.get(&deployment_key).unwrap();
-    let rs_key = kube.put(fakes::kube::replica_set(
+    let deployment_key = stack.kube().put(deployment);
+    let stored = stack.kube().get(&deployment_key).unwrap();
+    let rs_key = stack.kube().put(fakes::kube::replica_set(
         "vastai",
         "vastai-integration-5d9c",
         &stored,
@@ -68,8 +67,8 @@ fn setup_with(extra: &str, env: &[(&str, &str)]) -> Setup {
             (restarts > 0).then_some("2026-11-28T02:58:00Z"),
             None,
         );
-        let key = kube.put(fixture.to_json());
-        kube.set_log(
+        let key = stack.kube().put(fixture.to_json());
+        stack.kube().set_log(
             "vastai",
             pod,
             "app",
@@ -80,7 +79,7 @@ fn setup_with(extra: &str, env: &[(&str, &str)]) -> Setup {
             ),
         );
         if restarts > 0 {
-            kube.set_log(
+            stack.kube().set_log(
                 "vastai",
                 pod,
                 "app",
@@ -88,7 +87,7 @@ fn setup_with(extra: &str, env: &[(&str, &str)]) -> Setup {
                 &format!("VASTAI_API_KEY={}\npanic: upstream 503\n", PLANTED[1]),
             );
         }
-        kube.event_for(
+        stack.kube().event_for(
             &key,
             "Warning",
             "BackOff",
@@ -96,18 +95,17 @@ fn setup_with(extra: &str, env: &[(&str, &str)]) -> Setup {
             "2026-11-28T02:59:00Z",
         );
     }
-    kube.event_for(
+    stack.kube().event_for(
         &rs_key,
         "Normal",
         "SuccessfulCreate",
         "Created pod",
         "2026-11-28T02:00:00Z",
     );
-    let prometheus = runtime.block_on(FakePrometheus::start());
-    let status = runtime.block_on(FakeStatuspage::start());
-    status.set_indicator("none", "All Systems Operational");
-    let health = runtime.block_on(FakeWeb::start("/healthz"));
-    health.reply(
+    stack
+        .status()
+        .set_indicator("none", "All Systems Operational");
+    stack.web().reply(
         503,
         &[("content-type", "application/json")],
         format!(
@@ -115,84 +113,25 @@ fn setup_with(extra: &str, env: &[(&str, &str)]) -> Setup {
             PLANTED[2]
         ),
     );
-    let pd = runtime.block_on(FakePagerDuty::start());
-    let config = format!(
-        r#"[rules]
-dir = "{{dir}}/rules"
-[kubernetes]
-kubeconfig = "{{dir}}/kubeconfig"
-namespaces = ["vastai"]
-[prometheus]
-urls = ["{prometheus}"]
-[auth]
-ingest_token_file = "{{dir}}/ingest"
-read_token_file = "{{dir}}/read"
-[pagerduty]
-url = "{pd}"
-routing_keys = {{ primary = "{{dir}}/pd-primary" }}
-default_routing_key = "primary"
-[paging]
-external_url = "https://nightshift.example"
-{extra}"#,
-        prometheus = prometheus.url(),
-        pd = pd.url(),
-    );
-    let mut daemon = Daemon::prepare(&config, env);
-    daemon.write_file("ingest", "e2e-ingest\n");
-    daemon.write_file("read", "e2e-read\n");
-    daemon.write_file("pd-primary", &format!("{ROUTING_KEY}\n"));
-    let kubeconfig = kube.write_kubeconfig(daemon.dir.path());
-    std::fs::rename(kubeconfig, daemon.path("kubeconfig")).unwrap();
-    std::fs::create_dir_all(daemon.path("rules/payloads")).unwrap();
-    let runbook = std::fs::read_to_string(Path::new(ROOT).join("rules/vastai.toml"))
-        .unwrap()
-        .replace("https://status.vast.ai", &status.base())
-        .replace(
-            "http://vastai-integration.vastai.svc:8080/healthz",
-            &health.url(),
-        );
-    daemon.write_file("rules/vastai.toml", &runbook);
-    for entry in std::fs::read_dir(Path::new(ROOT).join("rules/payloads")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(
-            entry.path(),
-            daemon.path("rules/payloads").join(entry.file_name()),
-        )
-        .unwrap();
-    }
-    daemon.spawn();
-    Setup {
-        runtime,
-        kube,
-        prometheus,
-        _status: status,
-        health,
-        pd,
-        daemon,
-    }
+    stack
 }
 
 fn payload(name: &str) -> String {
     std::fs::read_to_string(Path::new(ROOT).join("rules/payloads").join(name)).unwrap()
 }
 
-fn post(setup: &Setup, body: &str) {
-    let response = client().post(
-        &format!("{}/webhook", setup.daemon.base),
-        &[JSON, ("Authorization", TOKEN)],
-        body.as_bytes(),
-    );
-    assert_eq!(response.status, 200, "{}", response.body);
+fn post(setup: &Stack, body: &str) {
+    setup.post_webhook(body);
 }
 
-fn read_get(setup: &Setup, path: &str) -> http_client::Response {
+fn read_get(setup: &Stack, path: &str) -> http_client::Response {
     client().get(
         &format!("{}{path}", setup.daemon.base),
         &[("Authorization", "Bearer e2e-read")],
     )
 }
 
-fn only_incident(setup: &Setup) -> String {
+fn only_incident(setup: &Stack) -> String {
     wait_for(Duration::from_secs(20), || {
         read_get(setup, "/api/v1/incidents").json()["incidents"][0]["id"]
             .as_str()
@@ -202,7 +141,7 @@ fn only_incident(setup: &Setup) -> String {
 }
 
 /// The bundle's files once its manifest says `version`.
-fn bundle(setup: &Setup, id: &str, version: &str) -> BTreeMap<String, Vec<u8>> {
+fn bundle(setup: &Stack, id: &str, version: &str) -> BTreeMap<String, Vec<u8>> {
     wait_for(Duration::from_secs(60), || {
         let response = read_get(setup, &format!("/api/v1/incidents/{id}/bundle"));
         if response.status != 200 {
@@ -239,7 +178,7 @@ fn the_vastai_5xx_bundle_holds_the_evidence_and_a_useful_postmortem() {
         r#"sum(rate(vastai_api_requests_total{job="vastai-integration",code=~"5.."}[5m])) / sum(rate(vastai_api_requests_total{job="vastai-integration"}[5m]))"#,
         r#"sum by (code) (rate(vastai_api_requests_total{job="vastai-integration"}[5m]))"#,
     ] {
-        setup.prometheus.set_range_result(query, range_matrix());
+        setup.prometheus().set_range_result(query, range_matrix());
     }
     post(&setup, &payload("vastai-server-errors.json"));
     let id = only_incident(&setup);
@@ -329,7 +268,7 @@ fn the_vastai_5xx_bundle_holds_the_evidence_and_a_useful_postmortem() {
     assert!(text(&files, "comms.md").contains("INCIDENT"));
     // The open page is sent again with the bundle's link and the latest error lines.
     let link = format!("https://nightshift.example/api/v1/incidents/{id}/bundle");
-    let updated = setup.runtime.block_on(setup.pd.wait_for(
+    let updated = setup.runtime.block_on(setup.pd().wait_for(
         |pd| {
             pd.accepted_triggers().iter().any(|e| {
                 e.body["payload"]["custom_details"]
@@ -341,7 +280,7 @@ fn the_vastai_5xx_bundle_holds_the_evidence_and_a_useful_postmortem() {
     ));
     assert!(updated, "{}", setup.daemon.log());
     let page = setup
-        .pd
+        .pd()
         .accepted_triggers()
         .into_iter()
         .find(|e| {
@@ -397,8 +336,8 @@ fn the_vastai_5xx_bundle_holds_the_evidence_and_a_useful_postmortem() {
         Some(1),
         "{json:#}"
     );
-    setup.kube.journal.assert_no_unexpected();
-    setup.pd.assert_no_unexpected();
+    setup.kube().journal.assert_no_unexpected();
+    setup.pd().assert_no_unexpected();
 }
 
 /// One byte that is not UTF-8 used to keep a whole file out of the redactor.
@@ -414,7 +353,7 @@ fn evidence_that_is_not_utf8_reaches_the_bundle_redacted() {
         .as_bytes(),
     );
     setup
-        .health
+        .web()
         .reply(503, &[("content-type", "application/octet-stream")], body);
     post(&setup, &payload("vastai-server-errors.json"));
     let id = only_incident(&setup);
@@ -450,14 +389,14 @@ fn disruptive_actions_wait_for_the_evidence_and_go_ahead_past_the_bound() {
         ));
         let log_path = "/api/v1/namespaces/vastai/pods/vastai-integration-5d9c-b2/log";
         setup
-            .kube
+            .kube()
             .delay(axum::http::Method::GET, log_path, log_delay);
         let posted = Instant::now();
         post(&setup, &payload("vastai-api-unreachable.json"));
         let seen = |prefix: &str| {
             wait_for(Duration::from_secs(30), || {
                 setup
-                    .kube
+                    .kube()
                     .calls()
                     .iter()
                     .any(|c| c.starts_with(prefix))
@@ -495,13 +434,13 @@ fn an_action_waiting_for_evidence_does_not_hold_up_other_decisions() {
     );
     let log_path = "/api/v1/namespaces/vastai/pods/vastai-integration-5d9c-b2/log";
     setup
-        .kube
+        .kube()
         .delay(axum::http::Method::GET, log_path, Duration::from_secs(8));
     post(&setup, &payload("vastai-api-unreachable.json"));
     // The first incident is decided and its restart is waiting for the slow logs.
     wait_for(Duration::from_secs(30), || {
         setup
-            .kube
+            .kube()
             .calls()
             .iter()
             .any(|c| c.starts_with(&format!("GET {log_path}")))
@@ -509,7 +448,7 @@ fn an_action_waiting_for_evidence_does_not_hold_up_other_decisions() {
     })
     .expect("the logs were asked for");
     post(&setup, &payload("vastai-metrics-absent.json"));
-    let decided = |setup: &Setup| {
+    let decided = |setup: &Stack| {
         let listed = read_get(setup, "/api/v1/incidents").json();
         listed["incidents"]
             .as_array()
@@ -527,7 +466,7 @@ fn an_action_waiting_for_evidence_does_not_hold_up_other_decisions() {
             setup.daemon.log()
         )
     });
-    let calls = setup.kube.calls();
+    let calls = setup.kube().calls();
     assert!(
         !calls.iter().any(|c| c.starts_with("PATCH")),
         "the restart ran before the second incident was decided: {calls:?}"
@@ -535,7 +474,7 @@ fn an_action_waiting_for_evidence_does_not_hold_up_other_decisions() {
     // The first incident's restart still goes ahead once its evidence is in.
     wait_for(Duration::from_secs(30), || {
         setup
-            .kube
+            .kube()
             .calls()
             .iter()
             .any(|c| c.starts_with("PATCH"))
@@ -547,7 +486,7 @@ fn an_action_waiting_for_evidence_does_not_hold_up_other_decisions() {
 #[test]
 fn a_crash_while_bundles_are_written_leaves_no_partial_archive_and_the_work_resumes() {
     let mut setup = setup("");
-    setup.prometheus.set_delay(Duration::from_millis(300));
+    setup.prometheus().set_delay(Duration::from_millis(300));
     let base = payload("vastai-server-errors.json");
     for round in 0..4 {
         for n in 0..5 {

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::http::Method;
 use nightshift::bundle::collectors::{CollectEnv, Collectors};
 use nightshift::bundle::request::{
@@ -1149,22 +1148,18 @@ async fn never_more_collectors_at_once_than_the_cap() {
     fakes::init();
     let in_flight = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
-    let router = {
-        let in_flight = in_flight.clone();
-        let most = most.clone();
-        Router::new().fallback(move || {
-            let in_flight = in_flight.clone();
-            let most = most.clone();
-            async move {
-                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(now, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(150)).await;
-                in_flight.fetch_sub(1, Ordering::SeqCst);
-                "slow"
-            }
-        })
-    };
-    let server = fakes::Server::start(router).await;
+    // A slow server: each answer takes 150 ms, so requests the cap lets through overlap.
+    let server = fakes::Server::serve(
+        (in_flight.clone(), most.clone()),
+        |(in_flight, most), _request| async move {
+            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            fakes::pause(Duration::from_millis(150)).await;
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            axum::response::IntoResponse::into_response("slow")
+        },
+    )
+    .await;
     let slot = ClientSlot::new(&KubernetesConfig::default());
     let collectors = Arc::new(Collectors::new(
         env(Vec::new(), slot),

@@ -162,6 +162,25 @@ fn the_decision_follows_the_status_page_and_changes_are_recorded() {
     assert_eq!(changed["kind"], "reevaluation");
     assert_eq!(changed["trace"]["actions"][0]["name"], "restart");
 
+    // Another incident keeps firing: its re-evaluations are the sign that a's would have
+    // been due too, had it not resolved.
+    let response = client().post(
+        &format!("{}/webhook", daemon.base),
+        &[JSON],
+        webhook(
+            "other",
+            &[(
+                "VastaiApiUnreachable",
+                "keep",
+                "firing",
+                "2026-11-28T03:00:00Z",
+            )],
+            0,
+        )
+        .as_bytes(),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    incident_with_decisions(&daemon, "keep", 1);
     // Resolved: no more re-evaluations.
     send(
         &daemon,
@@ -177,7 +196,11 @@ fn the_decision_follows_the_status_page_and_changes_are_recorded() {
         (detail["status"] == "resolved").then(|| detail["decisions"].as_array().unwrap().len())
     })
     .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    let keep = incident_with_decisions(&daemon, "keep", 1)["decisions"]
+        .as_array()
+        .unwrap()
+        .len();
+    incident_with_decisions(&daemon, "keep", keep + 2);
     let after = incident_with_decisions(&daemon, "a", 1)["decisions"]
         .as_array()
         .unwrap()

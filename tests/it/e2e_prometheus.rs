@@ -171,8 +171,24 @@ at = "now"
 #[test]
 fn a_bundle_holds_a_real_series_from_a_real_prometheus() {
     let prometheus = start_prometheus();
-    // Let it gather a few samples.
-    std::thread::sleep(Duration::from_secs(3));
+    // It has scraped itself a few times (every second): three samples of up.
+    let sampled = wait_for(Duration::from_secs(30), || {
+        let answer = client()
+            .get(
+                &format!(
+                    "{}/api/v1/query?query=count_over_time(up%7Bjob%3D%22prometheus%22%7D%5B5m%5D)",
+                    prometheus.url
+                ),
+                &[],
+            )
+            .json();
+        let samples: f64 = answer["data"]["result"][0]["value"][1]
+            .as_str()?
+            .parse()
+            .ok()?;
+        (samples >= 3.0).then_some(())
+    });
+    assert!(sampled.is_some(), "Prometheus gathered no samples");
     let mut daemon = Daemon::prepare(
         &format!(
             "[rules]\ndir = \"{{dir}}/rules\"\n[prometheus]\nurls = [\"{}\"]\n",

@@ -23,15 +23,13 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use crate::fakes::kube::{FakeKube, PodFixture};
-use crate::fakes::pagerduty::{FakeChat, FakePagerDuty, Mode, ROUTING_KEY};
-use crate::fakes::prometheus::FakePrometheus;
+use crate::fakes::pagerduty::{FakePagerDuty, Mode};
 use crate::fakes::statuspage::FakeStatuspage;
 use axum::http::Method;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-const TOKEN: &str = "Bearer faults-ingest";
-const ADMIN: &str = "Bearer faults-admin";
+const TOKEN: &str = crate::common::stack::INGEST;
 
 /// One runbook exercising every dependency: the status page (`provider-down`), Kubernetes
 /// (`pods-down`, and every restart), Prometheus (`errors-high`), an `after_verify` rule whose
@@ -243,17 +241,25 @@ impl Drop for FsGuard {
     }
 }
 
+/// The common stack, with the two switches and the file-system fault it may carry.
 struct Setup {
     guard: Option<FsGuard>,
-    daemon: Daemon,
-    runtime: tokio::runtime::Runtime,
-    pd: FakePagerDuty,
+    stack: Stack,
     pd_switch: Switch,
-    chat: FakeChat,
-    kube: FakeKube,
     prom_switch: Switch,
-    status: FakeStatuspage,
-    _prometheus: FakePrometheus,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.stack
+    }
+}
+
+impl std::ops::DerefMut for Setup {
+    fn deref_mut(&mut self) -> &mut Stack {
+        &mut self.stack
+    }
 }
 
 /// The daemon with the runbook above, in enforce mode, paging the fake PagerDuty (behind a
@@ -270,90 +276,65 @@ fn setup_with(
     env: &[(&str, &str)],
     before_spawn: impl FnOnce(&Daemon) -> Option<FsGuard>,
 ) -> Setup {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let pd = runtime.block_on(FakePagerDuty::start());
-    let pd_switch = runtime.block_on(Switch::start(&pd.url()));
-    let chat = runtime.block_on(FakeChat::start_slack("/services/T0/B0/x"));
-    let kube = runtime.block_on(FakeKube::start());
-    let deployment = kube.put(fakes::kube::workload(
+    let mut builder = Stack::builder()
+        .kubernetes(&["shop"])
+        .prometheus()
+        .statuspage()
+        .pagerduty()
+        .slack_fallback()
+        .ingest_token(true)
+        .rules("faults.toml", RULES)
+        .extra(&format!(
+            "{extra}[actions]\nmode = \"enforce\"\nhourly_budget = 1000\n\
+             [bundles]\nbefore_action_wait = \"3s\"\nshare_for = \"0s\"\n"
+        ))
+        // Deliveries give up quickly, so that a dead PagerDuty shows within the tests' bounds.
+        .env("NIGHTSHIFT_PAGERDUTY__TIMEOUT", "1s")
+        .env("NIGHTSHIFT_NOTIFIERS__OPS__TIMEOUT", "1s");
+    for (key, value) in env {
+        builder = builder.env(key, value);
+    }
+    let mut stack = builder.prepare();
+    // PagerDuty and Prometheus are reached through switches the tests turn off.
+    let pd_switch = stack.runtime.block_on(Switch::start(&stack.pd().url()));
+    let prom_switch = stack
+        .runtime
+        .block_on(Switch::start(&stack.prometheus().url()));
+    let config = std::fs::read_to_string(&stack.daemon.config)
+        .unwrap()
+        .replace(&stack.pd().url(), &pd_switch.url())
+        .replace(&stack.prometheus().url(), &prom_switch.url());
+    std::fs::write(&stack.daemon.config, config).unwrap();
+    let deployment = stack.kube().put(fakes::kube::workload(
         "Deployment",
         "shop",
         "api",
         &[("app", "api")],
     ));
-    let stored = kube.get(&deployment).unwrap();
-    kube.put(fakes::kube::replica_set(
+    let stored = stack.kube().get(&deployment).unwrap();
+    stack.kube().put(fakes::kube::replica_set(
         "shop",
         "api-7d4f",
         &stored,
         &[("app", "api")],
     ));
     for (pod, ready) in [("api-7d4f-a", true), ("api-7d4f-b", false)] {
-        kube.put(
+        stack.kube().put(
             PodFixture::new("shop", pod, &[("app", "api")])
                 .ready(ready)
                 .to_json(),
         );
-        kube.set_log("shop", pod, "app", false, "12:00:01 ERROR upstream 503\n");
+        stack
+            .kube()
+            .set_log("shop", pod, "app", false, "12:00:01 ERROR upstream 503\n");
     }
-    let prometheus = runtime.block_on(FakePrometheus::start());
-    let prom_switch = runtime.block_on(Switch::start(&prometheus.url()));
-    let status = runtime.block_on(FakeStatuspage::start());
-    let config = format!(
-        r#"[rules]
-dir = "{{dir}}/rules"
-[kubernetes]
-kubeconfig = "{{dir}}/kubeconfig"
-namespaces = ["shop"]
-[prometheus]
-urls = ["{prometheus}"]
-[auth]
-ingest_token_file = "{{dir}}/ingest"
-admin_token_file = "{{dir}}/admin"
-[actions]
-mode = "enforce"
-hourly_budget = 1000
-[bundles]
-before_action_wait = "3s"
-share_for = "0s"
-[pagerduty]
-url = "{pd}"
-routing_keys = {{ primary = "{{dir}}/pd-primary" }}
-default_routing_key = "primary"
-timeout = "1s"
-[notifiers.ops]
-kind = "slack"
-url_file = "{{dir}}/slack-url"
-timeout = "1s"
-[paging]
-fallback = ["ops"]
-external_url = "https://nightshift.example"
-{extra}"#,
-        prometheus = prom_switch.url(),
-        pd = pd_switch.url(),
-    );
-    let mut daemon = Daemon::prepare(&config, env);
-    daemon.write_file("ingest", "faults-ingest\n");
-    daemon.write_file("admin", "faults-admin\n");
-    daemon.write_file("pd-primary", &format!("{ROUTING_KEY}\n"));
-    daemon.write_file("slack-url", &format!("{}\n", chat.url()));
-    let kubeconfig = kube.write_kubeconfig(daemon.dir.path());
-    std::fs::rename(kubeconfig, daemon.path("kubeconfig")).unwrap();
-    std::fs::create_dir_all(daemon.path("rules")).unwrap();
-    daemon.write_file("rules/faults.toml", &rules_text(&status));
-    let guard = before_spawn(&daemon);
-    daemon.spawn();
+    let guard = before_spawn(&stack.daemon);
+    stack.daemon.spawn();
     Setup {
         guard,
-        daemon,
-        runtime,
-        pd,
+        stack,
         pd_switch,
-        chat,
-        kube,
         prom_switch,
-        status,
-        _prometheus: prometheus,
     }
 }
 
@@ -466,16 +447,38 @@ impl Setup {
 
     fn wait_pd(&self, seconds: u64, check: impl Fn(&FakePagerDuty) -> bool) -> bool {
         self.runtime
-            .block_on(self.pd.wait_for(check, Duration::from_secs(seconds)))
+            .block_on(self.pd().wait_for(check, Duration::from_secs(seconds)))
     }
 
     /// Each group's page reached PagerDuty once: one accepted trigger, or two when the bundle
     /// was written after the page went out (the page is then sent again, same dedup key, with
     /// the bundle's link).
+    /// Wait (bounded) until no incident has an event left in the outbox (each one answered
+    /// or given up): the positive sign that nothing more will be sent, before a test asserts
+    /// how often something was.
+    fn wait_outbox_empty(&self, seconds: u64) {
+        let mut last = BTreeMap::new();
+        let empty = wait_for(Duration::from_secs(seconds), || {
+            last = self.incidents();
+            last.values()
+                .all(|incident| {
+                    incident["paging"]["events"]
+                        .as_array()
+                        .is_none_or(|events| events.iter().all(|e| e["state"] != "pending"))
+                })
+                .then_some(())
+        });
+        assert!(
+            empty.is_some(),
+            "events still pending:\n{last:#?}\n--- log ---\n{}",
+            self.daemon.log()
+        );
+    }
+
     fn assert_paged_once(&self, groups: &[String]) {
         for group in groups {
             let triggers: Vec<bool> = self
-                .pd
+                .pd()
                 .accepted_for(&dedup(group))
                 .into_iter()
                 .filter(|event| event.is_trigger())
@@ -678,7 +681,7 @@ fn pagerduty_fault(
         10,
         |v| v == 0.0,
     );
-    let before_triggers = setup.pd.accepted_for(&dedup(&before[0])).len();
+    let before_triggers = setup.pd().accepted_for(&dedup(&before[0])).len();
 
     fault(&setup);
     let during = groups("PdDuring", 3);
@@ -753,7 +756,7 @@ fn pagerduty_fault(
     setup.wait_metric("nightshift_notify_fallbacks_total", 15, |v| {
         v >= during.len() as f64
     });
-    let fell_back = setup.runtime.block_on(setup.chat.wait_for(
+    let fell_back = setup.runtime.block_on(setup.chat().wait_for(
         |chat| {
             during.iter().all(|g| {
                 chat.texts()
@@ -766,7 +769,7 @@ fn pagerduty_fault(
     assert!(
         fell_back,
         "{:?}\n{}",
-        setup.chat.texts(),
+        setup.chat().texts(),
         setup.daemon.log()
     );
     setup.assert_log(&["page handed to the fallback notifiers"]);
@@ -799,17 +802,17 @@ fn pagerduty_fault(
     setup.wait_incidents(&during, 10, paged_and_delivered);
     // The change events of the restarts arrive too, one per restart.
     assert!(setup.wait_pd(10, |pd| pd.accepted_changes().len() > during.len()));
-    std::thread::sleep(Duration::from_secs(2));
+    setup.wait_outbox_empty(20);
     if exactly_once {
-        assert_eq!(setup.pd.accepted_changes().len(), 1 + during.len());
+        assert_eq!(setup.pd().accepted_changes().len(), 1 + during.len());
         setup.assert_paged_once(&during);
     }
     assert_eq!(
-        setup.pd.accepted_for(&dedup(&before[0])).len(),
+        setup.pd().accepted_for(&dedup(&before[0])).len(),
         before_triggers,
         "the page sent before the fault is not sent again"
     );
-    setup.pd.assert_no_unexpected();
+    setup.pd().assert_no_unexpected();
 }
 
 #[test]
@@ -825,8 +828,8 @@ fn pagerduty_unreachable_pages_wait_in_the_outbox_go_to_the_fallback_and_are_del
 #[test]
 fn pagerduty_500_pages_wait_in_the_outbox_go_to_the_fallback_and_are_delivered_once() {
     pagerduty_fault(
-        |s| s.pd.set_mode(Mode::Error500),
-        |s| s.pd.set_mode(Mode::Accept),
+        |s| s.pd().set_mode(Mode::Error500),
+        |s| s.pd().set_mode(Mode::Accept),
         "PagerDuty error 500",
         true,
     );
@@ -835,8 +838,8 @@ fn pagerduty_500_pages_wait_in_the_outbox_go_to_the_fallback_and_are_delivered_o
 #[test]
 fn pagerduty_429_pages_wait_in_the_outbox_go_to_the_fallback_and_are_delivered_once() {
     pagerduty_fault(
-        |s| s.pd.set_mode(Mode::RateLimit429),
-        |s| s.pd.set_mode(Mode::Accept),
+        |s| s.pd().set_mode(Mode::RateLimit429),
+        |s| s.pd().set_mode(Mode::Accept),
         "PagerDuty rate limit (429)",
         true,
     );
@@ -845,8 +848,8 @@ fn pagerduty_429_pages_wait_in_the_outbox_go_to_the_fallback_and_are_delivered_o
 #[test]
 fn pagerduty_hanging_past_the_timeout_pages_wait_in_the_outbox_and_are_delivered_once() {
     pagerduty_fault(
-        |s| s.pd.set_mode(Mode::Hang),
-        |s| s.pd.set_mode(Mode::Accept),
+        |s| s.pd().set_mode(Mode::Hang),
+        |s| s.pd().set_mode(Mode::Accept),
         "no answer within 1s",
         true,
     );
@@ -857,8 +860,8 @@ fn pagerduty_hanging_past_the_timeout_pages_wait_in_the_outbox_and_are_delivered
 #[test]
 fn pagerduty_slow_past_the_timeout_pages_are_retried_and_delivered() {
     pagerduty_fault(
-        |s| s.pd.set_mode(Mode::Slow(Duration::from_millis(2500))),
-        |s| s.pd.set_mode(Mode::Accept),
+        |s| s.pd().set_mode(Mode::Slow(Duration::from_millis(2500))),
+        |s| s.pd().set_mode(Mode::Accept),
         "no answer within 1s",
         false,
     );
@@ -910,7 +913,7 @@ fn kubernetes_fault(fault: impl Fn(&FakeKube), expect: KubeFault) {
     let manifest = setup.manifest(seen[&before[0]]["id"].as_str().unwrap(), 20);
     assert_eq!(collector(&manifest, "logs")["status"], "ok", "{manifest:#}");
 
-    fault(&setup.kube);
+    fault(setup.kube());
     let probed = groups("KubeProbe", 2);
     let acted = groups("KubeAct", 1);
     let later = groups("KubeLater", 2);
@@ -1032,7 +1035,7 @@ fn kubernetes_fault(fault: impl Fn(&FakeKube), expect: KubeFault) {
     assert_eq!(ready.status, 200, "{}", ready.body);
 
     // Recovery: the next alert is probed, acted on and collected as before.
-    setup.kube.clear_faults();
+    setup.kube().clear_faults();
     std::thread::sleep(Duration::from_millis(1500));
     let after = groups("KubeAfter", 1);
     setup.alert("PodsDown", &after[0]);
@@ -1046,9 +1049,9 @@ fn kubernetes_fault(fault: impl Fn(&FakeKube), expect: KubeFault) {
     );
     let manifest = setup.manifest(seen[&after[0]]["id"].as_str().unwrap(), 20);
     assert_eq!(collector(&manifest, "logs")["status"], "ok", "{manifest:#}");
-    std::thread::sleep(Duration::from_secs(1));
+    setup.wait_outbox_empty(20);
     setup.assert_paged_once(&[before, probed, acted, after].concat());
-    setup.pd.assert_no_unexpected();
+    setup.pd().assert_no_unexpected();
 }
 
 #[test]
@@ -1202,9 +1205,9 @@ fn prometheus_down_probes_fail_safe_bundles_note_the_failed_collector_and_it_rec
         "ok",
         "{manifest:#}"
     );
-    std::thread::sleep(Duration::from_secs(1));
+    setup.wait_outbox_empty(20);
     setup.assert_paged_once(&[before, all, after].concat());
-    setup.pd.assert_no_unexpected();
+    setup.pd().assert_no_unexpected();
 }
 
 #[test]
@@ -1217,7 +1220,7 @@ fn a_status_page_timing_out_means_no_action_pages_at_once_and_it_recovers() {
     });
     assert_eq!(action_states(&seen[&before[0]]), ["run/done"]);
 
-    setup.status.set_delay(Duration::from_secs(3));
+    setup.status().set_delay(Duration::from_secs(3));
     let during = groups("StatusSlow", 3);
     let posted = Instant::now();
     for group in &during {
@@ -1254,7 +1257,7 @@ fn a_status_page_timing_out_means_no_action_pages_at_once_and_it_recovers() {
         );
     }
     assert_eq!(
-        setup.kube.writes().len(),
+        setup.kube().writes().len(),
         1,
         "only the restart from before the fault"
     );
@@ -1289,7 +1292,7 @@ fn a_status_page_timing_out_means_no_action_pages_at_once_and_it_recovers() {
     assert_eq!(ready.status, 200, "{}", ready.body);
 
     // Back: the next alert is confirmed and acted on.
-    setup.status.set_delay(Duration::ZERO);
+    setup.status().set_delay(Duration::ZERO);
     let after = groups("StatusAfter", 1);
     setup.alert("ProviderDown", &after[0]);
     let seen = setup.wait_incidents(&after, 20, |i| paged_and_delivered(i) && settled_actions(i));
@@ -1301,9 +1304,9 @@ fn a_status_page_timing_out_means_no_action_pages_at_once_and_it_recovers() {
         "ok",
         "{manifest:#}"
     );
-    std::thread::sleep(Duration::from_secs(1));
+    setup.wait_outbox_empty(20);
     setup.assert_paged_once(&[before, during, after].concat());
-    setup.pd.assert_no_unexpected();
+    setup.pd().assert_no_unexpected();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1431,9 +1434,9 @@ fn store_fault(
     let all: Vec<String> = [before, refused].concat();
     setup.wait_incidents(&all, 30, |i| decided(i) && paged_and_delivered(i));
     assert_eq!(setup.incidents().len(), all.len());
-    std::thread::sleep(Duration::from_secs(1));
+    setup.wait_outbox_empty(20);
     setup.assert_paged_once(&all);
-    setup.pd.assert_no_unexpected();
+    setup.pd().assert_no_unexpected();
 }
 
 /// While the store stays failing, /readyz stays 503, `nightshift_store_writable` stays 0, the
@@ -1485,7 +1488,7 @@ fn store_stays_failing(
         Some(1.0)
     );
     let triggers: Vec<_> = setup
-        .pd
+        .pd()
         .accepted_for(STORE_PAGE)
         .into_iter()
         .filter(|e| e.is_trigger())
@@ -1509,15 +1512,16 @@ fn store_stays_failing(
 
 /// Reload `[store] max_size_bytes` and wait until the store writer applied it.
 fn cap_store(setup: &Setup, config: &str, max_bytes: u64) {
-    let response = setup.reload_with(config, &format!("[store]\nmax_size_bytes = {max_bytes}\n"));
-    assert_eq!(response.status, 200, "{}", response.body);
     let applied = if max_bytes == 0 {
         "store size not capped max_bytes=0".to_owned()
     } else {
         format!("store size cap applied max_bytes={max_bytes} ")
     };
     let count = |log: &str| log.matches(&applied).count();
+    // Counted before the reload: the writer may apply the cap before the reload answers.
     let before = count(&setup.daemon.log());
+    let response = setup.reload_with(config, &format!("[store]\nmax_size_bytes = {max_bytes}\n"));
+    assert_eq!(response.status, 200, "{}", response.body);
     let seen = wait_for(Duration::from_secs(10), || {
         (count(&setup.daemon.log()) > before).then_some(())
     });
@@ -1683,7 +1687,7 @@ fn a_store_on_a_full_disk_refuses_with_503_loses_nothing_and_recovers_by_itself(
 /// The runbook with a typo in a condition (`probe.status.indicatr`), and the line its error is
 /// reported at: the `[[rule.branch]]` holding it (two lines above the `when`).
 fn broken_rules(setup: &Setup) -> (String, usize) {
-    let good = rules_text(&setup.status);
+    let good = rules_text(setup.status());
     let broken = good.replace(
         "when = 'probe.status.indicator == \"none\"'",
         "when = 'probe.status.indicatr == \"none\"'",
@@ -1809,7 +1813,7 @@ fn a_broken_rule_file_on_reload_keeps_the_running_rules_and_says_where() {
     // Fixed: the reload succeeds and every signal clears.
     setup
         .daemon
-        .write_file("rules/faults.toml", &rules_text(&setup.status));
+        .write_file("rules/faults.toml", &rules_text(setup.status()));
     let response = reload(&setup);
     assert_eq!(response.status, 200, "{}", response.body);
     let metrics = setup.metrics();
@@ -1857,7 +1861,7 @@ fn after_a_refused_rule_reload_the_rules_metric_and_readyz_say_the_files_are_not
 fn a_restart_the_api_server_refuses_is_logged_with_its_error() {
     let setup = setup("");
     for (method, path) in kube_paths() {
-        setup.kube.fail(method, &path, 403);
+        setup.kube().fail(method, &path, 403);
     }
     let group = groups("LogAct", 1);
     setup.alert("ProviderDown", &group[0]);
@@ -1876,7 +1880,7 @@ fn a_restart_the_api_server_refuses_is_logged_with_its_error() {
 #[test]
 fn a_failed_probe_says_which_dependency_failed_and_why() {
     let setup = setup("");
-    setup.status.set_delay(Duration::from_secs(3));
+    setup.status().set_delay(Duration::from_secs(3));
     let group = groups("ProbeLog", 1);
     setup.alert("ProviderDown", &group[0]);
     setup.wait_incidents(&group, 20, decided);
@@ -1934,7 +1938,7 @@ fn log_lines_name_the_incident_they_are_about() {
 fn evidence_is_collected_again_once_the_api_server_is_back() {
     let setup = setup_with("", &[("NIGHTSHIFT_BUNDLES__SHARE_FOR", "5m")], |_| None);
     for (method, path) in kube_paths() {
-        setup.kube.fail(method, &path, 500);
+        setup.kube().fail(method, &path, 500);
     }
     let during = groups("ShareDuring", 1);
     setup.alert("PodsDown", &during[0]);
@@ -1946,7 +1950,7 @@ fn evidence_is_collected_again_once_the_api_server_is_back() {
         "{manifest:#}"
     );
 
-    setup.kube.clear_faults();
+    setup.kube().clear_faults();
     let after = groups("ShareAfter", 1);
     setup.alert("PodsDown", &after[0]);
     let seen = setup.wait_incidents(&after, 20, decided);

@@ -478,3 +478,124 @@ fn an_oversized_value_is_truncated_and_its_notification_accepted() {
     assert!(warning.contains("description"), "{warning}");
     assert!(!log.contains(&"y".repeat(100)), "the value is never logged");
 }
+
+/// One line of an `strace -f` log: the thread, and the rest.
+fn traced(line: &str) -> Option<(&str, &str)> {
+    line.split_once(' ')
+        .map(|(thread, call)| (thread, call.trim_start()))
+}
+
+/// Whether `call` is a synchronisation (fsync or fdatasync) of the store's write-ahead log.
+fn syncs_the_wal(call: &str) -> bool {
+    (call.starts_with("fsync(") || call.starts_with("fdatasync("))
+        && call.contains("nightshift.db-wal>")
+}
+
+/// The webhook's 200 leaves only after the write-ahead log holding it reached the disk: the
+/// daemon runs under strace, which logs every fsync/fdatasync and every read and write of the
+/// daemon's threads in the order the kernel saw them, and between the read of the POST and
+/// the write of `HTTP/1.1 200` there must be a completed sync of `nightshift.db-wal`. Observed,
+/// not inferred from the PRAGMAs the store sets.
+#[test]
+fn a_webhook_is_answered_200_only_after_its_write_ahead_log_is_synced() {
+    let version = std::process::Command::new("strace").arg("-V").output();
+    assert!(
+        version.is_ok_and(|output| output.status.success()),
+        "no strace (Debian package strace; scripts/test.sh installs it)"
+    );
+    let mut daemon = Daemon::prepare("", &[]);
+    let trace = daemon.path("strace.log");
+    daemon.wrapper = [
+        "strace",
+        "-f",
+        "-qq",
+        "-yy",
+        "-s",
+        "48",
+        "-e",
+        "trace=fsync,fdatasync,read,recvfrom,recvmsg,write,writev,sendto,sendmsg",
+        "-o",
+    ]
+    .iter()
+    .map(|arg| (*arg).to_owned())
+    .chain([trace.display().to_string()])
+    .collect();
+    daemon.spawn();
+    let body = webhook(
+        "Durable",
+        &[("Durable", "d-1", "firing", "2026-11-28T03:00:00Z")],
+        0,
+    );
+    let response = client().post(
+        &format!("{}/webhook", daemon.base),
+        &[JSON],
+        body.as_bytes(),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    // Stop the daemon (strace follows it out and flushes its log).
+    let pid = daemon.wrapped_pid().expect("the daemon under strace");
+    // SAFETY: signalling our own child's child, the daemon.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let exited = wait_for(Duration::from_secs(20), || daemon.try_wait());
+    assert!(exited.is_some(), "strace did not exit:\n{}", daemon.log());
+    let log = std::fs::read_to_string(&trace).expect("strace's log");
+    let lines: Vec<&str> = log.lines().collect();
+
+    let request = lines
+        .iter()
+        .position(|line| {
+            traced(line).is_some_and(|(_, call)| {
+                (call.starts_with("read(") || call.starts_with("recv"))
+                    && call.contains("\"POST /webhook")
+            })
+        })
+        .unwrap_or_else(|| panic!("the POST was never read:\n{log}"));
+    let answer = lines
+        .iter()
+        .enumerate()
+        .skip(request)
+        .find(|(_, line)| {
+            traced(line).is_some_and(|(_, call)| {
+                (call.starts_with("write") || call.starts_with("send"))
+                    && call.contains("HTTP/1.1 200")
+            })
+        })
+        .map(|(index, _)| index)
+        .unwrap_or_else(|| panic!("the 200 was never written:\n{log}"));
+    // Syncs of the WAL that completed between the two: a sync is complete on its own line
+    // (`fdatasync(7</…/nightshift.db-wal>) = 0`) or where strace resumes it for its thread.
+    let mut pending: Vec<&str> = Vec::new();
+    let mut synced = 0;
+    for line in &lines[request..answer] {
+        let Some((thread, call)) = traced(line) else {
+            continue;
+        };
+        if syncs_the_wal(call) {
+            if call.ends_with("<unfinished ...>") {
+                pending.push(thread);
+            } else if call.ends_with("= 0") {
+                synced += 1;
+            }
+        } else if (call.starts_with("<... fsync resumed>")
+            || call.starts_with("<... fdatasync resumed>"))
+            && call.ends_with("= 0")
+            && let Some(index) = pending.iter().position(|t| *t == thread)
+        {
+            pending.remove(index);
+            synced += 1;
+        }
+    }
+    assert!(
+        synced >= 1,
+        "the 200 (line {answer}) was written with no completed sync of the WAL since the \
+         POST was read (line {request}):\n{}",
+        lines[request..=answer].join("\n")
+    );
+    // The notification is in the store that was synced.
+    let mut daemon = daemon;
+    daemon.wrapper.clear();
+    daemon.spawn();
+    assert_eq!(stored_notifications(&daemon), 1);
+}

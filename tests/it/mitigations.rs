@@ -8,72 +8,27 @@ use crate::common::*;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::fakes::kube::FakeKube;
-use crate::fakes::statuspage::FakeStatuspage;
-
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const TOKEN: &str = "Bearer e2e-ingest";
 
-struct Setup {
-    _runtime: tokio::runtime::Runtime,
-    kube: FakeKube,
-    page: FakeStatuspage,
-    daemon: Daemon,
-}
-
 /// The daemon with the shipped Vast.ai runbook (status page pointed at a fake), a fake API
 /// server holding deployment vastai/vastai-integration, and `extra` config.
-fn setup(extra: &str, ingest_token: bool) -> Setup {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let kube = runtime.block_on(FakeKube::start());
-    kube.put(fakes::kube::workload(
+fn setup(extra: &str, ingest_token: bool) -> Stack {
+    let stack = Stack::builder()
+        .vastai_runbook()
+        .kubernetes(&["vastai"])
+        .ingest_token(ingest_token)
+        // Bundles have their own tests (tests/it/bundles.rs); here the API server's requests
+        // are the actions' alone.
+        .extra(&format!("[bundles]\nenabled = false\n{extra}"))
+        .start();
+    stack.kube().put(fakes::kube::workload(
         "Deployment",
         "vastai",
         "vastai-integration",
         &[("app", "vastai")],
     ));
-    let page = runtime.block_on(FakeStatuspage::start());
-    let auth = if ingest_token {
-        "[auth]\ningest_token_file = \"{dir}/ingest\"\nadmin_token_file = \"{dir}/admin\"\n"
-    } else {
-        ""
-    };
-    let mut daemon = Daemon::prepare(
-        &format!(
-            // Bundles have their own tests (tests/it/bundles.rs); here the API server's requests
-            // are the actions' alone.
-            "[rules]\ndir = \"{{dir}}/rules\"\n[kubernetes]\nkubeconfig = \"{{dir}}/kubeconfig\"\nnamespaces = [\"vastai\"]\n[bundles]\nenabled = false\n{auth}{extra}"
-        ),
-        &[],
-    );
-    daemon.write_file("ingest", "e2e-ingest\n");
-    daemon.write_file("admin", "e2e-admin\n");
-    let kubeconfig = kube.write_kubeconfig(daemon.dir.path());
-    std::fs::rename(kubeconfig, daemon.path("kubeconfig")).unwrap();
-    std::fs::create_dir_all(daemon.path("rules")).unwrap();
-    let runbook = std::fs::read_to_string(Path::new(ROOT).join("rules/vastai.toml")).unwrap();
-    let status_base = page.url().replace("/api/v2/status.json", "");
-    daemon.write_file(
-        "rules/vastai.toml",
-        &runbook.replace("https://status.vast.ai", &status_base),
-    );
-    // The runbook's [[test]] cases name payload files; they load with it.
-    std::fs::create_dir_all(daemon.path("rules/payloads")).unwrap();
-    for entry in std::fs::read_dir(Path::new(ROOT).join("rules/payloads")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(
-            entry.path(),
-            daemon.path("rules/payloads").join(entry.file_name()),
-        )
-        .unwrap();
-    }
-    daemon.spawn();
-    Setup {
-        _runtime: runtime,
-        kube,
-        page,
-        daemon,
-    }
+    stack
 }
 
 /// A web server on 127.0.0.1 that records every request and answers with `answer(request)`.
@@ -81,18 +36,15 @@ fn recording_server(
     runtime: &tokio::runtime::Runtime,
     answer: fn(&fakes::Recorded) -> String,
 ) -> (fakes::Journal, fakes::Server) {
+    use axum::response::IntoResponse;
     let journal = fakes::Journal::default();
-    let router = {
-        let journal = journal.clone();
-        axum::Router::new().fallback(move |request: axum::http::Request<axum::body::Body>| {
-            let journal = journal.clone();
-            async move {
-                let recorded = journal.record(request).await;
-                answer(&recorded)
-            }
-        })
-    };
-    let server = runtime.block_on(fakes::Server::start(router));
+    let server = runtime.block_on(fakes::Server::serve(
+        journal.clone(),
+        move |journal, request| async move {
+            let recorded = journal.record(request).await;
+            answer(&recorded).into_response()
+        },
+    ));
     (journal, server)
 }
 
@@ -102,17 +54,12 @@ fn unreachable_payload() -> String {
         .unwrap()
 }
 
-fn post(setup: &Setup, body: &str) {
-    let response = client().post(
-        &format!("{}/webhook", setup.daemon.base),
-        &[JSON, ("Authorization", TOKEN)],
-        body.as_bytes(),
-    );
-    assert_eq!(response.status, 200, "{}", response.body);
+fn post(setup: &Stack, body: &str) {
+    setup.post_webhook(body);
 }
 
 /// Every action recorded for every incident, once `count` of them exist.
-fn actions(setup: &Setup, count: usize) -> Vec<serde_json::Value> {
+fn actions(setup: &Stack, count: usize) -> Vec<serde_json::Value> {
     wait_for(Duration::from_secs(30), || {
         let list = client()
             .get(
@@ -136,9 +83,9 @@ fn actions(setup: &Setup, count: usize) -> Vec<serde_json::Value> {
     .unwrap_or_else(|| panic!("no {count} settled action(s):\n{}", setup.daemon.log()))
 }
 
-fn env_of(setup: &Setup) -> serde_json::Value {
+fn env_of(setup: &Stack) -> serde_json::Value {
     let object = setup
-        .kube
+        .kube()
         .workload_object("Deployment", "vastai", "vastai-integration")
         .unwrap();
     object["spec"]["template"]["spec"]["containers"][0]["env"].clone()
@@ -147,7 +94,7 @@ fn env_of(setup: &Setup) -> serde_json::Value {
 #[test]
 fn a_provider_outage_enables_the_fallback_on_the_deployment() {
     let setup = setup("[actions]\nmode = \"enforce\"\n", true);
-    setup.page.set_indicator("major", "Partial API outage");
+    setup.status().set_indicator("major", "Partial API outage");
     let payload = unreachable_payload();
     post(&setup, &payload);
     let actions = actions(&setup, 1);
@@ -161,22 +108,25 @@ fn a_provider_outage_enables_the_fallback_on_the_deployment() {
         env_of(&setup),
         serde_json::json!([{"name": "VASTAI_FALLBACK", "value": "true"}])
     );
-    let writes = setup.kube.writes();
+    let writes = setup.kube().writes();
     assert_eq!(writes.len(), 1);
     assert_eq!(
         fakes::kube::content_type(&writes[0]),
         "application/strategic-merge-patch+json"
     );
-    // The same payload again (an Alertmanager retry) does nothing new.
+    // The same payload again (an Alertmanager retry) does nothing new: once it is
+    // reconciled and nothing is left to do, still one write.
     post(&setup, &payload);
-    std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(setup.kube.writes().len(), 1);
+    setup.wait_settled(2);
+    assert_eq!(setup.kube().writes().len(), 1);
 }
 
 #[test]
 fn a_storm_for_one_deployment_restarts_it_once() {
     let setup = setup("[actions]\nmode = \"enforce\"\n", true);
-    setup.page.set_indicator("none", "All Systems Operational");
+    setup
+        .status()
+        .set_indicator("none", "All Systems Operational");
     // 40 incidents of our side, in 4 groups, all asking to restart the same deployment.
     for group in 0..4 {
         let alerts: Vec<(String, String)> = (0..10)
@@ -210,10 +160,10 @@ fn a_storm_for_one_deployment_restarts_it_once() {
         .filter(|a| a["verdict"] == "cooldown" || a["verdict"] == "in_flight")
         .count();
     assert_eq!(skipped, 39);
-    let patches = setup.kube.writes();
+    let patches = setup.kube().writes();
     assert_eq!(patches.len(), 1, "exactly one restart patch");
     let object = setup
-        .kube
+        .kube()
         .workload_object("Deployment", "vastai", "vastai-integration")
         .unwrap();
     let annotations = &object["spec"]["template"]["metadata"]["annotations"];
@@ -230,14 +180,14 @@ fn a_storm_for_one_deployment_restarts_it_once() {
 #[test]
 fn dry_run_is_the_default_and_changes_nothing() {
     let setup = setup("", true);
-    setup.page.set_indicator("major", "Partial API outage");
+    setup.status().set_indicator("major", "Partial API outage");
     let payload = unreachable_payload();
     post(&setup, &payload);
     let actions = actions(&setup, 1);
     assert_eq!(actions[0]["verdict"], "dry_run");
     assert_eq!(actions[0]["verdict_detail"]["would"]["verdict"], "run");
     assert_eq!(actions[0]["state"], "skipped");
-    assert!(setup.kube.writes().is_empty(), "nothing was changed");
+    assert!(setup.kube().writes().is_empty(), "nothing was changed");
     let metrics = client()
         .get(&format!("{}/metrics", setup.daemon.base), &[])
         .body;
@@ -267,7 +217,7 @@ fn enforce_with_the_webhook_opened_is_refused_at_start() {
 #[test]
 fn pause_stops_every_action_until_resume() {
     let setup = setup("[actions]\nmode = \"enforce\"\n", true);
-    setup.page.set_indicator("major", "Partial API outage");
+    setup.status().set_indicator("major", "Partial API outage");
     let paused = setup
         .daemon
         .cli(&["pause", "--for", "1h", "--reason", "deploy freeze"]);
@@ -285,7 +235,7 @@ fn pause_stops_every_action_until_resume() {
     let actions = actions(&setup, 1);
     assert_eq!(actions[0]["verdict"], "paused", "{actions:#?}");
     assert_eq!(actions[0]["verdict_detail"]["why"], "deploy freeze");
-    assert!(setup.kube.writes().is_empty());
+    assert!(setup.kube().writes().is_empty());
     let resumed = setup.daemon.cli(&["resume"]);
     assert!(resumed.status.success(), "{resumed:?}");
     let metrics = client()
@@ -297,26 +247,38 @@ fn pause_stops_every_action_until_resume() {
 #[test]
 fn a_crash_between_started_and_finished_is_settled_by_read_back_not_repeated() {
     let mut setup = setup("[actions]\nmode = \"enforce\"\n", true);
-    setup.page.set_indicator("none", "All Systems Operational");
+    setup
+        .status()
+        .set_indicator("none", "All Systems Operational");
     // The restart patch lands, but its answer is held back long enough to kill nightshift
     // while the action is marked started.
     let path = fakes::kube::workload_path("Deployment", "vastai", "vastai-integration");
     setup
-        .kube
+        .kube()
         .delay_after_apply(axum::http::Method::PATCH, &path, Duration::from_secs(20));
     let payload = unreachable_payload();
     post(&setup, &payload);
     let applied = wait_for(Duration::from_secs(20), || {
-        (!setup.kube.writes().is_empty()).then_some(())
+        (!setup.kube().writes().is_empty()).then_some(())
     });
     assert!(
         applied.is_some(),
         "the restart was sent:\n{}",
         setup.daemon.log()
     );
-    std::thread::sleep(Duration::from_millis(200));
+    // The fake records a patch when it arrives and applies it after; the crash comes once
+    // the change is in place (its answer is still held back).
+    let landed = wait_for(Duration::from_secs(10), || {
+        let object = setup
+            .kube()
+            .workload_object("Deployment", "vastai", "vastai-integration")?;
+        object["spec"]["template"]["metadata"]["annotations"]["nightshift.io/action-key"]
+            .is_string()
+            .then_some(())
+    });
+    assert!(landed.is_some(), "{}", setup.daemon.log());
     setup.daemon.kill9();
-    setup.kube.clear_faults();
+    setup.kube().clear_faults();
     setup.daemon.spawn();
     let actions = actions(&setup, 1);
     assert_eq!(actions.len(), 1);
@@ -331,27 +293,30 @@ fn a_crash_between_started_and_finished_is_settled_by_read_back_not_repeated() {
             .log()
             .contains("settled an action left started by a crash")
     );
-    // Re-deliveries after the restart change nothing: one restart in all.
+    // Re-deliveries after the restart change nothing: one restart in all (the first
+    // notification this process reconciled).
     post(&setup, &payload);
-    std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(setup.kube.writes().len(), 1, "never run twice");
+    setup.wait_settled(1);
+    assert_eq!(setup.kube().writes().len(), 1, "never run twice");
 }
 
 #[test]
 fn an_action_that_did_not_land_before_the_crash_is_escalated_not_retried() {
     let mut setup = setup("[actions]\nmode = \"enforce\"\n", true);
-    setup.page.set_indicator("none", "All Systems Operational");
+    setup
+        .status()
+        .set_indicator("none", "All Systems Operational");
     // The API server hangs on the workload read, so the action is started but nothing was
     // changed when nightshift dies.
     let path = fakes::kube::workload_path("Deployment", "vastai", "vastai-integration");
     setup
-        .kube
+        .kube()
         .delay(axum::http::Method::GET, &path, Duration::from_secs(20));
     let payload = unreachable_payload();
     post(&setup, &payload);
     let started = wait_for(Duration::from_secs(20), || {
         setup
-            .kube
+            .kube()
             .calls()
             .iter()
             .any(|c| c.starts_with("GET"))
@@ -359,7 +324,7 @@ fn an_action_that_did_not_land_before_the_crash_is_escalated_not_retried() {
     });
     assert!(started.is_some(), "{}", setup.daemon.log());
     setup.daemon.kill9();
-    setup.kube.clear_faults();
+    setup.kube().clear_faults();
     setup.daemon.spawn();
     let actions = actions(&setup, 1);
     assert_eq!(actions[0]["state"], "failed", "{actions:#?}");
@@ -369,8 +334,9 @@ fn an_action_that_did_not_land_before_the_crash_is_escalated_not_retried() {
             .unwrap()
             .contains("read-back shows the change absent")
     );
-    std::thread::sleep(Duration::from_millis(800));
-    assert!(setup.kube.writes().is_empty(), "not retried blindly");
+    // Everything the restarted daemon had to do is done, and it wrote nothing.
+    setup.wait_settled(0);
+    assert!(setup.kube().writes().is_empty(), "not retried blindly");
 }
 
 #[test]
@@ -508,7 +474,7 @@ fn alert_body(group: &str, alertname: &str, status: &str) -> String {
     .to_string()
 }
 
-fn fallback_value(setup: &Setup) -> Option<String> {
+fn fallback_value(setup: &Stack) -> Option<String> {
     env_of(setup)
         .as_array()
         .into_iter()
@@ -520,7 +486,7 @@ fn fallback_value(setup: &Setup) -> Option<String> {
 #[test]
 fn two_incidents_hold_one_change_and_it_is_reverted_once_after_both_resolve() {
     let setup = setup("[actions]\nmode = \"enforce\"\nmin_hold = \"1s\"\n", true);
-    setup.page.set_indicator("major", "Partial API outage");
+    setup.status().set_indicator("major", "Partial API outage");
     post(&setup, &alert_body("a", "VastaiApiUnreachable", "firing"));
     post(&setup, &alert_body("b", "VastaiServerErrors", "firing"));
     let actions = actions(&setup, 2);
@@ -534,13 +500,26 @@ fn two_incidents_hold_one_change_and_it_is_reverted_once_after_both_resolve() {
     );
     assert_eq!(fallback_value(&setup).as_deref(), Some("true"));
     assert_eq!(
-        setup.kube.writes().len(),
+        setup.kube().writes().len(),
         1,
         "the second incident only holds the change"
     );
-    // The first resolves: the other still holds it.
+    // The first resolves: the other still holds it. Once the resolve is processed (its
+    // transition done; holds are released in the step before), the hold is still held, so
+    // no revert is due however long the 1 s minimum hold has passed.
     post(&setup, &alert_body("a", "VastaiApiUnreachable", "resolved"));
-    std::thread::sleep(Duration::from_millis(2500));
+    let processed = wait_for(Duration::from_secs(20), || {
+        setup
+            .incidents()
+            .iter()
+            .filter(|i| i["alertname"] == "VastaiApiUnreachable")
+            .any(|i| transition_done(&setup.incident(i["id"].as_str().unwrap()), "resolved"))
+            .then_some(())
+    });
+    assert!(processed.is_some(), "{}", setup.daemon.log());
+    let held = holds(&setup);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].0, "held", "{held:?}");
     assert_eq!(
         fallback_value(&setup).as_deref(),
         Some("true"),
@@ -552,25 +531,30 @@ fn two_incidents_hold_one_change_and_it_is_reverted_once_after_both_resolve() {
         fallback_value(&setup).is_none().then_some(())
     });
     assert!(reverted.is_some(), "reverted:\n{}", setup.daemon.log());
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(setup.kube.writes().len(), 2, "one change, one revert");
+    // The revert is recorded and nothing else is pending: still one change, one revert.
+    let recorded = wait_for(Duration::from_secs(10), || {
+        (holds(&setup)[0].0 == "reverted").then_some(())
+    });
+    assert!(recorded.is_some(), "{:?}", holds(&setup));
+    setup.wait_settled(4);
+    assert_eq!(setup.kube().writes().len(), 2, "one change, one revert");
 }
 
 #[test]
 fn a_human_change_since_is_left_alone() {
     let setup = setup("[actions]\nmode = \"enforce\"\nmin_hold = \"1s\"\n", true);
-    setup.page.set_indicator("major", "Partial API outage");
+    setup.status().set_indicator("major", "Partial API outage");
     post(&setup, &alert_body("a", "VastaiApiUnreachable", "firing"));
     actions(&setup, 1);
     assert_eq!(fallback_value(&setup).as_deref(), Some("true"));
     // Someone sets it by hand to something else.
     let mut object = setup
-        .kube
+        .kube()
         .workload_object("Deployment", "vastai", "vastai-integration")
         .unwrap();
     object["spec"]["template"]["spec"]["containers"][0]["env"] =
         serde_json::json!([{"name": "VASTAI_FALLBACK", "value": "manual"}]);
-    setup.kube.put(object);
+    setup.kube().put(object);
     post(&setup, &alert_body("a", "VastaiApiUnreachable", "resolved"));
     let left = wait_for(Duration::from_secs(20), || {
         setup.daemon.log().contains("state=\"left\"").then_some(())
@@ -581,7 +565,7 @@ fn a_human_change_since_is_left_alone() {
         Some("manual"),
         "the human wins"
     );
-    assert_eq!(setup.kube.writes().len(), 1);
+    assert_eq!(setup.kube().writes().len(), 1);
 }
 
 #[test]
@@ -713,7 +697,9 @@ fn a_mitigation_is_judged_once_its_verify_window_has_passed() {
         b"",
     );
     assert_eq!(reload.status, 200, "{}", reload.body);
-    setup.page.set_indicator("none", "All Systems Operational");
+    setup
+        .status()
+        .set_indicator("none", "All Systems Operational");
     // Still firing after the window: did not help.
     post(&setup, &alert_body("a", "VastaiApiUnreachable", "firing"));
     let verified = wait_for(Duration::from_secs(20), || {
@@ -739,26 +725,31 @@ fn a_mitigation_is_judged_once_its_verify_window_has_passed() {
 #[test]
 fn an_env_change_interrupted_by_a_crash_is_settled_by_reading_the_env_back() {
     let mut setup = setup("[actions]\nmode = \"enforce\"\n", true);
-    setup.page.set_indicator("major", "Partial API outage");
+    setup.status().set_indicator("major", "Partial API outage");
     let path = fakes::kube::workload_path("Deployment", "vastai", "vastai-integration");
     setup
-        .kube
+        .kube()
         .delay_after_apply(axum::http::Method::PATCH, &path, Duration::from_secs(20));
     post(&setup, &alert_body("a", "VastaiApiUnreachable", "firing"));
     let applied = wait_for(Duration::from_secs(20), || {
-        (!setup.kube.writes().is_empty()).then_some(())
+        (!setup.kube().writes().is_empty()).then_some(())
     });
     assert!(applied.is_some(), "{}", setup.daemon.log());
-    std::thread::sleep(Duration::from_millis(200));
+    // The fake applies the patch after recording it: crash once the change is in place
+    // (its answer is still held back).
+    let landed = wait_for(Duration::from_secs(10), || {
+        (fallback_value(&setup).as_deref() == Some("true")).then_some(())
+    });
+    assert!(landed.is_some(), "{}", setup.daemon.log());
     setup.daemon.kill9();
-    setup.kube.clear_faults();
+    setup.kube().clear_faults();
     setup.daemon.spawn();
     let actions = actions(&setup, 1);
     assert_eq!(actions[0]["action"], "fallback");
     assert_eq!(actions[0]["state"], "done", "{actions:#?}");
     assert_eq!(actions[0]["result"]["detail"]["settled_by_read_back"], true);
     assert_eq!(fallback_value(&setup).as_deref(), Some("true"));
-    assert_eq!(setup.kube.writes().len(), 1, "never run twice");
+    assert_eq!(setup.kube().writes().len(), 1, "never run twice");
 }
 
 #[test]
@@ -793,7 +784,7 @@ revert_on_resolve = true
     assert_eq!(reload.status, 200, "{}", reload.body);
     let replicas = || {
         setup
-            .kube
+            .kube()
             .workload_object("Deployment", "vastai", "vastai-integration")
             .unwrap()["spec"]["replicas"]
             .as_i64()
@@ -827,7 +818,7 @@ fn an_action_planned_but_never_started_before_a_crash_does_not_block_its_target(
         .unwrap();
     }
     setup.daemon.spawn();
-    setup.page.set_indicator("major", "Partial API outage");
+    setup.status().set_indicator("major", "Partial API outage");
     post(&setup, &alert_body("a", "VastaiApiUnreachable", "firing"));
     let actions = actions(&setup, 1);
     assert_eq!(
@@ -848,12 +839,7 @@ fn an_action_planned_but_never_started_before_a_crash_does_not_block_its_target(
 /// set_env action) under `config`, as text and as JSON.
 fn explain_under(config: &str) -> (String, serde_json::Value) {
     let daemon = Daemon::prepare(config, &[]);
-    std::fs::create_dir_all(daemon.path("rules")).unwrap();
-    std::fs::copy(
-        Path::new(ROOT).join("rules/vastai.toml"),
-        daemon.path("rules/vastai.toml"),
-    )
-    .unwrap();
+    install_vastai_runbook(&daemon.path("rules"), None, None);
     daemon.write_file("ingest", "e2e-ingest\n");
     daemon.write_file("pd-primary", "pdroutingkey0123456789abcdef0123\n");
     let payload = daemon.write_file("payload.json", &unreachable_payload());
@@ -1046,4 +1032,153 @@ fn explain_reads_a_bundle_alert_json_and_an_incident_as_their_webhook() {
     for shape in ["webhook body", "alert.json", "incidents show ID --json"] {
         assert!(stderr.contains(shape), "{stderr}");
     }
+}
+
+/// Milliseconds since the Unix epoch, the unit the store keeps times in.
+fn epoch_millis(time: std::time::SystemTime) -> i64 {
+    let since = time.duration_since(std::time::UNIX_EPOCH).unwrap();
+    i64::try_from(since.as_millis()).unwrap()
+}
+
+/// The state directory's holds, read-only while the daemon runs: (state, changed_at,
+/// release_after) of each.
+fn holds(setup: &Stack) -> Vec<(String, i64, Option<i64>)> {
+    let db = rusqlite::Connection::open_with_flags(
+        setup.daemon.state_dir().join("nightshift.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut statement = db
+        .prepare("SELECT state, changed_at, release_after FROM holds ORDER BY id")
+        .unwrap();
+    statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn a_change_stays_for_the_minimum_hold_after_it_was_made_then_is_reverted() {
+    const MIN_HOLD_MS: i64 = 8_000;
+    let setup = setup("[actions]\nmode = \"enforce\"\nmin_hold = \"8s\"\n", true);
+    setup.status().set_indicator("major", "Partial API outage");
+    post(&setup, &alert_body("a", "VastaiApiUnreachable", "firing"));
+    let actions = actions(&setup, 1);
+    assert_eq!(actions[0]["state"], "done", "{actions:#?}");
+    assert_eq!(fallback_value(&setup).as_deref(), Some("true"));
+    // It resolves at once: the positive sign that the resolve was processed is its
+    // transition marked done (the holds are released in the step before).
+    post(&setup, &alert_body("a", "VastaiApiUnreachable", "resolved"));
+    let id = setup.incidents()[0]["id"].as_str().unwrap().to_owned();
+    let processed = wait_for(Duration::from_secs(20), || {
+        transition_done(&setup.incident(&id), "resolved").then_some(())
+    });
+    assert!(processed.is_some(), "{}", setup.daemon.log());
+    let looked_at = epoch_millis(std::time::SystemTime::now());
+    let released = holds(&setup);
+    assert_eq!(released.len(), 1, "{released:?}");
+    let (state, changed_at, release_after) = released[0].clone();
+    // Reverted already only if the hold ran out meanwhile (a very slow machine).
+    assert!(
+        state == "releasing" || looked_at >= changed_at + MIN_HOLD_MS,
+        "{released:?}"
+    );
+    let release_after = release_after.expect("a release time");
+    assert!(
+        release_after >= changed_at + MIN_HOLD_MS,
+        "released before the minimum hold: {released:?}"
+    );
+    if looked_at < release_after {
+        assert_eq!(
+            fallback_value(&setup).as_deref(),
+            Some("true"),
+            "still held"
+        );
+        assert_eq!(setup.kube().writes().len(), 1);
+    }
+    // Reverted once the minimum hold has passed, and not a moment before.
+    let reverted = wait_for(Duration::from_secs(40), || {
+        fallback_value(&setup).is_none().then_some(())
+    });
+    assert!(
+        reverted.is_some(),
+        "never reverted:\n{}",
+        setup.daemon.log()
+    );
+    let writes = setup.kube().writes();
+    assert_eq!(writes.len(), 2, "one change, one revert");
+    let revert_at = epoch_millis(writes[1].received);
+    assert!(
+        revert_at >= changed_at + MIN_HOLD_MS,
+        "reverted {} ms after the change, before the {MIN_HOLD_MS} ms minimum hold",
+        revert_at - changed_at
+    );
+    let settled = wait_for(Duration::from_secs(10), || {
+        (holds(&setup)[0].0 == "reverted").then_some(())
+    });
+    assert!(settled.is_some(), "{:?}", holds(&setup));
+}
+
+const SHADOW_RULES: &str = r#"
+[runbook]
+name = "capacity"
+[[rule]]
+name = "queue-backlog"
+matchers = ['alertname="QueueBacklog"']
+severity = "P3"
+shadow = true
+[[rule.branch]]
+name = "scale-out"
+otherwise = true
+actions = ["scale-out"]
+[action.scale-out]
+kind = "kubernetes.scale"
+namespace = "vastai"
+workload = "deployment/vastai-integration"
+replicas = 5
+"#;
+
+#[test]
+fn a_shadow_rule_from_a_rule_file_records_its_action_and_changes_nothing_while_others_enforce() {
+    let setup = setup("[actions]\nmode = \"enforce\"\n", true);
+    setup.daemon.write_file("rules/capacity.toml", SHADOW_RULES);
+    let reload = client().post(
+        &format!("{}/-/reload", setup.daemon.base),
+        &[("Authorization", ADMIN)],
+        b"",
+    );
+    assert_eq!(reload.status, 200, "{}", reload.body);
+    setup.status().set_indicator("major", "Partial API outage");
+    post(&setup, &alert_body("q", "QueueBacklog", "firing"));
+    post(&setup, &alert_body("a", "VastaiApiUnreachable", "firing"));
+    let actions = actions(&setup, 2);
+    let shadowed = actions
+        .iter()
+        .find(|a| a["action"] == "scale-out")
+        .unwrap_or_else(|| panic!("{actions:#?}"));
+    assert_eq!(shadowed["verdict"], "dry_run", "{shadowed:#}");
+    assert!(
+        shadowed
+            .to_string()
+            .contains("the rule runs in shadow mode"),
+        "{shadowed:#}"
+    );
+    // The other rule, in the same daemon, enforces: the mode is not what kept it dry.
+    let enforced = actions
+        .iter()
+        .find(|a| a["action"] == "fallback")
+        .unwrap_or_else(|| panic!("{actions:#?}"));
+    assert_eq!(enforced["verdict"], "run", "{enforced:#}");
+    assert_eq!(enforced["state"], "done", "{enforced:#}");
+    // Only the enforced change reached the API server; the replicas are untouched.
+    let writes = setup.kube().writes();
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    assert!(!writes[0].path.ends_with("/scale"), "{writes:#?}");
+    let object = setup
+        .kube()
+        .workload_object("Deployment", "vastai", "vastai-integration")
+        .unwrap();
+    assert_eq!(object["spec"]["replicas"], 2, "{object:#}");
+    setup.kube().journal.assert_no_unexpected();
 }

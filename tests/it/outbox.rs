@@ -167,13 +167,8 @@ impl Pipeline {
     }
 
     async fn reconciled(&self) {
-        for _ in 0..5000 {
-            if self.store.unreconciled() == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        panic!("not reconciled");
+        let done = fakes::until(Duration::from_secs(10), || self.store.unreconciled() == 0).await;
+        assert!(done, "not reconciled");
     }
 
     /// Episode ids by (group, instance).

@@ -5,84 +5,31 @@
 use std::time::Duration;
 
 use crate::common::*;
-use crate::fakes::pagerduty::{FakeChat, FakePagerDuty, Mode, ROUTING_KEY};
+use crate::fakes::pagerduty::{Mode, ROUTING_KEY};
 use sha2::{Digest, Sha256};
 
-const TOKEN: &str = "Bearer e2e-ingest";
-const ADMIN: &str = "Bearer e2e-admin";
-
-struct Setup {
-    runtime: tokio::runtime::Runtime,
-    pd: FakePagerDuty,
-    chat: FakeChat,
-    /// The Slack notifier `custom`, when `setup_with` was given its template.
-    custom: Option<FakeChat>,
-    daemon: Daemon,
-}
-
-/// The daemon paging the fake PagerDuty, with a Slack fallback, an ingest and an admin token,
-/// `rules` (TOML) as its only rule file, and `extra` config.
-fn setup(extra: &str, rules: &str) -> Setup {
+/// The daemon paging the fake PagerDuty, with a Slack fallback (`ops`), an ingest and an
+/// admin token, `rules` (TOML) as its only rule file, and `extra` config.
+fn setup(extra: &str, rules: &str) -> Stack {
     setup_with(extra, rules, None)
 }
 
 /// `setup`, and with `custom_template` a second Slack notifier, `custom`, that renders it.
-fn setup_with(extra: &str, rules: &str, custom_template: Option<&str>) -> Setup {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let pd = runtime.block_on(FakePagerDuty::start());
-    let chat = runtime.block_on(FakeChat::start_slack("/services/T0/B0/x"));
-    let custom =
-        custom_template.map(|_| runtime.block_on(FakeChat::start_slack("/services/T0/B1/y")));
-    // A TOML basic string: Rust's escapes for ASCII are TOML's.
-    let custom_notifier = custom_template.map_or_else(String::new, |template| {
-        format!(
-            "[notifiers.custom]\nkind = \"slack\"\nurl_file = \"{{dir}}/custom-url\"\n\
-             template = {template:?}\n"
-        )
-    });
-    let config = format!(
-        r#"[auth]
-ingest_token_file = "{{dir}}/ingest"
-admin_token_file = "{{dir}}/admin"
-[pagerduty]
-url = "{pd}"
-routing_keys = {{ primary = "{{dir}}/pd-primary" }}
-default_routing_key = "primary"
-[notifiers.ops]
-kind = "slack"
-url_file = "{{dir}}/slack-url"
-{custom_notifier}[paging]
-fallback = ["ops"]
-external_url = "https://nightshift.example"
-{extra}"#,
-        pd = pd.url()
-    );
-    let mut daemon = Daemon::prepare(&config, &[]);
-    daemon.write_file("ingest", "e2e-ingest\n");
-    daemon.write_file("admin", "e2e-admin\n");
-    daemon.write_file("pd-primary", &format!("{ROUTING_KEY}\n"));
-    daemon.write_file("slack-url", &format!("{}\n", chat.url()));
-    if let Some(custom) = &custom {
-        daemon.write_file("custom-url", &format!("{}\n", custom.url()));
+fn setup_with(extra: &str, rules: &str, custom_template: Option<&str>) -> Stack {
+    let mut builder = Stack::builder()
+        .pagerduty()
+        .slack_fallback()
+        .ingest_token(true)
+        .rules("test.toml", rules)
+        .extra(extra);
+    if let Some(template) = custom_template {
+        builder = builder.slack_notifier("custom", "/services/T0/B1/y", Some(template));
     }
-    std::fs::create_dir_all(daemon.path("rules")).unwrap();
-    daemon.write_file("rules/test.toml", rules);
-    daemon.spawn();
-    Setup {
-        runtime,
-        pd,
-        chat,
-        custom,
-        daemon,
-    }
+    builder.start()
 }
 
-fn post(setup: &Setup, body: &str) -> http_client::Response {
-    client().post(
-        &format!("{}/webhook", setup.daemon.base),
-        &[JSON, ("Authorization", TOKEN)],
-        body.as_bytes(),
-    )
+fn post(setup: &Stack, body: &str) -> http_client::Response {
+    setup.try_post_webhook(body)
 }
 
 fn group_key(group: &str) -> String {
@@ -91,26 +38,6 @@ fn group_key(group: &str) -> String {
 
 fn dedup(group: &str) -> String {
     hex::encode(Sha256::digest(group_key(group).as_bytes()))
-}
-
-fn wait_pd(setup: &Setup, seconds: u64, check: impl Fn(&FakePagerDuty) -> bool) -> bool {
-    setup
-        .runtime
-        .block_on(setup.pd.wait_for(check, Duration::from_secs(seconds)))
-}
-
-fn incidents(setup: &Setup) -> Vec<serde_json::Value> {
-    let list = client().get(&format!("{}/api/v1/incidents", setup.daemon.base), &[]);
-    list.json()["incidents"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn incident(setup: &Setup, id: &str) -> serde_json::Value {
-    client()
-        .get(&format!("{}/api/v1/incidents/{id}", setup.daemon.base), &[])
-        .json()
 }
 
 /// Only the built-in default rule decides: this rule matches nothing (an empty rules directory
@@ -132,11 +59,11 @@ fn a_group_page_triggers_once_per_change_and_resolves_with_its_last_incident() {
     assert_eq!(post(&setup, &firing).status, 200);
     let key = dedup("ApiDown");
     assert!(
-        wait_pd(&setup, 20, |pd| !pd.accepted_for(&key).is_empty()),
+        setup.wait_pd(20, |pd| !pd.accepted_for(&key).is_empty()),
         "{}",
         setup.daemon.log()
     );
-    let trigger = setup.pd.accepted_for(&key)[0].clone();
+    let trigger = setup.pd().accepted_for(&key)[0].clone();
     assert!(trigger.is_trigger());
     assert_eq!(trigger.routing_key, ROUTING_KEY);
     assert!(
@@ -179,9 +106,21 @@ fn a_group_page_triggers_once_per_change_and_resolves_with_its_last_incident() {
         0,
     );
     assert_eq!(post(&setup, &half).status, 200);
-    std::thread::sleep(Duration::from_millis(1500));
+    // Once the half resolve is processed, no resolve was queued (a resolve is queued in the
+    // same transaction as the close that causes it) and none reached PagerDuty.
+    setup.wait_settled(2);
+    for summary in setup.incidents() {
+        let detail = setup.incident(summary["id"].as_str().unwrap());
+        let queued_resolves = detail["paging"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["kind"] == "resolve")
+            .count();
+        assert_eq!(queued_resolves, 0, "resolved too early: {detail:#}");
+    }
     assert!(
-        setup.pd.accepted_resolves().is_empty(),
+        setup.pd().accepted_resolves().is_empty(),
         "resolved too early"
     );
     // The last one resolves: one resolve, same dedup key and routing key.
@@ -195,27 +134,27 @@ fn a_group_page_triggers_once_per_change_and_resolves_with_its_last_incident() {
     );
     assert_eq!(post(&setup, &all).status, 200);
     assert!(
-        wait_pd(&setup, 20, |pd| !pd.accepted_resolves().is_empty()),
+        setup.wait_pd(20, |pd| !pd.accepted_resolves().is_empty()),
         "{}",
         setup.daemon.log()
     );
-    let resolves = setup.pd.accepted_resolves();
+    let resolves = setup.pd().accepted_resolves();
     assert_eq!(resolves.len(), 1);
     assert_eq!(resolves[0].dedup_key.as_deref(), Some(key.as_str()));
     assert_eq!(resolves[0].routing_key, ROUTING_KEY);
     // Both incidents were paged under one key; each trigger of the page came before the
     // resolve, and nothing went to the fallback.
-    let events = setup.pd.accepted_for(&key);
+    let events = setup.pd().accepted_for(&key);
     assert!(events.last().unwrap().is_resolve());
-    assert!(setup.chat.messages().is_empty());
-    let list = incidents(&setup);
+    assert!(setup.chat().messages().is_empty());
+    let list = setup.incidents();
     assert_eq!(list.len(), 2);
     for summary in list {
-        let detail = incident(&setup, summary["id"].as_str().unwrap());
+        let detail = setup.incident(summary["id"].as_str().unwrap());
         assert_eq!(detail["paging"]["state"], "resolved", "{detail:#}");
         assert_eq!(detail["paging"]["dedup_key"], key.as_str());
     }
-    setup.pd.assert_no_unexpected();
+    setup.pd().assert_no_unexpected();
 }
 
 const FLAKY_RULES: &str = r#"
@@ -259,21 +198,22 @@ fn after_verify_pages_only_when_the_mitigation_did_not_help() {
                     "startsAt": start, "endsAt": "2026-11-28T03:01:00Z"}],
     });
     let ran = wait_for(Duration::from_secs(20), || {
-        let done = incidents(&setup)
+        let done = setup
+            .incidents()
             .iter()
-            .all(|i| incident(&setup, i["id"].as_str().unwrap())["actions"][0]["state"] == "done");
-        (done && incidents(&setup).len() == 2).then_some(())
+            .all(|i| setup.incident(i["id"].as_str().unwrap())["actions"][0]["state"] == "done");
+        (done && setup.incidents().len() == 2).then_some(())
     });
     assert!(ran.is_some(), "{}", setup.daemon.log());
     assert_eq!(post(&setup, &resolved.to_string()).status, 200);
     // A still fires once its window has passed: paged, saying what was tried.
     let key_a = dedup("FlakyA");
     assert!(
-        wait_pd(&setup, 20, |pd| !pd.accepted_for(&key_a).is_empty()),
+        setup.wait_pd(20, |pd| !pd.accepted_for(&key_a).is_empty()),
         "{}",
         setup.daemon.log()
     );
-    let page = setup.pd.accepted_for(&key_a)[0].clone();
+    let page = setup.pd().accepted_for(&key_a)[0].clone();
     assert!(
         page.summary().starts_with("[P3] flaky service on FlakyA"),
         "{}",
@@ -289,31 +229,41 @@ fn after_verify_pages_only_when_the_mitigation_did_not_help() {
         .unwrap_or_default()
         .to_owned();
     assert!(reason.contains("did not help"), "{reason}");
-    // B was never paged, and says why.
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(setup.pd.accepted_for(&dedup("FlakyB")).is_empty());
-    let b = incidents(&setup)
+    // B was never paged, and says why: once its mitigation is judged (helped), nothing was
+    // queued for it and nothing reached PagerDuty.
+    let judged = setup.wait_incident("FlakyB", 20, |detail| {
+        detail["actions"][0]["verified"] == "helped"
+    });
+    assert!(
+        judged["paging"]["events"]
+            .as_array()
+            .is_none_or(|events| events.iter().all(|e| e["kind"] != "trigger")),
+        "{judged:#}"
+    );
+    assert!(setup.pd().accepted_for(&dedup("FlakyB")).is_empty());
+    let b = setup
+        .incidents()
         .into_iter()
         .find(|i| i["labels"]["instance"] == "FlakyB")
         .unwrap();
-    let b = incident(&setup, b["id"].as_str().unwrap());
+    let b = setup.incident(b["id"].as_str().unwrap());
     assert_eq!(b["paging"]["state"], "not_paged", "{b:#}");
     // Each action that ran is on the service's timeline as a change event.
-    assert!(wait_pd(&setup, 10, |pd| pd.accepted_changes().len() == 2));
+    assert!(setup.wait_pd(10, |pd| pd.accepted_changes().len() == 2));
     assert!(
-        setup.pd.accepted_changes()[0]
+        setup.pd().accepted_changes()[0]
             .summary()
             .starts_with("nightshift: ran kick-Flaky"),
         "{}",
-        setup.pd.accepted_changes()[0].summary()
+        setup.pd().accepted_changes()[0].summary()
     );
-    setup.pd.assert_no_unexpected();
+    setup.pd().assert_no_unexpected();
 }
 
 #[test]
 fn a_page_pagerduty_rejects_goes_to_the_fallback_and_is_shown() {
     let setup = setup("", NO_RULES);
-    setup.pd.set_mode(Mode::Reject400(vec![
+    setup.pd().set_mode(Mode::Reject400(vec![
         "Length of 'routing_key' is incorrect".to_owned(),
     ]));
     let body = webhook(
@@ -324,11 +274,11 @@ fn a_page_pagerduty_rejects_goes_to_the_fallback_and_is_shown() {
     assert_eq!(post(&setup, &body).status, 200);
     let delivered = setup.runtime.block_on(
         setup
-            .chat
+            .chat()
             .wait_for(|c| !c.messages().is_empty(), Duration::from_secs(20)),
     );
     assert!(delivered, "{}", setup.daemon.log());
-    let text = setup.chat.texts()[0].clone();
+    let text = setup.chat().texts()[0].clone();
     assert!(text.contains("P1 INCIDENT"), "{text}");
     assert!(text.contains("fallback"), "{text}");
     assert!(
@@ -336,8 +286,8 @@ fn a_page_pagerduty_rejects_goes_to_the_fallback_and_is_shown() {
         "{text}"
     );
     // Shown: in the API and in `incidents show`, with PagerDuty's errors.
-    let id = incidents(&setup)[0]["id"].as_str().unwrap().to_owned();
-    let detail = incident(&setup, &id);
+    let id = setup.incidents()[0]["id"].as_str().unwrap().to_owned();
+    let detail = setup.incident(&id);
     let events = detail["paging"]["events"].as_array().unwrap().clone();
     let rejected = events
         .iter()
@@ -355,20 +305,28 @@ fn a_page_pagerduty_rejects_goes_to_the_fallback_and_is_shown() {
     assert!(shown.contains("pagerduty trigger → rejected"), "{shown}");
     // The fallback woke somebody: that is the page state, not PagerDuty's refusal.
     let detail = wait_for(Duration::from_secs(10), || {
-        let detail = incident(&setup, &id);
+        let detail = setup.incident(&id);
         (detail["paging"]["page_state"] == "delivered").then_some(detail)
     })
     .unwrap_or_else(|| {
         panic!(
             "not delivered through the fallback: {:#}",
-            incident(&setup, &id)
+            setup.incident(&id)
         )
     });
     assert!(detail["paging"]["paged_at"].is_string(), "{detail:#}");
-    // Never retried.
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(setup.pd.attempts_for(&dedup("Rejected")), 1);
-    assert_eq!(setup.chat.messages().len(), 1);
+    // Never retried: nothing about it is left in the outbox, and PagerDuty saw one attempt.
+    let done = wait_for(Duration::from_secs(20), || {
+        let detail = setup.incident(&id);
+        detail["paging"]["events"]
+            .as_array()?
+            .iter()
+            .all(|e| e["state"] != "pending")
+            .then_some(())
+    });
+    assert!(done.is_some(), "{:#}", setup.incident(&id));
+    assert_eq!(setup.pd().attempts_for(&dedup("Rejected")), 1);
+    assert_eq!(setup.chat().messages().len(), 1);
 }
 
 /// Labels and annotations are whatever the alert's sender wrote. In Slack they must not mention
@@ -401,10 +359,10 @@ fn alert_data_reaches_slack_escaped_and_the_templates_own_links_stay_links() {
         }],
     });
     assert_eq!(post(&setup, &body.to_string()).status, 200);
-    let custom = setup.custom.as_ref().unwrap();
+    let custom = setup.notifier("custom");
     let heard = setup.runtime.block_on(async {
         setup
-            .chat
+            .chat()
             .wait_for(|chat| !chat.messages().is_empty(), Duration::from_secs(20))
             .await
             && custom
@@ -413,7 +371,7 @@ fn alert_data_reaches_slack_escaped_and_the_templates_own_links_stay_links() {
     });
     assert!(heard, "{}", setup.daemon.log());
 
-    let text = setup.chat.texts()[0].clone();
+    let text = setup.chat().texts()[0].clone();
     for expected in [
         "P1 INCIDENT: Hostile: db down, ask &lt;!channel&gt;\n",
         "Impact: complete outage: &lt;https://evil|Acknowledge&gt; &amp; &lt;!here&gt;\n",
@@ -435,15 +393,15 @@ fn alert_data_reaches_slack_escaped_and_the_templates_own_links_stay_links() {
     for raw in ["<!channel>", "<!here>", "<https://evil"] {
         assert!(!text.contains(raw), "{raw:?} in {text}");
     }
-    setup.chat.assert_no_unexpected();
+    setup.chat().assert_no_unexpected();
     custom.assert_no_unexpected();
-    setup.pd.assert_no_unexpected();
+    setup.pd().assert_no_unexpected();
 }
 
 #[test]
 fn pages_in_the_outbox_survive_kill_9_and_are_delivered_once() {
     let mut setup = setup("", NO_RULES);
-    setup.pd.set_mode(Mode::Error500);
+    setup.pd().set_mode(Mode::Error500);
     let groups: Vec<String> = (0..5).map(|n| format!("Crash{n}")).collect();
     for group in &groups {
         let body = webhook(
@@ -455,15 +413,15 @@ fn pages_in_the_outbox_survive_kill_9_and_are_delivered_once() {
     }
     // PagerDuty refused what was tried; every page waits in the outbox.
     assert!(
-        wait_pd(&setup, 20, |pd| !pd.attempts().is_empty()),
+        setup.wait_pd(20, |pd| !pd.attempts().is_empty()),
         "{}",
         setup.daemon.log()
     );
     let queued = wait_for(Duration::from_secs(20), || {
-        let list = incidents(&setup);
+        let list = setup.incidents();
         (list.len() == groups.len()
             && list.iter().all(|i| {
-                let detail = incident(&setup, i["id"].as_str().unwrap());
+                let detail = setup.incident(i["id"].as_str().unwrap());
                 detail["paging"]["state"] == "paged"
                     && detail["paging"]["events"]
                         .as_array()
@@ -472,21 +430,32 @@ fn pages_in_the_outbox_survive_kill_9_and_are_delivered_once() {
         .then_some(())
     });
     assert!(queued.is_some(), "{}", setup.daemon.log());
-    assert!(setup.pd.accepted().is_empty());
+    assert!(setup.pd().accepted().is_empty());
     setup.daemon.kill9();
-    setup.pd.set_mode(Mode::Accept);
+    setup.pd().set_mode(Mode::Accept);
     setup.daemon.spawn();
     assert!(
-        wait_pd(&setup, 30, |pd| pd.accepted_triggers().len()
-            >= groups.len()),
+        setup.wait_pd(30, |pd| pd.accepted_triggers().len() >= groups.len()),
         "{}",
         setup.daemon.log()
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Every event the outbox held is answered: any duplicate would have been sent by now.
+    let delivered = wait_for(Duration::from_secs(20), || {
+        setup
+            .incidents()
+            .iter()
+            .all(|i| {
+                setup.incident(i["id"].as_str().unwrap())["paging"]["events"]
+                    .as_array()
+                    .is_some_and(|events| events.iter().all(|e| e["state"] == "delivered"))
+            })
+            .then_some(())
+    });
+    assert!(delivered.is_some(), "{}", setup.daemon.log());
     for group in &groups {
-        assert_eq!(setup.pd.accepted_for(&dedup(group)).len(), 1, "{group}");
+        assert_eq!(setup.pd().accepted_for(&dedup(group)).len(), 1, "{group}");
     }
-    setup.pd.assert_no_unexpected();
+    setup.pd().assert_no_unexpected();
 }
 
 #[test]
@@ -501,20 +470,41 @@ fn watchdog_silence_pages_and_its_return_resolves() {
         });
         assert_eq!(post(&setup, &body.to_string()).status, 200);
     };
-    beat();
-    std::thread::sleep(Duration::from_millis(1000));
-    beat();
-    std::thread::sleep(Duration::from_millis(1000));
-    beat();
+    // Beats one second apart (the heartbeat's own rhythm, not a wait for the daemon), each
+    // seen by the daemon before the next.
+    let last_seen = || {
+        setup
+            .metrics()
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("nightshift_watchdog_last_seen_timestamp_seconds ")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let mut seen = 0.0;
+    for round in 0..3 {
+        if round > 0 {
+            std::thread::sleep(Duration::from_millis(1000));
+        }
+        beat();
+        let newer = wait_for(Duration::from_secs(10), || {
+            let now = last_seen();
+            (now > seen).then_some(now)
+        });
+        seen = newer.unwrap_or_else(|| panic!("beat {round} not seen:\n{}", setup.metrics()));
+    }
     // Beating within the timeout: nothing.
-    assert!(setup.pd.accepted().is_empty());
+    assert!(setup.pd().accepted().is_empty());
     let key = "nightshift/self/watchdog";
     assert!(
-        wait_pd(&setup, 15, |pd| !pd.accepted_for(key).is_empty()),
+        setup.wait_pd(15, |pd| !pd.accepted_for(key).is_empty()),
         "{}",
         setup.daemon.log()
     );
-    let page = setup.pd.accepted_for(key)[0].clone();
+    let page = setup.pd().accepted_for(key)[0].clone();
     assert!(
         page.summary()
             .starts_with("alerting pipeline is down: no Watchdog from Alertmanager since "),
@@ -529,13 +519,10 @@ fn watchdog_silence_pages_and_its_return_resolves() {
         "{metrics}"
     );
     beat();
-    assert!(wait_pd(&setup, 15, |pd| pd
-        .accepted_for(key)
-        .iter()
-        .any(|e| e.is_resolve())));
+    assert!(setup.wait_pd(15, |pd| pd.accepted_for(key).iter().any(|e| e.is_resolve())));
     // The heartbeat is never an incident.
-    assert!(incidents(&setup).is_empty());
-    setup.pd.assert_no_unexpected();
+    assert!(setup.incidents().is_empty());
+    setup.pd().assert_no_unexpected();
 }
 
 #[test]
@@ -573,11 +560,11 @@ fn a_failing_store_still_pages_from_memory_and_recovers_by_itself() {
     }
     let key = "nightshift/self/store";
     assert!(
-        wait_pd(&setup, 60, |pd| !pd.accepted_for(key).is_empty()),
+        setup.wait_pd(60, |pd| !pd.accepted_for(key).is_empty()),
         "{}",
         setup.daemon.log()
     );
-    let page = setup.pd.accepted_for(key)[0].clone();
+    let page = setup.pd().accepted_for(key)[0].clone();
     assert!(
         page.summary().starts_with("nightshift store failing: "),
         "{}",
@@ -589,7 +576,7 @@ fn a_failing_store_still_pages_from_memory_and_recovers_by_itself() {
         page.summary()
     );
     // The fallback channel hears of it too (sent right after PagerDuty).
-    let heard = setup.runtime.block_on(setup.chat.wait_for(
+    let heard = setup.runtime.block_on(setup.chat().wait_for(
         |chat| {
             chat.texts()
                 .iter()
@@ -597,7 +584,7 @@ fn a_failing_store_still_pages_from_memory_and_recovers_by_itself() {
         },
         Duration::from_secs(10),
     ));
-    assert!(heard, "{:?}", setup.chat.texts());
+    assert!(heard, "{:?}", setup.chat().texts());
     // Space comes back: Alertmanager's retry goes through, and the page resolves.
     reload("[store]\nmax_size_bytes = 0\n");
     let accepted = wait_for(Duration::from_secs(10), || {
@@ -605,10 +592,7 @@ fn a_failing_store_still_pages_from_memory_and_recovers_by_itself() {
     });
     assert!(accepted.is_some(), "{}", setup.daemon.log());
     assert!(
-        wait_pd(&setup, 20, |pd| pd
-            .accepted_for(key)
-            .iter()
-            .any(|e| e.is_resolve())),
+        setup.wait_pd(20, |pd| pd.accepted_for(key).iter().any(|e| e.is_resolve())),
         "{}",
         setup.daemon.log()
     );
@@ -726,4 +710,330 @@ fn a_p1_nothing_can_page_is_shown_the_same_everywhere_and_said_loudly() {
         !postmortem.contains("the on-call engineer was paged"),
         "{postmortem}"
     );
+}
+
+/// The custom details of the newest accepted trigger under `key`.
+fn latest_trigger_details(setup: &Stack, key: &str) -> serde_json::Value {
+    setup
+        .pd()
+        .accepted_for(key)
+        .iter()
+        .rev()
+        .find(|event| event.is_trigger())
+        .map(|event| event.body["payload"]["custom_details"].clone())
+        .unwrap_or_else(|| panic!("no trigger under {key}:\n{}", setup.daemon.log()))
+}
+
+/// An exec action that never finishes in its time: killed at its timeout, its outcome
+/// unknown. Its verify window is an hour, so only the unknown outcome can page it.
+fn stuck_rules(marks: &std::path::Path) -> String {
+    format!(
+        r#"
+[[rule]]
+name = "stuck"
+matchers = ['alertname="Stuck"']
+severity = "P3"
+[[rule.branch]]
+name = "kick"
+otherwise = true
+actions = ["kick"]
+
+[action.kick]
+kind = "exec"
+target = "kick"
+argv = ["/bin/sh", "-c", "echo ran >> {marks}; exec /bin/sleep 30"]
+timeout = "1s"
+cooldown = "1h"
+verify_window = "1h"
+"#,
+        marks = marks.display()
+    )
+}
+
+#[test]
+fn an_action_whose_outcome_is_unknown_pages_at_once_and_is_not_retried() {
+    let marks = tempfile::tempdir().unwrap();
+    let ran = marks.path().join("ran");
+    let setup = setup("[actions]\nmode = \"enforce\"\n", &stuck_rules(&ran));
+    let body = webhook(
+        "Stuck",
+        &[("Stuck", "w-1", "firing", "2026-11-28T03:00:00Z")],
+        0,
+    );
+    assert_eq!(post(&setup, &body).status, 200);
+    let key = dedup("Stuck");
+    assert!(
+        setup.wait_pd(30, |pd| !pd.accepted_for(&key).is_empty()),
+        "an uncertain action was not paged:\n{}",
+        setup.daemon.log()
+    );
+    let details = latest_trigger_details(&setup, &key);
+    let reason = details["page_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("kick on kick: outcome unknown; escalated, not retried"),
+        "{details:#}"
+    );
+    let done = details["what_was_done"].as_str().unwrap_or_default();
+    assert!(done.contains("outcome UNKNOWN"), "{done}");
+    // Recorded as uncertain, and run exactly once.
+    let incident = setup.wait_incident("w-1", 10, |detail| {
+        detail["actions"][0]["state"] == "uncertain"
+    });
+    assert_eq!(
+        incident["actions"].as_array().unwrap().len(),
+        1,
+        "{incident:#}"
+    );
+    assert_eq!(incident["paging"]["state"], "paged", "{incident:#}");
+    assert_eq!(std::fs::read_to_string(&ran).unwrap(), "ran\n");
+    setup.pd().assert_no_unexpected();
+}
+
+/// `FLAKY_RULES` with each run of the action leaving a line in `marks`.
+fn counted_flaky_rules(marks: &std::path::Path) -> String {
+    FLAKY_RULES.replace(
+        r#"argv = ["/bin/true"]"#,
+        &format!(
+            r#"argv = ["/bin/sh", "-c", "echo ran >> {}"]"#,
+            marks.display()
+        ),
+    )
+}
+
+#[test]
+fn a_mitigation_that_did_not_help_is_not_repeated_when_the_alert_comes_back_and_pages() {
+    let marks = tempfile::tempdir().unwrap();
+    let ran = marks.path().join("ran");
+    let rules = counted_flaky_rules(&ran);
+    assert!(rules.contains("echo ran"), "{rules}");
+    let setup = setup("[actions]\nmode = \"enforce\"\n", &rules);
+    let alert = |status: &str, starts_at: &str| {
+        serde_json::json!({
+            "version": "4", "status": status, "groupKey": group_key("FlakyA"),
+            "receiver": "nightshift",
+            "alerts": [{"status": status, "labels": {"alertname": "Flaky", "instance": "FlakyA"},
+                        "startsAt": starts_at, "endsAt": if status == "firing" { "0001-01-01T00:00:00Z" } else { "2026-11-28T03:05:00Z" },
+                        "generatorURL": "http://prometheus.invalid/graph"}],
+        })
+        .to_string()
+    };
+    // The first time: run, still firing after its window, judged "did not help", paged.
+    assert_eq!(
+        post(&setup, &alert("firing", "2026-11-28T03:00:00Z")).status,
+        200
+    );
+    let key = dedup("FlakyA");
+    assert!(
+        setup.wait_pd(20, |pd| !pd.accepted_for(&key).is_empty()),
+        "{}",
+        setup.daemon.log()
+    );
+    let first = latest_trigger_details(&setup, &key);
+    assert!(
+        first["page_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("did not help")),
+        "{first:#}"
+    );
+    // It resolves, then the same alert fires again (a new episode of the same fingerprint)
+    // well within the action's cooldown.
+    assert_eq!(
+        post(&setup, &alert("resolved", "2026-11-28T03:00:00Z")).status,
+        200
+    );
+    let incidents_before = setup.incidents().len();
+    assert_eq!(incidents_before, 1);
+    let resolved = wait_for(Duration::from_secs(20), || {
+        let id = setup.incidents()[0]["id"].as_str()?.to_owned();
+        transition_done(&setup.incident(&id), "resolved").then_some(())
+    });
+    assert!(resolved.is_some(), "{}", setup.daemon.log());
+    assert_eq!(
+        post(&setup, &alert("firing", "2026-11-28T03:10:00Z")).status,
+        200
+    );
+    // The governor refuses to repeat it, and that refusal pages.
+    let again = wait_for(Duration::from_secs(20), || {
+        let list = setup.incidents();
+        let newest = list
+            .iter()
+            .map(|i| setup.incident(i["id"].as_str().unwrap()))
+            .find(|d| {
+                d["starts_at"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("2026-11-28T03:10"))
+            })?;
+        (newest["actions"][0]["verdict"] == "did_not_help").then_some(newest)
+    })
+    .unwrap_or_else(|| panic!("no did_not_help verdict:\n{}", setup.daemon.log()));
+    assert_eq!(again["actions"].as_array().unwrap().len(), 1, "{again:#}");
+    assert!(
+        setup.wait_pd(20, |pd| pd.accepted_for(&key).iter().any(|event| {
+            event.is_trigger()
+                && event.body["payload"]["custom_details"]["page_reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("did not help before; not repeated"))
+        })),
+        "{:#?}\n{}",
+        setup.pd().accepted_for(&key),
+        setup.daemon.log()
+    );
+    // The command ran once, for the first episode only.
+    assert_eq!(std::fs::read_to_string(&ran).unwrap(), "ran\n");
+    setup.pd().assert_no_unexpected();
+}
+
+/// A rule whose status probe cannot be reached, with no note of its own on the failure
+/// branch: nightshift writes one.
+fn unconfirmed_rules(status_url: &str) -> String {
+    format!(
+        r#"
+[[rule]]
+name = "upstream"
+matchers = ['alertname="UpstreamDown"']
+severity = "P1"
+probes = ["status"]
+[[rule.branch]]
+name = "provider-outage"
+when = 'probe.status.indicator != "none"'
+[[rule.branch]]
+name = "our-side"
+otherwise = true
+
+[probe.status]
+kind = "statuspage"
+url = "{status_url}"
+timeout = "2s"
+cache = "0s"
+"#
+    )
+}
+
+#[test]
+fn the_page_says_what_could_not_be_confirmed_when_a_probe_failed() {
+    let status_url = format!("{}/api/v2/status.json", crate::fakes::dead_url());
+    let setup = setup("", &unconfirmed_rules(&status_url));
+    let body = webhook(
+        "UpstreamDown",
+        &[("UpstreamDown", "u-1", "firing", "2026-11-28T03:00:00Z")],
+        0,
+    );
+    assert_eq!(post(&setup, &body).status, 200);
+    let key = dedup("UpstreamDown");
+    assert!(
+        setup.wait_pd(20, |pd| !pd.accepted_for(&key).is_empty()),
+        "{}",
+        setup.daemon.log()
+    );
+    let details = latest_trigger_details(&setup, &key);
+    let incident = &details["incidents"][0];
+    assert_eq!(incident["branch"], "on_probe_failure", "{details:#}");
+    // The note names the probe and says why it failed, as the probe itself reported.
+    let probe = incident["probes"]["test/status"]
+        .as_str()
+        .unwrap_or_default();
+    let error = probe
+        .strip_prefix("failed: ")
+        .unwrap_or_else(|| panic!("{details:#}"));
+    assert!(error.contains("Connection refused"), "{details:#}");
+    assert_eq!(
+        incident["note"].as_str().unwrap_or_default(),
+        format!("could not confirm: status {error}"),
+        "{details:#}"
+    );
+    setup.pd().assert_no_unexpected();
+}
+
+const DEGRADED_RULES: &str = r#"
+[[rule]]
+name = "degraded"
+matchers = ['alertname="Degraded"']
+severity = "P2"
+summary = "degraded on {{ labels.instance }}"
+"#;
+
+#[test]
+fn a_severitys_notify_list_sends_its_pages_to_a_webhook_notifier_as_well() {
+    let setup = Stack::builder()
+        .pagerduty()
+        .ingest_token(true)
+        .webhook_notifier("hook", "/hooks/nightshift")
+        .rules("test.toml", DEGRADED_RULES)
+        .extra("[severities.P2]\nnotify = [\"hook\"]\n")
+        .start();
+    // A P2 (whose severity notifies `hook`) and a P1 (whose severity does not).
+    for (name, instance) in [("Degraded", "web-1"), ("ApiDown", "api-1")] {
+        let body = webhook(
+            name,
+            &[(name, instance, "firing", "2026-11-28T03:00:00Z")],
+            0,
+        );
+        assert_eq!(post(&setup, &body).status, 200);
+    }
+    let hook = setup.notifier("hook");
+    let heard = setup
+        .runtime
+        .block_on(hook.wait_for(|hook| !hook.messages().is_empty(), Duration::from_secs(20)));
+    assert!(heard, "{}", setup.daemon.log());
+    assert!(
+        setup.wait_pd(20, |pd| {
+            !pd.accepted_for(&dedup("Degraded")).is_empty()
+                && !pd.accepted_for(&dedup("ApiDown")).is_empty()
+        }),
+        "{}",
+        setup.daemon.log()
+    );
+    // Both pages are settled: every event each incident queued has been answered.
+    let settled = wait_for(Duration::from_secs(20), || {
+        let details: Vec<serde_json::Value> = setup
+            .incidents()
+            .iter()
+            .map(|i| setup.incident(i["id"].as_str().unwrap()))
+            .collect();
+        let all_sent = details.len() == 2
+            && details.iter().all(|d| {
+                d["paging"]["events"]
+                    .as_array()
+                    .is_some_and(|events| events.iter().all(|e| e["state"] == "delivered"))
+            });
+        all_sent.then_some(details)
+    })
+    .unwrap_or_else(|| panic!("pages never settled:\n{}", setup.daemon.log()));
+    for detail in &settled {
+        let to_hook = detail["paging"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["channel"] == "hook")
+            .count();
+        let expected = usize::from(detail["severity"] == "P2");
+        assert_eq!(to_hook, expected, "{detail:#}");
+    }
+    // The webhook got the one P2 page, as the generic JSON document.
+    let messages = hook.messages();
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    let message = &messages[0];
+    assert_eq!(message["version"], "1", "{message:#}");
+    assert_eq!(message["event"], "trigger", "{message:#}");
+    assert!(
+        message["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("P2") && t.contains("degraded on web-1")),
+        "{message:#}"
+    );
+    assert_eq!(message["page"]["severity"], "P2", "{message:#}");
+    assert_eq!(
+        message["page"]["incidents"][0]["labels"]["instance"], "web-1",
+        "{message:#}"
+    );
+    for request in hook.journal.requests() {
+        assert_eq!(request.method, axum::http::Method::POST);
+        assert!(
+            request
+                .header("content-type")
+                .starts_with("application/json")
+        );
+    }
+    hook.assert_no_unexpected();
+    setup.pd().assert_no_unexpected();
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
+use nightshift::clock::ManualClock;
 use nightshift::config::{HttpConfig, KubernetesConfig};
 use nightshift::kubernetes::ClientSlot;
 use nightshift::probes::{
@@ -582,9 +583,15 @@ async fn prober_times_out() {
 #[tokio::test]
 async fn prober_caches_within_cache_for_and_asks_again_after() {
     let page = FakeStatuspage::start().await;
-    let prober = plain_prober();
+    // The cache ages on the prober's clock: moved by hand, so nothing here sleeps.
+    let clock = Arc::new(ManualClock::new(
+        chrono::DateTime::parse_from_rfc3339("2026-11-28T03:00:00Z")
+            .unwrap()
+            .to_utc(),
+    ));
+    let prober = plain_prober().with_clock(clock.clone());
     let request = statuspage(&page.url());
-    let cache_for = Duration::from_millis(400);
+    let cache_for = Duration::from_secs(60);
 
     let first = prober.probe(&request, TIMEOUT, cache_for).await;
     assert!(first.ok && !first.cached, "{first:?}");
@@ -604,7 +611,14 @@ async fn prober_caches_within_cache_for_and_asks_again_after() {
     assert!(!third.cached);
     assert_eq!(page.hits(), 2);
 
-    tokio::time::sleep(cache_for + Duration::from_millis(100)).await;
+    // One millisecond short of cache_for the entry still answers.
+    clock.advance(cache_for - Duration::from_millis(1));
+    let still = prober.probe(&request, TIMEOUT, cache_for).await;
+    assert!(still.ok && still.cached, "{still:?}");
+    assert_eq!(still.fields["indicator"], json!("none"));
+    assert_eq!(page.hits(), 2);
+
+    clock.advance(Duration::from_millis(1));
     let after = prober.probe(&request, TIMEOUT, cache_for).await;
     assert!(after.ok && !after.cached, "{after:?}");
     assert_eq!(after.fields["indicator"], json!("major"));

@@ -57,7 +57,6 @@ use axum::response::{IntoResponse, Response};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Value, json};
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const INGEST_TOKEN: &str = "storm-ingest-token-5b21";
 /// PagerDuty's window and nightshift's limit per routing key in it.
 const RATE_WINDOW: Duration = Duration::from_secs(60);
@@ -785,14 +784,7 @@ fn setup(params: Params) -> Setup {
             .build()
             .expect("client"),
     };
-    let proxy_server = {
-        let proxy = proxy.clone();
-        let router = axum::Router::new().fallback(move |request: Request<Body>| {
-            let proxy = proxy.clone();
-            async move { forward(proxy, request).await }
-        });
-        runtime.block_on(fakes::Server::start(router))
-    };
+    let proxy_server = runtime.block_on(fakes::Server::serve(proxy.clone(), forward));
 
     let config = format!(
         r#"[rules]
@@ -832,23 +824,11 @@ hourly_budget = {budget}
     daemon.write_file("pd-primary", &format!("{ROUTING_KEY}\n"));
     let kubeconfig = kube.write_kubeconfig(daemon.dir.path());
     std::fs::rename(kubeconfig, daemon.path("kubeconfig")).unwrap();
-    std::fs::create_dir_all(daemon.path("rules/payloads")).unwrap();
-    let runbook = std::fs::read_to_string(Path::new(ROOT).join("rules/vastai.toml"))
-        .unwrap()
-        .replace("https://status.vast.ai", &status.base())
-        .replace(
-            "http://vastai-integration.vastai.svc:8080/healthz",
-            &health.url(),
-        );
-    daemon.write_file("rules/vastai.toml", &runbook);
-    for entry in std::fs::read_dir(Path::new(ROOT).join("rules/payloads")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(
-            entry.path(),
-            daemon.path("rules/payloads").join(entry.file_name()),
-        )
-        .unwrap();
-    }
+    install_vastai_runbook(
+        &daemon.path("rules"),
+        Some(&status.base()),
+        Some(&health.url()),
+    );
     daemon.write_file("rules/storm.toml", STORM_RULES);
     daemon.spawn();
     proxy.set_base(&daemon.base);

@@ -1,6 +1,10 @@
 //! Helpers shared by the integration tests: start the real `nightshift` binary on
 //! 127.0.0.1:0 with a temporary state directory, talk to it, kill and restart it.
 
+pub mod stack;
+
+pub use stack::{ADMIN, Stack, install_vastai_runbook, transition_done};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,6 +45,9 @@ pub struct Daemon {
     pub env: Vec<(String, String)>,
     /// The file-creation mask the daemon starts with, when not inherited.
     pub umask: Option<u32>,
+    /// A program (with its arguments) the daemon runs under, such as `strace -f -o …`; the
+    /// daemon's command line follows them. Empty: the daemon runs directly.
+    pub wrapper: Vec<String>,
 }
 
 impl Daemon {
@@ -91,6 +98,7 @@ impl Daemon {
             child: None,
             env: all_env,
             umask: None,
+            wrapper: Vec::new(),
         }
     }
 
@@ -175,7 +183,15 @@ impl Daemon {
             .append(true)
             .open(self.path("daemon.log"))
             .expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_nightshift"));
+        let binary = env!("CARGO_BIN_EXE_nightshift");
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .args(["run", "--config"])
             .arg(&self.config)
@@ -236,8 +252,23 @@ impl Daemon {
         self.child.as_ref().expect("running").id()
     }
 
-    /// SIGKILL: no chance to flush or clean up.
+    /// The daemon's own process when it runs under a [`Daemon::wrapper`] (the wrapper's
+    /// child), once it has been started.
+    pub fn wrapped_pid(&self) -> Option<i32> {
+        let pid = self.child.as_ref()?.id();
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+
+    /// SIGKILL: no chance to flush or clean up (the daemon first, when it runs under a
+    /// wrapper, so that it is never left running on its own).
     pub fn kill9(&mut self) {
+        if let Some(pid) = self.wrapped_pid() {
+            // SAFETY: signalling our own child's child, the daemon.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

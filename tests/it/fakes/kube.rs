@@ -50,7 +50,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -155,19 +154,13 @@ impl FakeKube {
             resource_version: 1000,
             ..State::default()
         }));
-        let router = {
-            let shared = Shared {
-                journal: journal.clone(),
-                state: state.clone(),
-                writes: Arc::new(tokio::sync::Mutex::new(())),
-                token: token.to_owned(),
-            };
-            Router::new().fallback(move |request: Request<Body>| {
-                let shared = shared.clone();
-                async move { handle(shared, request).await }
-            })
+        let shared = Shared {
+            journal: journal.clone(),
+            state: state.clone(),
+            writes: Arc::new(tokio::sync::Mutex::new(())),
+            token: token.to_owned(),
         };
-        let server = Server::start(router).await;
+        let server = Server::serve(shared, handle).await;
         FakeKube {
             journal,
             token: token.to_owned(),

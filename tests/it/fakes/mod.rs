@@ -24,6 +24,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request};
+use axum::response::Response;
+use std::future::Future;
 
 /// Install the rustls crypto provider (needed before anything builds a TLS config).
 pub fn init() {
@@ -47,6 +49,9 @@ pub struct Recorded {
     pub query: String,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
+    /// When the whole request had arrived (wall clock, to compare with the daemon's stored
+    /// times).
+    pub received: std::time::SystemTime,
 }
 
 impl Recorded {
@@ -143,6 +148,7 @@ impl Journal {
             query: parts.uri.query().unwrap_or_default().to_owned(),
             headers: parts.headers,
             body,
+            received: std::time::SystemTime::now(),
         };
         self.lock().requests.push(recorded.clone());
         recorded
@@ -183,6 +189,23 @@ pub struct Server {
 }
 
 impl Server {
+    /// Start a fake on 127.0.0.1:0 that hands every request, whatever its method and path, to
+    /// `handle` with a clone of `shared` (the fake's journal and state): the one way every
+    /// fake listens, so each fake is only its `handle` and its settings.
+    pub async fn serve<S, H, F>(shared: S, handle: H) -> Server
+    where
+        S: Clone + Send + Sync + 'static,
+        H: Fn(S, Request<Body>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response> + Send + 'static,
+    {
+        let router = Router::new().fallback(move |request: Request<Body>| {
+            let shared = shared.clone();
+            let handle = handle.clone();
+            async move { handle(shared, request).await }
+        });
+        Server::start(router).await
+    }
+
     pub async fn start(router: Router) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -202,6 +225,21 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Poll `check` every 20 ms, from async code (a blocking wait would stall the fakes running
+/// on the same runtime), until it holds (true) or `timeout` passes (false).
+pub async fn until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -30,7 +30,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -174,16 +173,11 @@ impl FakePagerDuty {
             rate_limited: Vec::new(),
             problems: Vec::new(),
         }));
-        let router = {
-            let journal = journal.clone();
-            let state = state.clone();
-            Router::new().fallback(move |request: Request<Body>| {
-                let journal = journal.clone();
-                let state = state.clone();
-                async move { handle_pd(journal, state, request).await }
-            })
-        };
-        let server = Server::start(router).await;
+        let server = Server::serve(
+            (journal.clone(), state.clone()),
+            |(journal, state), request| handle_pd(journal, state, request),
+        )
+        .await;
         FakePagerDuty {
             journal,
             state,
@@ -305,22 +299,13 @@ impl FakePagerDuty {
         max_in_window(times, window)
     }
 
-    /// Poll `predicate` every 20 ms until it holds (true) or `timeout` passes (false).
+    /// Poll `predicate` until it holds (true) or `timeout` passes (false).
     pub async fn wait_for(
         &self,
         predicate: impl Fn(&FakePagerDuty) -> bool,
         timeout: Duration,
     ) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if predicate(self) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        super::until(timeout, || predicate(self)).await
     }
 
     /// What was unexpected, and why.
@@ -869,18 +854,13 @@ impl FakeChat {
             messages: Vec::new(),
             problems: Vec::new(),
         }));
-        let router = {
-            let journal = journal.clone();
-            let state = state.clone();
-            let path = path.to_owned();
-            Router::new().fallback(move |request: Request<Body>| {
-                let journal = journal.clone();
-                let state = state.clone();
-                let path = path.clone();
-                async move { handle_chat(journal, state, &path, slack, request).await }
-            })
-        };
-        let server = Server::start(router).await;
+        let server = Server::serve(
+            (journal.clone(), state.clone(), path.to_owned()),
+            move |(journal, state, path), request| async move {
+                handle_chat(journal, state, &path, slack, request).await
+            },
+        )
+        .await;
         FakeChat {
             journal,
             path: path.to_owned(),
@@ -913,18 +893,9 @@ impl FakeChat {
             .collect()
     }
 
-    /// Poll `predicate` every 20 ms until it holds (true) or `timeout` passes (false).
+    /// Poll `predicate` until it holds (true) or `timeout` passes (false).
     pub async fn wait_for(&self, predicate: impl Fn(&FakeChat) -> bool, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if predicate(self) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        super::until(timeout, || predicate(self)).await
     }
 
     /// What was unexpected, and why.

@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -53,16 +52,11 @@ impl FakePrometheus {
     pub async fn start() -> FakePrometheus {
         let journal = Journal::default();
         let state = Arc::new(Mutex::new(State::default()));
-        let router = {
-            let journal = journal.clone();
-            let state = state.clone();
-            Router::new().fallback(move |request: Request<Body>| {
-                let journal = journal.clone();
-                let state = state.clone();
-                async move { handle(journal, state, request).await }
-            })
-        };
-        let server = Server::start(router).await;
+        let server = Server::serve(
+            (journal.clone(), state.clone()),
+            |(journal, state), request| handle(journal, state, request),
+        )
+        .await;
         FakePrometheus {
             journal,
             state,

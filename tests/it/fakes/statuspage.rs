@@ -6,7 +6,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -41,16 +40,11 @@ impl FakeStatuspage {
             raw_body: None,
             delay: Duration::ZERO,
         }));
-        let router = {
-            let journal = journal.clone();
-            let state = state.clone();
-            Router::new().fallback(move |request: Request<Body>| {
-                let journal = journal.clone();
-                let state = state.clone();
-                async move { handle(journal, state, request).await }
-            })
-        };
-        let server = Server::start(router).await;
+        let server = Server::serve(
+            (journal.clone(), state.clone()),
+            |(journal, state), request| handle(journal, state, request),
+        )
+        .await;
         FakeStatuspage {
             journal,
             state,

@@ -5,7 +5,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -37,18 +36,13 @@ impl FakeWeb {
             body: Vec::new(),
             delay: Duration::ZERO,
         }));
-        let router = {
-            let journal = journal.clone();
-            let reply = reply.clone();
-            let path = path.to_owned();
-            Router::new().fallback(move |request: Request<Body>| {
-                let journal = journal.clone();
-                let reply = reply.clone();
-                let path = path.clone();
-                async move { handle(journal, reply, &path, request).await }
-            })
-        };
-        let server = Server::start(router).await;
+        let server = Server::serve(
+            (journal.clone(), reply.clone(), path.to_owned()),
+            |(journal, reply, path), request| async move {
+                handle(journal, reply, &path, request).await
+            },
+        )
+        .await;
         FakeWeb {
             journal,
             path: path.to_owned(),
