@@ -402,14 +402,17 @@ async fn run_async(
     tracing::info!(rules = boot.set.rules.len(), source = %boot.set.source.display(), "rules loaded");
     let rules: SharedRules = Arc::new(RwLock::new(Arc::new(boot.set)));
     let rules_degraded = Arc::new(RwLock::new(boot.degraded));
-    let prober = Arc::new(Prober::with_http(
-        ProbeSettings {
-            prometheus_urls: config.prometheus.urls.clone(),
-            kubernetes_namespaces: config.kubernetes.namespaces.clone(),
-        },
-        crate::kubernetes::ClientSlot::new(&config.kubernetes),
-        &config.http,
-    ));
+    let prober = Arc::new(
+        Prober::with_http(
+            ProbeSettings {
+                prometheus_urls: config.prometheus.urls.clone(),
+                kubernetes_namespaces: config.kubernetes.namespaces.clone(),
+            },
+            crate::kubernetes::ClientSlot::new(&config.kubernetes),
+            &config.http,
+        )
+        .with_clock(clock.clone()),
+    );
 
     let shutdown = CancellationToken::new();
     // Enforce only when configured, and never while anyone can post a webhook.
