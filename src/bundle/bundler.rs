@@ -79,6 +79,10 @@ struct Built {
 
 /// Bundles gathered and written at once.
 const WRITERS: usize = 4;
+/// Bundle jobs held in memory at once (collecting, or waiting for a writer). Each holds its
+/// collected evidence; a backlog of 100,000 incidents opened at once, each spawned as it was
+/// decided, took the daemon past 180 MB with 60,000 jobs waiting.
+const MAX_JOBS: usize = 256;
 /// Retention runs this often, and at most this soon after a final bundle made one deletable.
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
 const RETENTION_SOON: Duration = Duration::from_secs(5);
@@ -145,22 +149,45 @@ impl Bundler {
 
     /// Poll for owed bundles (after a restart, or closed incidents) and keep retention.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut rest = Duration::from_millis(500);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = tokio::time::sleep(rest) => {}
             }
+            rest = Duration::from_millis(500);
             // Before the read: a bundle written from here on is seen as written by it.
             let round = self.jobs().begin_round();
+            let running = self.jobs().running.len();
+            let room = MAX_JOBS.saturating_sub(running);
             let bundler = self.clone();
-            match self
-                .background
-                .run(move || bundler.read(|r| r.bundle_work(64)))
-                .await
-            {
+            // The oldest owed, past those running (they are listed too).
+            let limit = running + room;
+            let read = async {
+                if room == 0 {
+                    // Full: nothing could start; look again soon.
+                    return Ok(Ok(Vec::new()));
+                }
+                self.background
+                    .run(move || bundler.read(|r| r.bundle_work(limit)))
+                    .await
+            };
+            if room == 0 {
+                rest = Duration::from_millis(200);
+            }
+            match read.await {
                 Ok(Ok(work)) => {
+                    let mut started = 0;
                     for item in work {
-                        self.spawn(item, Some(round));
+                        if started >= room {
+                            break;
+                        }
+                        started += usize::from(self.spawn(item, Some(round)));
+                    }
+                    // A backlog of owed bundles (more than MAX_JOBS opened at once): keep
+                    // them coming as jobs end, not 64 per rest.
+                    if started > 0 {
+                        rest = Duration::from_millis(200);
                     }
                 }
                 Ok(Err(error)) => tracing::error!(%error, "cannot read the bundle queue"),
@@ -189,7 +216,19 @@ impl Bundler {
 
     /// Start the bundle of an incident that has just opened (the worker calls this right after
     /// recording the decision, before acting, so evidence collection starts first).
+    ///
+    /// At most [`MAX_JOBS`] jobs are held in memory: past that (a backlog of thousands of
+    /// incidents opened at once), the bundle stays owed in the store and the poll starts it
+    /// as others end, oldest first. Except one with `before_action` collectors: a disruptive
+    /// action waits for that evidence, so its collection starts now.
     pub fn start(self: &Arc<Self>, episode_id: &str, plan: &str) {
+        if self.jobs().running.len() >= MAX_JOBS {
+            let evidence_first = serde_json::from_str::<BundlePlan>(plan)
+                .is_ok_and(|plan| plan.requests.iter().any(|r| r.before_action));
+            if !evidence_first {
+                return;
+            }
+        }
         self.spawn(
             BundleWork {
                 episode_id: episode_id.to_owned(),
@@ -208,10 +247,11 @@ impl Bundler {
 
     /// Start a bundle job: `polled` is the round of the queue read it comes from (`None`: from
     /// the decision just recorded, which is never stale).
-    fn spawn(self: &Arc<Self>, work: BundleWork, polled: Option<u64>) {
+    /// Returns whether a job was started.
+    fn spawn(self: &Arc<Self>, work: BundleWork, polled: Option<u64>) -> bool {
         let (ready, gate) = watch::channel(false);
         if !self.jobs().begin(&work.episode_id, polled, gate) {
-            return;
+            return false;
         }
         let bundler = self.clone();
         tokio::spawn(async move {
@@ -226,6 +266,7 @@ impl Bundler {
             }
             bundler.jobs().finish(&episode_id);
         });
+        true
     }
 
     /// Wait, at most `bound`, for the incident's `before_action` collectors. Returns the
