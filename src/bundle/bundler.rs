@@ -55,9 +55,9 @@ pub struct Bundler {
     pub redactor: Arc<Mutex<Redactor>>,
     pub severities: SeveritiesConfig,
     pub external_url: Option<String>,
-    /// Incidents whose bundle is being written, with their evidence gate (true once every
-    /// `before_action` collector finished).
-    running: Mutex<HashMap<String, watch::Receiver<bool>>>,
+    /// Incidents whose bundle is being written (with their evidence gate), and those whose
+    /// bundle was written while the queue was being read.
+    jobs: Mutex<Jobs>,
     /// Disruptive actions that went ahead before the evidence was in: incident → notes.
     missed: Mutex<HashMap<String, Vec<String>>>,
     last_retention: Mutex<Option<Instant>>,
@@ -81,6 +81,10 @@ struct Built {
 
 /// Bundles gathered and written at once.
 const WRITERS: usize = 4;
+/// Bundle jobs held in memory at once (collecting, or waiting for a writer). Each holds its
+/// collected evidence; a backlog of 100,000 incidents opened at once, each spawned as it was
+/// decided, took the daemon past 180 MB with 60,000 jobs waiting.
+const MAX_JOBS: usize = 256;
 /// Retention runs this often, and at most this soon after a final bundle made one deletable.
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
 const RETENTION_SOON: Duration = Duration::from_secs(5);
@@ -118,7 +122,7 @@ impl Bundler {
             redactor,
             severities,
             external_url,
-            running: Mutex::default(),
+            jobs: Mutex::default(),
             missed: Mutex::default(),
             last_retention: Mutex::default(),
             retention_wanted: AtomicBool::new(false),
@@ -139,15 +143,42 @@ impl Bundler {
 
     /// Poll for owed bundles (after a restart, or closed incidents) and keep retention.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut rest = Duration::from_millis(500);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = tokio::time::sleep(rest) => {}
             }
-            match self.store.bundle_work(64).await {
+            rest = Duration::from_millis(500);
+            // Before the read: a bundle written from here on is seen as written by it.
+            let round = self.jobs().begin_round();
+            let running = self.jobs().running.len();
+            let room = MAX_JOBS.saturating_sub(running);
+            // The oldest owed, past those running (they are listed too).
+            let limit = running + room;
+            let read = async {
+                if room == 0 {
+                    // Full: nothing could start; look again soon.
+                    return Ok(Vec::new());
+                }
+                self.store.bundle_work(limit).await
+            };
+            if room == 0 {
+                rest = Duration::from_millis(200);
+            }
+            match read.await {
                 Ok(work) => {
+                    let mut started = 0;
                     for item in work {
-                        self.spawn(item);
+                        if started >= room {
+                            break;
+                        }
+                        started += usize::from(self.spawn(item, Some(round)));
+                    }
+                    // A backlog of owed bundles (more than MAX_JOBS opened at once): keep
+                    // them coming as jobs end, not 64 per rest.
+                    if started > 0 {
+                        rest = Duration::from_millis(200);
                     }
                 }
                 Err(error) => tracing::error!(%error, "cannot read the bundle queue"),
@@ -175,24 +206,42 @@ impl Bundler {
 
     /// Start the bundle of an incident that has just opened (the worker calls this right after
     /// recording the decision, before acting, so evidence collection starts first).
+    ///
+    /// At most [`MAX_JOBS`] jobs are held in memory: past that (a backlog of thousands of
+    /// incidents opened at once), the bundle stays owed in the store and the poll starts it
+    /// as others end, oldest first. Except one with `before_action` collectors: a disruptive
+    /// action waits for that evidence, so its collection starts now.
     pub fn start(self: &Arc<Self>, episode_id: &str, plan: &str) {
-        self.spawn(BundleWork {
-            episode_id: episode_id.to_owned(),
-            plan: plan.to_owned(),
-            state: "pending".to_owned(),
-            closed: false,
-            path: None,
-        });
-    }
-
-    fn spawn(self: &Arc<Self>, work: BundleWork) {
-        let (ready, gate) = watch::channel(false);
-        {
-            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-            if running.contains_key(&work.episode_id) {
+        if self.jobs().running.len() >= MAX_JOBS {
+            let evidence_first = serde_json::from_str::<BundlePlan>(plan)
+                .is_ok_and(|plan| plan.requests.iter().any(|r| r.before_action));
+            if !evidence_first {
                 return;
             }
-            running.insert(work.episode_id.clone(), gate);
+        }
+        self.spawn(
+            BundleWork {
+                episode_id: episode_id.to_owned(),
+                plan: plan.to_owned(),
+                state: "pending".to_owned(),
+                closed: false,
+                path: None,
+            },
+            None,
+        );
+    }
+
+    fn jobs(&self) -> std::sync::MutexGuard<'_, Jobs> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Start a bundle job: `polled` is the round of the queue read it comes from (`None`: from
+    /// the decision just recorded, which is never stale).
+    /// Returns whether a job was started.
+    fn spawn(self: &Arc<Self>, work: BundleWork, polled: Option<u64>) -> bool {
+        let (ready, gate) = watch::channel(false);
+        if !self.jobs().begin(&work.episode_id, polled, gate) {
+            return false;
         }
         let bundler = self.clone();
         tokio::spawn(async move {
@@ -205,19 +254,16 @@ impl Bundler {
                     .with_label_values(&["failed"])
                     .inc();
             }
-            let mut running = bundler.running.lock().unwrap_or_else(|p| p.into_inner());
-            running.remove(&episode_id);
+            bundler.jobs().finish(&episode_id);
         });
+        true
     }
 
     /// Wait, at most `bound`, for the incident's `before_action` collectors. Returns the
     /// collectors still running when the bound passed (empty: the evidence is in, or none was
     /// asked for). The action goes ahead either way; what was missed goes in the manifest.
     pub async fn evidence_ready(&self, episode_id: &str, action: &str, bound: Duration) -> bool {
-        let gate = {
-            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-            running.get(episode_id).cloned()
-        };
+        let gate = self.jobs().running.get(episode_id).cloned();
         let Some(mut gate) = gate else {
             return true;
         };
@@ -608,12 +654,7 @@ impl Bundler {
 
     /// The blocking half of [`Bundler::retention`].
     fn sweep(&self, rows: Vec<BundleRow>) -> Sweep {
-        let busy = |episode_id: &str| {
-            self.running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(episode_id)
-        };
+        let busy = |episode_id: &str| self.jobs().running.contains_key(episode_id);
         let on_disk: Vec<OnDisk> = rows
             .iter()
             .map(|row| OnDisk {
@@ -641,13 +682,13 @@ impl Bundler {
             };
             // Checked again with the file's removal under the lock: a bundle being rewritten
             // now (its incident just closed) reads this file, and is left alone.
-            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-            if running.contains_key(&row.episode_id) {
+            let jobs = self.jobs();
+            if jobs.running.contains_key(&row.episode_id) {
                 sweep.kept += 1;
                 continue;
             }
             let removed = std::fs::remove_file(self.state_dir.join(path));
-            drop(running);
+            drop(jobs);
             match removed {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -663,6 +704,67 @@ impl Bundler {
                 .push((row.episode_id.clone(), path.clone(), reason));
         }
         sweep
+    }
+}
+
+/// The bundle jobs of this process: which are running, and which finished while the queue
+/// was being read.
+///
+/// The queue read that polls for owed bundles may predate a job's commit: a bundle written
+/// meanwhile still looks owed in it, and starting it again would write it twice (101,201
+/// initial bundles for 100,000 incidents in a backlog, and a live `.partial` long after
+/// every bundle was in). So a job that finishes is remembered with the poll round current
+/// then, and a polled item is not started if its job finished in or after the round of the
+/// read it came from. Rounds begin before their read, so a job finished in an earlier round
+/// was committed before the read began, and the read shows it written.
+#[derive(Debug, Default)]
+struct Jobs {
+    /// Incidents whose bundle is being written, with their evidence gate (true once every
+    /// `before_action` collector finished).
+    running: HashMap<String, watch::Receiver<bool>>,
+    /// Incident → the round current when its job finished.
+    finished: HashMap<String, u64>,
+    round: u64,
+}
+
+impl Jobs {
+    /// Start a poll round, before the queue is read; returns its number. Jobs that finished
+    /// before it are committed, so its read shows them: forget them.
+    fn begin_round(&mut self) -> u64 {
+        self.round += 1;
+        let round = self.round;
+        self.finished.retain(|_, finished_in| *finished_in >= round);
+        round
+    }
+
+    /// Whether a job for `episode_id` may start now, and if so note it running. `polled`:
+    /// the round of the queue read the work comes from, `None` for work handed over with
+    /// the decision just committed.
+    fn begin(
+        &mut self,
+        episode_id: &str,
+        polled: Option<u64>,
+        gate: watch::Receiver<bool>,
+    ) -> bool {
+        if self.running.contains_key(episode_id) {
+            return false;
+        }
+        if let Some(read_in) = polled
+            && self
+                .finished
+                .get(episode_id)
+                .is_some_and(|finished_in| *finished_in >= read_in)
+        {
+            return false;
+        }
+        self.running.insert(episode_id.to_owned(), gate);
+        true
+    }
+
+    /// The job of `episode_id` ended (its outcome committed, or failed).
+    fn finish(&mut self, episode_id: &str) {
+        self.running.remove(episode_id);
+        self.finished.insert(episode_id.to_owned(), self.round);
     }
 }
 
@@ -1053,6 +1155,39 @@ mod tests {
         assert!(resolve_path(Path::new("/var"), "bundles/2026-11-28/a.tar.gz").is_some());
         assert!(resolve_path(Path::new("/var"), "bundles/../etc/passwd").is_none());
         assert!(resolve_path(Path::new("/var"), "/etc/passwd").is_none());
+    }
+
+    /// The interleaving that wrote 101,201 initial bundles for 100,000 incidents: the poll
+    /// reads the queue while an incident's job is still writing, the job commits and ends,
+    /// and only then does the poll get to the item it read. Judged on `running` alone (as
+    /// before), the item started a second job.
+    #[test]
+    fn a_bundle_written_while_the_queue_was_read_is_not_started_again() {
+        let gate = || watch::channel(false).1;
+        let mut jobs = Jobs::default();
+        // The decision hands the work over: the job starts.
+        assert!(jobs.begin("a", None, gate()));
+        // A poll round begins and reads the queue: "a" still looks owed (not yet committed).
+        let round = jobs.begin_round();
+        // Meanwhile the job commits and ends.
+        jobs.finish("a");
+        // The poll gets to the item it read: stale, not started again.
+        assert!(!jobs.begin("a", Some(round), gate()));
+        // A job that ended before the next round's read is committed before it: that read
+        // does not list it, and if it does (a failed job), it is started again.
+        let next = jobs.begin_round();
+        assert!(jobs.begin("a", Some(next), gate()));
+        // Never two jobs for one incident at once, polled or handed over.
+        assert!(!jobs.begin("a", None, gate()));
+        assert!(!jobs.begin("a", Some(next), gate()));
+        jobs.finish("a");
+        // A reopened incident's new decision starts its bundle again at once.
+        assert!(jobs.begin("a", None, gate()));
+        // And what finished long ago is forgotten.
+        jobs.finish("a");
+        jobs.begin_round();
+        jobs.begin_round();
+        assert!(jobs.finished.is_empty());
     }
 
     #[test]

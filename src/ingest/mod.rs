@@ -22,7 +22,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::Role;
 use crate::server::{AppState, RemoteAddr, json_error};
-use crate::store::{IngestRecord, Rejected, WriteError};
+use crate::store::{IngestRecord, Prepared, Rejected, WriteError};
+use sha2::{Digest, Sha256};
 
 /// Outcome labels for `nightshift_webhook_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,8 +89,12 @@ impl InflightBudget {
         }
     }
 
-    /// Parse and check a body on the blocking pool, within the parse gate.
-    async fn parse(&self, body: Bytes) -> Result<webhook::Notification, webhook::PayloadError> {
+    /// Parse and check a body on the blocking pool, within the parse gate, and hash it there
+    /// too (the journal's key for the body): the writer thread does neither.
+    async fn parse(
+        &self,
+        body: Bytes,
+    ) -> Result<(webhook::Notification, [u8; 32]), webhook::PayloadError> {
         // The semaphores are never closed. The turn goes with the parse, which runs to its end
         // even if the client leaves meanwhile.
         let turn = if body.len() >= LARGE_BODY {
@@ -105,7 +110,7 @@ impl InflightBudget {
             if parsed.is_err() {
                 release_freed_memory(body.len());
             }
-            parsed
+            parsed.map(|notification| (notification, Sha256::digest(&body).into()))
         })
         .await;
         parsed.unwrap_or_else(|error| {
@@ -354,8 +359,8 @@ async fn ingest(
         }
     };
     let received_at = state.clock.now_millis();
-    let notification = match budget.parse(bytes.clone()).await {
-        Ok(notification) => notification,
+    let (notification, hash) = match budget.parse(bytes.clone()).await {
+        Ok(parsed) => parsed,
         Err(error) => {
             state
                 .metrics
@@ -379,14 +384,24 @@ async fn ingest(
     report_truncated(state, remote, &notification.truncated_values);
     // A sign of life of the alerting pipeline, whether or not the store can keep it.
     state.heartbeat.observe(&notification, received_at);
-    // Only the group key and the count are needed from here on: the parsed alerts (several
-    // times the body's size) must not wait for the commit with it.
-    let webhook::Notification {
-        group_key, alerts, ..
-    } = notification;
-    let alert_count = alerts.len();
-    drop(alerts);
-    release_freed_memory(bytes.len());
+    // The parse goes to the writer, which reconciles from it instead of parsing the body
+    // again. Not a large body's: its parse (several times the body's size) must not wait for
+    // the commit with it, and reconcile parses it from the store.
+    let alert_count = notification.alerts.len();
+    let group_key = notification.group_key.clone();
+    let prepared = if bytes.len() < LARGE_BODY {
+        Prepared {
+            hash,
+            notification: Some(Arc::new(notification)),
+        }
+    } else {
+        drop(notification);
+        release_freed_memory(bytes.len());
+        Prepared {
+            hash,
+            notification: None,
+        }
+    };
     let record = IngestRecord {
         received_at,
         remote: remote.to_owned(),
@@ -394,7 +409,7 @@ async fn ingest(
         alert_count,
         body: bytes,
     };
-    let receiver = match state.store.try_submit(record) {
+    let receiver = match state.store.try_submit_prepared(record, prepared) {
         Ok(receiver) => receiver,
         Err(rejected) => {
             let reason = match rejected {

@@ -4,6 +4,7 @@
 //! (`episodes::reconcile`); this file only reads and writes the rows.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
@@ -25,6 +26,43 @@ struct Pending {
     body: Vec<u8>,
 }
 
+/// Notifications ingest parsed, by body hash, kept from their commit until reconcile applies
+/// them so that a body is parsed once. Bounded: past [`PARSED_BODY_BYTES`] of bodies (a
+/// parse takes several times its body) nothing more is kept, and reconcile parses the stored
+/// body as it does after a restart.
+#[derive(Default)]
+pub(super) struct Parsed {
+    notifications: HashMap<[u8; 32], (Arc<Notification>, usize)>,
+    bytes: usize,
+}
+
+/// Body bytes whose parses [`Parsed`] keeps at most.
+const PARSED_BODY_BYTES: usize = 2 << 20;
+
+impl Parsed {
+    pub(super) fn keep(&mut self, hash: [u8; 32], notification: Arc<Notification>, bytes: usize) {
+        if self.notifications.contains_key(&hash) || self.bytes + bytes > PARSED_BODY_BYTES {
+            return;
+        }
+        self.bytes += bytes;
+        self.notifications.insert(hash, (notification, bytes));
+    }
+
+    fn get(&self, hash: &[u8]) -> Option<Arc<Notification>> {
+        let hash: [u8; 32] = hash.try_into().ok()?;
+        self.notifications.get(&hash).map(|(n, _)| n.clone())
+    }
+
+    fn forget(&mut self, hash: &[u8]) {
+        let Ok(hash) = <[u8; 32]>::try_from(hash) else {
+            return;
+        };
+        if let Some((_, bytes)) = self.notifications.remove(&hash) {
+            self.bytes -= bytes;
+        }
+    }
+}
+
 /// Reconcile the oldest unreconciled notifications, bounded by `reconcile.batch_size` and by
 /// `MAX_BATCH_BODY_BYTES` of bodies, in one transaction; returns how many it covered.
 pub(super) fn reconcile(
@@ -32,23 +70,36 @@ pub(super) fn reconcile(
     settings: &StoreSettings,
     now: Millis,
     metrics: &Metrics,
+    parsed: &mut Parsed,
 ) -> rusqlite::Result<usize> {
     let grace = duration_millis(settings.reconcile.gone_grace);
     let (pending, count, max_id) = load_pending(
         transaction,
         settings.reconcile.batch_size,
         MAX_BATCH_BODY_BYTES,
+        parsed,
     )?;
+    let mut applied = Vec::with_capacity(pending.len());
     for mut entry in pending {
-        // Each body is let go once parsed: only the batch's unparsed bodies stay loaded.
-        let body = std::mem::take(&mut entry.body);
-        let parsed = webhook::parse(&body);
-        drop(body);
-        match parsed {
+        // Parsed by ingest, or else now. Each body is let go once parsed: only the batch's
+        // unparsed bodies stay loaded.
+        let notification = match parsed.get(&entry.hash) {
+            Some(notification) => Ok(notification),
+            None => {
+                let body = std::mem::take(&mut entry.body);
+                webhook::parse(&body).map(Arc::new)
+            }
+        };
+        match notification {
             Ok(mut notification) => {
                 // The pipeline's heartbeat is a sign of life, never an incident.
-                if let Some(name) = &settings.heartbeat_alertname {
-                    notification
+                if let Some(name) = &settings.heartbeat_alertname
+                    && notification
+                        .alerts
+                        .iter()
+                        .any(|alert| alert.labels.get("alertname") == Some(name))
+                {
+                    Arc::make_mut(&mut notification)
                         .alerts
                         .retain(|alert| alert.labels.get("alertname") != Some(name));
                 }
@@ -61,6 +112,11 @@ pub(super) fn reconcile(
                     "stored notification no longer parses; skipped");
             }
         }
+        applied.push(entry.hash);
+    }
+    // Only now: an entry later in the batch may share a hash, and its body was not loaded.
+    for hash in applied {
+        parsed.forget(&hash);
     }
     if let Some(max_id) = max_id {
         transaction
@@ -186,6 +242,7 @@ fn load_pending(
     transaction: &Transaction<'_>,
     limit: usize,
     max_bytes: u64,
+    parsed: &Parsed,
 ) -> Result<(Vec<Pending>, usize, Option<i64>), rusqlite::Error> {
     // The limit is written into the SQL: SQLite re-plans a statement with a bound LIMIT on
     // every run, which showed up in the ingest benchmark's profile. `length()` of a BLOB is
@@ -223,7 +280,11 @@ fn load_pending(
             entry.received_at = entry.received_at.max(received_at);
             continue;
         }
-        let size = size.map_or(0, |size| size.max(0) as u64);
+        // A body parsed by ingest is not loaded.
+        let size = match parsed.get(&hash) {
+            Some(_) => 0,
+            None => size.map_or(0, |size| size.max(0) as u64),
+        };
         if !pending.is_empty() && bytes.saturating_add(size) > max_bytes {
             // The rest waits for the next batch; stopping here keeps the batch a prefix.
             break;
@@ -243,7 +304,7 @@ fn load_pending(
     drop(statement);
     let mut body_statement =
         transaction.prepare_cached("SELECT body FROM payloads WHERE hash = ?1")?;
-    for entry in &mut pending {
+    for entry in pending.iter_mut().filter(|e| parsed.get(&e.hash).is_none()) {
         entry.body = body_statement
             .query_row(params![entry.hash], |row| row.get(0))
             .optional()?

@@ -2,14 +2,14 @@
 //! one row per notification until reconcile has applied it and maintenance prunes it.
 
 use rusqlite::{Connection, Transaction, params};
-use sha2::{Digest, Sha256};
 
-use super::IngestRecord;
+use super::{IngestRecord, Prepared};
 
 /// Journal notifications (their bodies stored once per content hash); returns their ids.
+/// The body's hash comes prepared: SHA-256 runs in the ingest handler, not on the writer.
 pub(super) fn insert<'a>(
     transaction: &Transaction<'_>,
-    records: impl Iterator<Item = &'a IngestRecord>,
+    records: impl Iterator<Item = (&'a IngestRecord, &'a Prepared)>,
 ) -> rusqlite::Result<Vec<i64>> {
     let mut ids = Vec::new();
     {
@@ -19,8 +19,8 @@ pub(super) fn insert<'a>(
             "INSERT INTO notifications(received_at, remote, group_key, payload_hash, alert_count)
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        for record in records {
-            let hash = Sha256::digest(&record.body);
+        for (record, prepared) in records {
+            let hash = &prepared.hash;
             insert_payload.execute(params![hash.as_slice(), record.body.as_ref()])?;
             insert_notification.execute(params![
                 record.received_at,

@@ -143,6 +143,26 @@ pub struct IngestRecord {
     pub body: Bytes,
 }
 
+/// What ingest prepared off the writer thread: the body's SHA-256 (its key in the journal)
+/// and, for a body of ordinary size, its parse, which reconcile uses instead of parsing the
+/// stored body again (it still does after a restart, or when many wait; see
+/// `episodes::Parsed`).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub hash: [u8; 32],
+    pub notification: Option<Arc<crate::ingest::webhook::Notification>>,
+}
+
+impl Prepared {
+    /// Only the hash, computed here.
+    pub fn hash_only(body: &[u8]) -> Prepared {
+        Prepared {
+            hash: <sha2::Sha256 as sha2::Digest>::digest(body).into(),
+            notification: None,
+        }
+    }
+}
+
 /// Settings the writer reads on every use, so that a reload takes effect at once.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
@@ -351,7 +371,10 @@ enum Command {
     ),
     Paging(PagingOp, oneshot::Sender<Result<PagingDone, WriteError>>),
     Bundle(BundleOp, oneshot::Sender<Result<bool, WriteError>>),
-    Ingest(IngestRecord, oneshot::Sender<Result<i64, WriteError>>),
+    Ingest(
+        Box<(IngestRecord, Prepared)>,
+        oneshot::Sender<Result<i64, WriteError>>,
+    ),
     ApiSync(
         Vec<ApiAlert>,
         oneshot::Sender<Result<SyncSummary, WriteError>>,
@@ -496,6 +519,17 @@ impl Store {
         &self,
         record: IngestRecord,
     ) -> Result<oneshot::Receiver<Result<i64, WriteError>>, Rejected> {
+        let prepared = Prepared::hash_only(&record.body);
+        self.try_submit_prepared(record, prepared)
+    }
+
+    /// [`Store::try_submit`] with the hash (and the parse) done by the caller, off the writer
+    /// thread.
+    pub fn try_submit_prepared(
+        &self,
+        record: IngestRecord,
+        prepared: Prepared,
+    ) -> Result<oneshot::Receiver<Result<i64, WriteError>>, Rejected> {
         let cap = self.settings().store.max_unreconciled;
         let waiting = self.shared.unreconciled.load(Ordering::Relaxed)
             + self.shared.queued.load(Ordering::Relaxed);
@@ -504,7 +538,10 @@ impl Store {
         }
         let (reply, receiver) = oneshot::channel();
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
-        match self.commands.try_send(Command::Ingest(record, reply)) {
+        match self
+            .commands
+            .try_send(Command::Ingest(Box::new((record, prepared)), reply))
+        {
             Ok(()) => Ok(receiver),
             Err(error) => {
                 self.shared.queued.fetch_sub(1, Ordering::Relaxed);

@@ -364,8 +364,11 @@ impl Reader {
     /// Firing episodes whose re-evaluation time has come, soonest first.
     pub fn due_for_evaluation(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError> {
         let mut statement = self.connection.prepare_cached(
+            // `+status`: the status index would read every firing episode and sort them
+            // (139 ms with 100,000 firing, on every dispatch round of the worker); the
+            // partial index on the due time reads only those due.
             "SELECT id FROM episodes WHERE next_evaluation_at IS NOT NULL
-             AND next_evaluation_at <= ?1 AND status = 'firing'
+             AND next_evaluation_at <= ?1 AND +status = 'firing'
              ORDER BY next_evaluation_at LIMIT ?2",
         )?;
         let rows = statement

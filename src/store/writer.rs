@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, Transaction, params};
 
 use super::{
-    Command, Durability, IngestRecord, Shared, StoreSettings, WriteError, actions, bundles,
-    decisions, episodes, journal, paging,
+    Command, Durability, IngestRecord, Prepared, Shared, StoreSettings, WriteError, actions,
+    bundles, decisions, episodes, journal, paging,
 };
 use crate::clock::{Millis, SharedClock, duration_millis};
 use crate::telemetry::Metrics;
@@ -39,7 +39,16 @@ pub(super) struct Writer {
     grouping: bool,
     /// Answers held back until the group is durable.
     replies: Vec<Reply>,
+    /// Notifications parsed by ingest, kept for reconcile (bounded).
+    parsed: episodes::Parsed,
 }
+
+/// A notification to journal: the record, what ingest prepared, and who waits for its id.
+type IngestItem = (
+    IngestRecord,
+    Prepared,
+    tokio::sync::oneshot::Sender<Result<i64, WriteError>>,
+);
 
 /// Sends one held-back answer; given the error if the group could not be made durable.
 type Reply = Box<dyn FnOnce(Option<&WriteError>) + Send>;
@@ -64,6 +73,7 @@ impl Writer {
             changes_seen: std::cell::Cell::new(0),
             grouping: false,
             replies: Vec::new(),
+            parsed: episodes::Parsed::default(),
         }
     }
 
@@ -86,7 +96,10 @@ impl Writer {
                     let mut next = Some(first);
                     while let Some(command) = next.take() {
                         match command {
-                            Command::Ingest(record, reply) => ingest.push((record, reply)),
+                            Command::Ingest(submitted, reply) => {
+                                let (record, prepared) = *submitted;
+                                ingest.push((record, prepared, reply));
+                            }
                             Command::Shutdown => stopping = true,
                             other => others.push(other),
                         }
@@ -345,16 +358,11 @@ impl Writer {
     }
 
     /// Journal a batch in one transaction and answer each request after the fsync.
-    fn commit_ingest(
-        &mut self,
-        batch: Vec<(
-            IngestRecord,
-            tokio::sync::oneshot::Sender<Result<i64, WriteError>>,
-        )>,
-    ) {
+    fn commit_ingest(&mut self, batch: Vec<IngestItem>) {
         let started = Instant::now();
         let count = batch.len();
-        let result = self.insert_notifications(batch.iter().map(|(record, _)| record));
+        let result =
+            self.insert_notifications(batch.iter().map(|(record, prepared, _)| (record, prepared)));
         self.shared
             .queued
             .fetch_sub(count as u64, Ordering::Relaxed);
@@ -369,13 +377,17 @@ impl Writer {
                     .unreconciled
                     .fetch_add(count as u64, Ordering::Relaxed);
                 self.metrics.notifications_unreconciled.add(count as i64);
-                for ((_, reply), id) in batch.into_iter().zip(ids) {
+                for ((record, prepared, reply), id) in batch.into_iter().zip(ids) {
+                    if let Some(notification) = prepared.notification {
+                        self.parsed
+                            .keep(prepared.hash, notification, record.body.len());
+                    }
                     let _ = reply.send(Ok(id));
                 }
             }
             Err(error) => {
                 let error = self.failed("ingest", error);
-                for (_, reply) in batch {
+                for (_, _, reply) in batch {
                     let _ = reply.send(Err(error.clone()));
                 }
             }
@@ -386,7 +398,7 @@ impl Writer {
     /// settings it ran with (`durability`, for the readiness check's report).
     fn insert_notifications<'a>(
         &mut self,
-        records: impl Iterator<Item = &'a IngestRecord>,
+        records: impl Iterator<Item = (&'a IngestRecord, &'a Prepared)>,
     ) -> Result<Vec<i64>, rusqlite::Error> {
         self.set_synchronous("FULL")?;
         let transaction = self.connection.transaction()?;
@@ -444,7 +456,13 @@ impl Writer {
         let settings = self.settings();
         let now = self.clock.now_millis();
         let transaction = self.connection.transaction()?;
-        let count = episodes::reconcile(&transaction, &settings, now, &self.metrics)?;
+        let count = episodes::reconcile(
+            &transaction,
+            &settings,
+            now,
+            &self.metrics,
+            &mut self.parsed,
+        )?;
         transaction.commit()?;
         Ok(count)
     }
