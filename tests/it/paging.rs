@@ -460,7 +460,9 @@ fn pages_in_the_outbox_survive_kill_9_and_are_delivered_once() {
 
 #[test]
 fn watchdog_silence_pages_and_its_return_resolves() {
-    let setup = setup("[watchdog]\nenabled = true\ntimeout = \"2s\"\n", NO_RULES);
+    // Beats come a second apart; the timeout leaves room for a slow machine to see each one
+    // (a beat is posted only once the previous one shows in the metrics).
+    let setup = setup("[watchdog]\nenabled = true\ntimeout = \"5s\"\n", NO_RULES);
     let beat = || {
         let body = serde_json::json!({
             "version": "4", "status": "firing", "groupKey": "{}:{alertname=\"Watchdog\"}",
