@@ -33,8 +33,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::{ProbeKind, ProbeResult};
-use crate::config::KubernetesConfig;
-use crate::rules::{is_rfc1123_label, is_rfc1123_name};
+use crate::config::{KubernetesConfig, is_rfc1123_label, is_rfc1123_name};
 
 /// The Kubernetes client, built on first use from `[kubernetes]`.
 pub struct ClientSlot {
