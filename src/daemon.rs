@@ -463,7 +463,10 @@ async fn run_async(
         server: server_config.clone(),
         credentials: credentials.clone(),
         state_dir: config.store.dir.clone(),
-        reloader: reloader.clone(),
+        reloader: {
+            let reloader = reloader.clone();
+            Arc::new(move |trigger: &str| reloader.reload(trigger))
+        },
         shutdown: shutdown.clone(),
         rules_degraded,
         actions_note: actions_note.clone(),
@@ -479,7 +482,7 @@ async fn run_async(
         listener,
         server::Serving {
             tls,
-            router: server::router(state),
+            router: server::router(state, crate::ingest::route(&server_config)),
             config: server_config,
             metrics: metrics.clone(),
             credentials: credentials.clone(),

@@ -16,11 +16,13 @@ use axum::body::Body;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, post};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::Role;
+use crate::clock::Millis;
 use crate::server::{AppState, RemoteAddr, json_error};
 use crate::store::{IngestRecord, Prepared, Rejected, WriteError};
 use sha2::{Digest, Sha256};
@@ -143,6 +145,11 @@ impl InflightBudget {
             Err(_) => false,
         }
     }
+}
+
+/// `POST /webhook` for [`crate::server::router`], with the in-flight body budget it shares.
+pub fn route(config: &crate::config::ServerConfig) -> MethodRouter<AppState> {
+    post(handle_webhook).layer(Extension(InflightBudget::new(config)))
 }
 
 pub async fn handle_webhook(
@@ -369,7 +376,7 @@ async fn ingest(
                 .inc();
             tracing::warn!(remote, path = %error.path, message = %error.message, "webhook rejected");
             // The body stays counted in the budget until it is written out.
-            state.keep_rejected(received_at, error.reason, bytes, held);
+            keep_rejected(state, received_at, error.reason, bytes, held);
             let body = serde_json::json!({
                 "error": "invalid webhook payload",
                 "path": error.path,
@@ -439,6 +446,33 @@ async fn ingest(
             unavailable("store unavailable", "the store writer stopped"),
         ),
     }
+}
+
+/// Keep a rejected body for forensics, off the request path. `reservation` (the body's
+/// share of the in-flight budget) is released once the body is written.
+fn keep_rejected(
+    state: &AppState,
+    received_at: Millis,
+    reason: &'static str,
+    body: Bytes,
+    reservation: Option<OwnedSemaphorePermit>,
+) {
+    let dir = state.state_dir.clone();
+    let keep = state.store.settings().store.rejected_keep;
+    let metrics = state.metrics.clone();
+    if keep == 0 {
+        return;
+    }
+    tokio::task::spawn_blocking(move || {
+        let _reservation = reservation;
+        match rejected::keep(&dir, received_at, reason, &body, keep) {
+            Ok(path) => {
+                metrics.rejected_bodies_kept_total.inc();
+                tracing::debug!(path = %path.display(), "rejected body kept");
+            }
+            Err(error) => tracing::warn!(%error, "cannot keep rejected body"),
+        }
+    });
 }
 
 /// A 503 for a write the store could not make, with its kind (`full`, `read_only`, ...) so a

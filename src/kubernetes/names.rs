@@ -2,22 +2,7 @@
 //! Targets are often templated from alert labels; a value like `..`, `a/../b` or `x?watch=1`
 //! would otherwise change the path asked for.
 
-/// A valid Kubernetes name segment (RFC 1123 label): lowercase alphanumerics and `-`, starting
-/// and ending alphanumeric, at most 63 characters. Namespaces and container names are labels.
-pub fn is_rfc1123_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
-
-/// A valid Kubernetes object name (RFC 1123 subdomain): labels joined by dots, at most 253.
-pub fn is_rfc1123_name(name: &str) -> bool {
-    name.len() <= 253 && name.split('.').all(is_rfc1123_label)
-}
+pub use crate::config::{is_rfc1123_label, is_rfc1123_name};
 
 /// A namespace as the API accepts it, or why not.
 pub fn check_namespace(namespace: &str) -> Result<(), String> {

@@ -11,20 +11,10 @@
 //!   when a restart came between the decision and its act stage (which is not run again).
 //! - `never` records and reports only.
 
-use serde::{Deserialize, Serialize};
-
 use crate::clock::Millis;
 
-/// How pages are keyed.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum DedupMode {
-    /// One page per Alertmanager group, keyed like Alertmanager's own PagerDuty integration.
-    #[default]
-    Group,
-    /// One page per incident.
-    Incident,
-}
+/// How pages are keyed: a configuration setting (`[paging] dedup`), defined with the schema.
+pub use crate::config::DedupMode;
 
 /// The dedup key of an incident's page.
 pub fn dedup_key(mode: DedupMode, group_key: &str, incident_id: &str) -> String {

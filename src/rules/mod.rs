@@ -32,6 +32,7 @@ use expr::{Condition, Variables};
 use matcher::Matcher;
 use template::Template;
 
+pub use crate::config::{is_rfc1123_label, is_rfc1123_name};
 pub use load::{LoadError, LoadOptions, load_dir, load_files};
 
 /// P1 (complete outage) to P4 (no user impact). P1 is the highest.
@@ -813,23 +814,6 @@ fn default_summary(alert: &AlertInput) -> String {
         Some(summary) => format!("{name}: {summary}"),
         None => name.to_owned(),
     }
-}
-
-/// A valid Kubernetes name segment (RFC 1123 label): lowercase alphanumerics and `-`, starting
-/// and ending alphanumeric, at most 63 characters.
-pub fn is_rfc1123_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
-
-/// A valid Kubernetes object name (RFC 1123 subdomain): labels joined by dots, at most 253.
-pub fn is_rfc1123_name(name: &str) -> bool {
-    name.len() <= 253 && name.split('.').all(is_rfc1123_label)
 }
 
 #[cfg(test)]
