@@ -60,5 +60,7 @@ fi
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+# No two source files import each other in a circle (the stages stay a flow).
+python3 scripts/import-cycles.py
 sh systemd/check-unit.sh
 cargo test "$@"
