@@ -17,7 +17,7 @@ use crate::clock::{SharedClock, duration_millis};
 use crate::probes::kubernetes::ClientSlot;
 use crate::rules::action::{ActionSpec, Common};
 use crate::rules::{AlertInput, ChosenAction, RuleSet};
-use crate::store::{ActionPlan, Store};
+use crate::store::{ActionPlan, HeldValue, Store};
 use crate::telemetry::Metrics;
 
 /// What the act stage needs; built once by the daemon.
@@ -267,7 +267,11 @@ impl Mitigator {
             {
                 let items = hold_items
                     .iter()
-                    .map(|(item, value)| (item.clone(), value.clone(), previous_of(item, detail)))
+                    .map(|held| crate::store::HoldItem {
+                        item: held.item.clone(),
+                        value: held.value.clone(),
+                        previous: previous_of(&held.item, detail),
+                    })
                     .collect();
                 self.store
                     .add_holds(crate::store::HoldRequest {
@@ -682,7 +686,14 @@ impl Mitigator {
     /// through the governor (a pause, the budget or a cooldown defers a revert, never drops
     /// it), and only if the value is still the one nightshift set; a human's change wins.
     pub async fn revert(&self, due: Vec<crate::store::DueRevert>) {
-        for (id, target, item, value, previous) in due {
+        for crate::store::DueRevert {
+            hold_id: id,
+            target,
+            item,
+            value,
+            previous,
+        } in due
+        {
             let outcome = self.revert_one(id, &target, &item, &value, &previous).await;
             let (state, result) = match outcome {
                 Ok(None) => ("defer", None),
@@ -719,7 +730,13 @@ impl Mitigator {
         }
         match self.store.verify_actions(now).await {
             Ok(judged) => {
-                for (id, episode, action, helped) in judged {
+                for crate::store::Verified {
+                    action_id: id,
+                    episode_id: episode,
+                    action,
+                    helped,
+                } in judged
+                {
                     let outcome = if helped { "helped" } else { "did_not_help" };
                     self.metrics
                         .actions_verified_total
@@ -903,7 +920,15 @@ impl Mitigator {
                 }
                 Err(_) => return,
             };
-        for (id, kind, target, key, arguments, state) in open {
+        for crate::store::StartedAction {
+            id,
+            kind,
+            target,
+            key,
+            arguments,
+            state,
+        } in open
+        {
             let arguments: Value = serde_json::from_str(&arguments).unwrap_or_default();
             let lost = "nightshift stopped while it ran".to_owned();
             let outcome = match workload_of(&target) {
@@ -941,19 +966,20 @@ impl Mitigator {
     }
 }
 
-/// What an action reverted on resolve holds: (item, value it sets as JSON).
-fn hold_items(spec: &ActionSpec, rendered: &Value) -> Vec<(String, String)> {
+/// What an action reverted on resolve holds: each item and the value it sets as JSON.
+fn hold_items(spec: &ActionSpec, rendered: &Value) -> Vec<HeldValue> {
+    let held = |item: String, value: String| HeldValue { item, value };
     match spec {
         ActionSpec::SetEnv { env, remove, .. } => env
             .keys()
             .map(|name| {
                 let value = rendered[format!("env.{name}")].clone();
-                (format!("env:{name}"), value.to_string())
+                held(format!("env:{name}"), value.to_string())
             })
             .chain(
                 remove
                     .iter()
-                    .map(|name| (format!("env:{name}"), "null".to_owned())),
+                    .map(|name| held(format!("env:{name}"), "null".to_owned())),
             )
             .collect(),
         ActionSpec::Scale { .. } => {
@@ -965,7 +991,7 @@ fn hold_items(spec: &ActionSpec, rendered: &Value) -> Vec<(String, String)> {
                     .unwrap_or(Value::Null),
                 other => other.clone(),
             };
-            vec![("replicas".to_owned(), replicas.to_string())]
+            vec![held("replicas".to_owned(), replicas.to_string())]
         }
         _ => Vec::new(),
     }

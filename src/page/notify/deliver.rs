@@ -31,7 +31,7 @@ use super::render;
 use super::view::{ActionLine, IncidentView, PageView, ProbeLine};
 use crate::clock::{Millis, SharedClock, duration_millis, millis_to_datetime};
 use crate::config::{Config, NotifierKind, SeveritiesConfig};
-use crate::store::{Attempt, OutboxRow, PagingOp, Reader, Store, StoreError};
+use crate::store::{Attempt, OutboxRow, PagedIncident, PagingOp, Reader, Store, StoreError};
 use crate::telemetry::Metrics;
 
 /// A notifier with its URL read.
@@ -597,17 +597,17 @@ impl Deliverer {
     }
 
     fn observe_backlog(&self, now: Millis) {
-        let Ok((counts, oldest)) = self.read(|r| r.outbox_backlog(now)) else {
+        let Ok(backlog) = self.read(|r| r.outbox_backlog(now)) else {
             return;
         };
         let settings = self.settings();
         let mut per_kind: BTreeMap<&str, i64> = [("pagerduty", 0), ("slack", 0), ("webhook", 0)]
             .into_iter()
             .collect();
-        for (channel, count) in counts {
+        for channel in backlog.channels {
             *per_kind
-                .entry(notifier_kind(&settings, &channel))
-                .or_default() += count;
+                .entry(notifier_kind(&settings, &channel.channel))
+                .or_default() += channel.pending;
         }
         for (kind, count) in per_kind {
             self.metrics
@@ -617,7 +617,7 @@ impl Deliverer {
         }
         self.metrics
             .outbox_oldest_pending_seconds
-            .set(oldest.max(0) / 1000);
+            .set(backlog.oldest_age.max(0) / 1000);
     }
 
     /// Build the event for a row. `Ok(None)`: nothing to send (change events off); `Err`: it
@@ -653,24 +653,24 @@ impl Deliverer {
                 return Ok(None);
             }
             let episode = row.episode_id.clone().unwrap_or_default();
-            let (rule, severity) = self
+            let routing = self
                 .read(|r| r.episode_facts(&episode))
                 .map_err(|e| e.to_string())?;
             return settings
-                .routing_key_for(&rule, &severity)
+                .routing_key_for(&routing.rule, &routing.severity)
                 .map(Some)
                 .ok_or_else(|| "no routing key".to_owned());
         }
         let dedup_key = row.dedup_key.clone().unwrap_or_default();
-        let (_, rule, severity, stored_key, _) = self
+        let page = self
             .read(|r| r.page(&dedup_key))
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("page {dedup_key} is gone"))?;
-        if let Some(key) = stored_key {
+        if let Some(key) = page.routing_key {
             return Ok(Some(key));
         }
         let chosen = settings
-            .routing_key_for(&rule, &severity)
+            .routing_key_for(&page.rule, &page.severity)
             .ok_or("no routing key for this page")?;
         let fixed = self
             .store
@@ -747,11 +747,12 @@ impl Deliverer {
     ) -> Result<Outgoing, String> {
         let (path, body) = if row.kind == "change" {
             let action_id = row.action_id.unwrap_or_default();
-            let (episode, action) = self
+            let found = self
                 .read(|r| r.action(action_id))
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("action {action_id} is gone"))?;
-            let line = action_line(&action);
+            let episode = found.episode_id;
+            let line = action_line(&found.action);
             let (summary, details) = render::change_summary(&line, &episode);
             let at = line.at.clone().unwrap_or_else(|| {
                 crate::episodes::reconcile::canonical_time(millis_to_datetime(row.created_at))
@@ -848,10 +849,12 @@ pub fn page_view(
     settings: &DeliverySettings,
     dedup_key: &str,
 ) -> Result<Option<PageView>, StoreError> {
-    let Some((group_key, _rule, severity, _key, status)) = reader.page(dedup_key)? else {
+    let Some(page) = reader.page(dedup_key)? else {
         return Ok(None);
     };
-    let (incidents, more) = reader.paged_incidents(dedup_key, settings.max_incidents)?;
+    let (group_key, severity, status) = (page.group_key, page.severity, page.status);
+    let paged = reader.paged_incidents(dedup_key, settings.max_incidents)?;
+    let (incidents, more) = (paged.incidents, paged.more);
     let level = crate::page::policy::rank(&severity).clamp(1, 4) as u8;
     let config = settings.severities.get(level);
     let mut view = PageView {
@@ -868,7 +871,13 @@ pub fn page_view(
         incidents: Vec::new(),
         more_incidents: more,
     };
-    for (episode_id, severity, _state, reason) in incidents {
+    for PagedIncident {
+        episode_id,
+        severity,
+        reason,
+        ..
+    } in incidents
+    {
         let Some(row) = reader.episode(&episode_id)? else {
             continue;
         };
