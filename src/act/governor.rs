@@ -64,8 +64,8 @@ pub struct Proposal {
 /// What the store knows that bears on a proposal.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
-    /// `Some((until, reason))` while automatic actions are paused.
-    pub paused: Option<(Millis, String)>,
+    /// Set while automatic actions are paused.
+    pub paused: Option<Pause>,
     /// An action on this target is running now.
     pub in_flight: bool,
     /// The last action of this kind on this target actually run: (when, action id).
@@ -75,6 +75,15 @@ pub struct Facts {
     /// This incident already ran this action and still fires after its verify window, or
     /// the same alert re-opened within the cooldown: repeating it would not help.
     pub did_not_help: bool,
+}
+
+/// The operator's pause of automatic actions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pause {
+    /// Paused until then (`i64::MAX / 2` and above: until resumed).
+    pub until: Millis,
+    /// Why, in the operator's words.
+    pub reason: String,
 }
 
 /// Why an action does not run.
@@ -167,12 +176,12 @@ pub fn judge(
 }
 
 fn enforce_verdict(proposal: &Proposal, facts: &Facts, limits: Limits, now: Millis) -> Verdict {
-    if let Some((until, why)) = &facts.paused
-        && *until > now
+    if let Some(pause) = &facts.paused
+        && pause.until > now
     {
         return Verdict::Skip(Skip::Paused {
-            until: *until,
-            why: why.clone(),
+            until: pause.until,
+            why: pause.reason.clone(),
         });
     }
     if facts.in_flight {
@@ -262,7 +271,10 @@ mod tests {
                 "paused",
                 proposal(),
                 Facts {
-                    paused: Some((now + MINUTE, "deploy freeze".into())),
+                    paused: Some(Pause {
+                        until: now + MINUTE,
+                        reason: "deploy freeze".into(),
+                    }),
                     in_flight: true,
                     ..quiet.clone()
                 },
@@ -275,7 +287,10 @@ mod tests {
                 "a pause that expired",
                 proposal(),
                 Facts {
-                    paused: Some((now - 1, "old".into())),
+                    paused: Some(Pause {
+                        until: now - 1,
+                        reason: "old".into(),
+                    }),
                     ..quiet.clone()
                 },
                 Verdict::Run,

@@ -19,8 +19,7 @@ use crate::clock::{SharedClock, duration_millis};
 use crate::kubernetes::{ClientSlot, Workload};
 use crate::rules::action::{ActionSpec, Common};
 use crate::rules::{AlertInput, ChosenAction, RuleSet};
-use crate::store::Engine;
-use crate::store::{ActionPlan, Store};
+use crate::store::{ActionPlan, Engine, Store};
 use crate::telemetry::Metrics;
 
 /// What the act stage needs; built once by the daemon.
@@ -266,9 +265,10 @@ impl Mitigator {
             {
                 let items = hold_items
                     .iter()
-                    .map(|(item, value)| {
-                        let previous = kube_actions::previous_of(item, detail);
-                        (item.clone(), value.clone(), previous)
+                    .map(|held| crate::store::HoldItem {
+                        item: held.item.clone(),
+                        value: held.value.clone(),
+                        previous: kube_actions::previous_of(&held.item, detail),
                     })
                     .collect();
                 self.store
@@ -468,7 +468,14 @@ impl Mitigator {
     /// through the governor (a pause, the budget or a cooldown defers a revert, never drops
     /// it), and only if the value is still the one nightshift set; a human's change wins.
     pub async fn revert(&self, due: Vec<crate::store::DueRevert>) {
-        for (id, target, item, value, previous) in due {
+        for crate::store::DueRevert {
+            hold_id: id,
+            target,
+            item,
+            value,
+            previous,
+        } in due
+        {
             let outcome = self.revert_one(id, &target, &item, &value, &previous).await;
             let (state, result) = match outcome {
                 Ok(None) => ("defer", None),
@@ -505,7 +512,13 @@ impl Mitigator {
         }
         match self.store.verify_actions(now).await {
             Ok(judged) => {
-                for (id, episode, action, helped) in judged {
+                for crate::store::Verified {
+                    action_id: id,
+                    episode_id: episode,
+                    action,
+                    helped,
+                } in judged
+                {
                     let outcome = if helped { "helped" } else { "did_not_help" };
                     self.metrics
                         .actions_verified_total
@@ -629,7 +642,15 @@ impl Mitigator {
                 return;
             }
         };
-        for (id, kind, target, key, arguments, state) in open {
+        for crate::store::StartedAction {
+            id,
+            kind,
+            target,
+            key,
+            arguments,
+            state,
+        } in open
+        {
             let arguments: Value = serde_json::from_str(&arguments).unwrap_or_default();
             let lost = "nightshift stopped while it ran".to_owned();
             let outcome = match Workload::from_target(&target) {

@@ -46,9 +46,9 @@ async fn readiness(state: &AppState) -> (StatusCode, String) {
     let health = state.store.health();
     if health.is_ok()
         && let Ok(unpaged) = state.store.unpaged_p1_incidents().await
-        && let Some((_, why)) = unpaged.first()
+        && let Some(crate::store::UnpagedIncident { why, .. }) = unpaged.first()
     {
-        let ids: Vec<&str> = unpaged.iter().map(|(id, _)| id.as_str()).collect();
+        let ids: Vec<&str> = unpaged.iter().map(|u| u.episode_id.as_str()).collect();
         let plural = if unpaged.len() == 1 { "" } else { "s" };
         degraded.push(format!(
             "{} P1 incident{plural} could not be paged: {why} ({})",
@@ -152,7 +152,11 @@ pub(super) async fn pause(
     let reason = query
         .reason
         .unwrap_or_else(|| "paused by an operator".to_owned());
-    match state.store.set_pause(Some((until, reason.clone()))).await {
+    let pause = crate::store::Pause {
+        until,
+        reason: reason.clone(),
+    };
+    match state.store.set_pause(Some(pause)).await {
         Ok(()) => {
             state.metrics.actions_paused.set(1);
             let until_text = (until < i64::MAX / 2).then(|| crate::duration::rfc3339_millis(until));

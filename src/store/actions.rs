@@ -5,7 +5,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{ActionPlan, HoldRequest, PlannedAction, Verified};
-use crate::act::governor::{self, Facts, Proposal, Verdict};
+use crate::act::governor::{self, Facts, Pause, Proposal, Verdict};
 use crate::clock::Millis;
 
 pub(super) fn plan(
@@ -36,7 +36,12 @@ pub(super) fn plan(
         .query_row(
             "SELECT until_at, reason FROM pause WHERE id = 1",
             [],
-            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
+            |row| {
+                Ok(Pause {
+                    until: row.get(0)?,
+                    reason: row.get(1)?,
+                })
+            },
         )
         .optional()?;
     let in_flight: bool = transaction.query_row(
@@ -88,12 +93,12 @@ pub(super) fn plan(
     // The change is in place and held by another incident with the same value: this
     // incident only joins the hold.
     let mut held_ids = Vec::new();
-    for (item, value) in &plan.hold_items {
+    for held in &plan.hold_items {
         let id: Option<i64> = transaction
             .query_row(
                 "SELECT id FROM holds WHERE target = ?1 AND item = ?2 AND value = ?3
                  AND state IN ('held', 'releasing')",
-                params![plan.target, item, value],
+                params![plan.target, held.item, held.value],
                 |row| row.get(0),
             )
             .optional()?;
@@ -210,16 +215,16 @@ pub(super) fn add_holds(
     request: &HoldRequest,
     now: Millis,
 ) -> rusqlite::Result<()> {
-    for (item, value, previous) in &request.items {
+    for held in &request.items {
         transaction.execute(
             "INSERT INTO holds(target, item, value, previous, action_id, changed_at, state)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'held')
              ON CONFLICT DO NOTHING",
             params![
                 request.target,
-                item,
-                value,
-                previous,
+                held.item,
+                held.value,
+                held.previous,
                 request.action_id,
                 now
             ],
@@ -228,7 +233,7 @@ pub(super) fn add_holds(
             "INSERT OR IGNORE INTO hold_owners(hold_id, episode_id)
              SELECT id, ?3 FROM holds WHERE target = ?1 AND item = ?2
              AND state IN ('held', 'releasing')",
-            params![request.target, item, request.episode_id],
+            params![request.target, held.item, request.episode_id],
         )?;
     }
     Ok(())
@@ -277,7 +282,7 @@ pub(super) fn finish_hold(
 }
 
 /// Judge every finished action whose verify window has passed: did its incident stop
-/// firing? Returns (action id, episode, action, helped) for each judged.
+/// firing? Returns each action judged.
 pub(super) fn verify(
     transaction: &Transaction<'_>,
     now: Millis,
@@ -301,18 +306,23 @@ pub(super) fn verify(
             "UPDATE actions SET verified = ?2 WHERE id = ?1",
             params![id, if helped { "helped" } else { "did_not_help" }],
         )?;
-        judged.push((id, episode, action, helped));
+        judged.push(Verified {
+            action_id: id,
+            episode_id: episode,
+            action,
+            helped,
+        });
     }
     Ok(judged)
 }
 
 pub(super) fn set_pause(
     transaction: &Transaction<'_>,
-    pause: Option<(Millis, String)>,
+    pause: Option<Pause>,
     now: Millis,
 ) -> rusqlite::Result<()> {
     match pause {
-        Some((until, reason)) => transaction.execute(
+        Some(Pause { until, reason }) => transaction.execute(
             "INSERT INTO pause(id, until_at, reason, at) VALUES (1, ?1, ?2, ?3)
              ON CONFLICT(id) DO UPDATE SET until_at = excluded.until_at,
                  reason = excluded.reason, at = excluded.at",

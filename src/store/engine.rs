@@ -16,11 +16,14 @@ use serde_json::Value;
 
 use super::{
     ActionPlan, ApiAlert, BundleOp, BundleRow, BundleWork, DecisionRecord, DueRevert, Durability,
-    EpisodeRow, HoldRequest, IncidentDetail, IncidentSummary, OutboxRow, PageFacts, PagedIncident,
-    PagingDone, PagingOp, PendingTransition, PlannedAction, Recorded, StartedAction, StoreError,
-    SyncSummary, Verified,
+    EpisodeRow, HoldRequest, IncidentDetail, IncidentSummary, OutboxRow, PageFacts, PagingDone,
+    PagingOp, PendingTransition, PlannedAction, Recorded, StartedAction, StoreError, SyncSummary,
+    Verified,
 };
-use super::{Command, SentEvent, Store, StoredNotification};
+use super::{
+    ActionWithEpisode, Command, EpisodeRouting, OutboxBacklog, PagedIncidents, Pause, SentEvent,
+    Store, StoredNotification, UnpagedIncident,
+};
 use crate::clock::Millis;
 use crate::episodes::reconcile::EpisodeStatus;
 
@@ -102,7 +105,7 @@ pub trait Engine: Clone + Send + Sync + 'static {
     /// after this answer see the pause (plans read it in their own step).
     fn set_pause(
         &self,
-        pause: Option<(Millis, String)>,
+        pause: Option<Pause>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Record a decision, mark its transition done, plan its page and its bundle, in one
@@ -180,7 +183,7 @@ pub trait Engine: Clone + Send + Sync + 'static {
     /// P1 incidents nothing was configured to page about: (incident, why).
     fn unpaged_p1_incidents(
         &self,
-    ) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<UnpagedIncident>, StoreError>> + Send;
 
     /// Outbox rows due to be sent, most urgent first.
     fn due_outbox(
@@ -193,7 +196,7 @@ pub trait Engine: Clone + Send + Sync + 'static {
     fn outbox_backlog(
         &self,
         now: Millis,
-    ) -> impl Future<Output = Result<(Vec<(String, i64)>, Millis), StoreError>> + Send;
+    ) -> impl Future<Output = Result<OutboxBacklog, StoreError>> + Send;
 
     /// Events sent since a time (the rate limiter's memory across a restart).
     fn outbox_sent_since(
@@ -212,19 +215,19 @@ pub trait Engine: Clone + Send + Sync + 'static {
         &self,
         dedup_key: &str,
         limit: usize,
-    ) -> impl Future<Output = Result<(Vec<PagedIncident>, usize), StoreError>> + Send;
+    ) -> impl Future<Output = Result<PagedIncidents, StoreError>> + Send;
 
     /// An episode's rule and severity.
     fn episode_facts(
         &self,
         episode_id: &str,
-    ) -> impl Future<Output = Result<(String, String), StoreError>> + Send;
+    ) -> impl Future<Output = Result<EpisodeRouting, StoreError>> + Send;
 
     /// An action by id, with its episode.
     fn action(
         &self,
         id: i64,
-    ) -> impl Future<Output = Result<Option<(String, Value)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<ActionWithEpisode>, StoreError>> + Send;
 
     /// Bundles owed (initial, refresh, final), up to `limit`.
     fn bundle_work(
@@ -298,7 +301,7 @@ impl Engine for Store {
             .await
     }
 
-    async fn set_pause(&self, pause: Option<(Millis, String)>) -> Result<(), StoreError> {
+    async fn set_pause(&self, pause: Option<Pause>) -> Result<(), StoreError> {
         self.ask(|reply| Command::SetPause(pause, reply)).await
     }
 
@@ -367,7 +370,7 @@ impl Engine for Store {
         self.read(move |r| r.incident(&id)).await
     }
 
-    async fn unpaged_p1_incidents(&self) -> Result<Vec<(String, String)>, StoreError> {
+    async fn unpaged_p1_incidents(&self) -> Result<Vec<UnpagedIncident>, StoreError> {
         self.read(|r| r.unpaged_p1_incidents()).await
     }
 
@@ -375,10 +378,7 @@ impl Engine for Store {
         self.read(move |r| r.due_outbox(now, limit)).await
     }
 
-    async fn outbox_backlog(
-        &self,
-        now: Millis,
-    ) -> Result<(Vec<(String, i64)>, Millis), StoreError> {
+    async fn outbox_backlog(&self, now: Millis) -> Result<OutboxBacklog, StoreError> {
         self.read(move |r| r.outbox_backlog(now)).await
     }
 
@@ -395,17 +395,17 @@ impl Engine for Store {
         &self,
         dedup_key: &str,
         limit: usize,
-    ) -> Result<(Vec<PagedIncident>, usize), StoreError> {
+    ) -> Result<PagedIncidents, StoreError> {
         let key = dedup_key.to_owned();
         self.read(move |r| r.paged_incidents(&key, limit)).await
     }
 
-    async fn episode_facts(&self, episode_id: &str) -> Result<(String, String), StoreError> {
+    async fn episode_facts(&self, episode_id: &str) -> Result<EpisodeRouting, StoreError> {
         let id = episode_id.to_owned();
         self.read(move |r| r.episode_facts(&id)).await
     }
 
-    async fn action(&self, id: i64) -> Result<Option<(String, Value)>, StoreError> {
+    async fn action(&self, id: i64) -> Result<Option<ActionWithEpisode>, StoreError> {
         self.read(move |r| r.action(id)).await
     }
 

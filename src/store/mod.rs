@@ -38,13 +38,17 @@ use tokio::sync::oneshot;
 pub use bundles::StoredNotification;
 pub use bundles::{BundleRow, BundleWork, BundleWritten};
 pub use engine::{Engine, PendingWork};
-pub use paging::{Attempt, OutboxRow, PageFacts, PageRequest, PagedIncident, SentEvent};
+pub use paging::{
+    ActionWithEpisode, Attempt, ChannelBacklog, EpisodeRouting, IncidentPaging, OutboxBacklog,
+    OutboxRow, PageFacts, PageRequest, PagedIncident, PagedIncidents, SentEvent,
+};
 pub use reader::{
-    DecisionEntry, DueRevert, EpisodeRow, IncidentDetail, IncidentSummary, PendingTransition,
-    Reader, StartedAction, TransitionRecord,
+    DecisionEntry, DueRevert, EpisodeRow, IncidentDetail, IncidentSummary, NotificationCounts,
+    PendingTransition, Reader, StartedAction, TransitionRecord, UnpagedIncident,
 };
 pub use write_error::{WriteError, WriteErrorKind};
 
+pub use crate::act::governor::Pause;
 use crate::clock::{Millis, SharedClock};
 use crate::config::{ReconcileConfig, StoreConfig};
 use crate::telemetry::Metrics;
@@ -302,9 +306,9 @@ pub struct ActionPlan {
     pub arguments: String,
     pub mode: crate::act::governor::Mode,
     pub limits: crate::act::governor::Limits,
-    /// What the action would hold if it changes something reverted on resolve:
-    /// (item, value as JSON). An active hold of the same value makes it a mere hold.
-    pub hold_items: Vec<(String, String)>,
+    /// What the action would hold if it changes something reverted on resolve. An active
+    /// hold of the same value makes it a mere hold.
+    pub hold_items: Vec<HeldValue>,
     /// A skip (pause, budget, cooldown, in flight) records nothing: the caller tries again
     /// later. Used for reverts, which are deferred, never dropped.
     pub defer_on_skip: bool,
@@ -316,8 +320,36 @@ pub struct ActionPlan {
     pub defer_in_flight: bool,
 }
 
-/// An action judged after its verify window: (action id, episode, action name, helped).
-pub type Verified = (i64, String, String, bool);
+/// An action judged after its verify window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub action_id: i64,
+    pub episode_id: String,
+    /// The action's name in its rule.
+    pub action: String,
+    /// Its incident stopped firing within the verify window.
+    pub helped: bool,
+}
+
+/// A value an action would set and hold until its incident resolves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldValue {
+    /// What it changes on the target: `env:NAME` or `replicas`.
+    pub item: String,
+    /// The value it sets, as JSON.
+    pub value: String,
+}
+
+/// One change an action made that its incident holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldItem {
+    /// What it changed on the target: `env:NAME` or `replicas`.
+    pub item: String,
+    /// The value set, as JSON.
+    pub value: String,
+    /// The value before, as JSON; a revert restores it.
+    pub previous: String,
+}
 
 /// Changes an action made that its incident holds until it resolves.
 #[derive(Debug, Clone)]
@@ -325,8 +357,7 @@ pub struct HoldRequest {
     pub target: String,
     pub episode_id: String,
     pub action_id: i64,
-    /// (item, value set, previous value), each value as JSON.
-    pub items: Vec<(String, String, String)>,
+    pub items: Vec<HoldItem>,
 }
 
 /// An action as planned: its row id, the governor's verdict, and whether this call planned
@@ -352,10 +383,7 @@ enum Command {
         Option<String>,
         oneshot::Sender<Result<bool, WriteError>>,
     ),
-    SetPause(
-        Option<(Millis, String)>,
-        oneshot::Sender<Result<(), WriteError>>,
-    ),
+    SetPause(Option<Pause>, oneshot::Sender<Result<(), WriteError>>),
     AddHolds(Box<HoldRequest>, oneshot::Sender<Result<(), WriteError>>),
     Verify(Millis, oneshot::Sender<Result<Vec<Verified>, WriteError>>),
     ReleaseHolds(String, Millis, oneshot::Sender<Result<usize, WriteError>>),

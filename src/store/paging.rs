@@ -712,11 +712,74 @@ pub struct SentEvent {
     pub severity: String,
 }
 
-/// A page's facts as stored: (group key, rule, highest severity, routing key, status).
-pub type PageFacts = (String, String, String, Option<String>, String);
+/// A page's facts as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageFacts {
+    pub group_key: String,
+    pub rule: String,
+    /// The highest severity of its incidents.
+    pub severity: String,
+    /// Fixed at its first trigger; `None` before.
+    pub routing_key: Option<String>,
+    pub status: String,
+}
 
-/// An incident of a page, as stored: (episode id, severity, state, reason).
-pub type PagedIncident = (String, String, String, String);
+/// An incident of a page, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PagedIncident {
+    pub episode_id: String,
+    pub severity: String,
+    pub state: String,
+    /// Why it was paged (or not).
+    pub reason: String,
+}
+
+/// The paged incidents of a page, as many as asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PagedIncidents {
+    pub incidents: Vec<PagedIncident>,
+    /// How many more there are beyond those.
+    pub more: usize,
+}
+
+/// Pending outbox rows of one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelBacklog {
+    pub channel: String,
+    pub pending: i64,
+}
+
+/// What waits in the outbox, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxBacklog {
+    pub channels: Vec<ChannelBacklog>,
+    /// Age of the oldest pending row (0 when none).
+    pub oldest_age: Millis,
+}
+
+/// An episode's rule and severity as last decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpisodeRouting {
+    pub rule: String,
+    pub severity: String,
+}
+
+/// Everything paging did for an incident, and the page state it shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentPaging {
+    /// Its paging state and every outbox row, as the API shows them.
+    pub view: serde_json::Value,
+    /// `None`: no paging recorded.
+    pub state: Option<policy::PageState>,
+}
+
+/// One action with its episode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionWithEpisode {
+    pub episode_id: String,
+    /// The action's facts as JSON, like [`Reader::actions`].
+    pub action: serde_json::Value,
+}
 
 impl Reader {
     /// Pending outbox rows whose time has come, most urgent first: first triggers by
@@ -761,7 +824,7 @@ impl Reader {
     }
 
     /// Pending rows per channel and the age of the oldest, for metrics.
-    pub fn outbox_backlog(&self, now: Millis) -> Result<(Vec<(String, i64)>, Millis), StoreError> {
+    pub fn outbox_backlog(&self, now: Millis) -> Result<OutboxBacklog, StoreError> {
         let mut statement = self.connection.prepare_cached(
             "SELECT channel, count(*), min(created_at) FROM outbox WHERE state = 'pending'
              GROUP BY channel",
@@ -776,12 +839,15 @@ impl Reader {
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        let mut counts = Vec::new();
-        for (channel, count, first) in rows {
+        let mut channels = Vec::new();
+        for (channel, pending, first) in rows {
             oldest = oldest.min(first);
-            counts.push((channel, count));
+            channels.push(ChannelBacklog { channel, pending });
         }
-        Ok((counts, now - oldest))
+        Ok(OutboxBacklog {
+            channels,
+            oldest_age: now - oldest,
+        })
     }
 
     /// Every event sent (or attempted) at `since` or later, oldest first, with what routes
@@ -830,13 +896,13 @@ impl Reader {
                  WHERE dedup_key = ?1",
                 params![dedup_key],
                 |row| {
-                    Ok((
-                        row.get(0)?,
-                        row.get(1)?,
-                        row.get(2)?,
-                        row.get(3)?,
-                        row.get(4)?,
-                    ))
+                    Ok(PageFacts {
+                        group_key: row.get(0)?,
+                        rule: row.get(1)?,
+                        severity: row.get(2)?,
+                        routing_key: row.get(3)?,
+                        status: row.get(4)?,
+                    })
                 },
             )
             .optional()?)
@@ -847,7 +913,7 @@ impl Reader {
         &self,
         dedup_key: &str,
         limit: usize,
-    ) -> Result<(Vec<PagedIncident>, usize), StoreError> {
+    ) -> Result<PagedIncidents, StoreError> {
         let total: i64 = self.connection.query_row(
             "SELECT count(*) FROM incident_pages WHERE dedup_key = ?1
              AND state IN ('paged', 'resolved')",
@@ -861,11 +927,19 @@ impl Reader {
         )?;
         let rows = statement
             .query_map(params![dedup_key, limit as i64], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                Ok(PagedIncident {
+                    episode_id: row.get(0)?,
+                    severity: row.get(1)?,
+                    state: row.get(2)?,
+                    reason: row.get(3)?,
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let more = (total as usize).saturating_sub(rows.len());
-        Ok((rows, more))
+        Ok(PagedIncidents {
+            incidents: rows,
+            more,
+        })
     }
 
     /// The latest decision trace of an episode.
@@ -882,29 +956,34 @@ impl Reader {
     }
 
     /// An episode's rule and severity as last decided (for routing its change events).
-    pub fn episode_facts(&self, episode_id: &str) -> Result<(String, String), StoreError> {
+    pub fn episode_facts(&self, episode_id: &str) -> Result<EpisodeRouting, StoreError> {
         Ok(self
             .connection
             .query_row(
                 "SELECT coalesce(rule, 'default'), coalesce(severity, 'P3') FROM episodes
                  WHERE id = ?1",
                 params![episode_id],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| {
+                    Ok(EpisodeRouting {
+                        rule: row.get(0)?,
+                        severity: row.get(1)?,
+                    })
+                },
             )
             .optional()?
-            .unwrap_or_else(|| ("default".to_owned(), "P3".to_owned())))
+            .unwrap_or_else(|| EpisodeRouting {
+                rule: "default".to_owned(),
+                severity: "P3".to_owned(),
+            }))
     }
 
     /// Everything paging did for an incident: its paging state and every outbox row.
     pub fn incident_paging(&self, episode_id: &str) -> Result<serde_json::Value, StoreError> {
-        Ok(self.incident_page_state(episode_id)?.0)
+        Ok(self.incident_page_state(episode_id)?.view)
     }
 
     /// [`Reader::incident_paging`] with the page state it shows (`None`: no paging recorded).
-    pub fn incident_page_state(
-        &self,
-        episode_id: &str,
-    ) -> Result<(serde_json::Value, Option<policy::PageState>), StoreError> {
+    pub fn incident_page_state(&self, episode_id: &str) -> Result<IncidentPaging, StoreError> {
         let page = self
             .connection
             .query_row(
@@ -925,7 +1004,10 @@ impl Reader {
             )
             .optional()?;
         let Some(mut page) = page else {
-            return Ok((serde_json::Value::Null, None));
+            return Ok(IncidentPaging {
+                view: serde_json::Value::Null,
+                state: None,
+            });
         };
         let dedup_key = page["dedup_key"].as_str().unwrap_or_default().to_owned();
         let mut statement = self.connection.prepare_cached(
@@ -974,12 +1056,14 @@ impl Reader {
         page["page_state"] = state.as_str().into();
         page["summary"] = state.sentence().into();
         page["events"] = serde_json::Value::Array(events);
-        Ok((page, Some(state)))
+        Ok(IncidentPaging {
+            view: page,
+            state: Some(state),
+        })
     }
 
-    /// One action row with its episode, for a change event: (episode id, action facts as
-    /// JSON like [`Reader::actions`]).
-    pub fn action(&self, id: i64) -> Result<Option<(String, serde_json::Value)>, StoreError> {
+    /// One action row with its episode, for a change event.
+    pub fn action(&self, id: i64) -> Result<Option<ActionWithEpisode>, StoreError> {
         let episode: Option<String> = self
             .connection
             .query_row(
@@ -995,7 +1079,10 @@ impl Reader {
             .actions(&episode)?
             .into_iter()
             .find(|a| a["id"].as_i64() == Some(id));
-        Ok(found.map(|a| (episode, a)))
+        Ok(found.map(|action| ActionWithEpisode {
+            episode_id: episode,
+            action,
+        }))
     }
 }
 

@@ -15,7 +15,7 @@ use crate::page::policy::DedupMode;
 use crate::store::Engine;
 use crate::store::{
     ActionPlan, DecisionRecord, IngestRecord, PagingDone, PagingOp, Reader, Store, StoreSettings,
-    WriterThread,
+    Verified, WriterThread,
 };
 use crate::telemetry::Metrics;
 
@@ -286,13 +286,23 @@ async fn immediate_pages_coalesce_per_group_and_order_by_severity() {
     assert_eq!(due[0].priority, 1);
     assert_eq!(f.paging_state(&b).0, "paged");
     let page = f.reader().page(&group_key("g1")).unwrap().unwrap();
-    assert_eq!((page.1.as_str(), page.2.as_str()), ("rule-a", "P1"));
-    assert_eq!(page.3, None, "no routing key before the first send");
-    assert_eq!(page.4, "triggered");
-    let (paged, more) = f.reader().paged_incidents(&group_key("g1"), 10).unwrap();
-    assert_eq!(more, 0);
     assert_eq!(
-        paged.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
+        (page.rule.as_str(), page.severity.as_str()),
+        ("rule-a", "P1")
+    );
+    assert_eq!(
+        page.routing_key, None,
+        "no routing key before the first send"
+    );
+    assert_eq!(page.status, "triggered");
+    let paged = f.reader().paged_incidents(&group_key("g1"), 10).unwrap();
+    assert_eq!(paged.more, 0);
+    assert_eq!(
+        paged
+            .incidents
+            .iter()
+            .map(|p| p.episode_id.clone())
+            .collect::<Vec<_>>(),
         vec![a.clone(), b.clone()],
         "most severe first"
     );
@@ -309,7 +319,7 @@ async fn immediate_pages_coalesce_per_group_and_order_by_severity() {
         .unwrap();
     assert_eq!(row.priority, 2);
     f.decide("g3", "e", "P1", "immediate").await;
-    assert_eq!(f.reader().page(&g3).unwrap().unwrap().2, "P1");
+    assert_eq!(f.reader().page(&g3).unwrap().unwrap().severity, "P1");
 
     let due = f.due();
     assert_eq!(triggers(&due).len(), 3, "{due:?}");
@@ -479,7 +489,12 @@ async fn after_verify_waits_for_the_mitigation() {
     f.clock.advance(Duration::from_secs(2));
     let verified = f.store.verify_actions(f.now()).await.unwrap();
     assert_eq!(verified.len(), 2, "{verified:?}");
-    assert!(verified.contains(&(action, failing.clone(), "restart".to_owned(), false)));
+    assert!(verified.contains(&Verified {
+        action_id: action,
+        episode_id: failing.clone(),
+        action: "restart".to_owned(),
+        helped: false
+    }));
     let done = f
         .paging(PagingOp::Evaluate {
             settle: 60_000.into(),
@@ -498,8 +513,8 @@ async fn after_verify_waits_for_the_mitigation() {
     // Besides it, only the two actions' change events.
     assert_eq!(due.len(), 3, "{due:?}");
     assert_eq!(due.iter().filter(|r| r.kind == "change").count(), 2);
-    let (paged, _) = f.reader().paged_incidents(&group_key("g"), 10).unwrap();
-    assert_eq!(paged.len(), 2);
+    let paged = f.reader().paged_incidents(&group_key("g"), 10).unwrap();
+    assert_eq!(paged.incidents.len(), 2);
     // Judged once: evaluating again changes nothing.
     assert_eq!(
         f.paging(PagingOp::Evaluate {
@@ -613,13 +628,13 @@ async fn the_last_paged_incident_of_a_group_resolves_its_page_after_the_trigger(
             "pending".to_owned()
         )]
     );
-    assert_eq!(f.reader().page(&key).unwrap().unwrap().4, "triggered");
+    assert_eq!(f.reader().page(&key).unwrap().unwrap().status, "triggered");
 
     // The last one closes: exactly one resolve, once.
     f.send("g", &[("a", "resolved"), ("b", "resolved")]).await;
     assert_eq!(f.paging(PagingOp::Close(vec![b.clone()])).await.count, 1);
     assert_eq!(f.paging(PagingOp::Close(vec![b.clone()])).await.count, 0);
-    assert_eq!(f.reader().page(&key).unwrap().unwrap().4, "resolved");
+    assert_eq!(f.reader().page(&key).unwrap().unwrap().status, "resolved");
     let kinds: Vec<String> = f.events(&b).into_iter().map(|e| e.1).collect();
     assert_eq!(kinds, vec!["trigger", "resolve"]);
 
@@ -692,7 +707,12 @@ async fn the_first_routing_key_fixed_for_a_page_stays() {
         .await;
     assert_eq!(second.routing_key.as_deref(), Some("key-one"));
     assert_eq!(
-        f.reader().page(&key).unwrap().unwrap().3.as_deref(),
+        f.reader()
+            .page(&key)
+            .unwrap()
+            .unwrap()
+            .routing_key
+            .as_deref(),
         Some("key-one")
     );
 }

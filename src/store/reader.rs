@@ -75,12 +75,48 @@ pub struct DecisionEntry {
     pub trace: serde_json::Value,
 }
 
-/// An action left planned or started by a crash: (id, kind, target, idempotency key,
-/// arguments, state).
-pub type StartedAction = (i64, String, String, String, String, String);
+/// An action left planned or started by a crash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartedAction {
+    pub id: i64,
+    /// `kubernetes.rollout_restart`, `exec`, …
+    pub kind: String,
+    pub target: String,
+    /// The idempotency key.
+    pub key: String,
+    /// The rendered arguments as they may be shown, JSON.
+    pub arguments: String,
+    pub state: String,
+}
 
-/// A held change due to be reverted: (hold id, target, item, value set, previous value).
-pub type DueRevert = (i64, String, String, String, String);
+/// A held change due to be reverted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueRevert {
+    pub hold_id: i64,
+    pub target: String,
+    /// What was changed on the target: `env:NAME` or `replicas`.
+    pub item: String,
+    /// The value nightshift set, JSON.
+    pub value: String,
+    /// The value before, JSON: what the revert restores.
+    pub previous: String,
+}
+
+/// An open P1 incident nothing was configured to page about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpagedIncident {
+    pub episode_id: String,
+    /// Why it could not be paged.
+    pub why: String,
+}
+
+/// How many notifications the store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotificationCounts {
+    pub total: u64,
+    /// Not reconciled into episode transitions yet.
+    pub unreconciled: u64,
+}
 
 /// What the decision stage needs of an episode.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,8 +174,8 @@ fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
 
 impl Reader {
     /// Open P1 incidents nothing was configured to page about (page state `no_destination`),
-    /// with why: (episode id, why), oldest first. Read by `/readyz`.
-    pub fn unpaged_p1_incidents(&self) -> Result<Vec<(String, String)>, StoreError> {
+    /// with why, oldest first. Read by `/readyz`.
+    pub fn unpaged_p1_incidents(&self) -> Result<Vec<UnpagedIncident>, StoreError> {
         let mut statement = self.connection.prepare_cached(
             "SELECT episode_id FROM incident_pages
              WHERE severity = 'P1' AND closed_at IS NULL ORDER BY created_at LIMIT 100",
@@ -149,10 +185,10 @@ impl Reader {
             .collect::<Result<_, _>>()?;
         let mut unpaged = Vec::new();
         for episode_id in open {
-            if let (_, Some(PageState::NoDestination { why })) =
-                self.incident_page_state(&episode_id)?
+            if let Some(PageState::NoDestination { why }) =
+                self.incident_page_state(&episode_id)?.state
             {
-                unpaged.push((episode_id, why));
+                unpaged.push(UnpagedIncident { episode_id, why });
             }
         }
         Ok(unpaged)
@@ -296,13 +332,13 @@ impl Reader {
         )?;
         let rows = statement
             .query_map(params![now], |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                ))
+                Ok(DueRevert {
+                    hold_id: row.get(0)?,
+                    target: row.get(1)?,
+                    item: row.get(2)?,
+                    value: row.get(3)?,
+                    previous: row.get(4)?,
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
@@ -316,14 +352,14 @@ impl Reader {
         )?;
         let rows = statement
             .query_map([], |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                    row.get(5)?,
-                ))
+                Ok(StartedAction {
+                    id: row.get(0)?,
+                    kind: row.get(1)?,
+                    target: row.get(2)?,
+                    key: row.get(3)?,
+                    arguments: row.get(4)?,
+                    state: row.get(5)?,
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
@@ -396,12 +432,17 @@ impl Reader {
         Ok(rows)
     }
 
-    /// Stored notifications: (all, unreconciled).
-    pub fn notification_counts(&self) -> Result<(u64, u64), StoreError> {
+    /// Stored notifications, all and unreconciled.
+    pub fn notification_counts(&self) -> Result<NotificationCounts, StoreError> {
         Ok(self.connection.query_row(
             "SELECT count(*), count(*) FILTER (WHERE reconciled_at IS NULL) FROM notifications",
             [],
-            |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
+            |row| {
+                Ok(NotificationCounts {
+                    total: row.get::<_, i64>(0)? as u64,
+                    unreconciled: row.get::<_, i64>(1)? as u64,
+                })
+            },
         )?)
     }
 }

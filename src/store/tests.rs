@@ -496,7 +496,10 @@ async fn the_budget_pause_and_dry_run_are_enforced_from_the_store() {
     f.clock.advance(Duration::from_secs(3601));
     let until = f.clock.now_millis() + 600_000;
     f.store
-        .set_pause(Some((until, "deploy freeze".to_owned())))
+        .set_pause(Some(Pause {
+            until,
+            reason: "deploy freeze".to_owned(),
+        }))
         .await
         .unwrap();
     let paused = f

@@ -265,13 +265,13 @@ impl Pipeline {
 
     /// Outbox rows still pending (whether due or not).
     fn pending(&self) -> i64 {
-        let (counts, _) = self
+        let backlog = self
             .store
             .reader()
             .unwrap()
             .outbox_backlog(self.now())
             .unwrap();
-        counts.iter().map(|(_, count)| count).sum()
+        backlog.channels.iter().map(|channel| channel.pending).sum()
     }
 
     /// Tick, then move the clock by `step`, until nothing is pending (at most `max_ticks`).
@@ -700,7 +700,7 @@ async fn trigger_then_resolve_use_the_same_dedup_and_routing_key() {
             .page(&key)
             .unwrap()
             .unwrap()
-            .3
+            .routing_key
             .as_deref(),
         Some(ROUTING_KEY)
     );

@@ -62,6 +62,7 @@ use crate::kubernetes::{
     ClientSlot, ErrorKind, RequestError, Workload, WorkloadKind, get_scale, get_workload,
     patch_scale, patch_workload,
 };
+use crate::store::HeldValue;
 
 /// The pod template annotation carrying the idempotency key of the action that last
 /// changed the template.
@@ -756,19 +757,20 @@ async fn read_back(
 
 /// What the action holds when it is reverted on resolve: (item, the value it sets as JSON).
 /// `env:NAME` per variable set or removed, `replicas` for a scale; a restart holds nothing.
-pub fn hold_items(request: &Request) -> Vec<(String, String)> {
+pub fn hold_items(request: &Request) -> Vec<HeldValue> {
     let rendered = &request.rendered;
+    let held = |item: String, value: String| HeldValue { item, value };
     match &request.change {
         Change::SetEnv { set, remove, .. } => set
             .keys()
             .map(|name| {
                 let value = rendered[format!("env.{name}")].clone();
-                (format!("env:{name}"), value.to_string())
+                held(format!("env:{name}"), value.to_string())
             })
             .chain(
                 remove
                     .iter()
-                    .map(|name| (format!("env:{name}"), "null".to_owned())),
+                    .map(|name| held(format!("env:{name}"), "null".to_owned())),
             )
             .collect(),
         Change::Scale => {
@@ -780,7 +782,7 @@ pub fn hold_items(request: &Request) -> Vec<(String, String)> {
                     .unwrap_or(Value::Null),
                 other => other.clone(),
             };
-            vec![("replicas".to_owned(), replicas.to_string())]
+            vec![held("replicas".to_owned(), replicas.to_string())]
         }
         Change::RolloutRestart => Vec::new(),
     }

@@ -31,8 +31,7 @@ use super::render;
 use super::view::{IncidentView, PageView, action_line, probe_line};
 use crate::clock::{Millis, SharedClock, duration_millis, millis_to_datetime};
 use crate::config::{Config, NotifierKind, SeveritiesConfig};
-use crate::store::Engine;
-use crate::store::{Attempt, OutboxRow, PagingOp, Store, StoreError};
+use crate::store::{Attempt, Engine, OutboxRow, PagedIncident, PagingOp, Store, StoreError};
 use crate::telemetry::Metrics;
 
 /// A notifier with its URL read.
@@ -593,17 +592,17 @@ impl Deliverer {
     }
 
     async fn observe_backlog(&self, now: Millis) {
-        let Ok((counts, oldest)) = self.store.outbox_backlog(now).await else {
+        let Ok(backlog) = self.store.outbox_backlog(now).await else {
             return;
         };
         let settings = self.settings();
         let mut per_kind: BTreeMap<&str, i64> = [("pagerduty", 0), ("slack", 0), ("webhook", 0)]
             .into_iter()
             .collect();
-        for (channel, count) in counts {
+        for channel in backlog.channels {
             *per_kind
-                .entry(notifier_kind(&settings, &channel))
-                .or_default() += count;
+                .entry(notifier_kind(&settings, &channel.channel))
+                .or_default() += channel.pending;
         }
         for (kind, count) in per_kind {
             self.metrics
@@ -613,7 +612,7 @@ impl Deliverer {
         }
         self.metrics
             .outbox_oldest_pending_seconds
-            .set(oldest.max(0) / 1000);
+            .set(backlog.oldest_age.max(0) / 1000);
     }
 
     /// Build the event for a row. `Ok(None)`: nothing to send (change events off); `Err`: it
@@ -649,28 +648,28 @@ impl Deliverer {
                 return Ok(None);
             }
             let episode = row.episode_id.clone().unwrap_or_default();
-            let (rule, severity) = self
+            let routing = self
                 .store
                 .episode_facts(&episode)
                 .await
                 .map_err(|e| e.to_string())?;
             return settings
-                .routing_key_for(&rule, &severity)
+                .routing_key_for(&routing.rule, &routing.severity)
                 .map(Some)
                 .ok_or_else(|| "no routing key".to_owned());
         }
         let dedup_key = row.dedup_key.clone().unwrap_or_default();
-        let (_, rule, severity, stored_key, _) = self
+        let page = self
             .store
             .page(&dedup_key)
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("page {dedup_key} is gone"))?;
-        if let Some(key) = stored_key {
+        if let Some(key) = page.routing_key {
             return Ok(Some(key));
         }
         let chosen = settings
-            .routing_key_for(&rule, &severity)
+            .routing_key_for(&page.rule, &page.severity)
             .ok_or("no routing key for this page")?;
         let fixed = self
             .store
@@ -747,13 +746,14 @@ impl Deliverer {
     ) -> Result<Outgoing, String> {
         let (path, body) = if row.kind == "change" {
             let action_id = row.action_id.unwrap_or_default();
-            let (episode, action) = self
+            let found = self
                 .store
                 .action(action_id)
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("action {action_id} is gone"))?;
-            let line = action_line(&action);
+            let episode = found.episode_id;
+            let line = action_line(&found.action);
             let (summary, details) = render::change_summary(&line, &episode);
             let at = line.at.clone().unwrap_or_else(|| {
                 crate::episodes::reconcile::canonical_time(millis_to_datetime(row.created_at))
@@ -850,12 +850,14 @@ pub async fn page_view(
     settings: &DeliverySettings,
     dedup_key: &str,
 ) -> Result<Option<PageView>, StoreError> {
-    let Some((group_key, _rule, severity, _key, status)) = store.page(dedup_key).await? else {
+    let Some(page) = store.page(dedup_key).await? else {
         return Ok(None);
     };
-    let (incidents, more) = store
+    let (group_key, severity, status) = (page.group_key, page.severity, page.status);
+    let paged = store
         .paged_incidents(dedup_key, settings.max_incidents)
         .await?;
+    let (incidents, more) = (paged.incidents, paged.more);
     let level = crate::page::policy::rank(&severity).clamp(1, 4) as u8;
     let config = settings.severities.get(level);
     let mut view = PageView {
@@ -872,7 +874,13 @@ pub async fn page_view(
         incidents: Vec::new(),
         more_incidents: more,
     };
-    for (episode_id, severity, _state, reason) in incidents {
+    for PagedIncident {
+        episode_id,
+        severity,
+        reason,
+        ..
+    } in incidents
+    {
         let Some(row) = store.episode(&episode_id).await? else {
             continue;
         };
