@@ -40,14 +40,9 @@ impl EpisodeStatus {
         }
     }
 
+    /// `None` for text that names no status (the store's typed error says which).
     pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "firing" => EpisodeStatus::Firing,
-            "resolved" => EpisodeStatus::Resolved,
-            "gone" => EpisodeStatus::Gone,
-            "silenced" => EpisodeStatus::Silenced,
-            _ => return None,
-        })
+        <Self as crate::store::StoredText>::parse(text).ok()
     }
 
     pub fn is_open(self) -> bool {

@@ -19,6 +19,7 @@ mod journal;
 mod paging;
 mod reader;
 mod schema;
+mod values;
 mod write_error;
 mod writer;
 
@@ -42,6 +43,10 @@ pub use reader::{
     DecisionEntry, DueRevert, EpisodeRow, IncidentDetail, IncidentSummary, NotificationCounts,
     PendingTransition, Reader, StartedAction, TransitionRecord, UnpagedIncident,
 };
+pub use values::{
+    ActionState, BundleState, DecisionKind, HoldFinish, HoldState, IncidentPageState, OutboxKind,
+    OutboxState, PageStatus, StoredText, Unrecognised, Verification,
+};
 pub use write_error::{WriteError, WriteErrorKind};
 
 pub use crate::act::governor::Pause;
@@ -55,7 +60,12 @@ pub const DATABASE_FILE: &str = "nightshift.db";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+    /// A row holds a kind or state this version does not know: a newer nightshift wrote it.
+    #[error(
+        "store: {what} {text:?} is not one this version knows (written by a newer nightshift?)"
+    )]
+    Unrecognised { what: &'static str, text: String },
     #[error("store: cannot create state directory {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -100,6 +110,7 @@ impl StoreError {
     pub fn metric_label(&self) -> &'static str {
         match self {
             StoreError::Sqlite(_) => "sqlite",
+            StoreError::Unrecognised { .. } => "unrecognised",
             StoreError::StateDir { .. } => "state_dir",
             StoreError::Stopped => "stopped",
             StoreError::Write(error) => error.kind().label(),
@@ -107,6 +118,19 @@ impl StoreError {
             StoreError::WriterThread(_) => "writer_thread",
             StoreError::PermissionDenied { .. } => "permission_denied",
             StoreError::NoSharedMemory { .. } => "no_shared_memory",
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    /// A column of unknown kind or state text is told apart from SQLite's own failures.
+    fn from(error: rusqlite::Error) -> StoreError {
+        match values::unrecognised_in(&error) {
+            Some(unrecognised) => StoreError::Unrecognised {
+                what: unrecognised.what,
+                text: unrecognised.text.clone(),
+            },
+            None => StoreError::Sqlite(error),
         }
     }
 }
@@ -194,8 +218,7 @@ pub struct DecisionRecord {
     pub episode_id: String,
     /// The transition this decision handles; it is marked done in the same transaction.
     pub transition_seq: Option<i64>,
-    /// `initial` (on opened/reopened/unsilenced) or `reevaluation`.
-    pub kind: String,
+    pub kind: DecisionKind,
     pub rule: String,
     pub severity: String,
     pub branch: String,
@@ -341,9 +364,9 @@ pub struct HoldRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedAction {
     pub id: i64,
-    pub verdict: String,
+    pub verdict: crate::act::governor::VerdictKind,
     pub verdict_detail: serde_json::Value,
-    pub state: String,
+    pub state: ActionState,
     pub new: bool,
 }
 
@@ -355,7 +378,7 @@ enum Command {
     /// Mark an action started (before it runs) or finished (after): id, state, result.
     UpdateAction(
         i64,
-        String,
+        ActionState,
         Option<String>,
         oneshot::Sender<Result<bool, WriteError>>,
     ),
@@ -365,7 +388,7 @@ enum Command {
     ReleaseHolds(String, Millis, oneshot::Sender<Result<usize, WriteError>>),
     FinishHold(
         i64,
-        String,
+        HoldFinish,
         Option<String>,
         oneshot::Sender<Result<(), WriteError>>,
     ),
@@ -577,10 +600,9 @@ impl Store {
     pub async fn update_action(
         &self,
         id: i64,
-        state: &str,
+        state: ActionState,
         result: Option<String>,
     ) -> Result<bool, StoreError> {
-        let state = state.to_owned();
         self.ask(|reply| Command::UpdateAction(id, state, result, reply))
             .await
     }
@@ -607,16 +629,15 @@ impl Store {
             .await
     }
 
-    /// `reverted` or `left` (a human changed it) with a result, or `defer` to try again in a
-    /// minute.
+    /// Reverted, left (a human changed it) or failed, with a result; or deferred, to try
+    /// again in a minute.
     pub async fn finish_hold(
         &self,
         id: i64,
-        state: &str,
+        finish: HoldFinish,
         result: Option<String>,
     ) -> Result<(), StoreError> {
-        let state = state.to_owned();
-        self.ask(|reply| Command::FinishHold(id, state, result, reply))
+        self.ask(|reply| Command::FinishHold(id, finish, result, reply))
             .await
     }
 
