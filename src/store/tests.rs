@@ -7,9 +7,9 @@ use chrono::TimeZone;
 
 use super::*;
 use crate::act::governor::VerdictKind;
-use crate::episodes::reconcile::EpisodeStatus;
 use crate::clock::{Clock, ManualClock};
 use crate::config::{ReconcileConfig, StoreConfig};
+use crate::episodes::reconcile::EpisodeStatus;
 use crate::store::ActionPlan;
 
 struct Fixture {
