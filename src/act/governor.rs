@@ -114,13 +114,58 @@ impl Skip {
         !matches!(self, Skip::Cooldown { .. } | Skip::InFlight)
     }
 
-    pub fn label(&self) -> &'static str {
+    pub fn kind(&self) -> VerdictKind {
         match self {
-            Skip::Paused { .. } => "paused",
-            Skip::InFlight => "in_flight",
-            Skip::Cooldown { .. } => "cooldown",
-            Skip::Budget { .. } => "budget",
-            Skip::DidNotHelp => "did_not_help",
+            Skip::Paused { .. } => VerdictKind::Paused,
+            Skip::InFlight => VerdictKind::InFlight,
+            Skip::Cooldown { .. } => VerdictKind::Cooldown,
+            Skip::Budget { .. } => VerdictKind::Budget,
+            Skip::DidNotHelp => VerdictKind::DidNotHelp,
+        }
+    }
+
+    pub fn label(&self) -> &'static str {
+        self.kind().as_str()
+    }
+}
+
+/// A verdict without its details, as the store records it and the paging rules read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictKind {
+    Run,
+    Hold,
+    DryRun,
+    Paused,
+    InFlight,
+    Cooldown,
+    Budget,
+    DidNotHelp,
+}
+
+impl VerdictKind {
+    pub const ALL: [VerdictKind; 8] = [
+        VerdictKind::Run,
+        VerdictKind::Hold,
+        VerdictKind::DryRun,
+        VerdictKind::Paused,
+        VerdictKind::InFlight,
+        VerdictKind::Cooldown,
+        VerdictKind::Budget,
+        VerdictKind::DidNotHelp,
+    ];
+
+    /// Its label: the recorded text and the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictKind::Run => "run",
+            VerdictKind::Hold => "hold",
+            VerdictKind::DryRun => "dry_run",
+            VerdictKind::Paused => "paused",
+            VerdictKind::InFlight => "in_flight",
+            VerdictKind::Cooldown => "cooldown",
+            VerdictKind::Budget => "budget",
+            VerdictKind::DidNotHelp => "did_not_help",
         }
     }
 }
@@ -141,13 +186,17 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub fn label(&self) -> &'static str {
+    pub fn kind(&self) -> VerdictKind {
         match self {
-            Verdict::Run => "run",
-            Verdict::Hold => "hold",
-            Verdict::Dry { .. } => "dry_run",
-            Verdict::Skip(skip) => skip.label(),
+            Verdict::Run => VerdictKind::Run,
+            Verdict::Hold => VerdictKind::Hold,
+            Verdict::Dry { .. } => VerdictKind::DryRun,
+            Verdict::Skip(skip) => skip.kind(),
         }
+    }
+
+    pub fn label(&self) -> &'static str {
+        self.kind().as_str()
     }
 }
 

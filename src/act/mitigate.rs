@@ -14,12 +14,13 @@ use serde_json::{Value, json};
 
 use crate::act::actions::kubernetes::{self as kube_actions, Change};
 use crate::act::actions::{Outcome, exec, http};
+use crate::act::governor::VerdictKind;
 use crate::act::governor::{Limits, Mode};
 use crate::clock::{SharedClock, duration_millis};
 use crate::kubernetes::{ClientSlot, Workload};
 use crate::rules::action::{ActionSpec, Common};
 use crate::rules::{AlertInput, ChosenAction, RuleSet};
-use crate::store::{ActionPlan, Engine, Store};
+use crate::store::{ActionPlan, ActionState, Engine, HoldFinish, HoldState, Store};
 use crate::telemetry::Metrics;
 
 /// What the act stage needs; built once by the daemon.
@@ -167,7 +168,7 @@ impl Mitigator {
             .await
             .map_err(|e| e.to_string())?;
         for _ in 0..60 {
-            if planned.state != "deferred" {
+            if planned.state != ActionState::Deferred {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -177,7 +178,7 @@ impl Mitigator {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        if planned.state == "deferred" {
+        if planned.state == ActionState::Deferred {
             let plan = ActionPlan {
                 defer_in_flight: false,
                 ..plan
@@ -196,7 +197,7 @@ impl Mitigator {
             .with_label_values(&[spec.kind(), planned.verdict.as_str()])
             .inc();
         tracing::info!(action = %chosen.name, %target, verdict = %planned.verdict, "action judged");
-        if planned.verdict != "run" {
+        if planned.verdict != VerdictKind::Run {
             return Ok(());
         }
         // Evidence before disruption: logs and events of pods about to be restarted, scaled or
@@ -214,7 +215,7 @@ impl Mitigator {
             let result = json!({"error": "actions.mode was switched to dry-run before this action started; not run"});
             tracing::warn!(action = %chosen.name, %target, "switched to dry-run before the action started; not run");
             self.store
-                .update_action(planned.id, "failed", Some(result.to_string()))
+                .update_action(planned.id, ActionState::Failed, Some(result.to_string()))
                 .await
                 .map_err(|e| e.to_string())?;
             return Ok(());
@@ -235,7 +236,7 @@ impl Mitigator {
             attempt += 1;
             if !self
                 .store
-                .update_action(planned.id, "started", None)
+                .update_action(planned.id, ActionState::Started, None)
                 .await
                 .map_err(|e| e.to_string())?
             {
@@ -254,10 +255,12 @@ impl Mitigator {
                 }
             ) && attempt < self.max_attempts;
             let state = match (&outcome, retry) {
-                (Outcome::Done { .. }, _) => "done",
-                (Outcome::NotApplied { .. }, true) => "not_applied",
-                (Outcome::NotApplied { .. }, false) | (Outcome::Failed { .. }, _) => "failed",
-                (Outcome::Unknown { .. }, _) => "uncertain",
+                (Outcome::Done { .. }, _) => ActionState::Done,
+                (Outcome::NotApplied { .. }, true) => ActionState::NotApplied,
+                (Outcome::NotApplied { .. }, false) | (Outcome::Failed { .. }, _) => {
+                    ActionState::Failed
+                }
+                (Outcome::Unknown { .. }, _) => ActionState::Uncertain,
             };
             if let Outcome::Done { detail } = &outcome
                 && !hold_items.is_empty()
@@ -288,16 +291,19 @@ impl Mitigator {
                 .map_err(|e| e.to_string())?;
             self.metrics
                 .actions_total
-                .with_label_values(&[spec.kind(), state])
+                .with_label_values(&[spec.kind(), state.as_str()])
                 .inc();
             match (state, &outcome) {
-                ("uncertain", _) => {
+                (ActionState::Uncertain, _) => {
                     tracing::error!(action = %chosen.name, %target, "action outcome unknown; escalating, not retrying")
                 }
-                ("failed", Outcome::Failed { error } | Outcome::NotApplied { error, .. }) => {
+                (
+                    ActionState::Failed,
+                    Outcome::Failed { error } | Outcome::NotApplied { error, .. },
+                ) => {
                     tracing::error!(action = %chosen.name, %target, attempt, error = %self.scrub(error), "action failed")
                 }
-                ("not_applied", Outcome::NotApplied { error, .. }) => {
+                (ActionState::NotApplied, Outcome::NotApplied { error, .. }) => {
                     tracing::warn!(action = %chosen.name, %target, attempt, error = %self.scrub(error), "action not applied; retrying with backoff")
                 }
                 _ => {}
@@ -478,18 +484,21 @@ impl Mitigator {
         {
             let outcome = self.revert_one(id, &target, &item, &value, &previous).await;
             let (state, result) = match outcome {
-                Ok(None) => ("defer", None),
-                Ok(Some((state, result))) => (state, Some(result.to_string())),
+                Ok(None) => (HoldFinish::Defer, None),
+                Ok(Some((state, result))) => (HoldFinish::Settled(state), Some(result.to_string())),
                 Err(error) => {
                     tracing::error!(hold = id, %target, %item, %error, "revert failed; escalate");
-                    ("failed", Some(json!({"error": error}).to_string()))
+                    (
+                        HoldFinish::Settled(HoldState::Failed),
+                        Some(json!({"error": error}).to_string()),
+                    )
                 }
             };
-            if state != "defer" {
-                tracing::info!(hold = id, %target, %item, state, "held change settled");
+            if state != HoldFinish::Defer {
+                tracing::info!(hold = id, %target, %item, state = state.as_str(), "held change settled");
                 self.metrics
                     .actions_total
-                    .with_label_values(&["revert", state])
+                    .with_label_values(&["revert", state.as_str()])
                     .inc();
             }
             if let Err(error) = self.store.finish_hold(id, state, result).await {
@@ -543,7 +552,7 @@ impl Mitigator {
         item: &str,
         value: &str,
         previous: &str,
-    ) -> Result<Option<(&'static str, Value)>, String> {
+    ) -> Result<Option<(HoldState, Value)>, String> {
         let workload = Workload::from_target(target)?;
         let kind = kube_actions::revert_kind(item);
         let planned = self
@@ -571,21 +580,21 @@ impl Mitigator {
             })
             .await
             .map_err(|e| e.to_string())?;
-        if planned.state == "deferred" {
+        if planned.state == ActionState::Deferred {
             return Ok(None);
         }
-        if planned.verdict != "run" {
+        if planned.verdict != VerdictKind::Run {
             // Dry-run: recorded as what would have been reverted.
-            return Ok(Some(("reverted", json!({"dry_run": true}))));
+            return Ok(Some((HoldState::Reverted, json!({"dry_run": true}))));
         }
         if !self
             .store
-            .update_action(planned.id, "started", None)
+            .update_action(planned.id, ActionState::Started, None)
             .await
             .map_err(|e| e.to_string())?
         {
             return Ok(Some((
-                "failed",
+                HoldState::Failed,
                 json!({"error": "the revert was already started"}),
             )));
         }
@@ -604,18 +613,18 @@ impl Mitigator {
                 self.store
                     .update_action(
                         planned.id,
-                        "skipped",
+                        ActionState::Skipped,
                         Some(json!({"left": "changed since"}).to_string()),
                     )
                     .await
                     .map_err(|e| e.to_string())?;
-                return Ok(Some(("left", found)));
+                return Ok(Some((HoldState::Left, found)));
             }
         };
         let state = match &outcome {
-            Outcome::Done { .. } => "done",
-            Outcome::Unknown { .. } => "uncertain",
-            _ => "failed",
+            Outcome::Done { .. } => ActionState::Done,
+            Outcome::Unknown { .. } => ActionState::Uncertain,
+            _ => ActionState::Failed,
         };
         let result = serde_json::to_value(&outcome).unwrap_or_default();
         self.store
@@ -623,10 +632,10 @@ impl Mitigator {
             .await
             .map_err(|e| e.to_string())?;
         Ok(Some((
-            if state == "done" {
-                "reverted"
+            if state == ActionState::Done {
+                HoldState::Reverted
             } else {
-                "failed"
+                HoldState::Failed
             },
             result,
         )))
@@ -656,7 +665,7 @@ impl Mitigator {
             let outcome = match Workload::from_target(&target) {
                 // Planned but never started: nothing ran. Recorded as not applied (the
                 // incident is escalated), so the target is not left "in flight" forever.
-                _ if state == "planned" => Outcome::NotApplied {
+                _ if state == ActionState::Planned => Outcome::NotApplied {
                     error: "nightshift stopped before the action started; it did not run"
                         .to_owned(),
                     retryable: false,
@@ -677,18 +686,18 @@ impl Mitigator {
                 },
             };
             let state = match &outcome {
-                Outcome::Done { .. } => "done",
-                Outcome::NotApplied { .. } | Outcome::Failed { .. } => "failed",
-                Outcome::Unknown { .. } => "uncertain",
+                Outcome::Done { .. } => ActionState::Done,
+                Outcome::NotApplied { .. } | Outcome::Failed { .. } => ActionState::Failed,
+                Outcome::Unknown { .. } => ActionState::Uncertain,
             };
-            tracing::warn!(action_id = id, %target, state, "settled an action left started by a crash");
+            tracing::warn!(action_id = id, %target, state = state.as_str(), "settled an action left started by a crash");
             let result = serde_json::to_string(&outcome).unwrap_or_default();
             if let Err(error) = self.store.update_action(id, state, Some(result)).await {
                 tracing::error!(%error, "cannot record the settled action");
             }
             self.metrics
                 .actions_total
-                .with_label_values(&[kind.as_str(), state])
+                .with_label_values(&[kind.as_str(), state.as_str()])
                 .inc();
         }
     }

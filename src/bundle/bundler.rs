@@ -223,7 +223,7 @@ impl Bundler {
             BundleWork {
                 episode_id: episode_id.to_owned(),
                 plan: plan.to_owned(),
-                state: "pending".to_owned(),
+                state: crate::store::BundleState::Pending,
                 closed: false,
                 path: None,
             },
@@ -295,7 +295,7 @@ impl Bundler {
     ) -> Result<(), String> {
         let plan: BundlePlan = serde_json::from_str(&work.plan).unwrap_or_default();
         let episode_id = work.episode_id.clone();
-        let first = work.state == "pending";
+        let first = work.state == crate::store::BundleState::Pending;
         // Shared with other incidents' bundles until written (a storm shares its evidence).
         let mut files: Vec<(String, bytes::Bytes)> = Vec::new();
         let mut collected: Vec<CollectorFacts> = Vec::new();
@@ -965,7 +965,7 @@ pub fn incident_facts(
         summary: latest
             .map(|d| text(&d.trace["summary"]))
             .unwrap_or_default(),
-        status: summary.status.clone(),
+        status: summary.status.as_str().to_owned(),
         severity: severity.clone(),
         meaning: config.meaning.clone(),
         respond_within: crate::duration::format(config.respond_within),
@@ -994,7 +994,7 @@ pub fn incident_facts(
         .iter()
         .map(|d| DecisionFacts {
             at: d.at.clone(),
-            kind: d.kind.clone(),
+            kind: d.kind.as_str().to_owned(),
             rule: d.rule.clone(),
             severity: d.severity.clone(),
             branch: d.branch.clone(),
@@ -1052,7 +1052,7 @@ pub fn incident_facts(
             .iter()
             .map(|t| TransitionFacts {
                 at: t.at.clone(),
-                kind: t.kind.clone(),
+                kind: t.kind.as_str().to_owned(),
             })
             .collect(),
         collectors: collected.to_vec(),

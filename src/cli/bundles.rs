@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::BundlesCommand;
 use super::output::{Cell, Style, Tone, pairs, size, table, text};
-use crate::store::BundleRow;
 use crate::store::Reader;
+use crate::store::{BundleRow, BundleState};
 
 pub(super) fn run(
     reader: &Reader,
@@ -34,7 +34,7 @@ pub(super) fn run(
             let path = row
                 .path
                 .clone()
-                .filter(|_| matches!(row.state.as_str(), "written" | "final"))
+                .filter(|_| matches!(row.state, BundleState::Written | BundleState::Final))
                 .with_context(|| format!("the bundle of {shown_id} is {}", row.state))?;
             let file =
                 crate::bundle::bundler::resolve_path(state_dir, &path).with_context(|| {
@@ -67,7 +67,7 @@ pub fn render_list(rows: &[BundleRow], style: Style) -> String {
     for row in rows {
         table_rows.push(vec![
             Cell::plain(text(&row.episode_id)),
-            Cell::toned(&row.state, Tone::of_outcome(&row.state)),
+            Cell::toned(row.state.as_str(), Tone::of_outcome(row.state.as_str())),
             Cell::toned(&row.status, Tone::of_status(&row.status)),
             Cell::number(row.bytes),
             Cell::plain(text(row.path.as_deref().unwrap_or("-"))),
@@ -88,7 +88,7 @@ pub fn render_show(row: &BundleRow, manifest: &Value, style: Style) -> String {
         ),
         (
             "state",
-            Cell::toned(&row.state, Tone::of_outcome(&row.state)),
+            Cell::toned(row.state.as_str(), Tone::of_outcome(row.state.as_str())),
         ),
         (
             "incident now",

@@ -56,7 +56,10 @@ pub fn render_list(incidents: &[IncidentSummary], style: Style) -> String {
         let severity = incident.severity.as_deref().unwrap_or("-");
         rows.push(vec![
             Cell::plain(text(&incident.id)),
-            Cell::toned(&incident.status, Tone::of_status(&incident.status)),
+            Cell::toned(
+                incident.status.as_str(),
+                Tone::of_status(incident.status.as_str()),
+            ),
             Cell::toned(text(severity), Tone::of_severity(severity)),
             Cell::plain(text(incident.alertname.as_deref().unwrap_or("-"))),
             Cell::plain(&incident.first_seen),
@@ -75,7 +78,10 @@ pub fn render_show(incident: &IncidentDetail, style: Style) -> String {
         ("incident", Cell::toned(text(&summary.id), Tone::Strong)),
         (
             "status",
-            Cell::toned(&summary.status, Tone::of_status(&summary.status)),
+            Cell::toned(
+                summary.status.as_str(),
+                Tone::of_status(summary.status.as_str()),
+            ),
         ),
         (
             "alert",
@@ -109,7 +115,7 @@ pub fn render_show(incident: &IncidentDetail, style: Style) -> String {
         .map(|transition| {
             vec![
                 Cell::plain(&transition.at),
-                Cell::plain(text(&transition.kind)),
+                Cell::plain(transition.kind.as_str()),
                 Cell::plain(pairs(&transition.detail)),
             ]
         })
@@ -195,7 +201,7 @@ fn decision(out: &mut String, incident: &IncidentDetail, style: Style) {
         .map(|earlier| {
             vec![
                 Cell::plain(&earlier.at),
-                Cell::plain(text(&earlier.kind)),
+                Cell::plain(earlier.kind.as_str()),
                 Cell::plain(text(&earlier.rule)),
                 Cell::toned(
                     text(&earlier.severity),

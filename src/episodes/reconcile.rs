@@ -40,14 +40,16 @@ impl EpisodeStatus {
         }
     }
 
+    /// `None` for text that names no status (the store's typed error says which).
     pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "firing" => EpisodeStatus::Firing,
-            "resolved" => EpisodeStatus::Resolved,
-            "gone" => EpisodeStatus::Gone,
-            "silenced" => EpisodeStatus::Silenced,
-            _ => return None,
-        })
+        [
+            EpisodeStatus::Firing,
+            EpisodeStatus::Resolved,
+            EpisodeStatus::Gone,
+            EpisodeStatus::Silenced,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
     }
 
     pub fn is_open(self) -> bool {

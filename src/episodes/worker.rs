@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Millis, SharedClock, duration_millis};
 use crate::episodes::decide;
+use crate::episodes::reconcile::{EpisodeStatus, TransitionKind};
 use crate::probes::Prober;
 use crate::rules::{AlertInput, Decision, RuleSet};
-use crate::store::Engine;
-use crate::store::{DecisionRecord, EpisodeRow, Recorded, Store};
+use crate::store::{DecisionKind, DecisionRecord, Engine, EpisodeRow, Recorded, Store};
 use crate::telemetry::Metrics;
 
 /// The rule set in use; swapped whole on reload.
@@ -184,8 +184,8 @@ impl Worker {
             if lock(busy).blocked(&transition.episode_id) {
                 continue;
             }
-            match transition.kind.as_str() {
-                "opened" | "reopened" | "unsilenced" => {
+            match transition.kind {
+                TransitionKind::Opened | TransitionKind::Reopened | TransitionKind::Unsilenced => {
                     if shutdown.is_cancelled() {
                         break;
                     }
@@ -198,7 +198,11 @@ impl Worker {
                     let act_slots = act_slots.clone();
                     tokio::spawn(async move {
                         let act = worker
-                            .decide_episode(&transition.episode_id, Some(transition.seq), "initial")
+                            .decide_episode(
+                                &transition.episode_id,
+                                Some(transition.seq),
+                                DecisionKind::Initial,
+                            )
                             .await;
                         drop(permit);
                         worker.act_stage(act, &act_slots).await;
@@ -209,7 +213,7 @@ impl Worker {
                 // Resolved, gone and silenced need no decision here; later stages (reverts,
                 // page resolves, final bundles) hang their work on the same transitions.
                 kind => {
-                    if kind == "resolved" || kind == "gone" {
+                    if matches!(kind, TransitionKind::Resolved | TransitionKind::Gone) {
                         closing_episodes.push(transition.episode_id.clone());
                     }
                     closing.push(transition.seq);
@@ -266,7 +270,7 @@ impl Worker {
             let act_slots = act_slots.clone();
             tokio::spawn(async move {
                 let act = worker
-                    .decide_episode(&episode_id, None, "reevaluation")
+                    .decide_episode(&episode_id, None, DecisionKind::Reevaluation)
                     .await;
                 drop(permit);
                 worker.act_stage(act, &act_slots).await;
@@ -363,12 +367,12 @@ impl Worker {
         &self,
         episode_id: &str,
         transition_seq: Option<i64>,
-        kind: &str,
+        kind: DecisionKind,
     ) -> Option<Act> {
         use tracing::Instrument;
         // Instrumented, not entered: an entered span held across an await leaks into
         // whichever task runs next on the thread.
-        let span = tracing::info_span!("episode", episode = episode_id, kind);
+        let span = tracing::info_span!("episode", episode = episode_id, kind = kind.as_str());
         self.decide_episode_in_span(episode_id, transition_seq, kind)
             .instrument(span)
             .await
@@ -378,7 +382,7 @@ impl Worker {
         &self,
         episode_id: &str,
         transition_seq: Option<i64>,
-        kind: &str,
+        kind: DecisionKind,
     ) -> Option<Act> {
         let started = Instant::now();
         let row = match self.store.episode(episode_id).await {
@@ -406,14 +410,14 @@ impl Worker {
         let record = DecisionRecord {
             episode_id: episode_id.to_owned(),
             transition_seq,
-            kind: kind.to_owned(),
+            kind,
             rule: rule_name.clone(),
             severity: decision.severity.as_str().to_owned(),
             branch: decision.branch.clone(),
             trace: serde_json::to_string(&decision).unwrap_or_else(|_| "{}".to_owned()),
             at: now,
             next_evaluation_at: next,
-            bundle_plan: (kind == "initial" && self.bundler.is_some())
+            bundle_plan: (kind == DecisionKind::Initial && self.bundler.is_some())
                 .then(|| self.bundle_plan(&rules, &decision, &input, now)),
             page: Some(crate::store::PageRequest {
                 dedup_key: crate::page::policy::dedup_key(self.dedup, &row.group_key, &row.id),
@@ -444,10 +448,10 @@ impl Worker {
                     "decision recorded"
                 );
                 // Act on the first decision, and on a re-evaluation that changed branch.
-                (kind == "initial" || changed).then(|| Act {
+                (kind == DecisionKind::Initial || changed).then(|| Act {
                     episode_id: episode_id.to_owned(),
                     // A silenced episode takes no new action (it is not re-evaluated either).
-                    firing: row.status == "firing",
+                    firing: row.status == EpisodeStatus::Firing,
                     rules,
                     input,
                     decision,
@@ -554,7 +558,7 @@ pub fn alert_input(row: &EpisodeRow, now: Millis) -> AlertInput {
     AlertInput {
         labels: row.labels.clone(),
         annotations: row.annotations.clone(),
-        status: row.status.clone(),
+        status: row.status.as_str().to_owned(),
         fingerprint: row.fingerprint.clone(),
         starts_at: row.starts_at.clone(),
         generator_url: row.generator_url.clone(),

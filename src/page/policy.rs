@@ -11,7 +11,10 @@
 //!   when a restart came between the decision and its act stage (which is not run again).
 //! - `never` records and reports only.
 
+use crate::act::governor::VerdictKind;
 use crate::clock::Millis;
+use crate::episodes::reconcile::EpisodeStatus;
+use crate::store::values::{ActionState, Verification};
 
 /// How pages are keyed: a configuration setting (`[paging] dedup`), defined with the schema.
 pub use crate::config::DedupMode;
@@ -36,16 +39,16 @@ pub fn rank(severity: &str) -> i64 {
 }
 
 /// What one action of the incident tells the paging stage.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionFacts {
     pub id: i64,
     pub action: String,
     pub target: String,
-    /// The governor's verdict label.
-    pub verdict: String,
-    pub state: String,
-    /// `helped` / `did_not_help` once judged.
-    pub verified: Option<String>,
+    /// The governor's verdict.
+    pub verdict: VerdictKind,
+    pub state: ActionState,
+    /// Set once judged.
+    pub verified: Option<Verification>,
     /// A cooldown or in-flight skip: the action whose outcome this one shares.
     pub shares: Option<i64>,
 }
@@ -122,15 +125,17 @@ pub enum ActStage {
 /// Judge an incident waiting under `after_verify`. `status` is the episode's; `stage` where
 /// its act stage stands. `shared` looks up a shared action.
 pub fn judge_waiting(
-    status: &str,
+    status: EpisodeStatus,
     stage: ActStage,
     actions: &[ActionFacts],
     shared: &dyn Fn(i64) -> Option<ActionFacts>,
 ) -> Judgement {
     match status {
-        "firing" => {}
-        "silenced" => return Judgement::Quiet("silenced before it was paged".to_owned()),
-        _ => {
+        EpisodeStatus::Firing => {}
+        EpisodeStatus::Silenced => {
+            return Judgement::Quiet("silenced before it was paged".to_owned());
+        }
+        EpisodeStatus::Resolved | EpisodeStatus::Gone => {
             return Judgement::Quiet(
                 "stopped firing before its mitigation's verify window ended".to_owned(),
             );
@@ -157,24 +162,24 @@ pub fn judge_waiting(
     let mut helped = Vec::new();
     for action in actions {
         let name = format!("{} on {}", action.action, action.target);
-        match (action.verdict.as_str(), action.state.as_str()) {
-            (_, "uncertain") => {
+        match (action.verdict, action.state) {
+            (_, ActionState::Uncertain) => {
                 return Judgement::Page(format!("{name}: outcome unknown; escalated, not retried"));
             }
-            (_, "failed") => return Judgement::Page(format!("{name} failed")),
-            ("dry_run", _) => {
+            (_, ActionState::Failed) => return Judgement::Page(format!("{name} failed")),
+            (VerdictKind::DryRun, _) => {
                 return Judgement::Page(format!("{name} ran dry only (dry-run or shadow)"));
             }
-            ("paused", _) => {
+            (VerdictKind::Paused, _) => {
                 return Judgement::Page(format!("{name} skipped: automatic actions are paused"));
             }
-            ("budget", _) => {
+            (VerdictKind::Budget, _) => {
                 return Judgement::Page(format!("{name} skipped: the hourly budget is spent"));
             }
-            ("did_not_help", _) => {
+            (VerdictKind::DidNotHelp, _) => {
                 return Judgement::Page(format!("{name} did not help before; not repeated"));
             }
-            ("cooldown" | "in_flight", _) => {
+            (VerdictKind::Cooldown | VerdictKind::InFlight, _) => {
                 let Some(other) = action.shares.and_then(shared) else {
                     return Judgement::Page(format!(
                         "{name} skipped ({}) with no action to follow",
@@ -214,13 +219,18 @@ enum Follow {
 
 /// The outcome of an action that was (or is being) carried out.
 fn follow(action: &ActionFacts) -> Follow {
-    match (action.state.as_str(), action.verified.as_deref()) {
-        (_, Some("did_not_help")) => Follow::Page("did not help".to_owned()),
-        (_, Some(_)) => Follow::Helped,
-        ("done", None) | ("planned" | "started" | "not_applied", _) => Follow::Wait,
-        ("uncertain", _) => Follow::Page("has an unknown outcome".to_owned()),
-        ("failed", _) => Follow::Page("failed".to_owned()),
-        (state, _) => Follow::Page(format!("ended {state}")),
+    match (action.state, action.verified) {
+        (_, Some(Verification::DidNotHelp)) => Follow::Page("did not help".to_owned()),
+        (_, Some(Verification::Helped)) => Follow::Helped,
+        (ActionState::Done, None)
+        | (ActionState::Planned | ActionState::Started | ActionState::NotApplied, _) => {
+            Follow::Wait
+        }
+        (ActionState::Uncertain, _) => Follow::Page("has an unknown outcome".to_owned()),
+        (ActionState::Failed, _) => Follow::Page("failed".to_owned()),
+        (state @ (ActionState::Skipped | ActionState::Deferred), _) => {
+            Follow::Page(format!("ended {state}"))
+        }
     }
 }
 
@@ -377,9 +387,9 @@ mod tests {
             id: 1,
             action: "restart".to_owned(),
             target: "deployment/vastai/api".to_owned(),
-            verdict: verdict.to_owned(),
-            state: state.to_owned(),
-            verified: verified.map(str::to_owned),
+            verdict: crate::store::values::StoredText::parse(verdict).unwrap(),
+            state: state.parse().unwrap(),
+            verified: verified.map(|text| text.parse().unwrap()),
             shares: None,
         }
     }
@@ -396,20 +406,20 @@ mod tests {
     fn a_mitigation_that_helps_lets_people_sleep() {
         let running = [action("run", "done", None)];
         assert_eq!(
-            judge_waiting("firing", ActStage::Finished, &running, &none),
+            judge_waiting(EpisodeStatus::Firing, ActStage::Finished, &running, &none),
             Judgement::Wait
         );
         let helped = [action("run", "done", Some("helped"))];
         assert!(matches!(
-            judge_waiting("firing", ActStage::Finished, &helped, &none),
+            judge_waiting(EpisodeStatus::Firing, ActStage::Finished, &helped, &none),
             Judgement::Quiet(_)
         ));
         assert!(matches!(
-            judge_waiting("resolved", ActStage::Finished, &running, &none),
+            judge_waiting(EpisodeStatus::Resolved, ActStage::Finished, &running, &none),
             Judgement::Quiet(_)
         ));
         let failed = [action("run", "done", Some("did_not_help"))];
-        let judgement = judge_waiting("firing", ActStage::Finished, &failed, &none);
+        let judgement = judge_waiting(EpisodeStatus::Firing, ActStage::Finished, &failed, &none);
         assert_eq!(
             judgement,
             Judgement::Page("restart on deployment/vastai/api did not help".to_owned())
@@ -419,7 +429,7 @@ mod tests {
     #[test]
     fn nothing_done_pages_at_once() {
         assert!(is_page(&judge_waiting(
-            "firing",
+            EpisodeStatus::Firing,
             ActStage::Finished,
             &[],
             &none
@@ -433,7 +443,7 @@ mod tests {
             ("run", "uncertain"),
         ] {
             let judgement = judge_waiting(
-                "firing",
+                EpisodeStatus::Firing,
                 ActStage::Finished,
                 &[action(verdict, state, None)],
                 &none,
@@ -445,23 +455,23 @@ mod tests {
     #[test]
     fn waiting_for_the_act_stage_is_bounded() {
         assert_eq!(
-            judge_waiting("firing", ActStage::Pending, &[], &none),
+            judge_waiting(EpisodeStatus::Firing, ActStage::Pending, &[], &none),
             Judgement::Wait
         );
         assert!(is_page(&judge_waiting(
-            "firing",
+            EpisodeStatus::Firing,
             ActStage::Late,
             &[],
             &none
         )));
-        let interrupted = judge_waiting("firing", ActStage::Interrupted, &[], &none);
+        let interrupted = judge_waiting(EpisodeStatus::Firing, ActStage::Interrupted, &[], &none);
         assert!(
             matches!(&interrupted, Judgement::Page(reason) if reason.contains("restart")),
             "{interrupted:?}"
         );
         // An incident that stopped firing stays quiet however its act stage went.
         assert!(matches!(
-            judge_waiting("resolved", ActStage::Interrupted, &[], &none),
+            judge_waiting(EpisodeStatus::Resolved, ActStage::Interrupted, &[], &none),
             Judgement::Quiet(_)
         ));
     }
@@ -517,7 +527,7 @@ mod tests {
         };
         assert_eq!(
             judge_waiting(
-                "firing",
+                EpisodeStatus::Firing,
                 ActStage::Finished,
                 std::slice::from_ref(&skip),
                 &other(None)
@@ -525,14 +535,14 @@ mod tests {
             Judgement::Wait
         );
         assert!(is_page(&judge_waiting(
-            "firing",
+            EpisodeStatus::Firing,
             ActStage::Finished,
             std::slice::from_ref(&skip),
             &other(Some("did_not_help"))
         )));
         assert!(matches!(
             judge_waiting(
-                "firing",
+                EpisodeStatus::Firing,
                 ActStage::Finished,
                 std::slice::from_ref(&skip),
                 &other(Some("helped"))
@@ -541,7 +551,7 @@ mod tests {
         ));
         // Nothing to follow: page rather than wait forever.
         assert!(is_page(&judge_waiting(
-            "firing",
+            EpisodeStatus::Firing,
             ActStage::Finished,
             &[skip],
             &none

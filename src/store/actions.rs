@@ -4,9 +4,12 @@
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::{ActionPlan, HoldRequest, PlannedAction, Verified};
+use super::{
+    ActionPlan, ActionState, HoldFinish, HoldRequest, PlannedAction, Verification, Verified,
+};
 use crate::act::governor::{self, Facts, Pause, Proposal, Verdict};
 use crate::clock::Millis;
+use crate::episodes::reconcile::EpisodeStatus;
 
 pub(super) fn plan(
     transaction: &Transaction<'_>,
@@ -121,9 +124,9 @@ pub(super) fn plan(
         // action waiting for one in flight plans again. No row: the caller retries.
         return Ok(PlannedAction {
             id: 0,
-            verdict: verdict.label().to_owned(),
+            verdict: verdict.kind(),
             verdict_detail: serde_json::to_value(&verdict).unwrap_or_default(),
-            state: "deferred".to_owned(),
+            state: ActionState::Deferred,
             new: false,
         });
     }
@@ -141,9 +144,9 @@ pub(super) fn plan(
         }
     }
     let state = match verdict {
-        Verdict::Run => "planned",
-        Verdict::Hold => "done",
-        _ => "skipped",
+        Verdict::Run => ActionState::Planned,
+        Verdict::Hold => ActionState::Done,
+        _ => ActionState::Skipped,
     };
     let detail = serde_json::to_value(&verdict).unwrap_or_default();
     transaction
@@ -159,7 +162,7 @@ pub(super) fn plan(
             plan.action,
             plan.kind,
             plan.target,
-            verdict.label(),
+            verdict.kind(),
             detail.to_string(),
             plan.arguments,
             state,
@@ -169,9 +172,9 @@ pub(super) fn plan(
     let id = transaction.last_insert_rowid();
     Ok(PlannedAction {
         id,
-        verdict: verdict.label().to_owned(),
+        verdict: verdict.kind(),
         verdict_detail: detail,
-        state: state.to_owned(),
+        state,
         new: true,
     })
 }
@@ -179,11 +182,11 @@ pub(super) fn plan(
 pub(super) fn update(
     transaction: &Transaction<'_>,
     id: i64,
-    state: &str,
+    state: ActionState,
     result: Option<&str>,
     now: Millis,
 ) -> rusqlite::Result<bool> {
-    let changed = if state == "started" {
+    let changed = if state == ActionState::Started {
         transaction.execute(
             "UPDATE actions SET state = 'started', started_at = ?2, attempts = attempts + 1
              WHERE id = ?1 AND state IN ('planned', 'not_applied')",
@@ -199,10 +202,10 @@ pub(super) fn update(
              WHERE id = ?1",
             params![id, state, now, result],
         )?;
-        if matches!(state, "done" | "failed" | "uncertain") {
+        if state.is_finished() {
             super::paging::on_action_finished(transaction, id, now)?;
         }
-        if state == "uncertain" {
+        if state == ActionState::Uncertain {
             super::paging::on_action_uncertain(transaction, id, now)?;
         }
         changed
@@ -263,20 +266,23 @@ pub(super) fn release_holds(
 pub(super) fn finish_hold(
     transaction: &Transaction<'_>,
     id: i64,
-    state: &str,
+    finish: HoldFinish,
     result: Option<&str>,
     now: Millis,
 ) -> rusqlite::Result<()> {
-    if state == "defer" {
-        transaction.execute(
-            "UPDATE holds SET release_after = ?2 WHERE id = ?1",
-            params![id, now + 60_000],
-        )?;
-    } else {
-        transaction.execute(
-            "UPDATE holds SET state = ?2, result = ?3 WHERE id = ?1",
-            params![id, state, result],
-        )?;
+    match finish {
+        HoldFinish::Defer => {
+            transaction.execute(
+                "UPDATE holds SET release_after = ?2 WHERE id = ?1",
+                params![id, now + 60_000],
+            )?;
+        }
+        HoldFinish::Settled(state) => {
+            transaction.execute(
+                "UPDATE holds SET state = ?2, result = ?3 WHERE id = ?1",
+                params![id, state, result],
+            )?;
+        }
     }
     Ok(())
 }
@@ -287,7 +293,7 @@ pub(super) fn verify(
     transaction: &Transaction<'_>,
     now: Millis,
 ) -> rusqlite::Result<Vec<Verified>> {
-    let due: Vec<(i64, String, String, String)> = {
+    let due: Vec<(i64, String, String, EpisodeStatus)> = {
         let mut statement = transaction.prepare_cached(
             "SELECT a.id, a.episode_id, a.action, e.status FROM actions a
              JOIN episodes e ON e.id = a.episode_id
@@ -301,10 +307,10 @@ pub(super) fn verify(
     };
     let mut judged = Vec::new();
     for (id, episode, action, status) in due {
-        let helped = !matches!(status.as_str(), "firing" | "silenced");
+        let helped = !status.is_open();
         transaction.execute(
             "UPDATE actions SET verified = ?2 WHERE id = ?1",
-            params![id, if helped { "helped" } else { "did_not_help" }],
+            params![id, Verification::of(helped)],
         )?;
         judged.push(Verified {
             action_id: id,

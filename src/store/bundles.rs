@@ -4,7 +4,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
-use super::{BundleOp, Reader, StoreError};
+use super::{BundleOp, BundleState, Reader, StoreError};
 use crate::clock::Millis;
 
 /// A stored notification: (received at, remote address, group key, raw body).
@@ -16,8 +16,8 @@ pub type StoredNotification = (Millis, String, String, Vec<u8>);
 pub struct BundleWork {
     pub episode_id: String,
     pub plan: String,
-    /// `pending` (never written) or `written` (written, incident since closed).
-    pub state: String,
+    /// `Pending` (never written) or `Written` (written, incident since closed).
+    pub state: BundleState,
     pub closed: bool,
     pub path: Option<String>,
 }
@@ -26,7 +26,7 @@ pub struct BundleWork {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BundleRow {
     pub episode_id: String,
-    pub state: String,
+    pub state: BundleState,
     pub closed: bool,
     pub path: Option<String>,
     pub bytes: i64,
@@ -87,7 +87,11 @@ pub(super) fn written(
     done: &BundleWritten,
     now: Millis,
 ) -> Result<bool, rusqlite::Error> {
-    let state = if done.last { "final" } else { "written" };
+    let state = if done.last {
+        BundleState::Final
+    } else {
+        BundleState::Written
+    };
     transaction.execute(
         "UPDATE bundles SET state = ?2, path = ?3, bytes = ?4, collectors = ?5, highlights = ?6,
              written_at = coalesce(written_at, ?7),

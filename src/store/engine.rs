@@ -21,8 +21,8 @@ use super::{
     Verified,
 };
 use super::{
-    ActionWithEpisode, Command, EpisodeRouting, OutboxBacklog, PagedIncidents, Pause, SentEvent,
-    Store, StoredNotification, UnpagedIncident,
+    ActionState, ActionWithEpisode, Command, EpisodeRouting, HoldFinish, OutboxBacklog,
+    PagedIncidents, Pause, SentEvent, Store, StoredNotification, UnpagedIncident,
 };
 use crate::clock::Millis;
 use crate::episodes::reconcile::EpisodeStatus;
@@ -67,7 +67,7 @@ pub trait Engine: Clone + Send + Sync + 'static {
     fn update_action(
         &self,
         id: i64,
-        state: &str,
+        state: ActionState,
         result: Option<String>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
@@ -97,7 +97,7 @@ pub trait Engine: Clone + Send + Sync + 'static {
     fn finish_hold(
         &self,
         id: i64,
-        state: &str,
+        finish: HoldFinish,
         result: Option<String>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
@@ -267,10 +267,9 @@ impl Engine for Store {
     async fn update_action(
         &self,
         id: i64,
-        state: &str,
+        state: ActionState,
         result: Option<String>,
     ) -> Result<bool, StoreError> {
-        let state = state.to_owned();
         self.ask(|reply| Command::UpdateAction(id, state, result, reply))
             .await
     }
@@ -293,11 +292,10 @@ impl Engine for Store {
     async fn finish_hold(
         &self,
         id: i64,
-        state: &str,
+        finish: HoldFinish,
         result: Option<String>,
     ) -> Result<(), StoreError> {
-        let state = state.to_owned();
-        self.ask(|reply| Command::FinishHold(id, state, result, reply))
+        self.ask(|reply| Command::FinishHold(id, finish, result, reply))
             .await
     }
 

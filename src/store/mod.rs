@@ -21,6 +21,7 @@ mod paging;
 mod pool;
 mod reader;
 mod schema;
+pub mod values;
 mod write_error;
 mod writer;
 
@@ -46,6 +47,10 @@ pub use reader::{
     DecisionEntry, DueRevert, EpisodeRow, IncidentDetail, IncidentSummary, NotificationCounts,
     PendingTransition, Reader, StartedAction, TransitionRecord, UnpagedIncident,
 };
+pub use values::{
+    ActionState, BundleState, DecisionKind, HoldFinish, HoldState, IncidentPageState, OutboxKind,
+    OutboxState, PageStatus, StoredText, Unrecognised, Verification,
+};
 pub use write_error::{WriteError, WriteErrorKind};
 
 pub use crate::act::governor::Pause;
@@ -59,7 +64,12 @@ pub const DATABASE_FILE: &str = "nightshift.db";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+    /// A row holds a kind or state this version does not know: a newer nightshift wrote it.
+    #[error(
+        "store: {what} {text:?} is not one this version knows (written by a newer nightshift?)"
+    )]
+    Unrecognised { what: &'static str, text: String },
     #[error("store: cannot create state directory {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -104,6 +114,7 @@ impl StoreError {
     pub fn metric_label(&self) -> &'static str {
         match self {
             StoreError::Sqlite(_) => "sqlite",
+            StoreError::Unrecognised { .. } => "unrecognised",
             StoreError::StateDir { .. } => "state_dir",
             StoreError::Stopped => "stopped",
             StoreError::Write(error) => error.kind().label(),
@@ -111,6 +122,19 @@ impl StoreError {
             StoreError::WriterThread(_) => "writer_thread",
             StoreError::PermissionDenied { .. } => "permission_denied",
             StoreError::NoSharedMemory { .. } => "no_shared_memory",
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    /// A column of unknown kind or state text is told apart from SQLite's own failures.
+    fn from(error: rusqlite::Error) -> StoreError {
+        match values::unrecognised_in(&error) {
+            Some(unrecognised) => StoreError::Unrecognised {
+                what: unrecognised.what,
+                text: unrecognised.text.clone(),
+            },
+            None => StoreError::Sqlite(error),
         }
     }
 }
@@ -218,8 +242,7 @@ pub struct DecisionRecord {
     pub episode_id: String,
     /// The transition this decision handles; it is marked done in the same transaction.
     pub transition_seq: Option<i64>,
-    /// `initial` (on opened/reopened/unsilenced) or `reevaluation`.
-    pub kind: String,
+    pub kind: DecisionKind,
     pub rule: String,
     pub severity: String,
     pub branch: String,
@@ -365,9 +388,9 @@ pub struct HoldRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedAction {
     pub id: i64,
-    pub verdict: String,
+    pub verdict: crate::act::governor::VerdictKind,
     pub verdict_detail: serde_json::Value,
-    pub state: String,
+    pub state: ActionState,
     pub new: bool,
 }
 
@@ -379,7 +402,7 @@ enum Command {
     /// Mark an action started (before it runs) or finished (after): id, state, result.
     UpdateAction(
         i64,
-        String,
+        ActionState,
         Option<String>,
         oneshot::Sender<Result<bool, WriteError>>,
     ),
@@ -389,7 +412,7 @@ enum Command {
     ReleaseHolds(String, Millis, oneshot::Sender<Result<usize, WriteError>>),
     FinishHold(
         i64,
-        String,
+        HoldFinish,
         Option<String>,
         oneshot::Sender<Result<(), WriteError>>,
     ),

@@ -6,8 +6,9 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
-use super::{PagingDone, PagingOp, Reader, StoreError};
+use super::{IncidentPageState, OutboxKind, PageStatus, PagingDone, PagingOp, Reader, StoreError};
 use crate::clock::Millis;
+use crate::episodes::reconcile::EpisodeStatus;
 use crate::page::policy::{self, ActionFacts, Judgement, Settle};
 
 /// What a decision implies for paging; recorded with the decision.
@@ -24,11 +25,11 @@ pub struct PageRequest {
 }
 
 /// Priority of an outbox row: triggers by severity first, then resolves, then change events.
-fn priority(kind: &str, severity: &str) -> i64 {
+fn priority(kind: OutboxKind, severity: &str) -> i64 {
     match kind {
-        "trigger" => policy::rank(severity).min(4),
-        "resolve" => 5,
-        _ => 6,
+        OutboxKind::Trigger => policy::rank(severity).min(4),
+        OutboxKind::Resolve => 5,
+        OutboxKind::Change => 6,
     }
 }
 
@@ -39,17 +40,17 @@ pub(super) fn on_decision(
     request: &PageRequest,
     now: Millis,
 ) -> Result<(), rusqlite::Error> {
-    let status: Option<String> = transaction
+    let status: Option<EpisodeStatus> = transaction
         .query_row(
             "SELECT status FROM episodes WHERE id = ?1",
             params![episode_id],
             |row| row.get(0),
         )
         .optional()?;
-    if status.as_deref() != Some("firing") {
+    if status != Some(EpisodeStatus::Firing) {
         return Ok(());
     }
-    let existing: Option<(String, String)> = transaction
+    let existing: Option<(IncidentPageState, String)> = transaction
         .query_row(
             "SELECT state, severity FROM incident_pages WHERE episode_id = ?1",
             params![episode_id],
@@ -60,16 +61,19 @@ pub(super) fn on_decision(
     match existing {
         None => {
             let (state, reason) = match request.policy.as_str() {
-                "immediate" => ("paged", format!("{} pages immediately", request.severity)),
+                "immediate" => (
+                    IncidentPageState::Paged,
+                    format!("{} pages immediately", request.severity),
+                ),
                 "after_verify" => (
-                    "waiting",
+                    IncidentPageState::Waiting,
                     format!(
                         "{} pages only if its mitigation does not help",
                         request.severity
                     ),
                 ),
                 _ => (
-                    "not_paged",
+                    IncidentPageState::NotPaged,
                     format!("{} is recorded and reported, never paged", request.severity),
                 ),
             };
@@ -90,8 +94,8 @@ pub(super) fn on_decision(
                 ],
             )?;
             match state {
-                "paged" => page_incident(transaction, episode_id, &reason, now)?,
-                "waiting" => {
+                IncidentPageState::Paged => page_incident(transaction, episode_id, &reason, now)?,
+                IncidentPageState::Waiting => {
                     transaction.execute(
                         "UPDATE incident_pages SET state = 'waiting' WHERE episode_id = ?1",
                         params![episode_id],
@@ -109,16 +113,20 @@ pub(super) fn on_decision(
                     params![episode_id, request.severity, request.policy, channels],
                 )?;
             }
-            match state.as_str() {
+            match state {
                 // `resolved` here means a gone episode seen firing again (reopened).
-                "waiting" | "not_paged" | "resolved" if request.policy == "immediate" => {
+                IncidentPageState::Waiting
+                | IncidentPageState::NotPaged
+                | IncidentPageState::Resolved
+                    if request.policy == "immediate" =>
+                {
                     let reason = format!(
                         "re-evaluated as {}, which pages immediately",
                         request.severity
                     );
                     page_incident(transaction, episode_id, &reason, now)?;
                 }
-                "resolved" if request.policy == "after_verify" => {
+                IncidentPageState::Resolved if request.policy == "after_verify" => {
                     transaction.execute(
                         "UPDATE incident_pages SET state = 'waiting', acted = 0, created_at = ?2,
                              closed_at = NULL
@@ -126,14 +134,14 @@ pub(super) fn on_decision(
                         params![episode_id, now],
                     )?;
                 }
-                "not_paged" if request.policy == "after_verify" && more_severe => {
+                IncidentPageState::NotPaged if request.policy == "after_verify" && more_severe => {
                     transaction.execute(
                         "UPDATE incident_pages SET state = 'waiting', acted = 0, created_at = ?2
                          WHERE episode_id = ?1",
                         params![episode_id, now],
                     )?;
                 }
-                "paged" if more_severe => {
+                IncidentPageState::Paged if more_severe => {
                     let reason = format!("re-evaluated as {}", request.severity);
                     page_incident(transaction, episode_id, &reason, now)?;
                 }
@@ -176,7 +184,7 @@ pub(super) fn page_incident(
          WHERE episode_id = ?1",
         params![episode_id, reason, now],
     )?;
-    let page: Option<(String, String)> = transaction
+    let page: Option<(PageStatus, String)> = transaction
         .query_row(
             "SELECT status, severity FROM pages WHERE dedup_key = ?1",
             params![dedup_key],
@@ -193,12 +201,13 @@ pub(super) fn page_incident(
             severity
         }
         Some((status, current)) => {
-            let highest =
-                if status == "resolved" || policy::rank(&severity) < policy::rank(&current) {
-                    severity
-                } else {
-                    current
-                };
+            let highest = if status == PageStatus::Resolved
+                || policy::rank(&severity) < policy::rank(&current)
+            {
+                severity
+            } else {
+                current
+            };
             transaction.execute(
                 "UPDATE pages SET status = 'triggered', severity = ?2, resolved_at = NULL
                  WHERE dedup_key = ?1",
@@ -207,11 +216,11 @@ pub(super) fn page_incident(
             highest
         }
     };
-    let priority = priority("trigger", &page_severity);
+    let priority = priority(OutboxKind::Trigger, &page_severity);
     enqueue(
         transaction,
         "pagerduty",
-        "trigger",
+        OutboxKind::Trigger,
         &dedup_key,
         episode_id,
         priority,
@@ -223,7 +232,7 @@ pub(super) fn page_incident(
         enqueue(
             transaction,
             &channel,
-            "trigger",
+            OutboxKind::Trigger,
             &dedup_key,
             episode_id,
             priority,
@@ -240,15 +249,15 @@ pub(super) fn page_incident(
 fn enqueue(
     transaction: &Transaction<'_>,
     channel: &str,
-    kind: &str,
+    kind: OutboxKind,
     dedup_key: &str,
     episode_id: &str,
     priority: i64,
     reason: &str,
     now: Millis,
 ) -> Result<(), rusqlite::Error> {
-    if kind == "trigger" {
-        let waiting: Option<(i64, String)> = transaction
+    if kind == OutboxKind::Trigger {
+        let waiting: Option<(i64, OutboxKind)> = transaction
             .query_row(
                 "SELECT id, kind FROM outbox WHERE channel = ?1 AND dedup_key = ?2
                  AND state = 'pending' ORDER BY id DESC LIMIT 1",
@@ -257,7 +266,7 @@ fn enqueue(
             )
             .optional()?;
         if let Some((id, waiting_kind)) = waiting
-            && waiting_kind == "trigger"
+            && waiting_kind == OutboxKind::Trigger
         {
             transaction.execute(
                 "UPDATE outbox SET priority = min(priority, ?2) WHERE id = ?1",
@@ -299,7 +308,7 @@ pub(super) fn evaluate_waiting(
     now: Millis,
     settle: Settle,
 ) -> Result<usize, rusqlite::Error> {
-    let waiting: Vec<(String, bool, Millis, bool, String)> = {
+    let waiting: Vec<(String, bool, Millis, bool, EpisodeStatus)> = {
         let mut statement = transaction.prepare_cached(
             "SELECT p.episode_id, p.acted, p.created_at,
                  EXISTS (SELECT 1 FROM actions a WHERE a.episode_id = p.episode_id
@@ -330,7 +339,7 @@ pub(super) fn evaluate_waiting(
                 .and_then(|mut list| list.pop())
         };
         let stage = settle.act_stage(acted, planned, created_at, now);
-        match policy::judge_waiting(&status, stage, &actions, &shared) {
+        match policy::judge_waiting(status, stage, &actions, &shared) {
             Judgement::Wait => {}
             Judgement::Page(reason) => {
                 page_incident(transaction, &episode_id, &reason, now)?;
@@ -381,7 +390,7 @@ pub(super) fn on_close(
     episode_id: &str,
     now: Millis,
 ) -> Result<bool, rusqlite::Error> {
-    let row: Option<(String, String)> = transaction
+    let row: Option<(IncidentPageState, String)> = transaction
         .query_row(
             "SELECT state, dedup_key FROM incident_pages WHERE episode_id = ?1",
             params![episode_id],
@@ -392,8 +401,8 @@ pub(super) fn on_close(
     let Some((state, dedup_key)) = row else {
         return Ok(false);
     };
-    match state.as_str() {
-        "waiting" => {
+    match state {
+        IncidentPageState::Waiting => {
             transaction.execute(
                 "UPDATE incident_pages SET state = 'not_paged', closed_at = ?2,
                      reason = 'stopped firing before its mitigation''s verify window ended'
@@ -402,13 +411,13 @@ pub(super) fn on_close(
             )?;
             return Ok(false);
         }
-        "paged" => {
+        IncidentPageState::Paged => {
             transaction.execute(
                 "UPDATE incident_pages SET state = 'resolved', closed_at = ?2 WHERE episode_id = ?1",
                 params![episode_id, now],
             )?;
         }
-        _ => {
+        IncidentPageState::NotPaged | IncidentPageState::Resolved => {
             transaction.execute(
                 "UPDATE incident_pages SET closed_at = coalesce(closed_at, ?2) WHERE episode_id = ?1",
                 params![episode_id, now],
@@ -440,10 +449,10 @@ pub(super) fn on_close(
         enqueue(
             transaction,
             &channel,
-            "resolve",
+            OutboxKind::Resolve,
             &dedup_key,
             episode_id,
-            priority("resolve", ""),
+            priority(OutboxKind::Resolve, ""),
             "the last paged incident of the page resolved",
             now,
         )?;
@@ -512,10 +521,10 @@ pub(super) fn refresh(
     enqueue(
         transaction,
         "pagerduty",
-        "trigger",
+        OutboxKind::Trigger,
         &dedup_key,
         episode_id,
-        priority("trigger", &severity),
+        priority(OutboxKind::Trigger, &severity),
         reason,
         now,
     )?;
@@ -621,7 +630,7 @@ pub(super) fn fall_back(
     reason: &str,
     now: Millis,
 ) -> Result<usize, rusqlite::Error> {
-    let row: Option<(String, Option<String>, Option<String>, i64)> = transaction
+    let row: Option<(OutboxKind, Option<String>, Option<String>, i64)> = transaction
         .query_row(
             "SELECT kind, dedup_key, episode_id, priority FROM outbox
              WHERE id = ?1 AND fallback_at IS NULL",
@@ -644,7 +653,7 @@ pub(super) fn fall_back(
         enqueue(
             transaction,
             channel,
-            &kind,
+            kind,
             &dedup_key,
             &episode_id,
             priority,
@@ -682,7 +691,7 @@ pub(super) fn fix_routing_key(
 pub struct OutboxRow {
     pub id: i64,
     pub channel: String,
-    pub kind: String,
+    pub kind: OutboxKind,
     pub dedup_key: Option<String>,
     pub episode_id: Option<String>,
     pub action_id: Option<i64>,
@@ -721,7 +730,7 @@ pub struct PageFacts {
     pub severity: String,
     /// Fixed at its first trigger; `None` before.
     pub routing_key: Option<String>,
-    pub status: String,
+    pub status: PageStatus,
 }
 
 /// An incident of a page, as stored.
@@ -729,7 +738,7 @@ pub struct PageFacts {
 pub struct PagedIncident {
     pub episode_id: String,
     pub severity: String,
-    pub state: String,
+    pub state: IncidentPageState,
     /// Why it was paged (or not).
     pub reason: String,
 }

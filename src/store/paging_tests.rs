@@ -8,7 +8,7 @@ use bytes::Bytes;
 use chrono::TimeZone;
 
 use super::{Attempt, OutboxRow, PageRequest};
-use crate::act::governor::{Limits, Mode};
+use crate::act::governor::{Limits, Mode, VerdictKind};
 use crate::clock::{Clock, ManualClock, Millis};
 use crate::config::{ReconcileConfig, StoreConfig};
 use crate::page::policy::DedupMode;
@@ -17,6 +17,7 @@ use crate::store::{
     ActionPlan, DecisionRecord, IngestRecord, PagingDone, PagingOp, Reader, Store, StoreSettings,
     Verified, WriterThread,
 };
+use crate::store::{ActionState, DecisionKind, OutboxKind, PageStatus};
 use crate::telemetry::Metrics;
 
 const T0: &str = "2026-11-28T02:59:00Z";
@@ -136,7 +137,7 @@ impl Fixture {
             .record_decision(DecisionRecord {
                 episode_id: id.clone(),
                 transition_seq: None,
-                kind: "initial".to_owned(),
+                kind: DecisionKind::Initial,
                 rule: "rule-a".to_owned(),
                 severity: severity.to_owned(),
                 branch: "b".to_owned(),
@@ -193,7 +194,7 @@ impl Fixture {
         target: &str,
         mode: Mode,
         final_state: Option<&str>,
-    ) -> (i64, String) {
+    ) -> (i64, VerdictKind) {
         let planned = self
             .store
             .plan_action(ActionPlan {
@@ -217,10 +218,11 @@ impl Fixture {
             .await
             .unwrap();
         if let Some(state) = final_state {
-            if planned.verdict == "run" {
+            let state: ActionState = state.parse().unwrap();
+            if planned.verdict == VerdictKind::Run {
                 assert!(
                     self.store
-                        .update_action(planned.id, "started", None)
+                        .update_action(planned.id, ActionState::Started, None)
                         .await
                         .unwrap()
                 );
@@ -253,7 +255,7 @@ fn group_key(group: &str) -> String {
 
 fn triggers(rows: &[OutboxRow]) -> Vec<&OutboxRow> {
     rows.iter()
-        .filter(|r| r.channel == "pagerduty" && r.kind == "trigger")
+        .filter(|r| r.channel == "pagerduty" && r.kind == OutboxKind::Trigger)
         .collect()
 }
 
@@ -294,7 +296,7 @@ async fn immediate_pages_coalesce_per_group_and_order_by_severity() {
         page.routing_key, None,
         "no routing key before the first send"
     );
-    assert_eq!(page.status, "triggered");
+    assert_eq!(page.status, PageStatus::Triggered);
     let paged = f.reader().paged_incidents(&group_key("g1"), 10).unwrap();
     assert_eq!(paged.more, 0);
     assert_eq!(
@@ -372,7 +374,7 @@ async fn first_triggers_go_before_updates_of_open_pages_whatever_their_priority(
         .map(|r| {
             (
                 r.dedup_key.clone().unwrap(),
-                r.kind.clone(),
+                r.kind.as_str().to_owned(),
                 r.priority,
                 r.update,
             )
@@ -448,7 +450,7 @@ async fn after_verify_waits_for_the_mitigation() {
             Some("done"),
         )
         .await;
-    assert_eq!(verdict, "run");
+    assert_eq!(verdict, VerdictKind::Run);
     let (_, verdict) = f
         .act(
             &helped,
@@ -457,7 +459,7 @@ async fn after_verify_waits_for_the_mitigation() {
             Some("done"),
         )
         .await;
-    assert_eq!(verdict, "run");
+    assert_eq!(verdict, VerdictKind::Run);
     assert_eq!(f.paging(PagingOp::Acted(failing.clone())).await.count, 0);
     assert_eq!(f.paging(PagingOp::Acted(helped.clone())).await.count, 0);
     assert_eq!(
@@ -512,7 +514,10 @@ async fn after_verify_waits_for_the_mitigation() {
     assert_eq!(triggers(&due).len(), 1, "{due:?}");
     // Besides it, only the two actions' change events.
     assert_eq!(due.len(), 3, "{due:?}");
-    assert_eq!(due.iter().filter(|r| r.kind == "change").count(), 2);
+    assert_eq!(
+        due.iter().filter(|r| r.kind == OutboxKind::Change).count(),
+        2
+    );
     let paged = f.reader().paged_incidents(&group_key("g"), 10).unwrap();
     assert_eq!(paged.incidents.len(), 2);
     // Judged once: evaluating again changes nothing.
@@ -580,7 +585,7 @@ async fn after_verify_decided_before_a_restart_is_judged_at_once_on_what_the_sta
         f.store
             .update_action(
                 action,
-                "failed",
+                ActionState::Failed,
                 Some(r#"{"outcome":"not_applied"}"#.to_owned())
             )
             .await
@@ -628,20 +633,26 @@ async fn the_last_paged_incident_of_a_group_resolves_its_page_after_the_trigger(
             "pending".to_owned()
         )]
     );
-    assert_eq!(f.reader().page(&key).unwrap().unwrap().status, "triggered");
+    assert_eq!(
+        f.reader().page(&key).unwrap().unwrap().status,
+        PageStatus::Triggered
+    );
 
     // The last one closes: exactly one resolve, once.
     f.send("g", &[("a", "resolved"), ("b", "resolved")]).await;
     assert_eq!(f.paging(PagingOp::Close(vec![b.clone()])).await.count, 1);
     assert_eq!(f.paging(PagingOp::Close(vec![b.clone()])).await.count, 0);
-    assert_eq!(f.reader().page(&key).unwrap().unwrap().status, "resolved");
+    assert_eq!(
+        f.reader().page(&key).unwrap().unwrap().status,
+        PageStatus::Resolved
+    );
     let kinds: Vec<String> = f.events(&b).into_iter().map(|e| e.1).collect();
     assert_eq!(kinds, vec!["trigger", "resolve"]);
 
     // The resolve waits for its trigger.
     let due = f.due();
     assert_eq!(due.len(), 1, "{due:?}");
-    assert_eq!(due[0].kind, "trigger");
+    assert_eq!(due[0].kind, OutboxKind::Trigger);
     f.paging(PagingOp::Attempt(
         due[0].id,
         Attempt::Delivered {
@@ -748,7 +759,7 @@ async fn a_fallback_is_queued_once_on_each_channel() {
         .map(|r| {
             (
                 r.channel.clone(),
-                r.kind.clone(),
+                r.kind.as_str().to_owned(),
                 r.priority,
                 r.reason.clone(),
             )
@@ -775,23 +786,26 @@ async fn an_action_that_ran_goes_on_the_timeline_once_and_a_dry_run_does_not() {
     let a = f.episode("g", "a");
     let b = f.episode("g", "b");
     let changes = |f: &Fixture| -> Vec<OutboxRow> {
-        f.due().into_iter().filter(|r| r.kind == "change").collect()
+        f.due()
+            .into_iter()
+            .filter(|r| r.kind == OutboxKind::Change)
+            .collect()
     };
 
     let (planned, verdict) = f
         .act(&a, "deployment/vastai/api", Mode::Enforce, None)
         .await;
-    assert_eq!(verdict, "run");
+    assert_eq!(verdict, VerdictKind::Run);
     assert!(
         f.store
-            .update_action(planned, "started", None)
+            .update_action(planned, ActionState::Started, None)
             .await
             .unwrap()
     );
     assert!(changes(&f).is_empty(), "nothing before it finished");
     assert!(
         f.store
-            .update_action(planned, "done", Some("{}".to_owned()))
+            .update_action(planned, ActionState::Done, Some("{}".to_owned()))
             .await
             .unwrap()
     );
@@ -809,7 +823,7 @@ async fn an_action_that_ran_goes_on_the_timeline_once_and_a_dry_run_does_not() {
     );
     // Recording the end again does not queue it twice.
     f.store
-        .update_action(planned, "done", Some("{}".to_owned()))
+        .update_action(planned, ActionState::Done, Some("{}".to_owned()))
         .await
         .unwrap();
     assert_eq!(changes(&f).len(), 1);
@@ -817,7 +831,7 @@ async fn an_action_that_ran_goes_on_the_timeline_once_and_a_dry_run_does_not() {
     let (dry, verdict) = f
         .act(&b, "deployment/vastai/web", Mode::DryRun, Some("done"))
         .await;
-    assert_eq!(verdict, "dry_run");
+    assert_eq!(verdict, VerdictKind::DryRun);
     let rows = changes(&f);
     assert_eq!(rows.len(), 1, "a dry run changed nothing: {rows:?}");
     assert_ne!(rows[0].action_id, Some(dry));

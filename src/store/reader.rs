@@ -5,9 +5,9 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use super::StoreError;
+use super::{ActionState, DecisionKind, StoreError};
 use crate::clock::{Millis, millis_to_datetime};
-use crate::episodes::reconcile::EpisodeStatus;
+use crate::episodes::reconcile::{EpisodeStatus, TransitionKind};
 use crate::page::policy::PageState;
 
 pub struct Reader {
@@ -20,7 +20,7 @@ pub struct IncidentSummary {
     pub id: String,
     pub fingerprint: String,
     pub starts_at: String,
-    pub status: String,
+    pub status: EpisodeStatus,
     pub alertname: Option<String>,
     pub labels: serde_json::Value,
     pub first_seen: String,
@@ -35,7 +35,7 @@ pub struct IncidentSummary {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TransitionRecord {
     pub seq: i64,
-    pub kind: String,
+    pub kind: TransitionKind,
     pub at: String,
     pub notification_id: Option<i64>,
     pub detail: serde_json::Value,
@@ -66,7 +66,7 @@ pub struct IncidentDetail {
 pub struct DecisionEntry {
     pub seq: i64,
     pub at: String,
-    pub kind: String,
+    pub kind: DecisionKind,
     pub rule: String,
     pub severity: String,
     pub branch: String,
@@ -86,7 +86,7 @@ pub struct StartedAction {
     pub key: String,
     /// The rendered arguments as they may be shown, JSON.
     pub arguments: String,
-    pub state: String,
+    pub state: ActionState,
 }
 
 /// A held change due to be reverted.
@@ -124,7 +124,7 @@ pub struct EpisodeRow {
     pub id: String,
     pub fingerprint: String,
     pub starts_at: String,
-    pub status: String,
+    pub status: EpisodeStatus,
     pub labels: crate::ingest::webhook::LabelSet,
     pub annotations: crate::ingest::webhook::LabelSet,
     pub generator_url: String,
@@ -136,7 +136,7 @@ pub struct EpisodeRow {
 pub struct PendingTransition {
     pub seq: i64,
     pub episode_id: String,
-    pub kind: String,
+    pub kind: TransitionKind,
     pub at: Millis,
 }
 

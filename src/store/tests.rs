@@ -6,8 +6,10 @@ use std::time::Duration;
 use chrono::TimeZone;
 
 use super::*;
+use crate::act::governor::VerdictKind;
 use crate::clock::{Clock, ManualClock};
 use crate::config::{ReconcileConfig, StoreConfig};
+use crate::episodes::reconcile::EpisodeStatus;
 use crate::store::ActionPlan;
 
 struct Fixture {
@@ -89,7 +91,12 @@ impl Fixture {
             .incidents(None, 1000)
             .unwrap()
             .into_iter()
-            .map(|i| (i.labels["instance"].as_str().unwrap().to_owned(), i.status))
+            .map(|i| {
+                (
+                    i.labels["instance"].as_str().unwrap().to_owned(),
+                    i.status.as_str().to_owned(),
+                )
+            })
             .collect();
         all.sort();
         all
@@ -107,7 +114,7 @@ impl Fixture {
                     .as_str()
                     .unwrap()
                     .to_owned();
-                (instance, t.kind)
+                (instance, t.kind.as_str().to_owned())
             })
             .collect()
     }
@@ -448,14 +455,15 @@ async fn a_storm_for_one_deployment_plans_exactly_one_restart() {
             store.plan_action(plan).await.unwrap()
         }));
     }
-    let mut verdicts = std::collections::BTreeMap::new();
+    let mut verdicts = std::collections::HashMap::new();
     for handle in handles {
         *verdicts.entry(handle.await.unwrap().verdict).or_insert(0) += 1;
     }
-    assert_eq!(verdicts.get("run"), Some(&1), "{verdicts:?}");
+    assert_eq!(verdicts.get(&VerdictKind::Run), Some(&1), "{verdicts:?}");
     // The others see it planned (in flight) or done (cooldown): either way they share its
     // outcome instead of repeating it.
-    let shared = verdicts.get("cooldown").unwrap_or(&0) + verdicts.get("in_flight").unwrap_or(&0);
+    let shared = verdicts.get(&VerdictKind::Cooldown).unwrap_or(&0)
+        + verdicts.get(&VerdictKind::InFlight).unwrap_or(&0);
     assert_eq!(shared, 499, "{verdicts:?}");
     // The same key again is the same action: nothing new.
     let again = f
@@ -482,16 +490,16 @@ async fn the_budget_pause_and_dry_run_are_enforced_from_the_store() {
             ))
             .await
             .unwrap();
-        assert_eq!(planned.verdict, "run");
-        assert_eq!(planned.state, "planned");
+        assert_eq!(planned.verdict, VerdictKind::Run);
+        assert_eq!(planned.state, ActionState::Planned);
     }
     let over = f
         .store
         .plan_action(plan(&f, 3, "deployment/vastai/d3", Mode::Enforce))
         .await
         .unwrap();
-    assert_eq!(over.verdict, "budget");
-    assert_eq!(over.state, "skipped");
+    assert_eq!(over.verdict, VerdictKind::Budget);
+    assert_eq!(over.state, ActionState::Skipped);
     // An hour later the budget is back; but a pause stops everything.
     f.clock.advance(Duration::from_secs(3601));
     let until = f.clock.now_millis() + 600_000;
@@ -507,7 +515,7 @@ async fn the_budget_pause_and_dry_run_are_enforced_from_the_store() {
         .plan_action(plan(&f, 4, "deployment/vastai/d4", Mode::Enforce))
         .await
         .unwrap();
-    assert_eq!(paused.verdict, "paused");
+    assert_eq!(paused.verdict, VerdictKind::Paused);
     assert_eq!(paused.verdict_detail["why"], "deploy freeze");
     f.store.set_pause(None).await.unwrap();
     // Dry-run records what would have happened and starts no cooldown.
@@ -516,24 +524,28 @@ async fn the_budget_pause_and_dry_run_are_enforced_from_the_store() {
         .plan_action(plan(&f, 5, "deployment/vastai/d5", Mode::DryRun))
         .await
         .unwrap();
-    assert_eq!(dry.verdict, "dry_run");
+    assert_eq!(dry.verdict, VerdictKind::DryRun);
     assert_eq!(dry.verdict_detail["would"]["verdict"], "run");
     let real = f
         .store
         .plan_action(plan(&f, 6, "deployment/vastai/d5", Mode::Enforce))
         .await
         .unwrap();
-    assert_eq!(real.verdict, "run", "a dry run does not start a cooldown");
+    assert_eq!(
+        real.verdict,
+        VerdictKind::Run,
+        "a dry run does not start a cooldown"
+    );
     // Started and finished; a second start of the same action is refused.
     assert!(
         f.store
-            .update_action(real.id, "started", None)
+            .update_action(real.id, ActionState::Started, None)
             .await
             .unwrap()
     );
     assert!(
         !f.store
-            .update_action(real.id, "started", None)
+            .update_action(real.id, ActionState::Started, None)
             .await
             .unwrap()
     );
@@ -542,10 +554,10 @@ async fn the_budget_pause_and_dry_run_are_enforced_from_the_store() {
         .plan_action(plan(&f, 7, "deployment/vastai/d5", Mode::Enforce))
         .await
         .unwrap();
-    assert_eq!(busy.verdict, "in_flight");
+    assert_eq!(busy.verdict, VerdictKind::InFlight);
     assert!(
         f.store
-            .update_action(real.id, "done", Some("{}".to_owned()))
+            .update_action(real.id, ActionState::Done, Some("{}".to_owned()))
             .await
             .unwrap()
     );
@@ -555,7 +567,7 @@ fn decision_for(episode: &str) -> DecisionRecord {
     DecisionRecord {
         episode_id: episode.to_owned(),
         transition_seq: None,
-        kind: "initial".to_owned(),
+        kind: DecisionKind::Initial,
         rule: "r".to_owned(),
         severity: "P3".to_owned(),
         branch: "b".to_owned(),
@@ -866,4 +878,80 @@ async fn reads_run_side_by_side_off_the_async_thread_and_a_failed_one_drops_its_
         3,
         "the failed read's connection was dropped"
     );
+}
+
+#[tokio::test]
+async fn stored_text_a_newer_version_wrote_is_a_typed_error() {
+    use crate::act::governor::Mode;
+    let f = Fixture::new(1000);
+    f.send("g", &[("a", "firing", T0)]).await;
+    let target = "deployment/vastai/api";
+    let planned = f
+        .store
+        .plan_action(plan(&f, 0, target, Mode::Enforce))
+        .await
+        .unwrap();
+    assert_eq!(planned.state, ActionState::Planned);
+    let reader = f.store.reader().unwrap();
+    let id = reader.incidents(None, 10).unwrap().remove(0).id;
+    assert_eq!(
+        reader.episode(&id).unwrap().unwrap().status,
+        EpisodeStatus::Firing
+    );
+
+    // Another version's words, written behind this one's back.
+    let raw = rusqlite::Connection::open(f.store.database()).unwrap();
+    raw.busy_timeout(Duration::from_secs(5)).unwrap();
+    raw.execute(
+        "UPDATE episodes SET status = 'archived' WHERE id = ?1",
+        [&id],
+    )
+    .unwrap();
+    raw.execute("UPDATE transitions SET kind = 'merged'", [])
+        .unwrap();
+    raw.execute("UPDATE actions SET state = 'paused-forever'", [])
+        .unwrap();
+
+    let unrecognised = |what: &'static str, text: &str| StoreError::Unrecognised {
+        what,
+        text: text.to_owned(),
+    };
+    let error = reader.episode(&id).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        unrecognised("episode status", "archived").to_string()
+    );
+    assert!(
+        matches!(&error, StoreError::Unrecognised { what: "episode status", text } if text == "archived"),
+        "{error:?}"
+    );
+    assert_eq!(error.metric_label(), "unrecognised");
+    let error = reader.incidents(None, 10).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            StoreError::Unrecognised {
+                what: "episode status",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let error = reader.pending_transitions(10).unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Unrecognised { what: "transition kind", text } if text == "merged"),
+        "{error:?}"
+    );
+    // The writer reads the action back for the same key: its reply says why it failed, and
+    // it is neither corrupt nor full.
+    let error = f
+        .store
+        .plan_action(plan(&f, 0, target, Mode::Enforce))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Write(write) if write.kind() == WriteErrorKind::Unrecognised),
+        "{error:?}"
+    );
+    assert_eq!(error.metric_label(), "unrecognised");
 }

@@ -22,6 +22,8 @@ pub enum WriteErrorKind {
     Io,
     /// The store refused the command itself as wrong (a constraint, a value out of range).
     Invalid,
+    /// A row holds a kind or state this version does not know (a newer one wrote it).
+    Unrecognised,
     Other,
 }
 
@@ -34,6 +36,7 @@ impl WriteErrorKind {
             WriteErrorKind::Corrupt => "corrupt",
             WriteErrorKind::Io => "io",
             WriteErrorKind::Invalid => "invalid",
+            WriteErrorKind::Unrecognised => "unrecognised",
             WriteErrorKind::Other => "other",
         }
     }
@@ -42,6 +45,9 @@ impl WriteErrorKind {
     /// error behind the last failed call, when known: SQLite reports a write refused by a
     /// read-only filesystem (EROFS) as a plain I/O error.
     pub(super) fn of(error: &rusqlite::Error, system_errno: Option<i32>) -> WriteErrorKind {
+        if super::values::unrecognised_in(error).is_some() {
+            return WriteErrorKind::Unrecognised;
+        }
         let rusqlite::Error::SqliteFailure(failure, _) = error else {
             return match error {
                 rusqlite::Error::ToSqlConversionFailure(_)
@@ -175,6 +181,18 @@ mod tests {
         assert_eq!(WriteErrorKind::of(&refused, None), WriteErrorKind::Invalid);
         let none = rusqlite::Error::QueryReturnedNoRows;
         assert_eq!(WriteErrorKind::of(&none, None), WriteErrorKind::Other);
+        let newer = rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            Box::new(super::super::values::Unrecognised {
+                what: "action state",
+                text: "paused-forever".to_owned(),
+            }),
+        );
+        assert_eq!(
+            WriteErrorKind::of(&newer, None),
+            WriteErrorKind::Unrecognised
+        );
     }
 
     #[test]
@@ -202,6 +220,7 @@ mod tests {
             WriteErrorKind::Corrupt,
             WriteErrorKind::Io,
             WriteErrorKind::Invalid,
+            WriteErrorKind::Unrecognised,
             WriteErrorKind::Other,
         ];
         let labels: std::collections::HashSet<_> = kinds.iter().map(|k| k.label()).collect();

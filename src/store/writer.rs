@@ -138,7 +138,7 @@ impl Writer {
             }
             Command::UpdateAction(id, state, result, reply) => {
                 let outcome = self.transact("update_action", |tx, now| {
-                    actions::update(tx, id, &state, result.as_deref(), now)
+                    actions::update(tx, id, state, result.as_deref(), now)
                 });
                 self.answer(reply, outcome);
             }
@@ -153,9 +153,9 @@ impl Writer {
                 });
                 self.answer(reply, result);
             }
-            Command::FinishHold(id, state, result, reply) => {
+            Command::FinishHold(id, finish, result, reply) => {
                 let outcome = self.transact("holds", |tx, now| {
-                    actions::finish_hold(tx, id, &state, result.as_deref(), now)
+                    actions::finish_hold(tx, id, finish, result.as_deref(), now)
                 });
                 self.answer(reply, outcome);
             }

@@ -200,7 +200,7 @@ impl Pipeline {
             .record_decision(DecisionRecord {
                 episode_id: episode_id.to_owned(),
                 transition_seq: None,
-                kind: "initial".to_owned(),
+                kind: nightshift::store::DecisionKind::Initial,
                 rule: "api-down".to_owned(),
                 severity: severity.to_owned(),
                 branch: "page".to_owned(),
@@ -496,7 +496,7 @@ async fn storm() {
                     .record_decision(DecisionRecord {
                         episode_id: id.clone(),
                         transition_seq: None,
-                        kind: "initial".to_owned(),
+                        kind: nightshift::store::DecisionKind::Initial,
                         rule: "api-down".to_owned(),
                         severity: severity.to_owned(),
                         branch: "page".to_owned(),

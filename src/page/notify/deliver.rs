@@ -31,7 +31,9 @@ use super::render;
 use super::view::{IncidentView, PageView, action_line, probe_line};
 use crate::clock::{Millis, SharedClock, duration_millis, millis_to_datetime};
 use crate::config::{Config, NotifierKind, SeveritiesConfig};
-use crate::store::{Attempt, Engine, OutboxRow, PagedIncident, PagingOp, Store, StoreError};
+use crate::store::{
+    Attempt, BundleState, Engine, OutboxKind, OutboxRow, PagedIncident, PagingOp, Store, StoreError,
+};
 use crate::telemetry::Metrics;
 
 /// A notifier with its URL read.
@@ -379,7 +381,8 @@ impl Deliverer {
                     };
                     // Only a P1 page's first trigger may take the reserve; the rows come in
                     // that order, so once a bucket refuses one, it refuses the rest.
-                    let urgent = row.kind == "trigger" && row.priority == 1 && !row.update;
+                    let urgent =
+                        row.kind == OutboxKind::Trigger && row.priority == 1 && !row.update;
                     if !self.take_token(&bucket, per_minute, urgent, now) {
                         // Waiting on our own limiter is not a failure; the row stays due.
                         exhausted.insert(bucket);
@@ -550,7 +553,10 @@ impl Deliverer {
         delivery: Option<&Delivery>,
         now: Millis,
     ) {
-        if row.channel != "pagerduty" || row.kind != "trigger" || row.fallback_at.is_some() {
+        if row.channel != "pagerduty"
+            || row.kind != OutboxKind::Trigger
+            || row.fallback_at.is_some()
+        {
             return;
         }
         let failing_since = match (row.first_failure_at, health.failing_since) {
@@ -637,7 +643,7 @@ impl Deliverer {
         if settings.routing_keys.is_empty() {
             return Err("PagerDuty is not configured (no pagerduty.routing_keys)".to_owned());
         }
-        if row.kind == "change" {
+        if row.kind == OutboxKind::Change {
             if !settings.change_events {
                 // Not wanted: settle it so it does not wait forever.
                 let sent = "change events are off".to_owned();
@@ -705,7 +711,7 @@ impl Deliverer {
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("page {dedup_key} is gone"))?;
-        if row.kind == "resolve" {
+        if row.kind == OutboxKind::Resolve {
             view.status = "resolved".to_owned();
         }
         let text = render::render_chat(notifier.kind, notifier.template.as_deref(), &view)
@@ -726,7 +732,7 @@ impl Deliverer {
         };
         let body = match notifier.kind {
             NotifierKind::Slack => render::slack_body(&text),
-            NotifierKind::Webhook => render::webhook_body(&view, &text, &row.kind),
+            NotifierKind::Webhook => render::webhook_body(&view, &text, row.kind.as_str()),
         };
         Ok(Outgoing {
             row: row.clone(),
@@ -744,7 +750,7 @@ impl Deliverer {
         row: &OutboxRow,
         key: &str,
     ) -> Result<Outgoing, String> {
-        let (path, body) = if row.kind == "change" {
+        let (path, body) = if row.kind == OutboxKind::Change {
             let action_id = row.action_id.unwrap_or_default();
             let found = self
                 .store
@@ -768,7 +774,7 @@ impl Deliverer {
             ("/v2/change/enqueue", body)
         } else {
             let dedup_key = row.dedup_key.clone().unwrap_or_default();
-            let body = if row.kind == "resolve" {
+            let body = if row.kind == OutboxKind::Resolve {
                 pagerduty::resolve_event(key, &dedup_key)
             } else {
                 let view = page_view(&self.store, settings, &dedup_key)
@@ -853,7 +859,8 @@ pub async fn page_view(
     let Some(page) = store.page(dedup_key).await? else {
         return Ok(None);
     };
-    let (group_key, severity, status) = (page.group_key, page.severity, page.status);
+    let (group_key, severity) = (page.group_key, page.severity);
+    let status = page.status.as_str().to_owned();
     let paged = store
         .paged_incidents(dedup_key, settings.max_incidents)
         .await?;
@@ -906,7 +913,7 @@ pub async fn page_view(
         let bundle = store
             .bundle_row(&episode_id)
             .await?
-            .filter(|b| matches!(b.state.as_str(), "written" | "final"));
+            .filter(|b| matches!(b.state, BundleState::Written | BundleState::Final));
         let recent_errors = bundle
             .as_ref()
             .and_then(|b| serde_json::from_value(b.highlights.clone()).ok())
@@ -929,7 +936,7 @@ pub async fn page_view(
             branch: trace["branch"].as_str().unwrap_or_default().to_owned(),
             note: trace["note"].as_str().unwrap_or_default().to_owned(),
             summary: trace["summary"].as_str().unwrap_or_default().to_owned(),
-            status: row.status.clone(),
+            status: row.status.as_str().to_owned(),
             starts_at: row.starts_at.clone(),
             labels: row.labels.clone().into_iter().collect(),
             annotations: row.annotations.clone().into_iter().collect(),
