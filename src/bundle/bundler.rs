@@ -658,7 +658,9 @@ impl Bundler {
         let on_disk: Vec<OnDisk> = rows
             .iter()
             .map(|row| OnDisk {
-                open: matches!(row.status.as_str(), "firing" | "silenced") || !row.closed,
+                open: crate::episodes::reconcile::EpisodeStatus::parse(&row.status)
+                    .is_some_and(|status| status.is_open())
+                    || !row.closed,
                 busy: busy(&row.episode_id),
                 bytes: row.bytes,
                 created_at: row.created_at,
@@ -949,10 +951,16 @@ pub fn incident_facts(
                 .transitions
                 .iter()
                 .rev()
-                .find(|t| matches!(t.kind.as_str(), "resolved" | "gone"))
+                .find(|t| {
+                    matches!(
+                        t.kind,
+                        crate::episodes::reconcile::TransitionKind::Resolved
+                            | crate::episodes::reconcile::TransitionKind::Gone
+                    )
+                })
                 .map(|t| t.at.clone())
         })
-        .filter(|_| !matches!(summary.status.as_str(), "firing" | "silenced"));
+        .filter(|_| !summary.status.is_open());
     let duration = ended_at.as_ref().and_then(|end| {
         let start = chrono::DateTime::parse_from_rfc3339(&summary.starts_at).ok()?;
         let end = chrono::DateTime::parse_from_rfc3339(end).ok()?;
@@ -1085,7 +1093,12 @@ pub fn report_facts(
         };
         let bundle = reader
             .bundle(&id)?
-            .filter(|b| matches!(b.state.as_str(), "written" | "final"))
+            .filter(|b| {
+                matches!(
+                    b.state,
+                    crate::store::BundleState::Written | crate::store::BundleState::Final
+                )
+            })
             .and_then(|b| b.path);
         let link = |path: &str| {
             bundle_link(

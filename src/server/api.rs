@@ -124,7 +124,12 @@ pub(super) async fn download_bundle(
     let state_dir = state.state_dir.clone();
     let result = read_store(move || {
         let Some(path) = row
-            .filter(|row| matches!(row.state.as_str(), "written" | "final"))
+            .filter(|row| {
+                matches!(
+                    row.state,
+                    crate::store::BundleState::Written | crate::store::BundleState::Final
+                )
+            })
             .and_then(|row| row.path)
         else {
             return Ok(None);
