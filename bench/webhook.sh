@@ -61,58 +61,11 @@ ncpu=$(nproc --all)
 ((ncpu > SERVER_CPU && ncpu > WRK_CPU)) || die "need CPUs $SERVER_CPU and $WRK_CPU; this machine has $ncpu"
 [[ -f $PAYLOAD && -f $LUA ]] || die "missing $PAYLOAD or $LUA"
 
-# ---------------------------------------------------------------- binary
-if [[ -n ${NIGHTSHIFT_BIN:-} ]]; then
-    BIN=$NIGHTSHIFT_BIN
-else
-    BIN=$ROOT/target/release/nightshift
-    if [[ ! -x $BIN ]]; then
-        log "building $BIN (cargo build --release)"
-        cargo build --release --quiet
-    fi
-fi
-[[ -x $BIN ]] || die "no executable at $BIN"
-
-# ---------------------------------------------------------------- state directory
-mkdir -p "$BENCH_DIR"
-STATE=$(mktemp -d "$BENCH_DIR/webhook.XXXXXX")
-PID=""
-
-stop_server() {
-    [[ -n $PID ]] || return 0
-    if kill -0 "$PID" 2>/dev/null; then
-        kill -TERM "$PID" 2>/dev/null || true
-        local i
-        for ((i = 0; i < 300; i++)); do # 30 s; the daemon's shutdown_timeout is 20 s
-            kill -0 "$PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$PID" 2>/dev/null; then
-            log "nightshift did not stop within 30 s of SIGTERM; sending SIGKILL"
-            kill -KILL "$PID" 2>/dev/null || true
-        fi
-    fi
-    wait "$PID" 2>/dev/null || true
-    PID=""
-}
-
-cleanup() {
-    local rc=$?
-    stop_server
-    if [[ ${KEEP:-0} == 1 || $rc -ne 0 ]]; then
-        log "state directory kept: $STATE"
-    else
-        rm -rf "$STATE"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
-umask 077
-printf '%s\n' "$TOKEN" >"$STATE/ingest_token"
-umask 022
+# ---------------------------------------------------------------- binary, state directory
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_binary
+bench_state webhook
 cat >"$STATE/nightshift.toml" <<EOF
 # Written by bench/webhook.sh. Production settings except the address and the state dir.
 [server]
@@ -130,7 +83,6 @@ dir = "$STATE/var"
 format = "human"
 level = "info"
 EOF
-mkdir -p "$STATE/var"
 
 # ---------------------------------------------------------------- machine facts
 cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
