@@ -11,32 +11,30 @@ use crate::auth::Role;
 use crate::episodes::reconcile::EpisodeStatus;
 use crate::store::{Engine, StoreError};
 
-/// A store read's answer, or the 503 that says the store could not be read (it may be back
-/// soon).
+/// The answer when the store could not be read: a 503, as it may be back soon.
+fn unavailable(error: impl std::fmt::Display) -> Response {
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store unavailable",
+        &error.to_string(),
+    )
+}
+
+/// A store read's answer, or the 503 that says it could not be read.
 // The error is the response itself, handed straight back to axum; boxing it gains nothing.
 #[allow(clippy::result_large_err)]
 fn stored<T>(result: Result<T, StoreError>) -> Result<T, Response> {
-    result.map_err(|error| {
-        json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store unavailable",
-            &error.to_string(),
-        )
-    })
+    result.map_err(unavailable)
 }
 
-/// Run a read of the store (SQLite, blocking) off the async workers: its error is a 503 (the
-/// store may be back soon), a task that failed a 500.
-async fn read_store<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
-    read: impl FnOnce() -> Result<T, E> + Send + 'static,
+/// Run blocking work for an answer (opening a bundle file, composing the report on a store
+/// reader) off the async workers: its error is a 503, a task that failed a 500.
+async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, Response> {
-    match tokio::task::spawn_blocking(read).await {
+    match tokio::task::spawn_blocking(work).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store unavailable",
-            &error.to_string(),
-        )),
+        Ok(Err(error)) => Err(unavailable(error)),
         Err(error) => Err(json_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal error",
@@ -122,7 +120,7 @@ pub(super) async fn download_bundle(
         Err(response) => return response,
     };
     let state_dir = state.state_dir.clone();
-    let result = read_store(move || {
+    let result = blocking(move || {
         let Some(path) = row
             .filter(|row| {
                 matches!(
@@ -214,7 +212,7 @@ pub(super) async fn report(
     let store = state.store.clone();
     let now = state.clock.now_millis();
     let options = state.report.clone();
-    let result = read_store(move || {
+    let result = blocking(move || {
         store.read_blocking(|reader| {
             crate::bundle::bundler::report_facts(
                 reader,
