@@ -25,7 +25,6 @@ use crate::auth::Role;
 use crate::clock::Millis;
 use crate::server::{AppState, RemoteAddr, json_error};
 use crate::store::{IngestRecord, Prepared, Rejected, WriteError};
-use sha2::{Digest, Sha256};
 
 /// Outcome labels for `nightshift_webhook_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +111,7 @@ impl InflightBudget {
             if parsed.is_err() {
                 release_freed_memory(body.len());
             }
-            parsed.map(|notification| (notification, Sha256::digest(&body).into()))
+            parsed.map(|notification| (notification, crate::store::payload_hash(&body)))
         })
         .await;
         parsed.unwrap_or_else(|error| {

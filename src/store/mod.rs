@@ -181,11 +181,16 @@ pub struct Prepared {
     pub notification: Option<Arc<crate::ingest::webhook::Notification>>,
 }
 
+/// A body's key in the journal: its SHA-256 (identical snapshots are stored once).
+pub fn payload_hash(body: &[u8]) -> [u8; 32] {
+    <sha2::Sha256 as sha2::Digest>::digest(body).into()
+}
+
 impl Prepared {
     /// Only the hash, computed here.
     pub fn hash_only(body: &[u8]) -> Prepared {
         Prepared {
-            hash: <sha2::Sha256 as sha2::Digest>::digest(body).into(),
+            hash: payload_hash(body),
             notification: None,
         }
     }
