@@ -485,6 +485,14 @@ fn traced(line: &str) -> Option<(&str, &str)> {
         .map(|(thread, call)| (thread, call.trim_start()))
 }
 
+/// Whether `call` is a call of one of `names`, whole (`recvfrom(…`) or resumed after strace
+/// split it between threads (`<... recvfrom resumed>…`): the resumed half carries the data.
+fn is_call(call: &str, names: &[&str]) -> bool {
+    names.iter().any(|name| {
+        call.starts_with(&format!("{name}(")) || call.starts_with(&format!("<... {name} resumed>"))
+    })
+}
+
 /// Whether `call` is a synchronisation (fsync or fdatasync) of the store's write-ahead log.
 fn syncs_the_wal(call: &str) -> bool {
     (call.starts_with("fsync(") || call.starts_with("fdatasync("))
@@ -547,8 +555,7 @@ fn a_webhook_is_answered_200_only_after_its_write_ahead_log_is_synced() {
         .iter()
         .position(|line| {
             traced(line).is_some_and(|(_, call)| {
-                (call.starts_with("read(") || call.starts_with("recv"))
-                    && call.contains("\"POST /webhook")
+                is_call(call, &["read", "recvfrom", "recvmsg"]) && call.contains("\"POST /webhook")
             })
         })
         .unwrap_or_else(|| panic!("the POST was never read:\n{log}"));
@@ -558,7 +565,7 @@ fn a_webhook_is_answered_200_only_after_its_write_ahead_log_is_synced() {
         .skip(request)
         .find(|(_, line)| {
             traced(line).is_some_and(|(_, call)| {
-                (call.starts_with("write") || call.starts_with("send"))
+                is_call(call, &["write", "writev", "sendto", "sendmsg"])
                     && call.contains("HTTP/1.1 200")
             })
         })
